@@ -1,0 +1,1 @@
+//! MSB-first bit stream writer and reader used by the XOR encoding.

@@ -1,0 +1,198 @@
+//! Label sets: the identity of a series.
+//!
+//! A [`Labels`] value is a set of name/value pairs kept sorted by name, with no duplicate names,
+//! exactly like Prometheus' `labels.Labels`. Ordering between label sets is Prometheus' too: pair by
+//! pair (name, then value, compared as bytes), and a shorter set that is a prefix sorts first. The
+//! index writer relies on that ordering, since series in an index must be sorted by label set.
+//!
+//! Strings are `Arc<str>` so the head can intern them: every series that says `job="node"` shares
+//! one allocation for `job` and one for `node`.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// The label that holds the metric name.
+pub const METRIC_NAME: &str = "__name__";
+
+/// One name/value pair.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct Label {
+    pub name: Arc<str>,
+    pub value: Arc<str>,
+}
+
+impl Label {
+    pub fn new(name: impl Into<Arc<str>>, value: impl Into<Arc<str>>) -> Self {
+        Label {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// A sorted set of labels identifying one series.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Labels(Vec<Label>);
+
+impl Labels {
+    /// Builds a label set from pairs in any order. Empty values are dropped (in Prometheus an
+    /// empty value means "label absent"); when a name repeats, the last value wins.
+    pub fn from_pairs<N, V, I>(pairs: I) -> Self
+    where
+        N: Into<Arc<str>>,
+        V: Into<Arc<str>>,
+        I: IntoIterator<Item = (N, V)>,
+    {
+        let mut labels: Vec<Label> = pairs
+            .into_iter()
+            .map(|(n, v)| Label::new(n, v))
+            .filter(|l| !l.value.is_empty())
+            .collect();
+        labels.sort_by(|a, b| a.name.cmp(&b.name));
+        // Keep the last of each run of equal names.
+        let mut out: Vec<Label> = Vec::with_capacity(labels.len());
+        for l in labels {
+            match out.last_mut() {
+                Some(last) if last.name == l.name => *last = l,
+                _ => out.push(l),
+            }
+        }
+        Labels(out)
+    }
+
+    /// Wraps labels the caller guarantees are sorted by name without duplicates.
+    pub fn from_sorted(labels: Vec<Label>) -> Self {
+        debug_assert!(labels.windows(2).all(|w| w[0].name < w[1].name));
+        Labels(labels)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|l| (*l.name).cmp(name))
+            .ok()
+            .map(|i| &*self.0[i].value)
+    }
+
+    pub fn metric_name(&self) -> Option<&str> {
+        self.get(METRIC_NAME)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Label> {
+        self.0.iter()
+    }
+
+    pub fn as_slice(&self) -> &[Label] {
+        &self.0
+    }
+
+    pub fn into_vec(self) -> Vec<Label> {
+        self.0
+    }
+
+    /// Returns a copy with `name` set to `value` (or removed when `value` is empty).
+    pub fn with(&self, name: &str, value: &str) -> Labels {
+        let mut v = self.0.clone();
+        match v.binary_search_by(|l| (*l.name).cmp(name)) {
+            Ok(i) if value.is_empty() => {
+                v.remove(i);
+            }
+            Ok(i) => v[i].value = value.into(),
+            Err(_) if value.is_empty() => {}
+            Err(i) => v.insert(i, Label::new(name, value)),
+        }
+        Labels(v)
+    }
+
+    /// Returns a copy without the given names.
+    pub fn without(&self, names: &[&str]) -> Labels {
+        Labels(
+            self.0
+                .iter()
+                .filter(|l| !names.contains(&&*l.name))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// A stable 64-bit hash of the label set (not the ring hash; for in-process maps only).
+    pub fn stable_hash(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
+    }
+}
+
+impl<'a> IntoIterator for &'a Labels {
+    type Item = &'a Label;
+    type IntoIter = std::slice::Iter<'a, Label>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// Formats like Prometheus: `{__name__="up", job="node"}`, values escaped as Go `%q` would.
+impl fmt::Display for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        for (i, l) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{}={:?}", l.name, &*l.value)?;
+        }
+        f.write_str("}")
+    }
+}
+
+impl fmt::Debug for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// `labels!("__name__" => "up", "job" => "node")`
+#[macro_export]
+macro_rules! labels {
+    ($($name:expr => $value:expr),* $(,)?) => {
+        $crate::labels::Labels::from_pairs([$(($name, $value)),*])
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorted_and_deduplicated() {
+        let l = Labels::from_pairs([("b", "1"), ("a", "2"), ("b", "3"), ("c", "")]);
+        assert_eq!(l.to_string(), r#"{a="2", b="3"}"#);
+        assert_eq!(l.get("b"), Some("3"));
+        assert_eq!(l.get("c"), None);
+    }
+
+    #[test]
+    fn ordering_matches_prometheus() {
+        let a = labels!("a" => "1");
+        let ab = labels!("a" => "1", "b" => "1");
+        let a2 = labels!("a" => "2");
+        assert!(a < ab);
+        assert!(ab < a2);
+    }
+
+    #[test]
+    fn with_and_without() {
+        let l = labels!("a" => "1", "c" => "3");
+        assert_eq!(l.with("b", "2").to_string(), r#"{a="1", b="2", c="3"}"#);
+        assert_eq!(l.with("a", "").to_string(), r#"{c="3"}"#);
+        assert_eq!(l.without(&["a"]).to_string(), r#"{c="3"}"#);
+    }
+}

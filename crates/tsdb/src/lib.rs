@@ -1,0 +1,45 @@
+//! Cairn's storage engine: a Prometheus-compatible time-series database.
+//!
+//! It owns everything between "a sample was accepted" and "a block sits on disk": the XOR chunk
+//! encoding ([`chunkenc`]), chunk segment files ([`chunks`]), the index format v2 ([`index`]),
+//! tombstones, block `meta.json` ([`meta`]), the write-ahead log ([`wal`]), the in-memory head
+//! ([`head`]), block writing and reading ([`block`]), the querier that merges head and blocks
+//! ([`querier`]) and the database that ties them together with cutting and retention ([`db`]).
+//!
+//! It does not own networking, object storage or PromQL: those crates sit above it and use the
+//! [`querier::Querier`] interface and the [`db::Db`] handle.
+//!
+//! Formats on disk are Prometheus' (blocks readable by `promtool` and Prometheus 2.42, and blocks
+//! written by them readable here); the WAL is Cairn's own, see [`wal`].
+
+pub mod block;
+pub mod chunkenc;
+pub mod chunks;
+pub mod db;
+pub mod error;
+pub mod head;
+pub mod index;
+pub mod labels;
+pub mod matcher;
+pub mod meta;
+pub mod querier;
+pub mod tombstones;
+pub mod wal;
+
+pub use error::{Error, Result};
+pub use labels::{Label, Labels};
+
+/// A float sample: timestamp in milliseconds since the epoch, and value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    pub t: i64,
+    pub v: f64,
+}
+
+/// The NaN bit pattern Prometheus uses to mark a series stale.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// True if `v` is Prometheus' staleness marker (not just any NaN).
+pub fn is_stale_nan(v: f64) -> bool {
+    v.to_bits() == STALE_NAN_BITS
+}
