@@ -1,1 +1,727 @@
-//! TODO
+//! The head: the in-memory, appendable part of the database.
+//!
+//! Each series ([`MemSeries`]) holds its samples as a list of XOR chunks; a chunk is closed at
+//! [`SAMPLES_PER_CHUNK`] samples or when the next sample falls into the next block range (so a
+//! chunk never crosses a block boundary), and closed chunks release spare capacity. Label
+//! strings are interned: every series with `job="node"` shares the same two allocations.
+//!
+//! An inverted index maps each label pair to the ascending refs of the series holding it
+//! (postings), which [`crate::matcher::postings_for_matchers`] turns into matcher lookups.
+//!
+//! Appending follows Prometheus' rules:
+//! - a sample older than the head accepts ([`Head::min_valid_time`]: the end of the last cut
+//!   block, or half a block range before the newest sample, whichever is later) is
+//!   [`Error::OutOfBounds`];
+//! - a sample older than the series' newest one is [`Error::OutOfOrder`];
+//! - a sample at the same timestamp with a different value is [`Error::DuplicateTimestamp`]
+//!   (the same value again is accepted and ignored).
+//!
+//! Writes go through an [`Appender`]: samples are validated as they are added, logged to the WAL
+//! at commit (series records are logged as soon as a series is created, so a sample record
+//! never precedes its series on replay), then applied.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::chunkenc::{XorChunk, ENCODING_XOR, SAMPLES_PER_CHUNK};
+use crate::matcher::PostingsIndex;
+use crate::querier::ChunkData;
+use crate::wal::{Record, RefSample, Wal};
+use crate::{Error, Label, Labels, Result};
+
+/// One series in the head.
+pub struct MemSeries {
+    pub series_ref: u64,
+    pub labels: Labels,
+    samples: Mutex<SeriesSamples>,
+}
+
+struct HeadChunk {
+    min_t: i64,
+    max_t: i64,
+    chunk: XorChunk,
+}
+
+#[derive(Default)]
+struct SeriesSamples {
+    /// Time-ordered, non-overlapping; the last one is open for appends.
+    chunks: Vec<HeadChunk>,
+    last_t: Option<i64>,
+    last_v_bits: u64,
+}
+
+impl SeriesSamples {
+    /// Checks the ordering rules against the newest sample. `Ok(false)` means an exact
+    /// duplicate that is accepted but not stored.
+    fn check(&self, t: i64, v: f64) -> Result<bool> {
+        match self.last_t {
+            Some(last) if t < last => Err(Error::OutOfOrder { t, newest: last }),
+            Some(last) if t == last => {
+                if v.to_bits() == self.last_v_bits {
+                    Ok(false)
+                } else {
+                    Err(Error::DuplicateTimestamp { t })
+                }
+            }
+            _ => Ok(true),
+        }
+    }
+
+    fn push(&mut self, t: i64, v: f64, chunk_range: i64) {
+        let cut = match self.chunks.last() {
+            None => true,
+            Some(c) => {
+                c.chunk.num_samples() >= SAMPLES_PER_CHUNK
+                    || range_start(t, chunk_range) != range_start(c.min_t, chunk_range)
+            }
+        };
+        if cut {
+            if let Some(c) = self.chunks.last_mut() {
+                c.chunk.shrink_to_fit();
+            }
+            self.chunks.push(HeadChunk {
+                min_t: t,
+                max_t: t,
+                chunk: XorChunk::new(),
+            });
+        }
+        let c = self.chunks.last_mut().expect("a chunk was just ensured");
+        c.chunk.append(t, v);
+        c.max_t = t;
+        self.last_t = Some(t);
+        self.last_v_bits = v.to_bits();
+    }
+}
+
+/// Start of the aligned range of width `range` holding `t`.
+pub fn range_start(t: i64, range: i64) -> i64 {
+    t.div_euclid(range) * range
+}
+
+impl MemSeries {
+    /// Copies out the chunks overlapping [mint, maxt].
+    pub fn chunks(&self, mint: i64, maxt: i64) -> Vec<ChunkData> {
+        let s = self.samples.lock().unwrap();
+        s.chunks
+            .iter()
+            .filter(|c| c.max_t >= mint && c.min_t <= maxt)
+            .map(|c| ChunkData {
+                min_time: c.min_t,
+                max_time: c.max_t,
+                encoding: ENCODING_XOR,
+                data: c.chunk.bytes().into(),
+            })
+            .collect()
+    }
+
+    /// (min, max) timestamp of the samples held, if any.
+    pub fn time_range(&self) -> Option<(i64, i64)> {
+        let s = self.samples.lock().unwrap();
+        Some((s.chunks.first()?.min_t, s.chunks.last()?.max_t))
+    }
+
+    /// Heap bytes held by this series' chunks (capacity, not length).
+    fn chunk_bytes(&self) -> usize {
+        let s = self.samples.lock().unwrap();
+        s.chunks.iter().map(|c| c.chunk.capacity()).sum::<usize>()
+            + s.chunks.capacity() * std::mem::size_of::<HeadChunk>()
+    }
+}
+
+#[derive(Default)]
+struct HeadIndex {
+    /// Series by label hash (a Vec for the rare collisions), so labels are stored only once.
+    by_hash: HashMap<u64, Vec<Arc<MemSeries>>>,
+    by_ref: BTreeMap<u64, Arc<MemSeries>>,
+    postings: HashMap<Arc<str>, HashMap<Arc<str>, Vec<u64>>>,
+    symbols: HashSet<Arc<str>>,
+}
+
+impl HeadIndex {
+    fn get(&self, hash: u64, labels: &Labels) -> Option<&Arc<MemSeries>> {
+        self.by_hash
+            .get(&hash)
+            .and_then(|v| v.iter().find(|s| &s.labels == labels))
+    }
+
+    fn intern(&mut self, s: &Arc<str>) -> Arc<str> {
+        if let Some(x) = self.symbols.get(s) {
+            return x.clone();
+        }
+        self.symbols.insert(s.clone());
+        s.clone()
+    }
+
+    fn insert(&mut self, series_ref: u64, labels: &Labels) -> Arc<MemSeries> {
+        let interned: Vec<Label> = labels
+            .iter()
+            .map(|l| Label {
+                name: self.intern(&l.name),
+                value: self.intern(&l.value),
+            })
+            .collect();
+        let labels = Labels::from_sorted(interned);
+        let series = Arc::new(MemSeries {
+            series_ref,
+            labels,
+            samples: Mutex::new(SeriesSamples::default()),
+        });
+        for l in &series.labels {
+            let list = self
+                .postings
+                .entry(l.name.clone())
+                .or_default()
+                .entry(l.value.clone())
+                .or_default();
+            // Refs are handed out in increasing order except on WAL replay of old series.
+            match list.last() {
+                Some(&last) if last > series_ref => {
+                    let i = list.partition_point(|&r| r < series_ref);
+                    list.insert(i, series_ref);
+                }
+                _ => list.push(series_ref),
+            }
+        }
+        self.by_hash
+            .entry(series.labels.stable_hash())
+            .or_default()
+            .push(series.clone());
+        self.by_ref.insert(series_ref, series.clone());
+        series
+    }
+
+    fn remove(&mut self, removed: &[Arc<MemSeries>]) {
+        let mut touched: HashSet<(Arc<str>, Arc<str>)> = HashSet::new();
+        for s in removed {
+            self.by_ref.remove(&s.series_ref);
+            let h = s.labels.stable_hash();
+            if let Some(v) = self.by_hash.get_mut(&h) {
+                v.retain(|x| x.series_ref != s.series_ref);
+                if v.is_empty() {
+                    self.by_hash.remove(&h);
+                }
+            }
+            for l in &s.labels {
+                touched.insert((l.name.clone(), l.value.clone()));
+            }
+        }
+        let gone: HashSet<u64> = removed.iter().map(|s| s.series_ref).collect();
+        for (name, value) in touched {
+            let Some(values) = self.postings.get_mut(&name) else {
+                continue;
+            };
+            if let Some(list) = values.get_mut(&value) {
+                list.retain(|r| !gone.contains(r));
+                if list.is_empty() {
+                    values.remove(&value);
+                }
+            }
+            if values.is_empty() {
+                self.postings.remove(&name);
+            }
+        }
+        // Drop symbols nobody references any more (the index's copy is the last one).
+        self.symbols.retain(|s| Arc::strong_count(s) > 1);
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct HeadOptions {
+    /// Block duration in milliseconds: chunks never cross a multiple of it.
+    pub chunk_range: i64,
+}
+
+impl Default for HeadOptions {
+    fn default() -> Self {
+        HeadOptions {
+            chunk_range: 2 * 3600 * 1000,
+        }
+    }
+}
+
+pub struct Head {
+    opts: HeadOptions,
+    index: RwLock<HeadIndex>,
+    next_ref: AtomicU64,
+    min_time: AtomicI64,
+    max_time: AtomicI64,
+    /// Samples below this are out of bounds (end of the last block cut from the head).
+    min_valid_time: AtomicI64,
+    wal: Option<Arc<Wal>>,
+}
+
+/// Counters a commit reports.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CommitStats {
+    pub samples: usize,
+    /// Samples that passed validation at append but lost a race with a concurrent commit to
+    /// the same series (out-of-order by the time they were applied).
+    pub rejected_late: usize,
+}
+
+impl Head {
+    pub fn new(opts: HeadOptions, wal: Option<Arc<Wal>>) -> Head {
+        Head {
+            opts,
+            index: RwLock::new(HeadIndex::default()),
+            next_ref: AtomicU64::new(1),
+            min_time: AtomicI64::new(i64::MAX),
+            max_time: AtomicI64::new(i64::MIN),
+            min_valid_time: AtomicI64::new(i64::MIN),
+            wal,
+        }
+    }
+
+    pub fn options(&self) -> &HeadOptions {
+        &self.opts
+    }
+
+    pub(crate) fn set_wal(&mut self, wal: Arc<Wal>) {
+        self.wal = Some(wal);
+    }
+
+    pub fn wal(&self) -> Option<&Arc<Wal>> {
+        self.wal.as_ref()
+    }
+
+    /// Oldest sample timestamp in the head (i64::MAX when empty).
+    pub fn min_time(&self) -> i64 {
+        self.min_time.load(Ordering::Acquire)
+    }
+
+    /// Newest sample timestamp in the head (i64::MIN when empty).
+    pub fn max_time(&self) -> i64 {
+        self.max_time.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.max_time() == i64::MIN
+    }
+
+    /// The oldest timestamp an append may carry right now.
+    pub fn min_valid_time(&self) -> i64 {
+        let block_end = self.min_valid_time.load(Ordering::Acquire);
+        let max = self.max_time();
+        if max == i64::MIN {
+            return block_end;
+        }
+        block_end.max(max.saturating_sub(self.opts.chunk_range / 2))
+    }
+
+    pub(crate) fn set_min_valid_time(&self, t: i64) {
+        self.min_valid_time.fetch_max(t, Ordering::AcqRel);
+    }
+
+    pub fn num_series(&self) -> usize {
+        self.index.read().unwrap().by_ref.len()
+    }
+
+    pub fn appender(&self) -> Appender<'_> {
+        Appender {
+            head: self,
+            pending: Vec::new(),
+            last_pending: HashMap::new(),
+        }
+    }
+
+    /// Looks a series up by labels, creating (and logging) it if new.
+    fn get_or_create(&self, labels: &Labels) -> Result<Arc<MemSeries>> {
+        let hash = labels.stable_hash();
+        if let Some(s) = self.index.read().unwrap().get(hash, labels) {
+            return Ok(s.clone());
+        }
+        let mut index = self.index.write().unwrap();
+        if let Some(s) = index.get(hash, labels) {
+            return Ok(s.clone());
+        }
+        let series_ref = self.next_ref.fetch_add(1, Ordering::Relaxed);
+        // Logged under the index lock, before anyone can append to the series, so the series
+        // record precedes every sample record of it. Made durable by the commit's fsync.
+        if let Some(wal) = &self.wal {
+            wal.log_unsynced(&[Record::Series {
+                series_ref,
+                labels: labels.clone(),
+            }])?;
+        }
+        Ok(index.insert(series_ref, labels))
+    }
+
+    pub fn series_by_ref(&self, series_ref: u64) -> Option<Arc<MemSeries>> {
+        self.index.read().unwrap().by_ref.get(&series_ref).cloned()
+    }
+
+    /// Applies one WAL record during replay. Samples that break ordering are skipped.
+    pub(crate) fn replay_record(&self, record: Record, unknown_refs: &mut u64) {
+        match record {
+            Record::Series { series_ref, labels } => {
+                let mut index = self.index.write().unwrap();
+                if index.by_ref.contains_key(&series_ref) {
+                    return;
+                }
+                if index.get(labels.stable_hash(), &labels).is_some() {
+                    // The same labels under a second ref cannot be produced by one head; if a
+                    // damaged log holds it, the first ref wins and the second's samples count
+                    // as unknown.
+                    return;
+                }
+                index.insert(series_ref, &labels);
+                self.next_ref.fetch_max(series_ref + 1, Ordering::Relaxed);
+            }
+            Record::Samples(samples) => {
+                for s in samples {
+                    if !self.replay_sample(s.series_ref, s.t, s.v) {
+                        *unknown_refs += 1;
+                    }
+                }
+            }
+            Record::Chunk { series_ref, data } => match XorChunk::from_bytes(data) {
+                Ok(chunk) => {
+                    for (t, v) in chunk.iter() {
+                        if !self.replay_sample(series_ref, t, v) {
+                            *unknown_refs += 1;
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(series_ref, error = %e, "skipping undecodable chunk in WAL checkpoint"),
+            },
+        }
+    }
+
+    fn replay_sample(&self, series_ref: u64, t: i64, v: f64) -> bool {
+        let Some(series) = self.series_by_ref(series_ref) else {
+            return false;
+        };
+        if t < self.min_valid_time.load(Ordering::Acquire) {
+            return true;
+        }
+        let mut s = series.samples.lock().unwrap();
+        if let Ok(true) = s.check(t, v) {
+            s.push(t, v, self.opts.chunk_range);
+            drop(s);
+            self.update_time_bounds(t, t);
+        }
+        true
+    }
+
+    fn update_time_bounds(&self, mint: i64, maxt: i64) {
+        self.min_time.fetch_min(mint, Ordering::AcqRel);
+        self.max_time.fetch_max(maxt, Ordering::AcqRel);
+    }
+
+    /// Drops every chunk that ends before `t` and every series left empty, and makes `t` the
+    /// lower bound for appends. Called after the data below `t` was written to a block.
+    pub fn truncate(&self, t: i64) -> usize {
+        self.set_min_valid_time(t);
+        let mut empty = Vec::new();
+        let mut new_min = i64::MAX;
+        {
+            let index = self.index.read().unwrap();
+            for s in index.by_ref.values() {
+                let mut samples = s.samples.lock().unwrap();
+                samples.chunks.retain(|c| c.max_t >= t);
+                match samples.chunks.first() {
+                    None => empty.push(s.clone()),
+                    Some(c) => new_min = new_min.min(c.min_t),
+                }
+            }
+        }
+        let removed = empty.len();
+        if !empty.is_empty() {
+            let mut index = self.index.write().unwrap();
+            // A series may have received a sample since the scan: keep it then.
+            empty.retain(|s| s.samples.lock().unwrap().chunks.is_empty());
+            index.remove(&empty);
+        }
+        self.min_time.store(new_min, Ordering::Release);
+        if new_min == i64::MAX {
+            self.max_time.store(i64::MIN, Ordering::Release);
+        }
+        removed
+    }
+
+    /// Every series, sorted by labels.
+    pub fn all_series_sorted(&self) -> Vec<Arc<MemSeries>> {
+        let mut all: Vec<_> = self.index.read().unwrap().by_ref.values().cloned().collect();
+        all.sort_by(|a, b| a.labels.cmp(&b.labels));
+        all
+    }
+
+    /// Series with these refs, sorted by labels.
+    pub fn series_sorted(&self, refs: &[u64]) -> Vec<Arc<MemSeries>> {
+        let index = self.index.read().unwrap();
+        let mut out: Vec<_> = refs
+            .iter()
+            .filter_map(|r| index.by_ref.get(r).cloned())
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        out
+    }
+
+    /// WAL checkpoint content: every live series and its chunks from `t` on.
+    pub fn checkpoint_records(&self, t: i64) -> Vec<Record> {
+        let mut out = Vec::new();
+        for s in self.index.read().unwrap().by_ref.values() {
+            out.push(Record::Series {
+                series_ref: s.series_ref,
+                labels: s.labels.clone(),
+            });
+            for c in s.chunks(t, i64::MAX) {
+                out.push(Record::Chunk {
+                    series_ref: s.series_ref,
+                    data: c.data.to_vec(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Approximate heap bytes held by the head, for the memory-per-series measurement.
+    pub fn memory_estimate(&self) -> HeadMemory {
+        let index = self.index.read().unwrap();
+        let chunk_bytes: usize = index.by_ref.values().map(|s| s.chunk_bytes()).sum();
+        let symbol_bytes: usize = index.symbols.iter().map(|s| s.len() + 16).sum();
+        HeadMemory {
+            series: index.by_ref.len(),
+            chunk_bytes,
+            symbol_bytes,
+        }
+    }
+
+    /// Label names and per-name value counts (for status pages).
+    pub fn label_stats(&self) -> Vec<(String, usize, usize)> {
+        let index = self.index.read().unwrap();
+        let mut out: Vec<(String, usize, usize)> = index
+            .postings
+            .iter()
+            .map(|(name, values)| {
+                (
+                    name.to_string(),
+                    values.len(),
+                    values.values().map(Vec::len).sum(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HeadMemory {
+    pub series: usize,
+    pub chunk_bytes: usize,
+    pub symbol_bytes: usize,
+}
+
+impl PostingsIndex for Head {
+    fn all_postings(&self) -> Result<Vec<u64>> {
+        Ok(self.index.read().unwrap().by_ref.keys().copied().collect())
+    }
+
+    fn postings(&self, name: &str, value: &str) -> Result<Vec<u64>> {
+        Ok(self
+            .index
+            .read()
+            .unwrap()
+            .postings
+            .get(name)
+            .and_then(|values| values.get(value))
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    fn label_values(&self, name: &str) -> Result<Vec<String>> {
+        let index = self.index.read().unwrap();
+        let mut values: Vec<String> = index
+            .postings
+            .get(name)
+            .map(|values| values.keys().map(|v| v.to_string()).collect())
+            .unwrap_or_default();
+        values.sort();
+        Ok(values)
+    }
+}
+
+impl Head {
+    pub fn label_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .index
+            .read()
+            .unwrap()
+            .postings
+            .keys()
+            .map(|n| n.to_string())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+/// A batch of appends, applied atomically-per-sample at [`Appender::commit`].
+pub struct Appender<'a> {
+    head: &'a Head,
+    pending: Vec<(Arc<MemSeries>, i64, f64)>,
+    /// Newest pending (t, value bits) per series ref, so a batch is validated as a whole.
+    last_pending: HashMap<u64, (i64, u64)>,
+}
+
+impl Appender<'_> {
+    /// Validates and stages one sample; returns the series ref.
+    pub fn append(&mut self, labels: &Labels, t: i64, v: f64) -> Result<u64> {
+        let min_valid = self.head.min_valid_time();
+        if t < min_valid {
+            return Err(Error::OutOfBounds { t, min_valid });
+        }
+        let series = self.head.get_or_create(labels)?;
+        let series_ref = series.series_ref;
+        let store = match self.last_pending.get(&series_ref) {
+            Some(&(last, _)) if t < last => return Err(Error::OutOfOrder { t, newest: last }),
+            Some(&(last, bits)) if t == last => {
+                if bits != v.to_bits() {
+                    return Err(Error::DuplicateTimestamp { t });
+                }
+                false
+            }
+            Some(_) => true,
+            None => series.samples.lock().unwrap().check(t, v)?,
+        };
+        if store {
+            self.last_pending.insert(series_ref, (t, v.to_bits()));
+            self.pending.push((series, t, v));
+        }
+        Ok(series_ref)
+    }
+
+    /// Number of samples staged so far.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Logs the staged samples to the WAL (durably, per the fsync policy), then applies them.
+    pub fn commit(self) -> Result<CommitStats> {
+        let mut stats = CommitStats::default();
+        if self.pending.is_empty() {
+            return Ok(stats);
+        }
+        if let Some(wal) = &self.head.wal {
+            let samples = self
+                .pending
+                .iter()
+                .map(|(s, t, v)| RefSample {
+                    series_ref: s.series_ref,
+                    t: *t,
+                    v: *v,
+                })
+                .collect();
+            wal.log(&[Record::Samples(samples)])?;
+        }
+        let (mut mint, mut maxt) = (i64::MAX, i64::MIN);
+        let range = self.head.opts.chunk_range;
+        for (series, t, v) in &self.pending {
+            let mut s = series.samples.lock().unwrap();
+            match s.check(*t, *v) {
+                Ok(true) => {
+                    s.push(*t, *v, range);
+                    stats.samples += 1;
+                    mint = mint.min(*t);
+                    maxt = maxt.max(*t);
+                }
+                Ok(false) => {}
+                Err(_) => stats.rejected_late += 1,
+            }
+        }
+        if stats.samples > 0 {
+            self.head.update_time_bounds(mint, maxt);
+        }
+        Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labels;
+
+    #[test]
+    fn ordering_rules() {
+        let head = Head::new(HeadOptions::default(), None);
+        let l = labels!("__name__" => "up");
+        let mut app = head.appender();
+        app.append(&l, 1000, 1.0).unwrap();
+        app.append(&l, 2000, 2.0).unwrap();
+        assert!(matches!(app.append(&l, 1500, 1.0), Err(Error::OutOfOrder { .. })));
+        assert!(matches!(
+            app.append(&l, 2000, 3.0),
+            Err(Error::DuplicateTimestamp { .. })
+        ));
+        app.append(&l, 2000, 2.0).unwrap(); // exact duplicate: fine
+        assert_eq!(app.commit().unwrap().samples, 2);
+
+        let mut app = head.appender();
+        assert!(matches!(app.append(&l, 1000, 1.0), Err(Error::OutOfOrder { .. })));
+        assert!(matches!(
+            app.append(&l, 2000, 5.0),
+            Err(Error::DuplicateTimestamp { .. })
+        ));
+        // Half a block range behind the newest sample is out of bounds.
+        let far = 2000 + head.options().chunk_range;
+        app.append(&l, far, 1.0).unwrap();
+        app.commit().unwrap();
+        let mut app = head.appender();
+        let other = labels!("__name__" => "other");
+        assert!(matches!(
+            app.append(&other, 2000, 1.0),
+            Err(Error::OutOfBounds { .. })
+        ));
+    }
+
+    #[test]
+    fn chunks_cut_at_120_samples_and_block_boundaries() {
+        let head = Head::new(HeadOptions { chunk_range: 1_000_000 }, None);
+        let l = labels!("__name__" => "x");
+        let mut app = head.appender();
+        for i in 0..300 {
+            app.append(&l, i * 1000, i as f64).unwrap();
+        }
+        app.commit().unwrap();
+        let s = head.series_by_ref(1).unwrap();
+        let chunks = s.chunks(i64::MIN, i64::MAX);
+        let sizes: Vec<i64> = chunks.iter().map(|c| c.max_time - c.min_time).collect();
+        // 0..999s is one block range: chunks of 120, 120, 60 samples (then 60 after the boundary? no)
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(sizes, vec![119_000, 119_000, 59_000]);
+        let mut app = head.appender();
+        for i in 300..1100 {
+            app.append(&l, i * 1000, i as f64).unwrap();
+        }
+        app.commit().unwrap();
+        for c in s.chunks(i64::MIN, i64::MAX) {
+            assert_eq!(range_start(c.min_time, 1_000_000), range_start(c.max_time, 1_000_000));
+        }
+    }
+
+    #[test]
+    fn postings_and_truncate() {
+        let head = Head::new(HeadOptions::default(), None);
+        let mut app = head.appender();
+        app.append(&labels!("__name__" => "a", "job" => "x"), 10, 1.0).unwrap();
+        app.append(&labels!("__name__" => "b", "job" => "x"), 5000, 1.0).unwrap();
+        app.commit().unwrap();
+        assert_eq!(head.postings("job", "x").unwrap(), vec![1, 2]);
+        assert_eq!(head.label_values("__name__").unwrap(), vec!["a", "b"]);
+        assert_eq!(head.truncate(1000), 1);
+        assert_eq!(head.postings("job", "x").unwrap(), vec![2]);
+        assert_eq!(head.label_values("__name__").unwrap(), vec!["b"]);
+        assert_eq!(head.min_time(), 5000);
+        let mut app = head.appender();
+        assert!(matches!(
+            app.append(&labels!("__name__" => "a"), 999, 1.0),
+            Err(Error::OutOfBounds { .. })
+        ));
+    }
+}

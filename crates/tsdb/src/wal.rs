@@ -1,1 +1,776 @@
-//! TODO
+//! The write-ahead log that protects the head.
+//!
+//! Cairn's WAL is its own format (it need not be byte-compatible with Prometheus'; blocks are).
+//!
+//! ```text
+//! wal/
+//!   00000007                 segments, numbered; a new one is started on open and when one
+//!   00000008                 would exceed the segment size (default 128 MiB)
+//!   checkpoint.00000006/     the head's state as of a block cut: replaces segments <= 6
+//!     00000000
+//!
+//! segment  := record*
+//! record   := len:u32be  crc:u32be  payload[len]        crc = CRC-32C(payload)
+//! payload  := type:u8 body
+//!   type 1 Series   ref:u64be  n:uvarint  (uvarint-len name, uvarint-len value){n}
+//!   type 2 Samples  n:uvarint  (ref-delta:varint  t-delta:varint  value:u64be){n}
+//!                   (deltas from the previous sample of the record; the first from 0)
+//!   type 3 Chunk    ref:u64be  n:uvarint  XOR chunk bytes[n]   (checkpoints only)
+//! ```
+//! A record never spans two segments.
+//!
+//! **Replay** reads the newest checkpoint and then every later segment. A record that is cut
+//! short or fails its CRC ends the log: the segment is truncated there and later segments are
+//! removed, with a warning. Only records after the damage are lost; the database always opens.
+//!
+//! **Durability** ([`FsyncPolicy`]): with `Always` (the default) every commit is fsynced before
+//! it is acknowledged; concurrent commits share one fsync (group commit), so a write that got a
+//! 2xx survives a crash. `Interval(d)` fsyncs at most every `d` (a crash may lose the last `d`
+//! of acknowledged writes, like Prometheus' default); `Never` leaves it to the OS.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::error::IoContext;
+use crate::{Error, Label, Labels, Result, Sample};
+
+pub const DEFAULT_SEGMENT_SIZE: u64 = 128 * 1024 * 1024;
+const RECORD_HEADER: usize = 8;
+const TYPE_SERIES: u8 = 1;
+const TYPE_SAMPLES: u8 = 2;
+const TYPE_CHUNK: u8 = 3;
+const CHECKPOINT_PREFIX: &str = "checkpoint.";
+
+/// When the WAL is fsynced; see the module documentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    Always,
+    Interval(Duration),
+    Never,
+}
+
+impl Default for FsyncPolicy {
+    fn default() -> Self {
+        FsyncPolicy::Always
+    }
+}
+
+/// A sample addressed by series ref.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RefSample {
+    pub series_ref: u64,
+    pub t: i64,
+    pub v: f64,
+}
+
+/// A decoded WAL record.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    Series { series_ref: u64, labels: Labels },
+    Samples(Vec<RefSample>),
+    Chunk { series_ref: u64, data: Vec<u8> },
+}
+
+impl Record {
+    /// Appends the payload (type byte and body) to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Record::Series { series_ref, labels } => encode_series(out, *series_ref, labels),
+            Record::Samples(samples) => encode_samples(out, samples),
+            Record::Chunk { series_ref, data } => {
+                out.push(TYPE_CHUNK);
+                out.extend_from_slice(&series_ref.to_be_bytes());
+                put_uvarint(out, data.len() as u64);
+                out.extend_from_slice(data);
+            }
+        }
+    }
+
+    pub fn decode(payload: &[u8]) -> std::result::Result<Record, String> {
+        let mut d = Decoder { buf: payload, pos: 1 };
+        match payload.first() {
+            Some(&TYPE_SERIES) => {
+                let series_ref = d.u64be()?;
+                let n = d.uvarint()? as usize;
+                let mut labels = Vec::with_capacity(n.min(1024));
+                for _ in 0..n {
+                    let name = d.string()?;
+                    let value = d.string()?;
+                    labels.push(Label::new(name, value));
+                }
+                Ok(Record::Series {
+                    series_ref,
+                    labels: Labels::from_sorted(labels),
+                })
+            }
+            Some(&TYPE_SAMPLES) => {
+                let n = d.uvarint()? as usize;
+                let mut samples = Vec::with_capacity(n.min(1 << 16));
+                let (mut r, mut t) = (0i64, 0i64);
+                for _ in 0..n {
+                    r = r.wrapping_add(d.varint()?);
+                    t = t.wrapping_add(d.varint()?);
+                    let v = f64::from_bits(d.u64be()?);
+                    samples.push(RefSample {
+                        series_ref: r as u64,
+                        t,
+                        v,
+                    });
+                }
+                Ok(Record::Samples(samples))
+            }
+            Some(&TYPE_CHUNK) => {
+                let series_ref = d.u64be()?;
+                let n = d.uvarint()? as usize;
+                let data = d.bytes(n)?.to_vec();
+                Ok(Record::Chunk { series_ref, data })
+            }
+            Some(t) => Err(format!("unknown record type {t}")),
+            None => Err("empty record".into()),
+        }
+    }
+}
+
+fn encode_series(out: &mut Vec<u8>, series_ref: u64, labels: &Labels) {
+    out.push(TYPE_SERIES);
+    out.extend_from_slice(&series_ref.to_be_bytes());
+    put_uvarint(out, labels.len() as u64);
+    for l in labels {
+        put_uvarint(out, l.name.len() as u64);
+        out.extend_from_slice(l.name.as_bytes());
+        put_uvarint(out, l.value.len() as u64);
+        out.extend_from_slice(l.value.as_bytes());
+    }
+}
+
+fn encode_samples(out: &mut Vec<u8>, samples: &[RefSample]) {
+    out.push(TYPE_SAMPLES);
+    put_uvarint(out, samples.len() as u64);
+    let (mut r, mut t) = (0i64, 0i64);
+    for s in samples {
+        put_varint(out, (s.series_ref as i64).wrapping_sub(r));
+        put_varint(out, s.t.wrapping_sub(t));
+        out.extend_from_slice(&s.v.to_bits().to_be_bytes());
+        r = s.series_ref as i64;
+        t = s.t;
+    }
+}
+
+pub(crate) fn put_uvarint(out: &mut Vec<u8>, mut x: u64) {
+    while x >= 0x80 {
+        out.push((x as u8) | 0x80);
+        x >>= 7;
+    }
+    out.push(x as u8);
+}
+
+pub(crate) fn put_varint(out: &mut Vec<u8>, x: i64) {
+    put_uvarint(out, ((x << 1) ^ (x >> 63)) as u64);
+}
+
+struct Decoder<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Decoder<'a> {
+    fn bytes(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or("record ends early")?;
+        let b = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(b)
+    }
+    fn u64be(&mut self) -> std::result::Result<u64, String> {
+        Ok(u64::from_be_bytes(self.bytes(8)?.try_into().unwrap()))
+    }
+    fn uvarint(&mut self) -> std::result::Result<u64, String> {
+        let mut x = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *self.buf.get(self.pos).ok_or("record ends inside a varint")?;
+            self.pos += 1;
+            x |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok(x);
+            }
+        }
+        Err("varint overflows 64 bits".into())
+    }
+    fn varint(&mut self) -> std::result::Result<i64, String> {
+        let u = self.uvarint()?;
+        Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
+    }
+    fn string(&mut self) -> std::result::Result<String, String> {
+        let n = self.uvarint()? as usize;
+        let b = self.bytes(n)?;
+        String::from_utf8(b.to_vec()).map_err(|_| "label is not UTF-8".to_string())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct WalOptions {
+    pub segment_size: u64,
+    pub fsync: FsyncPolicy,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            fsync: FsyncPolicy::Always,
+        }
+    }
+}
+
+struct Writer {
+    index: u32,
+    file: Arc<File>,
+    size: u64,
+}
+
+/// An open WAL, appended to by commits.
+pub struct Wal {
+    dir: PathBuf,
+    opts: WalOptions,
+    writer: Mutex<Writer>,
+    /// Commits written so far; commits fsynced so far (group commit bookkeeping).
+    written: AtomicU64,
+    synced: Mutex<(u64, Instant)>,
+}
+
+/// What replay found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReplayStats {
+    pub records: u64,
+    pub segments: u32,
+    /// Set when a damaged tail was cut off: (segment, offset) where the log now ends.
+    pub truncated_at: Option<(u32, u64)>,
+}
+
+fn segment_name(i: u32) -> String {
+    format!("{i:08}")
+}
+
+/// Segment indexes in `dir`, ascending.
+fn list_segments(dir: &Path) -> Result<Vec<u32>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
+        let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.len() == 8 && name.bytes().all(|b| b.is_ascii_digit()) {
+            out.push(name.parse().expect("eight digits parse"));
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// The newest complete checkpoint: (last segment it covers, its directory).
+fn latest_checkpoint(dir: &Path) -> Result<Option<(u32, PathBuf)>> {
+    let mut best: Option<(u32, PathBuf)> = None;
+    for entry in fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
+        let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(num) = name.strip_prefix(CHECKPOINT_PREFIX) else {
+            continue;
+        };
+        let Ok(n) = num.parse::<u32>() else {
+            // `checkpoint.N.tmp` is a checkpoint that was never finished: discard it.
+            let _ = fs::remove_dir_all(entry.path());
+            continue;
+        };
+        if best.as_ref().is_none_or(|(b, _)| n > *b) {
+            best = Some((n, entry.path()));
+        }
+    }
+    Ok(best)
+}
+
+/// Reads records from one file, calling `f` for each. Returns the offset where valid data ends
+/// and whether the file was damaged there.
+fn read_segment(path: &Path, f: &mut dyn FnMut(Record)) -> Result<(u64, bool)> {
+    let mut data = Vec::new();
+    File::open(path)
+        .and_then(|mut file| file.read_to_end(&mut data))
+        .ctx(|| format!("reading WAL segment {}", path.display()))?;
+    let mut pos = 0usize;
+    while pos < data.len() {
+        if data.len() - pos < RECORD_HEADER {
+            return Ok((pos as u64, true));
+        }
+        let len = u32::from_be_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
+        let crc = u32::from_be_bytes(data[pos + 4..pos + 8].try_into().unwrap());
+        let start = pos + RECORD_HEADER;
+        let Some(end) = start.checked_add(len).filter(|&e| e <= data.len()) else {
+            return Ok((pos as u64, true));
+        };
+        let payload = &data[start..end];
+        if crc32c::crc32c(payload) != crc {
+            return Ok((pos as u64, true));
+        }
+        match Record::decode(payload) {
+            Ok(r) => f(r),
+            Err(_) => return Ok((pos as u64, true)),
+        }
+        pos = end;
+    }
+    Ok((pos as u64, false))
+}
+
+impl Wal {
+    /// Replays the WAL in `dir` (creating it if needed), repairing a damaged tail, then opens
+    /// it for appending in a fresh segment.
+    pub fn open(
+        dir: &Path,
+        opts: WalOptions,
+        mut on_record: impl FnMut(Record),
+    ) -> Result<(Wal, ReplayStats)> {
+        fs::create_dir_all(dir).ctx(|| format!("creating WAL directory {}", dir.display()))?;
+        let mut stats = ReplayStats::default();
+        let mut count = |r: Record| {
+            stats.records += 1;
+            on_record(r)
+        };
+        let checkpoint = latest_checkpoint(dir)?;
+        let mut first_segment = 0;
+        if let Some((n, cp_dir)) = &checkpoint {
+            for seg in list_segments(cp_dir)? {
+                let path = cp_dir.join(segment_name(seg));
+                let (_, damaged) = read_segment(&path, &mut count)?;
+                if damaged {
+                    tracing::warn!(path = %path.display(), "WAL checkpoint is damaged; replaying what is readable");
+                }
+            }
+            first_segment = n + 1;
+        }
+        let segments: Vec<u32> = list_segments(dir)?
+            .into_iter()
+            .filter(|&s| s >= first_segment)
+            .collect();
+        let mut last = checkpoint.as_ref().map_or(0, |(n, _)| *n);
+        let mut damaged_at = None;
+        for &seg in &segments {
+            let path = dir.join(segment_name(seg));
+            if damaged_at.is_some() {
+                tracing::warn!(path = %path.display(), "removing WAL segment after damaged record");
+                fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
+                continue;
+            }
+            stats.segments += 1;
+            last = last.max(seg);
+            let (end, damaged) = read_segment(&path, &mut count)?;
+            if damaged {
+                tracing::warn!(path = %path.display(), offset = end, "WAL ends in a torn or corrupt record; truncating it there");
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .ctx(|| format!("opening {}", path.display()))?;
+                f.set_len(end)
+                    .and_then(|_| f.sync_all())
+                    .ctx(|| format!("truncating {}", path.display()))?;
+                damaged_at = Some((seg, end));
+            }
+        }
+        stats.truncated_at = damaged_at;
+        let next = if segments.is_empty() && checkpoint.is_none() {
+            0
+        } else {
+            last + 1
+        };
+        let writer = Self::create_segment(dir, next)?;
+        sync_dir(dir)?;
+        Ok((
+            Wal {
+                dir: dir.to_path_buf(),
+                opts,
+                writer: Mutex::new(writer),
+                written: AtomicU64::new(0),
+                synced: Mutex::new((0, Instant::now())),
+            },
+            stats,
+        ))
+    }
+
+    fn create_segment(dir: &Path, index: u32) -> Result<Writer> {
+        let path = dir.join(segment_name(index));
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .ctx(|| format!("creating WAL segment {}", path.display()))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(Writer {
+            index,
+            file: Arc::new(file),
+            size,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends records as one commit and makes them durable according to the fsync policy.
+    pub fn log(&self, records: &[Record]) -> Result<()> {
+        let Some(seq) = self.write(records)? else {
+            return Ok(());
+        };
+        match self.opts.fsync {
+            FsyncPolicy::Always => self.sync_through(seq),
+            FsyncPolicy::Interval(d) => {
+                let due = self.synced.lock().unwrap().1.elapsed() >= d;
+                if due {
+                    self.sync_through(seq)?;
+                }
+                Ok(())
+            }
+            FsyncPolicy::Never => Ok(()),
+        }
+    }
+
+    /// Appends records without syncing; they become durable with the next synced commit
+    /// (records are written in order to one file, and a segment is synced before it is left).
+    pub fn log_unsynced(&self, records: &[Record]) -> Result<()> {
+        self.write(records).map(|_| ())
+    }
+
+    fn write(&self, records: &[Record]) -> Result<Option<u64>> {
+        if records.is_empty() {
+            return Ok(None);
+        }
+        let mut buf = Vec::with_capacity(256);
+        let mut payload = Vec::with_capacity(256);
+        for r in records {
+            payload.clear();
+            r.encode(&mut payload);
+            buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            buf.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
+            buf.extend_from_slice(&payload);
+        }
+        let seq = {
+            let mut w = self.writer.lock().unwrap();
+            if w.size > 0 && w.size + buf.len() as u64 > self.opts.segment_size {
+                // The old segment must be durable before commits land in the new one.
+                w.file
+                    .sync_data()
+                    .ctx(|| "syncing WAL segment".to_string())?;
+                *w = Self::create_segment(&self.dir, w.index + 1)?;
+                sync_dir(&self.dir)?;
+            }
+            (&*w.file)
+                .write_all(&buf)
+                .ctx(|| format!("writing WAL segment {}", segment_name(w.index)))?;
+            w.size += buf.len() as u64;
+            self.written.fetch_add(1, Ordering::SeqCst) + 1
+        };
+        Ok(Some(seq))
+    }
+
+    /// Group commit: one fsync covers every commit written before it started.
+    fn sync_through(&self, seq: u64) -> Result<()> {
+        let mut synced = self.synced.lock().unwrap();
+        if synced.0 >= seq {
+            return Ok(());
+        }
+        // Read the target and the file together: every commit up to `target` is in this file
+        // or in an earlier segment, which was synced when it was left.
+        let (target, file) = {
+            let w = self.writer.lock().unwrap();
+            (self.written.load(Ordering::SeqCst), w.file.clone())
+        };
+        file.sync_data().ctx(|| "syncing WAL".to_string())?;
+        *synced = (target, Instant::now());
+        Ok(())
+    }
+
+    /// Fsyncs everything written so far (periodic policy, shutdown).
+    pub fn sync(&self) -> Result<()> {
+        self.sync_through(self.written.load(Ordering::SeqCst))
+    }
+
+    /// Starts a new segment and returns the index of the last segment before it. Every commit
+    /// that finished before this call is in a segment <= the returned index.
+    pub fn cut_segment(&self) -> Result<u32> {
+        let mut w = self.writer.lock().unwrap();
+        w.file
+            .sync_data()
+            .ctx(|| "syncing WAL segment".to_string())?;
+        let last = w.index;
+        *w = Self::create_segment(&self.dir, last + 1)?;
+        sync_dir(&self.dir)?;
+        Ok(last)
+    }
+
+    /// Writes a checkpoint replacing segments `..= last_segment` with `records`, then deletes
+    /// those segments and older checkpoints.
+    pub fn checkpoint(&self, last_segment: u32, records: impl Iterator<Item = Record>) -> Result<()> {
+        let name = format!("{CHECKPOINT_PREFIX}{last_segment:08}");
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let dst = self.dir.join(&name);
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).ctx(|| format!("removing {}", tmp.display()))?;
+        }
+        fs::create_dir_all(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
+        let path = tmp.join(segment_name(0));
+        let mut file = std::io::BufWriter::new(
+            File::create(&path).ctx(|| format!("creating {}", path.display()))?,
+        );
+        let mut payload = Vec::new();
+        for r in records {
+            payload.clear();
+            r.encode(&mut payload);
+            file.write_all(&(payload.len() as u32).to_be_bytes())
+                .and_then(|_| file.write_all(&crc32c::crc32c(&payload).to_be_bytes()))
+                .and_then(|_| file.write_all(&payload))
+                .ctx(|| format!("writing {}", path.display()))?;
+        }
+        let file = file
+            .into_inner()
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e.into_error()))?;
+        file.sync_all().ctx(|| format!("syncing {}", path.display()))?;
+        sync_dir(&tmp)?;
+        if dst.exists() {
+            fs::remove_dir_all(&dst).ctx(|| format!("removing {}", dst.display()))?;
+        }
+        fs::rename(&tmp, &dst).ctx(|| format!("renaming {}", tmp.display()))?;
+        sync_dir(&self.dir)?;
+        // The checkpoint is in place: what it replaces can go.
+        for seg in list_segments(&self.dir)? {
+            if seg <= last_segment {
+                let p = self.dir.join(segment_name(seg));
+                fs::remove_file(&p).ctx(|| format!("removing {}", p.display()))?;
+            }
+        }
+        for entry in fs::read_dir(&self.dir).ctx(|| format!("listing {}", self.dir.display()))? {
+            let entry = entry.ctx(|| format!("listing {}", self.dir.display()))?;
+            let n = entry.file_name().to_string_lossy().to_string();
+            if let Some(num) = n.strip_prefix(CHECKPOINT_PREFIX).and_then(|s| s.parse::<u32>().ok()) {
+                if num < last_segment {
+                    fs::remove_dir_all(entry.path())
+                        .ctx(|| format!("removing {}", entry.path().display()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Total bytes of the WAL directory's segments (for metrics).
+    pub fn size(&self) -> u64 {
+        list_segments(&self.dir)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|s| fs::metadata(self.dir.join(segment_name(*s))).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+}
+
+/// Convenience for samples records.
+pub fn samples_record(series_ref: u64, samples: &[Sample]) -> Record {
+    Record::Samples(
+        samples
+            .iter()
+            .map(|s| RefSample {
+                series_ref,
+                t: s.t,
+                v: s.v,
+            })
+            .collect(),
+    )
+}
+
+/// Fsyncs a directory so renames and new files in it survive a crash.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx(|| format!("syncing directory {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labels;
+    use proptest::prelude::*;
+
+    fn replay_all(dir: &Path) -> (Vec<Record>, ReplayStats) {
+        let mut out = Vec::new();
+        let (_, stats) = Wal::open(dir, WalOptions::default(), |r| out.push(r)).unwrap();
+        (out, stats)
+    }
+
+    fn sample_records(n: usize) -> Vec<Record> {
+        let mut records = vec![Record::Series {
+            series_ref: 1,
+            labels: labels!("__name__" => "up", "job" => "node"),
+        }];
+        for i in 0..n {
+            records.push(Record::Samples(vec![
+                RefSample {
+                    series_ref: 1,
+                    t: 1000 * i as i64,
+                    v: i as f64,
+                },
+                RefSample {
+                    series_ref: 7,
+                    t: 1000 * i as i64 + 5,
+                    v: f64::from_bits(crate::STALE_NAN_BITS),
+                },
+            ]));
+        }
+        records
+    }
+
+    fn bits_eq(a: &[Record], b: &[Record]) -> bool {
+        // Compare through the encoding so NaN bit patterns count as equal.
+        let enc = |rs: &[Record]| {
+            let mut v = Vec::new();
+            rs.iter().for_each(|r| r.encode(&mut v));
+            v
+        };
+        enc(a) == enc(b)
+    }
+
+    #[test]
+    fn writes_and_replays_across_segments_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = sample_records(50);
+        {
+            let opts = WalOptions {
+                segment_size: 200,
+                fsync: FsyncPolicy::Always,
+            };
+            let (wal, stats) = Wal::open(dir.path(), opts, |_| {}).unwrap();
+            assert_eq!(stats.records, 0);
+            for r in &records {
+                wal.log(std::slice::from_ref(r)).unwrap();
+            }
+        }
+        assert!(list_segments(dir.path()).unwrap().len() > 3);
+        let (got, stats) = replay_all(dir.path());
+        assert!(bits_eq(&got, &records));
+        assert_eq!(stats.truncated_at, None);
+        // Reopening starts a new segment and replays the same records.
+        let (got, _) = replay_all(dir.path());
+        assert!(bits_eq(&got, &records));
+    }
+
+    #[test]
+    fn checkpoint_replaces_old_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), WalOptions::default(), |_| {}).unwrap();
+        wal.log(&sample_records(3)).unwrap();
+        let last = wal.cut_segment().unwrap();
+        let after = Record::Samples(vec![RefSample {
+            series_ref: 1,
+            t: 99_000,
+            v: 1.5,
+        }]);
+        wal.log(std::slice::from_ref(&after)).unwrap();
+        let kept = Record::Chunk {
+            series_ref: 1,
+            data: vec![0, 1, 2, 3],
+        };
+        wal.checkpoint(last, std::iter::once(kept.clone())).unwrap();
+        drop(wal);
+        assert!(!dir.path().join(segment_name(last)).exists());
+        let (got, _) = replay_all(dir.path());
+        assert!(bits_eq(&got, &[kept, after]));
+    }
+
+    #[test]
+    fn unfinished_checkpoint_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (wal, _) = Wal::open(dir.path(), WalOptions::default(), |_| {}).unwrap();
+            wal.log(&sample_records(2)).unwrap();
+        }
+        fs::create_dir_all(dir.path().join("checkpoint.00000005.tmp")).unwrap();
+        let (got, _) = replay_all(dir.path());
+        assert!(bits_eq(&got, &sample_records(2)));
+        assert!(!dir.path().join("checkpoint.00000005.tmp").exists());
+    }
+
+    /// Truncating the last segment at every byte offset loses exactly the records after the cut.
+    #[test]
+    fn truncation_at_every_offset_loses_only_the_tail() {
+        let records = sample_records(12);
+        let src = tempfile::tempdir().unwrap();
+        let mut ends = Vec::new(); // byte offset after each record
+        {
+            let (wal, _) = Wal::open(src.path(), WalOptions::default(), |_| {}).unwrap();
+            for r in &records {
+                wal.log(std::slice::from_ref(r)).unwrap();
+                ends.push(wal.writer.lock().unwrap().size);
+            }
+        }
+        let full = fs::read(src.path().join(segment_name(0))).unwrap();
+        for cut in 0..=full.len() {
+            let dir = tempfile::tempdir().unwrap();
+            fs::write(dir.path().join(segment_name(0)), &full[..cut]).unwrap();
+            let (got, stats) = replay_all(dir.path());
+            let complete = ends.iter().filter(|&&e| e as usize <= cut).count();
+            assert!(bits_eq(&got, &records[..complete]), "cut at {cut}");
+            let on_boundary = cut == 0 || ends.contains(&(cut as u64));
+            assert_eq!(stats.truncated_at.is_some(), !on_boundary, "cut at {cut}");
+            // The repaired log replays the same way again, with no further damage.
+            let (again, stats) = replay_all(dir.path());
+            assert!(bits_eq(&again, &records[..complete]));
+            assert_eq!(stats.truncated_at, None);
+        }
+    }
+
+    #[test]
+    fn corruption_mid_log_drops_later_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let opts = WalOptions {
+                segment_size: 100,
+                fsync: FsyncPolicy::Never,
+            };
+            let (wal, _) = Wal::open(dir.path(), opts, |_| {}).unwrap();
+            for r in &sample_records(10) {
+                wal.log(std::slice::from_ref(r)).unwrap();
+            }
+        }
+        let segs = list_segments(dir.path()).unwrap();
+        assert!(segs.len() >= 4);
+        let victim = dir.path().join(segment_name(segs[2]));
+        let mut data = fs::read(&victim).unwrap();
+        let last = data.len() - 1;
+        data[last] ^= 0xff;
+        fs::write(&victim, data).unwrap();
+        let (got, stats) = replay_all(dir.path());
+        assert_eq!(stats.truncated_at.map(|t| t.0), Some(segs[2]));
+        assert!(got.len() < 11);
+        // Later segments are gone; the one after the damage is the fresh, empty write segment.
+        assert_eq!(list_segments(dir.path()).unwrap(), segs[..4].to_vec());
+        assert_eq!(fs::metadata(dir.path().join(segment_name(segs[3]))).unwrap().len(), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn record_round_trip(
+            refs in proptest::collection::vec((any::<u64>(), any::<i64>(), any::<u64>()), 0..50),
+            names in proptest::collection::btree_map("[a-z_]{1,8}", "\\PC{1,8}", 0..6),
+        ) {
+            let samples: Vec<RefSample> = refs.iter().map(|&(r, t, v)| RefSample { series_ref: r, t, v: f64::from_bits(v) }).collect();
+            let rec = Record::Samples(samples);
+            let mut buf = Vec::new();
+            rec.encode(&mut buf);
+            let back = Record::decode(&buf).unwrap();
+            prop_assert!(bits_eq(&[back], &[rec]));
+            let rec = Record::Series { series_ref: 3, labels: Labels::from_pairs(names) };
+            let mut buf = Vec::new();
+            rec.encode(&mut buf);
+            prop_assert_eq!(Record::decode(&buf).unwrap(), rec);
+        }
+    }
+}

@@ -24,6 +24,10 @@ impl XorChunk {
     pub fn shrink_to_fit(&mut self) {
         todo!()
     }
+    /// Heap bytes allocated for the chunk's data.
+    pub fn capacity(&self) -> usize {
+        todo!()
+    }
     pub fn iter(&self) -> XorIterator<'_> {
         XorIterator::new(self.bytes())
     }
