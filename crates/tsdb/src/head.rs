@@ -21,12 +21,12 @@
 //! never precedes its series on replay), then applied.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::chunkenc::{XorChunk, ENCODING_XOR, SAMPLES_PER_CHUNK};
-use crate::matcher::PostingsIndex;
-use crate::querier::ChunkData;
+use crate::matcher::{postings_for_matchers, Matcher, PostingsIndex};
+use crate::querier::{names_of, values_of, ChunkData, Querier, Series};
 use crate::wal::{Record, RefSample, Wal};
 use crate::{Error, Label, Labels, Result};
 
@@ -35,6 +35,9 @@ pub struct MemSeries {
     pub series_ref: u64,
     pub labels: Labels,
     samples: Mutex<SeriesSamples>,
+    /// Appenders holding this series: truncation never drops a series someone is about to
+    /// append to (it would otherwise lose the samples to an orphaned series).
+    pending: AtomicU32,
 }
 
 struct HeadChunk {
@@ -166,6 +169,7 @@ impl HeadIndex {
             series_ref,
             labels,
             samples: Mutex::new(SeriesSamples::default()),
+            pending: AtomicU32::new(0),
         });
         for l in &series.labels {
             let list = self
@@ -249,6 +253,9 @@ pub struct Head {
     /// Samples below this are out of bounds (end of the last block cut from the head).
     min_valid_time: AtomicI64,
     wal: Option<Arc<Wal>>,
+    /// Commits hold it shared from WAL write to head apply; a WAL checkpoint takes it
+    /// exclusively to cut the segment, so every commit in the old segments is in the head.
+    pub(crate) commit_lock: RwLock<()>,
 }
 
 /// Counters a commit reports.
@@ -270,6 +277,7 @@ impl Head {
             max_time: AtomicI64::new(i64::MIN),
             min_valid_time: AtomicI64::new(i64::MIN),
             wal,
+            commit_lock: RwLock::new(()),
         }
     }
 
@@ -322,17 +330,22 @@ impl Head {
             head: self,
             pending: Vec::new(),
             last_pending: HashMap::new(),
+            held: HashMap::new(),
         }
     }
 
-    /// Looks a series up by labels, creating (and logging) it if new.
+    /// Looks a series up by labels, creating (and logging) it if new. The series is returned
+    /// with its pending count raised (under the index lock, so truncation cannot drop it in
+    /// between); the caller lowers it when done.
     fn get_or_create(&self, labels: &Labels) -> Result<Arc<MemSeries>> {
         let hash = labels.stable_hash();
         if let Some(s) = self.index.read().unwrap().get(hash, labels) {
+            s.pending.fetch_add(1, Ordering::AcqRel);
             return Ok(s.clone());
         }
         let mut index = self.index.write().unwrap();
         if let Some(s) = index.get(hash, labels) {
+            s.pending.fetch_add(1, Ordering::AcqRel);
             return Ok(s.clone());
         }
         let series_ref = self.next_ref.fetch_add(1, Ordering::Relaxed);
@@ -344,7 +357,9 @@ impl Head {
                 labels: labels.clone(),
             }])?;
         }
-        Ok(index.insert(series_ref, labels))
+        let series = index.insert(series_ref, labels);
+        series.pending.fetch_add(1, Ordering::AcqRel);
+        Ok(series)
     }
 
     pub fn series_by_ref(&self, series_ref: u64) -> Option<Arc<MemSeries>> {
@@ -422,15 +437,19 @@ impl Head {
                 samples.chunks.retain(|c| c.max_t >= t);
                 match samples.chunks.first() {
                     None => empty.push(s.clone()),
-                    Some(c) => new_min = new_min.min(c.min_t),
+                    // A chunk straddling `t` (only possible when flushing at an unaligned
+                    // time) keeps its older samples, but those are in the block now.
+                    Some(c) => new_min = new_min.min(c.min_t.max(t)),
                 }
             }
         }
         let removed = empty.len();
         if !empty.is_empty() {
             let mut index = self.index.write().unwrap();
-            // A series may have received a sample since the scan: keep it then.
-            empty.retain(|s| s.samples.lock().unwrap().chunks.is_empty());
+            // A series may have received a sample since the scan, or be held by an appender.
+            empty.retain(|s| {
+                s.pending.load(Ordering::Acquire) == 0 && s.samples.lock().unwrap().chunks.is_empty()
+            });
             index.remove(&empty);
         }
         self.min_time.store(new_min, Ordering::Release);
@@ -558,12 +577,80 @@ impl Head {
     }
 }
 
+/// A querier over the head (or a shared handle to it).
+pub struct HeadQuerier(pub Arc<Head>);
+
+impl HeadQuerier {
+    fn matching(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Arc<MemSeries>>> {
+        let head = &self.0;
+        if head.is_empty() || maxt < head.min_time() || mint > head.max_time() {
+            return Ok(Vec::new());
+        }
+        let refs = postings_for_matchers(&**head, matchers)?;
+        Ok(head.series_sorted(&refs))
+    }
+}
+
+impl Querier for HeadQuerier {
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>> {
+        Ok(self
+            .matching(matchers, mint, maxt)?
+            .into_iter()
+            .filter_map(|s| {
+                let chunks = s.chunks(mint, maxt);
+                (!chunks.is_empty()).then(|| Series {
+                    labels: s.labels.clone(),
+                    chunks,
+                })
+            })
+            .collect())
+    }
+
+    fn label_names(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<String>> {
+        let head = &self.0;
+        if head.is_empty() || maxt < head.min_time() || mint > head.max_time() {
+            return Ok(Vec::new());
+        }
+        if matchers.is_empty() {
+            return Ok(head.label_names());
+        }
+        Ok(names_of(&self.select(matchers, mint, maxt)?))
+    }
+
+    fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<String>> {
+        let head = &self.0;
+        if head.is_empty() || maxt < head.min_time() || mint > head.max_time() {
+            return Ok(Vec::new());
+        }
+        if matchers.is_empty() {
+            return head.label_values(name);
+        }
+        Ok(values_of(&self.select(matchers, mint, maxt)?, name))
+    }
+}
+
 /// A batch of appends, applied atomically-per-sample at [`Appender::commit`].
 pub struct Appender<'a> {
     head: &'a Head,
     pending: Vec<(Arc<MemSeries>, i64, f64)>,
     /// Newest pending (t, value bits) per series ref, so a batch is validated as a whole.
     last_pending: HashMap<u64, (i64, u64)>,
+    /// Series this appender raised the pending count of, once each.
+    held: HashMap<u64, Arc<MemSeries>>,
+}
+
+impl Drop for Appender<'_> {
+    fn drop(&mut self) {
+        for s in self.held.values() {
+            s.pending.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl Appender<'_> {
@@ -575,6 +662,11 @@ impl Appender<'_> {
         }
         let series = self.head.get_or_create(labels)?;
         let series_ref = series.series_ref;
+        if self.held.contains_key(&series_ref) {
+            series.pending.fetch_sub(1, Ordering::AcqRel);
+        } else {
+            self.held.insert(series_ref, series.clone());
+        }
         let store = match self.last_pending.get(&series_ref) {
             Some(&(last, _)) if t < last => return Err(Error::OutOfOrder { t, newest: last }),
             Some(&(last, bits)) if t == last => {
@@ -608,6 +700,7 @@ impl Appender<'_> {
         if self.pending.is_empty() {
             return Ok(stats);
         }
+        let _commit = self.head.commit_lock.read().unwrap();
         if let Some(wal) = &self.head.wal {
             let samples = self
                 .pending
