@@ -1,0 +1,150 @@
+//! The receiver's configuration, parsed once from flags by the binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tsdb::wal::FsyncPolicy;
+
+/// Per-request limits; exceeding one answers 413.
+#[derive(Clone, Debug)]
+pub struct RequestLimits {
+    /// Compressed body bytes.
+    pub max_body_bytes: usize,
+    /// Uncompressed protobuf bytes.
+    pub max_decoded_bytes: usize,
+    pub max_series: usize,
+    pub max_samples: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_body_bytes: 32 << 20,
+            max_decoded_bytes: 256 << 20,
+            max_series: 1_000_000,
+            max_samples: 5_000_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ReceiveConfig {
+    pub remote_write_address: SocketAddr,
+    pub http_address: SocketAddr,
+    pub tsdb_path: PathBuf,
+    pub retention: Option<Duration>,
+    pub block_duration: Duration,
+    /// `--label name="value"` external labels of every tenant.
+    pub external_labels: Vec<(String, String)>,
+    pub tenant_header: String,
+    pub default_tenant: String,
+    pub tenant_label_name: String,
+    pub fsync: FsyncPolicy,
+    pub limits: RequestLimits,
+    /// How often heads are checked for blocks to cut and retention is applied.
+    pub maintenance_interval: Duration,
+}
+
+/// The header the design document configures on its Prometheus agents; honoured when the
+/// configured tenant header is absent.
+pub const PROMETHEUS_TENANT_HEADER: &str = "X-Prometheus-Remote-Write-Tenant";
+
+impl Default for ReceiveConfig {
+    fn default() -> Self {
+        ReceiveConfig {
+            remote_write_address: ([0, 0, 0, 0], 19291).into(),
+            http_address: ([0, 0, 0, 0], 10902).into(),
+            tsdb_path: PathBuf::from("./data"),
+            retention: Some(Duration::from_secs(15 * 24 * 3600)),
+            block_duration: Duration::from_secs(2 * 3600),
+            external_labels: Vec::new(),
+            tenant_header: "THANOS-TENANT".into(),
+            default_tenant: "default-tenant".into(),
+            tenant_label_name: "tenant_id".into(),
+            fsync: FsyncPolicy::Always,
+            limits: RequestLimits::default(),
+            maintenance_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Parses a Prometheus-style duration: `15d`, `2h`, `90s`, `500ms`, `1h30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let mut total_ms: u128 = 0;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("invalid duration {s:?}: expected a number"));
+        }
+        let n: u128 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_ms: u128 = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            "y" => 365 * 86_400_000,
+            u => return Err(format!("invalid duration {s:?}: unknown unit {u:?}")),
+        };
+        total_ms += n * unit_ms;
+        rest = &rest[unit_len..];
+    }
+    Ok(Duration::from_millis(total_ms as u64))
+}
+
+/// Parses `name="value"` (or `name=value`), as Thanos' `--label`.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("invalid label {s:?}: expected name=\"value\""))?;
+    let value = value.trim();
+    let value = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value);
+    if !crate::writer::is_valid_label_name(name) {
+        return Err(format!("invalid label name {name:?}"));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+/// Parses the WAL fsync policy flag: `always`, `never`, or an interval like `1s`.
+pub fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
+    match s {
+        "always" => Ok(FsyncPolicy::Always),
+        "never" => Ok(FsyncPolicy::Never),
+        other => parse_duration(other).map(FsyncPolicy::Interval),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15d").unwrap(), Duration::from_secs(15 * 86400));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(parse_label("replica=\"r0\"").unwrap(), ("replica".into(), "r0".into()));
+        assert_eq!(parse_label("a=b").unwrap(), ("a".into(), "b".into()));
+        assert!(parse_label("1a=b").is_err());
+        assert!(parse_label("ab").is_err());
+    }
+}

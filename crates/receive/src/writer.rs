@@ -1,0 +1,286 @@
+//! Validates a decoded remote-write request and appends it to a tenant's TSDB.
+//!
+//! Every series is checked on its own; valid samples are stored even when others are rejected,
+//! and the answer says how many were accepted and names the first offending series. Status
+//! codes follow what remote-write clients do with them (they retry 5xx and drop 4xx):
+//! - 400: data that can never be accepted (bad labels, native histograms);
+//! - 409: samples that conflict with what is stored (out of order, duplicate timestamp with a
+//!   different value, older than the head accepts);
+//! - 500: a storage failure: nothing of the request was acknowledged, so the client retries.
+
+use proto::remote_write::{TimeSeries, WriteRequest};
+use tsdb::db::Db;
+use tsdb::{Label, Labels};
+
+/// The class of a rejection, from least to most severe for the response code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Conflict,
+    BadRequest,
+    Internal,
+}
+
+impl Severity {
+    pub fn status(self) -> u16 {
+        match self {
+            Severity::Conflict => 409,
+            Severity::BadRequest => 400,
+            Severity::Internal => 500,
+        }
+    }
+}
+
+/// Why samples were rejected (the `reason` label of the rejection metric).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    InvalidLabels,
+    NativeHistogram,
+    OutOfOrder,
+    DuplicateTimestamp,
+    OutOfBounds,
+    Storage,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidLabels => "invalid_labels",
+            Reason::NativeHistogram => "native_histogram",
+            Reason::OutOfOrder => "out_of_order",
+            Reason::DuplicateTimestamp => "duplicate_timestamp",
+            Reason::OutOfBounds => "out_of_bounds",
+            Reason::Storage => "storage",
+        }
+    }
+
+    fn severity(self) -> Severity {
+        match self {
+            Reason::InvalidLabels | Reason::NativeHistogram => Severity::BadRequest,
+            Reason::OutOfOrder | Reason::DuplicateTimestamp | Reason::OutOfBounds => Severity::Conflict,
+            Reason::Storage => Severity::Internal,
+        }
+    }
+}
+
+/// What happened to a request.
+#[derive(Debug, Default)]
+pub struct WriteOutcome {
+    pub total_samples: usize,
+    pub accepted_samples: usize,
+    pub accepted_exemplars: usize,
+    /// Rejected samples (or series, for label errors) per reason.
+    pub rejected: Vec<(Reason, usize)>,
+    /// The most severe problem, with its message naming the first offending series.
+    pub error: Option<(Severity, String)>,
+}
+
+impl WriteOutcome {
+    fn reject(&mut self, reason: Reason, count: usize, message: impl FnOnce() -> String) {
+        match self.rejected.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, n)) => *n += count,
+            None => self.rejected.push((reason, count)),
+        }
+        let severity = reason.severity();
+        if self.error.as_ref().is_none_or(|(s, _)| severity > *s) {
+            self.error = Some((severity, message()));
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.error.as_ref().map_or(204, |(s, _)| s.status())
+    }
+
+    /// The response body for a failed request.
+    pub fn message(&self) -> String {
+        let Some((_, first)) = &self.error else {
+            return String::new();
+        };
+        let rejected: Vec<String> = self
+            .rejected
+            .iter()
+            .map(|(r, n)| format!("{n} {}", r.as_str()))
+            .collect();
+        format!(
+            "accepted {} of {} samples; rejected: {}; first: {first}",
+            self.accepted_samples,
+            self.total_samples,
+            rejected.join(", ")
+        )
+    }
+}
+
+/// Label names as Prometheus (before UTF-8 names) defines them: `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn is_valid_label_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Renders a series' labels as sent, for error messages.
+fn describe(series: &TimeSeries<'_>) -> String {
+    let parts: Vec<String> = series
+        .labels
+        .iter()
+        .map(|l| format!("{}={:?}", l.name, l.value))
+        .collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
+/// Checks a series' labels; returns them as a label set.
+pub fn validate_labels(series: &TimeSeries<'_>) -> Result<Labels, String> {
+    if series.labels.is_empty() {
+        return Err("series has no labels".into());
+    }
+    let mut prev: Option<&str> = None;
+    let mut has_name = false;
+    for l in &series.labels {
+        if !is_valid_label_name(l.name) {
+            return Err(format!("invalid label name {:?}", l.name));
+        }
+        if l.value.is_empty() {
+            return Err(format!("label {:?} has an empty value", l.name));
+        }
+        if let Some(p) = prev {
+            if l.name == p {
+                return Err(format!("duplicate label name {:?}", l.name));
+            }
+            if l.name < p {
+                return Err(format!("labels are not sorted: {:?} comes after {p:?}", l.name));
+            }
+        }
+        has_name |= l.name == tsdb::labels::METRIC_NAME;
+        prev = Some(l.name);
+    }
+    if !has_name {
+        return Err("missing metric name (label __name__)".into());
+    }
+    Ok(Labels::from_sorted(
+        series.labels.iter().map(|l| Label::new(l.name, l.value)).collect(),
+    ))
+}
+
+/// Appends a request's samples to `db` as one commit.
+pub fn write(db: &Db, req: &WriteRequest<'_>) -> WriteOutcome {
+    let mut out = WriteOutcome {
+        total_samples: req.num_samples(),
+        ..Default::default()
+    };
+    let mut app = db.appender();
+    for series in &req.timeseries {
+        if series.histograms > 0 {
+            out.reject(Reason::NativeHistogram, series.histograms, || {
+                format!("series {}: native histograms are not supported yet", describe(series))
+            });
+        }
+        if series.samples.is_empty() {
+            continue;
+        }
+        let labels = match validate_labels(series) {
+            Ok(l) => l,
+            Err(why) => {
+                out.reject(Reason::InvalidLabels, series.samples.len(), || {
+                    format!("series {}: {why}", describe(series))
+                });
+                continue;
+            }
+        };
+        for s in &series.samples {
+            match app.append(&labels, s.timestamp, s.value) {
+                Ok(_) => {}
+                Err(e) => {
+                    let reason = match e {
+                        tsdb::Error::OutOfOrder { .. } => Reason::OutOfOrder,
+                        tsdb::Error::DuplicateTimestamp { .. } => Reason::DuplicateTimestamp,
+                        tsdb::Error::OutOfBounds { .. } => Reason::OutOfBounds,
+                        _ => Reason::Storage,
+                    };
+                    out.reject(reason, 1, || format!("series {labels}: {e}"));
+                }
+            }
+        }
+        out.accepted_exemplars += series.exemplars.len();
+    }
+    match app.commit() {
+        Ok(stats) => {
+            out.accepted_samples = stats.samples;
+            // Exact duplicates are accepted without being stored again; they count as written.
+            let rejected: usize = out
+                .rejected
+                .iter()
+                .filter(|(r, _)| *r != Reason::NativeHistogram)
+                .map(|(_, n)| n)
+                .sum();
+            out.accepted_samples = out.total_samples.saturating_sub(rejected + stats.rejected_late);
+            if stats.rejected_late > 0 {
+                out.reject(Reason::OutOfOrder, stats.rejected_late, || {
+                    "samples lost a race with a concurrent write to the same series (out of order)".into()
+                });
+            }
+        }
+        Err(e) => {
+            out.accepted_samples = 0;
+            out.accepted_exemplars = 0;
+            out.reject(Reason::Storage, out.total_samples, || format!("storage error: {e}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::remote_write::{Label as WireLabel, Sample};
+
+    fn ts<'a>(labels: &[(&'a str, &'a str)], samples: &[(i64, f64)]) -> TimeSeries<'a> {
+        TimeSeries {
+            labels: labels.iter().map(|&(name, value)| WireLabel { name, value }).collect(),
+            samples: samples.iter().map(|&(timestamp, value)| Sample { value, timestamp }).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn label_validation_names_the_problem() {
+        let cases = [
+            (vec![], "no labels"),
+            (vec![("job", "x")], "missing metric name"),
+            (vec![("__name__", "up"), ("job", "")], "empty value"),
+            (vec![("__name__", "up"), ("1job", "x")], "invalid label name"),
+            (vec![("__name__", "up"), ("job", "a"), ("job", "b")], "duplicate label name"),
+            (vec![("job", "a"), ("__name__", "up")], "not sorted"),
+        ];
+        for (labels, want) in cases {
+            let err = validate_labels(&ts(&labels, &[(1, 1.0)])).unwrap_err();
+            assert!(err.contains(want), "{labels:?}: {err}");
+        }
+        validate_labels(&ts(&[("__name__", "up"), ("job", "a")], &[])).unwrap();
+    }
+
+    #[test]
+    fn partial_writes_report_the_first_offender() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = Db::open(dir.path(), Default::default()).unwrap();
+        let req = WriteRequest {
+            timeseries: vec![
+                ts(&[("__name__", "up")], &[(1000, 1.0), (2000, 1.0)]),
+                ts(&[("job", "x")], &[(1000, 1.0)]),
+            ],
+            metadata: vec![],
+        };
+        let out = write(&db, &req);
+        assert_eq!(out.status(), 400);
+        assert_eq!(out.accepted_samples, 2);
+        assert!(out.message().contains("accepted 2 of 3 samples"), "{}", out.message());
+        assert!(out.message().contains(r#"series {job="x"}: missing metric name"#), "{}", out.message());
+
+        let req = WriteRequest {
+            timeseries: vec![ts(&[("__name__", "up")], &[(1500, 1.0), (2000, 5.0), (3000, 1.0)])],
+            metadata: vec![],
+        };
+        let out = write(&db, &req);
+        assert_eq!(out.status(), 409);
+        assert_eq!(out.accepted_samples, 1);
+        assert!(out.message().contains("out of order"), "{}", out.message());
+        assert!(out.message().contains("1 duplicate_timestamp"), "{}", out.message());
+    }
+}
