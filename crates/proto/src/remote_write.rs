@@ -160,7 +160,10 @@ fn decode_sample(buf: &[u8], base: usize) -> Result<Sample, WireError> {
 
 fn decode_label<'a>(buf: &'a [u8], base: usize) -> Result<Label<'a>, WireError> {
     let mut r = Reader::new(buf, base);
-    let mut l = Label { name: "", value: "" };
+    let mut l = Label {
+        name: "",
+        value: "",
+    };
     while !r.done() {
         match r.tag()? {
             (1, wire::LEN) => l.name = r.str()?,
@@ -494,7 +497,10 @@ mod tests {
 
     fn series<'a>(labels: &[(&'a str, &'a str)], samples: &[(i64, f64)]) -> TimeSeries<'a> {
         TimeSeries {
-            labels: labels.iter().map(|&(name, value)| Label { name, value }).collect(),
+            labels: labels
+                .iter()
+                .map(|&(name, value)| Label { name, value })
+                .collect(),
             samples: samples
                 .iter()
                 .map(|&(timestamp, value)| Sample { value, timestamp })
@@ -505,9 +511,15 @@ mod tests {
 
     #[test]
     fn v1_round_trip_with_metadata_and_exemplars() {
-        let mut ts = series(&[("__name__", "up"), ("job", "node")], &[(1000, 1.0), (2000, 0.0)]);
+        let mut ts = series(
+            &[("__name__", "up"), ("job", "node")],
+            &[(1000, 1.0), (2000, 0.0)],
+        );
         ts.exemplars.push(Exemplar {
-            labels: vec![Label { name: "trace_id", value: "abc" }],
+            labels: vec![Label {
+                name: "trace_id",
+                value: "abc",
+            }],
             value: 2.5,
             timestamp: 1500,
         });
@@ -550,7 +562,10 @@ mod tests {
         put_message(&mut buf, 5, |m| put_bytes(m, 1, &[1, 5]));
         assert_eq!(
             decode_v2(&buf).unwrap_err(),
-            DecodeError::SymbolOutOfRange { reference: 5, symbols: 2 }
+            DecodeError::SymbolOutOfRange {
+                reference: 5,
+                symbols: 2
+            }
         );
     }
 
@@ -562,11 +577,17 @@ mod tests {
         };
         let bytes = encode_v1(&req);
         let err = decode_v1(&bytes[..bytes.len() - 3]).unwrap_err();
-        assert!(err.to_string().contains("malformed protobuf at byte"), "{err}");
+        assert!(
+            err.to_string().contains("malformed protobuf at byte"),
+            "{err}"
+        );
         let mut bad_utf8 = bytes.clone();
         let pos = bad_utf8.windows(2).position(|w| w == b"up").unwrap();
         bad_utf8[pos] = 0xff;
-        assert!(decode_v1(&bad_utf8).unwrap_err().to_string().contains("UTF-8"));
+        assert!(decode_v1(&bad_utf8)
+            .unwrap_err()
+            .to_string()
+            .contains("UTF-8"));
     }
 
     #[test]
@@ -584,7 +605,13 @@ mod tests {
             }
         });
         let req = decode_v2(&buf).unwrap();
-        assert_eq!(req.timeseries[0].labels, vec![Label { name: "__name__", value: "x" }]);
+        assert_eq!(
+            req.timeseries[0].labels,
+            vec![Label {
+                name: "__name__",
+                value: "x"
+            }]
+        );
     }
 
     proptest! {

@@ -86,7 +86,10 @@ impl<'a> Reader<'a> {
     pub fn bytes(&mut self) -> Result<(&'a [u8], usize), WireError> {
         let n = self.varint()? as usize;
         let start = self.pos;
-        let Some(b) = start.checked_add(n).and_then(|end| self.buf.get(start..end)) else {
+        let Some(b) = start
+            .checked_add(n)
+            .and_then(|end| self.buf.get(start..end))
+        else {
             return Err(self.err("length-delimited field runs past the end"));
         };
         self.pos = start + n;

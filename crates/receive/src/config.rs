@@ -77,7 +77,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("empty duration".into());
     }
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(format!("invalid duration {s:?}: expected a number"));
         }
@@ -85,7 +87,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .parse()
             .map_err(|_| format!("invalid duration {s:?}"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit_ms: u128 = match &rest[..unit_len] {
             "ms" => 1,
             "s" => 1000,
@@ -133,7 +137,10 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("15d").unwrap(), Duration::from_secs(15 * 86400));
+        assert_eq!(
+            parse_duration("15d").unwrap(),
+            Duration::from_secs(15 * 86400)
+        );
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("5x").is_err());
@@ -142,7 +149,10 @@ mod tests {
 
     #[test]
     fn labels() {
-        assert_eq!(parse_label("replica=\"r0\"").unwrap(), ("replica".into(), "r0".into()));
+        assert_eq!(
+            parse_label("replica=\"r0\"").unwrap(),
+            ("replica".into(), "r0".into())
+        );
         assert_eq!(parse_label("a=b").unwrap(), ("a".into(), "b".into()));
         assert!(parse_label("1a=b").is_err());
         assert!(parse_label("ab").is_err());

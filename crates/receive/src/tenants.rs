@@ -14,7 +14,9 @@ use crate::ReceiveConfig;
 /// Why a tenant could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TenantError {
-    #[error("invalid tenant name {0:?}: use 1-128 characters of [A-Za-z0-9_.-], not \".\" or \"..\"")]
+    #[error(
+        "invalid tenant name {0:?}: use 1-128 characters of [A-Za-z0-9_.-], not \".\" or \"..\""
+    )]
     InvalidName(String),
     #[error("opening the TSDB of tenant {tenant:?}: {source}")]
     Open {
@@ -84,11 +86,17 @@ impl Tenants {
             return Ok(db.clone());
         }
         let dir = self.tenant_dir(tenant);
-        let (db, stats) = Db::open(&dir, self.db_options(tenant)).map_err(|source| TenantError::Open {
-            tenant: tenant.to_string(),
-            source,
-        })?;
-        tracing::info!(tenant, blocks = stats.blocks, wal_records = stats.wal_records, "tenant TSDB open");
+        let (db, stats) =
+            Db::open(&dir, self.db_options(tenant)).map_err(|source| TenantError::Open {
+                tenant: tenant.to_string(),
+                source,
+            })?;
+        tracing::info!(
+            tenant,
+            blocks = stats.blocks,
+            wal_records = stats.wal_records,
+            "tenant TSDB open"
+        );
         let db = Arc::new(db);
         dbs.insert(tenant.to_string(), db.clone());
         Ok(db)
@@ -100,7 +108,8 @@ impl Tenants {
 
     /// External labels of a tenant: the `--label` flags plus the tenant label.
     pub fn external_labels(&self, tenant: &str) -> BTreeMap<String, String> {
-        let mut labels: BTreeMap<String, String> = self.config.external_labels.iter().cloned().collect();
+        let mut labels: BTreeMap<String, String> =
+            self.config.external_labels.iter().cloned().collect();
         labels.insert(self.config.tenant_label_name.clone(), tenant.to_string());
         labels
     }
@@ -149,7 +158,9 @@ impl Tenants {
         for (tenant, db) in dbs {
             match db.flush() {
                 Ok(blocks) => tracing::info!(tenant, blocks = blocks.len(), "flushed head"),
-                Err(e) => tracing::error!(tenant, error = %e, "flushing head failed; the WAL will be replayed on start"),
+                Err(e) => {
+                    tracing::error!(tenant, error = %e, "flushing head failed; the WAL will be replayed on start")
+                }
             }
         }
     }

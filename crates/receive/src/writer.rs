@@ -56,7 +56,9 @@ impl Reason {
     fn severity(self) -> Severity {
         match self {
             Reason::InvalidLabels | Reason::NativeHistogram => Severity::BadRequest,
-            Reason::OutOfOrder | Reason::DuplicateTimestamp | Reason::OutOfBounds => Severity::Conflict,
+            Reason::OutOfOrder | Reason::DuplicateTimestamp | Reason::OutOfBounds => {
+                Severity::Conflict
+            }
             Reason::Storage => Severity::Internal,
         }
     }
@@ -145,7 +147,10 @@ pub fn validate_labels(series: &TimeSeries<'_>) -> Result<Labels, String> {
                 return Err(format!("duplicate label name {:?}", l.name));
             }
             if l.name < p {
-                return Err(format!("labels are not sorted: {:?} comes after {p:?}", l.name));
+                return Err(format!(
+                    "labels are not sorted: {:?} comes after {p:?}",
+                    l.name
+                ));
             }
         }
         has_name |= l.name == tsdb::labels::METRIC_NAME;
@@ -155,7 +160,11 @@ pub fn validate_labels(series: &TimeSeries<'_>) -> Result<Labels, String> {
         return Err("missing metric name (label __name__)".into());
     }
     Ok(Labels::from_sorted(
-        series.labels.iter().map(|l| Label::new(l.name, l.value)).collect(),
+        series
+            .labels
+            .iter()
+            .map(|l| Label::new(l.name, l.value))
+            .collect(),
     ))
 }
 
@@ -169,7 +178,10 @@ pub fn write(db: &Db, req: &WriteRequest<'_>) -> WriteOutcome {
     for series in &req.timeseries {
         if series.histograms > 0 {
             out.reject(Reason::NativeHistogram, series.histograms, || {
-                format!("series {}: native histograms are not supported yet", describe(series))
+                format!(
+                    "series {}: native histograms are not supported yet",
+                    describe(series)
+                )
             });
         }
         if series.samples.is_empty() {
@@ -210,17 +222,22 @@ pub fn write(db: &Db, req: &WriteRequest<'_>) -> WriteOutcome {
                 .filter(|(r, _)| *r != Reason::NativeHistogram)
                 .map(|(_, n)| n)
                 .sum();
-            out.accepted_samples = out.total_samples.saturating_sub(rejected + stats.rejected_late);
+            out.accepted_samples = out
+                .total_samples
+                .saturating_sub(rejected + stats.rejected_late);
             if stats.rejected_late > 0 {
                 out.reject(Reason::OutOfOrder, stats.rejected_late, || {
-                    "samples lost a race with a concurrent write to the same series (out of order)".into()
+                    "samples lost a race with a concurrent write to the same series (out of order)"
+                        .into()
                 });
             }
         }
         Err(e) => {
             out.accepted_samples = 0;
             out.accepted_exemplars = 0;
-            out.reject(Reason::Storage, out.total_samples, || format!("storage error: {e}"));
+            out.reject(Reason::Storage, out.total_samples, || {
+                format!("storage error: {e}")
+            });
         }
     }
     out
@@ -233,8 +250,14 @@ mod tests {
 
     fn ts<'a>(labels: &[(&'a str, &'a str)], samples: &[(i64, f64)]) -> TimeSeries<'a> {
         TimeSeries {
-            labels: labels.iter().map(|&(name, value)| WireLabel { name, value }).collect(),
-            samples: samples.iter().map(|&(timestamp, value)| Sample { value, timestamp }).collect(),
+            labels: labels
+                .iter()
+                .map(|&(name, value)| WireLabel { name, value })
+                .collect(),
+            samples: samples
+                .iter()
+                .map(|&(timestamp, value)| Sample { value, timestamp })
+                .collect(),
             ..Default::default()
         }
     }
@@ -245,8 +268,14 @@ mod tests {
             (vec![], "no labels"),
             (vec![("job", "x")], "missing metric name"),
             (vec![("__name__", "up"), ("job", "")], "empty value"),
-            (vec![("__name__", "up"), ("1job", "x")], "invalid label name"),
-            (vec![("__name__", "up"), ("job", "a"), ("job", "b")], "duplicate label name"),
+            (
+                vec![("__name__", "up"), ("1job", "x")],
+                "invalid label name",
+            ),
+            (
+                vec![("__name__", "up"), ("job", "a"), ("job", "b")],
+                "duplicate label name",
+            ),
             (vec![("job", "a"), ("__name__", "up")], "not sorted"),
         ];
         for (labels, want) in cases {
@@ -270,17 +299,33 @@ mod tests {
         let out = write(&db, &req);
         assert_eq!(out.status(), 400);
         assert_eq!(out.accepted_samples, 2);
-        assert!(out.message().contains("accepted 2 of 3 samples"), "{}", out.message());
-        assert!(out.message().contains(r#"series {job="x"}: missing metric name"#), "{}", out.message());
+        assert!(
+            out.message().contains("accepted 2 of 3 samples"),
+            "{}",
+            out.message()
+        );
+        assert!(
+            out.message()
+                .contains(r#"series {job="x"}: missing metric name"#),
+            "{}",
+            out.message()
+        );
 
         let req = WriteRequest {
-            timeseries: vec![ts(&[("__name__", "up")], &[(1500, 1.0), (2000, 5.0), (3000, 1.0)])],
+            timeseries: vec![ts(
+                &[("__name__", "up")],
+                &[(1500, 1.0), (2000, 5.0), (3000, 1.0)],
+            )],
             metadata: vec![],
         };
         let out = write(&db, &req);
         assert_eq!(out.status(), 409);
         assert_eq!(out.accepted_samples, 1);
         assert!(out.message().contains("out of order"), "{}", out.message());
-        assert!(out.message().contains("1 duplicate_timestamp"), "{}", out.message());
+        assert!(
+            out.message().contains("1 duplicate_timestamp"),
+            "{}",
+            out.message()
+        );
     }
 }

@@ -274,7 +274,12 @@ impl Block {
 
 impl PostingsIndex for Block {
     fn all_postings(&self) -> Result<Vec<u64>> {
-        Ok(self.index.all_postings()?.into_iter().map(u64::from).collect())
+        Ok(self
+            .index
+            .all_postings()?
+            .into_iter()
+            .map(u64::from)
+            .collect())
     }
 
     fn postings(&self, name: &str, value: &str) -> Result<Vec<u64>> {
@@ -295,7 +300,13 @@ impl PostingsIndex for Block {
 pub struct BlockQuerier(pub Arc<Block>);
 
 impl BlockQuerier {
-    fn series_matching(&self, matchers: &[Matcher], mint: i64, maxt: i64, with_chunks: bool) -> Result<Vec<Series>> {
+    fn series_matching(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        with_chunks: bool,
+    ) -> Result<Vec<Series>> {
         let block = &self.0;
         if !block.overlaps(mint, maxt) {
             return Ok(Vec::new());
@@ -308,7 +319,10 @@ impl BlockQuerier {
             let (labels, metas) = block.index.series(series_ref)?;
             let mut chunks = Vec::new();
             let mut any = false;
-            for m in metas.iter().filter(|m| m.max_time >= mint && m.min_time <= maxt) {
+            for m in metas
+                .iter()
+                .filter(|m| m.max_time >= mint && m.min_time <= maxt)
+            {
                 any = true;
                 if with_chunks {
                     chunks.push(block.chunk(m)?);
@@ -335,7 +349,9 @@ impl Querier for BlockQuerier {
         if matchers.is_empty() {
             return self.0.index.label_names();
         }
-        Ok(names_of(&self.series_matching(matchers, mint, maxt, false)?))
+        Ok(names_of(
+            &self.series_matching(matchers, mint, maxt, false)?,
+        ))
     }
 
     fn label_values(

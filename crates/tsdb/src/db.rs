@@ -5,6 +5,7 @@
 //!   01H.../     blocks (see [`crate::block`])
 //!   cairn-wal/  the head's write-ahead log (see [`crate::wal`]); not named `wal` because its
 //!               format is Cairn's own, and Prometheus tools (promtool) would try to read `wal/`
+//!   wal/        always empty: `promtool tsdb dump` needs it to open the directory
 //! ```
 //! [`Db::maintain`] (called periodically by the owner) cuts the head's oldest block range once
 //! the head spans more than 1.5 block durations, then applies retention. [`Db::close`] flushes the
@@ -14,7 +15,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::block::{write_block, Block, BlockQuerier, BlockWriteOptions, TMP_CREATION_SUFFIX, TMP_DELETION_SUFFIX};
+use crate::block::{
+    write_block, Block, BlockQuerier, BlockWriteOptions, TMP_CREATION_SUFFIX, TMP_DELETION_SUFFIX,
+};
 use crate::error::IoContext;
 use crate::head::{range_start, Appender, Head, HeadOptions, HeadQuerier};
 use crate::meta::{BlockMeta, ThanosMeta};
@@ -23,6 +26,9 @@ use crate::wal::{Wal, WalOptions};
 use crate::Result;
 
 pub const WAL_DIRNAME: &str = "cairn-wal";
+/// An empty directory named like Prometheus' WAL: `promtool tsdb dump` (a read-only Prometheus
+/// open) refuses a data directory without one.
+pub const PROMETHEUS_WAL_DIRNAME: &str = "wal";
 
 /// Decides whether a block may be deleted by retention (the shipper says no until uploaded).
 pub type DeletionVeto = Arc<dyn Fn(&BlockMeta) -> bool + Send + Sync>;
@@ -72,6 +78,8 @@ pub struct OpenStats {
 impl Db {
     pub fn open(dir: &Path, opts: DbOptions) -> Result<(Db, OpenStats)> {
         fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+        let prom_wal = dir.join(PROMETHEUS_WAL_DIRNAME);
+        fs::create_dir_all(&prom_wal).ctx(|| format!("creating {}", prom_wal.display()))?;
         let mut stats = OpenStats::default();
         let blocks = open_blocks(dir)?;
         stats.blocks = blocks.len();
@@ -299,7 +307,9 @@ fn open_blocks(dir: &Path) -> Result<Vec<Arc<Block>>> {
             fs::remove_dir_all(&path).ctx(|| format!("removing {}", path.display()))?;
             continue;
         }
-        if ulid::Ulid::from_string(&name).is_err() || !path.join(crate::meta::META_FILENAME).exists() {
+        if ulid::Ulid::from_string(&name).is_err()
+            || !path.join(crate::meta::META_FILENAME).exists()
+        {
             continue;
         }
         blocks.push(Arc::new(Block::open(&path)?));

@@ -21,7 +21,9 @@ pub enum Error {
     OutOfOrder { t: i64, newest: i64 },
     #[error("duplicate sample for timestamp {t} with a different value")]
     DuplicateTimestamp { t: i64 },
-    #[error("out of bounds: timestamp {t} is older than the head's minimum valid time {min_valid}")]
+    #[error(
+        "out of bounds: timestamp {t} is older than the head's minimum valid time {min_valid}"
+    )]
     OutOfBounds { t: i64, min_valid: i64 },
     #[error("invalid matcher: {0}")]
     InvalidMatcher(String),

@@ -2,7 +2,8 @@
 //!
 //! Each series ([`MemSeries`]) holds its samples as a list of XOR chunks; a chunk is closed at
 //! [`SAMPLES_PER_CHUNK`] samples or when the next sample falls into the next block range (so a
-//! chunk never crosses a block boundary), and closed chunks release spare capacity. Label
+//! chunk never crosses a block boundary). A closed chunk keeps only its bytes and time range
+//! (32 bytes plus the data), with no appender state and no spare capacity. Label
 //! strings are interned: every series with `job="node"` shares the same two allocations.
 //!
 //! An inverted index maps each label pair to the ascending refs of the series holding it
@@ -40,7 +41,15 @@ pub struct MemSeries {
     pending: AtomicU32,
 }
 
-struct HeadChunk {
+/// A full chunk: just its bytes (no appender state, no spare capacity).
+struct ClosedChunk {
+    min_t: i64,
+    max_t: i64,
+    data: Box<[u8]>,
+}
+
+/// The chunk being appended to.
+struct OpenChunk {
     min_t: i64,
     max_t: i64,
     chunk: XorChunk,
@@ -48,8 +57,9 @@ struct HeadChunk {
 
 #[derive(Default)]
 struct SeriesSamples {
-    /// Time-ordered, non-overlapping; the last one is open for appends.
-    chunks: Vec<HeadChunk>,
+    /// Time-ordered, non-overlapping, all older than `open`.
+    closed: Vec<ClosedChunk>,
+    open: Option<OpenChunk>,
     last_t: Option<i64>,
     last_v_bits: u64,
 }
@@ -71,29 +81,65 @@ impl SeriesSamples {
         }
     }
 
-    fn push(&mut self, t: i64, v: f64, chunk_range: i64) {
-        let cut = match self.chunks.last() {
-            None => true,
-            Some(c) => {
-                c.chunk.num_samples() >= SAMPLES_PER_CHUNK
-                    || range_start(t, chunk_range) != range_start(c.min_t, chunk_range)
-            }
-        };
-        if cut {
-            if let Some(c) = self.chunks.last_mut() {
-                c.chunk.shrink_to_fit();
-            }
-            self.chunks.push(HeadChunk {
-                min_t: t,
-                max_t: t,
-                chunk: XorChunk::new(),
+    fn close_open_chunk(&mut self) {
+        if let Some(c) = self.open.take() {
+            self.closed.push(ClosedChunk {
+                min_t: c.min_t,
+                max_t: c.max_t,
+                data: c.chunk.into_bytes().into_boxed_slice(),
             });
         }
-        let c = self.chunks.last_mut().expect("a chunk was just ensured");
+    }
+
+    fn push(&mut self, t: i64, v: f64, chunk_range: i64) {
+        if let Some(c) = &self.open {
+            if range_start(t, chunk_range) != range_start(c.min_t, chunk_range) {
+                self.close_open_chunk();
+            }
+        }
+        let c = self.open.get_or_insert_with(|| OpenChunk {
+            min_t: t,
+            max_t: t,
+            chunk: XorChunk::new(),
+        });
         c.chunk.append(t, v);
         c.max_t = t;
+        if c.chunk.num_samples() >= SAMPLES_PER_CHUNK {
+            self.close_open_chunk();
+        }
         self.last_t = Some(t);
         self.last_v_bits = v.to_bits();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.closed.is_empty() && self.open.is_none()
+    }
+
+    fn first_min_t(&self) -> Option<i64> {
+        self.closed
+            .first()
+            .map(|c| c.min_t)
+            .or(self.open.as_ref().map(|c| c.min_t))
+    }
+
+    /// Every chunk as (min_t, max_t, bytes), oldest first.
+    fn iter(&self) -> impl Iterator<Item = (i64, i64, &[u8])> {
+        self.closed
+            .iter()
+            .map(|c| (c.min_t, c.max_t, &*c.data))
+            .chain(
+                self.open
+                    .iter()
+                    .map(|c| (c.min_t, c.max_t, c.chunk.bytes())),
+            )
+    }
+
+    /// Drops chunks that end before `t`.
+    fn truncate(&mut self, t: i64) {
+        self.closed.retain(|c| c.max_t >= t);
+        if self.open.as_ref().is_some_and(|c| c.max_t < t) {
+            self.open = None;
+        }
     }
 }
 
@@ -106,14 +152,13 @@ impl MemSeries {
     /// Copies out the chunks overlapping [mint, maxt].
     pub fn chunks(&self, mint: i64, maxt: i64) -> Vec<ChunkData> {
         let s = self.samples.lock().unwrap();
-        s.chunks
-            .iter()
-            .filter(|c| c.max_t >= mint && c.min_t <= maxt)
-            .map(|c| ChunkData {
-                min_time: c.min_t,
-                max_time: c.max_t,
+        s.iter()
+            .filter(|&(lo, hi, _)| hi >= mint && lo <= maxt)
+            .map(|(lo, hi, data)| ChunkData {
+                min_time: lo,
+                max_time: hi,
                 encoding: ENCODING_XOR,
-                data: c.chunk.bytes().into(),
+                data: data.into(),
             })
             .collect()
     }
@@ -121,14 +166,15 @@ impl MemSeries {
     /// (min, max) timestamp of the samples held, if any.
     pub fn time_range(&self) -> Option<(i64, i64)> {
         let s = self.samples.lock().unwrap();
-        Some((s.chunks.first()?.min_t, s.chunks.last()?.max_t))
+        Some((s.first_min_t()?, s.iter().last()?.1))
     }
 
     /// Heap bytes held by this series' chunks (capacity, not length).
     fn chunk_bytes(&self) -> usize {
         let s = self.samples.lock().unwrap();
-        s.chunks.iter().map(|c| c.chunk.capacity()).sum::<usize>()
-            + s.chunks.capacity() * std::mem::size_of::<HeadChunk>()
+        s.closed.iter().map(|c| c.data.len()).sum::<usize>()
+            + s.closed.capacity() * std::mem::size_of::<ClosedChunk>()
+            + s.open.as_ref().map_or(0, |c| c.chunk.capacity())
     }
 }
 
@@ -398,7 +444,9 @@ impl Head {
                         }
                     }
                 }
-                Err(e) => tracing::warn!(series_ref, error = %e, "skipping undecodable chunk in WAL checkpoint"),
+                Err(e) => {
+                    tracing::warn!(series_ref, error = %e, "skipping undecodable chunk in WAL checkpoint")
+                }
             },
         }
     }
@@ -434,12 +482,12 @@ impl Head {
             let index = self.index.read().unwrap();
             for s in index.by_ref.values() {
                 let mut samples = s.samples.lock().unwrap();
-                samples.chunks.retain(|c| c.max_t >= t);
-                match samples.chunks.first() {
+                samples.truncate(t);
+                match samples.first_min_t() {
                     None => empty.push(s.clone()),
                     // A chunk straddling `t` (only possible when flushing at an unaligned
                     // time) keeps its older samples, but those are in the block now.
-                    Some(c) => new_min = new_min.min(c.min_t.max(t)),
+                    Some(min_t) => new_min = new_min.min(min_t.max(t)),
                 }
             }
         }
@@ -448,7 +496,7 @@ impl Head {
             let mut index = self.index.write().unwrap();
             // A series may have received a sample since the scan, or be held by an appender.
             empty.retain(|s| {
-                s.pending.load(Ordering::Acquire) == 0 && s.samples.lock().unwrap().chunks.is_empty()
+                s.pending.load(Ordering::Acquire) == 0 && s.samples.lock().unwrap().is_empty()
             });
             index.remove(&empty);
         }
@@ -461,7 +509,14 @@ impl Head {
 
     /// Every series, sorted by labels.
     pub fn all_series_sorted(&self) -> Vec<Arc<MemSeries>> {
-        let mut all: Vec<_> = self.index.read().unwrap().by_ref.values().cloned().collect();
+        let mut all: Vec<_> = self
+            .index
+            .read()
+            .unwrap()
+            .by_ref
+            .values()
+            .cloned()
+            .collect();
         all.sort_by(|a, b| a.labels.cmp(&b.labels));
         all
     }
@@ -662,10 +717,13 @@ impl Appender<'_> {
         }
         let series = self.head.get_or_create(labels)?;
         let series_ref = series.series_ref;
-        if self.held.contains_key(&series_ref) {
-            series.pending.fetch_sub(1, Ordering::AcqRel);
-        } else {
-            self.held.insert(series_ref, series.clone());
+        match self.held.entry(series_ref) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                series.pending.fetch_sub(1, Ordering::AcqRel);
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(series.clone());
+            }
         }
         let store = match self.last_pending.get(&series_ref) {
             Some(&(last, _)) if t < last => return Err(Error::OutOfOrder { t, newest: last }),
@@ -747,7 +805,10 @@ mod tests {
         let mut app = head.appender();
         app.append(&l, 1000, 1.0).unwrap();
         app.append(&l, 2000, 2.0).unwrap();
-        assert!(matches!(app.append(&l, 1500, 1.0), Err(Error::OutOfOrder { .. })));
+        assert!(matches!(
+            app.append(&l, 1500, 1.0),
+            Err(Error::OutOfOrder { .. })
+        ));
         assert!(matches!(
             app.append(&l, 2000, 3.0),
             Err(Error::DuplicateTimestamp { .. })
@@ -756,7 +817,10 @@ mod tests {
         assert_eq!(app.commit().unwrap().samples, 2);
 
         let mut app = head.appender();
-        assert!(matches!(app.append(&l, 1000, 1.0), Err(Error::OutOfOrder { .. })));
+        assert!(matches!(
+            app.append(&l, 1000, 1.0),
+            Err(Error::OutOfOrder { .. })
+        ));
         assert!(matches!(
             app.append(&l, 2000, 5.0),
             Err(Error::DuplicateTimestamp { .. })
@@ -775,7 +839,12 @@ mod tests {
 
     #[test]
     fn chunks_cut_at_120_samples_and_block_boundaries() {
-        let head = Head::new(HeadOptions { chunk_range: 1_000_000 }, None);
+        let head = Head::new(
+            HeadOptions {
+                chunk_range: 1_000_000,
+            },
+            None,
+        );
         let l = labels!("__name__" => "x");
         let mut app = head.appender();
         for i in 0..300 {
@@ -794,7 +863,10 @@ mod tests {
         }
         app.commit().unwrap();
         for c in s.chunks(i64::MIN, i64::MAX) {
-            assert_eq!(range_start(c.min_time, 1_000_000), range_start(c.max_time, 1_000_000));
+            assert_eq!(
+                range_start(c.min_time, 1_000_000),
+                range_start(c.max_time, 1_000_000)
+            );
         }
     }
 
@@ -802,8 +874,10 @@ mod tests {
     fn postings_and_truncate() {
         let head = Head::new(HeadOptions::default(), None);
         let mut app = head.appender();
-        app.append(&labels!("__name__" => "a", "job" => "x"), 10, 1.0).unwrap();
-        app.append(&labels!("__name__" => "b", "job" => "x"), 5000, 1.0).unwrap();
+        app.append(&labels!("__name__" => "a", "job" => "x"), 10, 1.0)
+            .unwrap();
+        app.append(&labels!("__name__" => "b", "job" => "x"), 5000, 1.0)
+            .unwrap();
         app.commit().unwrap();
         assert_eq!(head.postings("job", "x").unwrap(), vec![1, 2]);
         assert_eq!(head.label_values("__name__").unwrap(), vec!["a", "b"]);

@@ -107,7 +107,11 @@ impl Matcher {
     }
 
     fn pattern_matches(&self, v: &str) -> bool {
-        match self.pattern.as_ref().expect("regex matchers carry a pattern") {
+        match self
+            .pattern
+            .as_ref()
+            .expect("regex matchers carry a pattern")
+        {
             Pattern::Any => true,
             Pattern::NonEmpty => !v.is_empty(),
             Pattern::Set(values) => values.iter().any(|x| x == v),
@@ -357,14 +361,20 @@ mod tests {
         let index = MapIndex(map, (0..series.len() as u64).collect());
         let cases: Vec<Vec<Matcher>> = vec![
             vec![Matcher::equal("__name__", "up")],
-            vec![Matcher::equal("__name__", "up"), Matcher::not_equal("i", "1")],
+            vec![
+                Matcher::equal("__name__", "up"),
+                Matcher::not_equal("i", "1"),
+            ],
             vec![Matcher::equal("i", "")],
             vec![Matcher::not_equal("i", "")],
             vec![Matcher::regex("job", "a|c").unwrap()],
             vec![Matcher::regex("job", "a|c|").unwrap()],
             vec![Matcher::not_regex("job", "a.*").unwrap()],
             vec![Matcher::regex("job", ".*").unwrap()],
-            vec![Matcher::regex("job", ".+").unwrap(), Matcher::equal("i", "2")],
+            vec![
+                Matcher::regex("job", ".+").unwrap(),
+                Matcher::equal("i", "2"),
+            ],
             vec![Matcher::equal("nope", "x")],
         ];
         for ms in cases {

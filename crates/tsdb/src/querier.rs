@@ -124,7 +124,8 @@ impl Iterator for SampleIter<'_> {
                         }
                     } else {
                         // Skip chunks entirely outside the window without decoding them.
-                        while *next_chunk < chunks.len() && chunks[*next_chunk].max_time < self.mint {
+                        while *next_chunk < chunks.len() && chunks[*next_chunk].max_time < self.mint
+                        {
                             *next_chunk += 1;
                         }
                         let c = chunks.get(*next_chunk)?;
@@ -305,7 +306,10 @@ mod tests {
         assert_eq!(ts, vec![2, 3]);
         let s = Series {
             labels: labels!("a" => "1"),
-            chunks: vec![chunk(&[(1, 1.0), (3, 3.0)]), chunk(&[(2, 2.0), (3, 9.0), (4, 4.0)])],
+            chunks: vec![
+                chunk(&[(1, 1.0), (3, 3.0)]),
+                chunk(&[(2, 2.0), (3, 9.0), (4, 4.0)]),
+            ],
         };
         let got: Vec<(i64, f64)> = s.iter(i64::MIN, i64::MAX).map(|x| (x.t, x.v)).collect();
         assert_eq!(got, vec![(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)]);

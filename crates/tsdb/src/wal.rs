@@ -46,17 +46,12 @@ const TYPE_CHUNK: u8 = 3;
 const CHECKPOINT_PREFIX: &str = "checkpoint.";
 
 /// When the WAL is fsynced; see the module documentation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum FsyncPolicy {
+    #[default]
     Always,
     Interval(Duration),
     Never,
-}
-
-impl Default for FsyncPolicy {
-    fn default() -> Self {
-        FsyncPolicy::Always
-    }
 }
 
 /// A sample addressed by series ref.
@@ -91,7 +86,10 @@ impl Record {
     }
 
     pub fn decode(payload: &[u8]) -> std::result::Result<Record, String> {
-        let mut d = Decoder { buf: payload, pos: 1 };
+        let mut d = Decoder {
+            buf: payload,
+            pos: 1,
+        };
         match payload.first() {
             Some(&TYPE_SERIES) => {
                 let series_ref = d.u64be()?;
@@ -194,7 +192,10 @@ impl<'a> Decoder<'a> {
     fn uvarint(&mut self) -> std::result::Result<u64, String> {
         let mut x = 0u64;
         for shift in (0..64).step_by(7) {
-            let b = *self.buf.get(self.pos).ok_or("record ends inside a varint")?;
+            let b = *self
+                .buf
+                .get(self.pos)
+                .ok_or("record ends inside a varint")?;
             self.pos += 1;
             x |= u64::from(b & 0x7f) << shift;
             if b < 0x80 {
@@ -511,7 +512,11 @@ impl Wal {
 
     /// Writes a checkpoint replacing segments `..= last_segment` with `records`, then deletes
     /// those segments and older checkpoints.
-    pub fn checkpoint(&self, last_segment: u32, records: impl Iterator<Item = Record>) -> Result<()> {
+    pub fn checkpoint(
+        &self,
+        last_segment: u32,
+        records: impl Iterator<Item = Record>,
+    ) -> Result<()> {
         let name = format!("{CHECKPOINT_PREFIX}{last_segment:08}");
         let tmp = self.dir.join(format!("{name}.tmp"));
         let dst = self.dir.join(&name);
@@ -535,7 +540,8 @@ impl Wal {
         let file = file
             .into_inner()
             .map_err(|e| Error::io(format!("writing {}", path.display()), e.into_error()))?;
-        file.sync_all().ctx(|| format!("syncing {}", path.display()))?;
+        file.sync_all()
+            .ctx(|| format!("syncing {}", path.display()))?;
         sync_dir(&tmp)?;
         if dst.exists() {
             fs::remove_dir_all(&dst).ctx(|| format!("removing {}", dst.display()))?;
@@ -552,7 +558,10 @@ impl Wal {
         for entry in fs::read_dir(&self.dir).ctx(|| format!("listing {}", self.dir.display()))? {
             let entry = entry.ctx(|| format!("listing {}", self.dir.display()))?;
             let n = entry.file_name().to_string_lossy().to_string();
-            if let Some(num) = n.strip_prefix(CHECKPOINT_PREFIX).and_then(|s| s.parse::<u32>().ok()) {
+            if let Some(num) = n
+                .strip_prefix(CHECKPOINT_PREFIX)
+                .and_then(|s| s.parse::<u32>().ok())
+            {
                 if num < last_segment {
                     fs::remove_dir_all(entry.path())
                         .ctx(|| format!("removing {}", entry.path().display()))?;
@@ -752,7 +761,12 @@ mod tests {
         assert!(got.len() < 11);
         // Later segments are gone; the one after the damage is the fresh, empty write segment.
         assert_eq!(list_segments(dir.path()).unwrap(), segs[..4].to_vec());
-        assert_eq!(fs::metadata(dir.path().join(segment_name(segs[3]))).unwrap().len(), 0);
+        assert_eq!(
+            fs::metadata(dir.path().join(segment_name(segs[3])))
+                .unwrap()
+                .len(),
+            0
+        );
     }
 
     proptest! {

@@ -58,7 +58,11 @@ pub fn parse_dump(text: &str) -> Vec<(String, i64, f64)> {
             let labels = line[..=close].to_string();
             let mut rest = line[close + 1..].split_whitespace();
             let v = parse_go_float(rest.next().expect("value"));
-            let t: i64 = rest.next().expect("timestamp").parse().expect("integer timestamp");
+            let t: i64 = rest
+                .next()
+                .expect("timestamp")
+                .parse()
+                .expect("integer timestamp");
             (labels, t, v)
         })
         .collect()

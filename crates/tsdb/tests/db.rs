@@ -19,7 +19,9 @@ fn opts(block: i64) -> DbOptions {
 
 fn all_samples(db: &Db, name: &str) -> Vec<(i64, f64)> {
     let q = db.querier(i64::MIN, i64::MAX);
-    let series = q.select(&[Matcher::equal("__name__", name)], i64::MIN, i64::MAX).unwrap();
+    let series = q
+        .select(&[Matcher::equal("__name__", name)], i64::MIN, i64::MAX)
+        .unwrap();
     series
         .iter()
         .flat_map(|s| s.samples(i64::MIN, i64::MAX))
@@ -55,7 +57,10 @@ fn a_crash_loses_no_committed_sample() {
     // Appends continue where they stopped, and old data is out of bounds.
     let mut app = db.appender();
     app.append(&l, 50_000, 1.0).unwrap();
-    assert!(matches!(app.append(&labels!("__name__" => "new"), 10, 1.0), Err(Error::OutOfBounds { .. })));
+    assert!(matches!(
+        app.append(&labels!("__name__" => "new"), 10, 1.0),
+        Err(Error::OutOfBounds { .. })
+    ));
     app.commit().unwrap();
 }
 
@@ -69,7 +74,10 @@ fn cuts_at_one_and_a_half_ranges_and_flushes_on_close() {
         app.append(&l, t, 1.0).unwrap();
     }
     app.commit().unwrap();
-    assert!(db.maintain().unwrap().is_empty(), "1.5 ranges exactly: not yet");
+    assert!(
+        db.maintain().unwrap().is_empty(),
+        "1.5 ranges exactly: not yet"
+    );
     let mut app = db.appender();
     app.append(&l, 1501, 1.0).unwrap();
     app.commit().unwrap();
@@ -83,7 +91,10 @@ fn cuts_at_one_and_a_half_ranges_and_flushes_on_close() {
     assert_eq!((metas[0].min_time, metas[0].max_time), (1000, 1502));
     let (db, stats) = Db::open(dir.path(), opts(1000)).unwrap();
     assert_eq!(stats.blocks, 2);
-    assert!(db.head().is_empty(), "a clean close leaves nothing to replay");
+    assert!(
+        db.head().is_empty(),
+        "a clean close leaves nothing to replay"
+    );
     assert_eq!(all_samples(&db, "x").len(), 1502);
 }
 
@@ -105,7 +116,10 @@ fn retention_respects_the_veto() {
     }
     let before = db.blocks().len();
     assert!(before >= 6);
-    assert!(db.apply_retention().unwrap().is_empty(), "vetoed: nothing deleted");
+    assert!(
+        db.apply_retention().unwrap().is_empty(),
+        "vetoed: nothing deleted"
+    );
     uploaded.store(true, Ordering::SeqCst);
     let deleted = db.apply_retention().unwrap();
     assert!(!deleted.is_empty());
@@ -120,32 +134,54 @@ fn retention_respects_the_veto() {
 fn queries_merge_head_and_blocks_with_matchers() {
     let dir = tempfile::tempdir().unwrap();
     let o = DbOptions {
-        wal: WalOptions { fsync: FsyncPolicy::Never, ..Default::default() },
+        wal: WalOptions {
+            fsync: FsyncPolicy::Never,
+            ..Default::default()
+        },
         ..opts(1000)
     };
     let (db, _) = Db::open(dir.path(), o).unwrap();
     for t in 0..3000 {
         let mut app = db.appender();
         for i in 0..20 {
-            let l = Labels::from_pairs([("__name__", "m".to_string()), ("i", i.to_string()), ("parity", (i % 2).to_string())]);
+            let l = Labels::from_pairs([
+                ("__name__", "m".to_string()),
+                ("i", i.to_string()),
+                ("parity", (i % 2).to_string()),
+            ]);
             app.append(&l, t, (t * i) as f64).unwrap();
         }
         app.commit().unwrap();
         db.maintain().unwrap();
     }
-    assert!(db.blocks().len() >= 1 && !db.head().is_empty());
+    assert!(!db.blocks().is_empty() && !db.head().is_empty());
     let q = db.querier(500, 2500);
     let series = q
-        .select(&[Matcher::equal("parity", "1"), Matcher::regex("i", "1|3|5|7").unwrap()], 500, 2500)
+        .select(
+            &[
+                Matcher::equal("parity", "1"),
+                Matcher::regex("i", "1|3|5|7").unwrap(),
+            ],
+            500,
+            2500,
+        )
         .unwrap();
-    let names: Vec<String> = series.iter().map(|s| s.labels.get("i").unwrap().to_string()).collect();
+    let names: Vec<String> = series
+        .iter()
+        .map(|s| s.labels.get("i").unwrap().to_string())
+        .collect();
     assert_eq!(names, vec!["1", "3", "5", "7"]);
     for s in &series {
         let samples = s.samples(500, 2500);
         assert_eq!(samples.len(), 2001);
         assert!(samples.windows(2).all(|w| w[1].t == w[0].t + 1));
     }
-    let values = q.label_values("i", &[Matcher::equal("parity", "0")], 500, 2500).unwrap();
+    let values = q
+        .label_values("i", &[Matcher::equal("parity", "0")], 500, 2500)
+        .unwrap();
     assert_eq!(values.len(), 10);
-    assert_eq!(q.label_names(&[], 0, 3000).unwrap(), vec!["__name__", "i", "parity"]);
+    assert_eq!(
+        q.label_names(&[], 0, 3000).unwrap(),
+        vec!["__name__", "i", "parity"]
+    );
 }

@@ -62,8 +62,16 @@ fn generate(start_s: i64) -> (String, Expected) {
         ]);
         for p in (0..points).step_by(2) {
             let t = (start_s + p as i64 * 60) * 1000 + 500; // fractional seconds
-            let v = if (p + s) % 40 == 0 { f64::NAN } else { (p as f64 * 0.37 + s as f64).sin() * 30.0 };
-            let vtext = if v.is_nan() { "NaN".to_string() } else { format!("{v:?}") };
+            let v = if (p + s) % 40 == 0 {
+                f64::NAN
+            } else {
+                (p as f64 * 0.37 + s as f64).sin() * 30.0
+            };
+            let vtext = if v.is_nan() {
+                "NaN".to_string()
+            } else {
+                format!("{v:?}")
+            };
             writeln!(
                 text,
                 "temperature{{room=\"{}\",sensor=\"{}\"}} {} {}.5",
@@ -93,7 +101,13 @@ fn check(querier: &dyn Querier, matchers: &[Matcher], expected: &Expected) -> us
         assert_eq!(have.len(), samples.len(), "samples of {labels}");
         for (h, w) in have.iter().zip(samples) {
             assert_eq!(h.t, w.0, "timestamp in {labels}");
-            assert!(same_value(h.v, w.1), "value at {} in {labels}: {} vs {}", w.0, h.v, w.1);
+            assert!(
+                same_value(h.v, w.1),
+                "value at {} in {labels}: {} vs {}",
+                w.0,
+                h.v,
+                w.1
+            );
         }
     }
     got.len()
@@ -107,7 +121,13 @@ fn reads_blocks_made_by_promtool() {
     let input = dir.path().join("input.om");
     std::fs::write(&input, text).unwrap();
     let out = dir.path().join("blocks");
-    run_promtool(&["tsdb", "create-blocks-from", "openmetrics", input.to_str().unwrap(), out.to_str().unwrap()]);
+    run_promtool(&[
+        "tsdb",
+        "create-blocks-from",
+        "openmetrics",
+        input.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
 
     let blocks: Vec<Arc<Block>> = block_dirs(&out)
         .iter()
@@ -127,8 +147,14 @@ fn reads_blocks_made_by_promtool() {
         vec![Matcher::equal("job", "api"), Matcher::equal("code", "500")],
         vec![Matcher::regex("instance", "10\\.0\\.1\\..*").unwrap()],
         vec![Matcher::regex("sensor", "s1|s2|s300").unwrap()],
-        vec![Matcher::equal("__name__", "temperature"), Matcher::not_equal("room", "room-3")],
-        vec![Matcher::not_regex("job", "api|web").unwrap(), Matcher::regex("__name__", ".+").unwrap()],
+        vec![
+            Matcher::equal("__name__", "temperature"),
+            Matcher::not_equal("room", "room-3"),
+        ],
+        vec![
+            Matcher::not_regex("job", "api|web").unwrap(),
+            Matcher::regex("__name__", ".+").unwrap(),
+        ],
         vec![Matcher::equal("room", "")],
         vec![Matcher::equal("__name__", "absent_metric")],
     ];
@@ -139,7 +165,10 @@ fn reads_blocks_made_by_promtool() {
     assert!(total > 3500);
 
     let names = querier.label_names(&[], i64::MIN, i64::MAX).unwrap();
-    assert_eq!(names, vec!["__name__", "code", "instance", "job", "room", "sensor"]);
+    assert_eq!(
+        names,
+        vec!["__name__", "code", "instance", "job", "room", "sensor"]
+    );
     let jobs = querier
         .label_values("job", &[Matcher::equal("code", "200")], i64::MIN, i64::MAX)
         .unwrap();
@@ -147,12 +176,19 @@ fn reads_blocks_made_by_promtool() {
     // Time bounds: only the first block's range.
     let first = blocks[0].meta();
     let early = querier
-        .select(&[Matcher::equal("sensor", "s7")], first.min_time, first.max_time - 1)
+        .select(
+            &[Matcher::equal("sensor", "s7")],
+            first.min_time,
+            first.max_time - 1,
+        )
         .unwrap();
     let samples = early[0].samples(first.min_time, first.max_time - 1);
     assert!(samples.iter().all(|s| s.t < first.max_time));
     assert_eq!(
         samples.len(),
-        expected[&early[0].labels].iter().filter(|(t, _)| *t < first.max_time).count()
+        expected[&early[0].labels]
+            .iter()
+            .filter(|(t, _)| *t < first.max_time)
+            .count()
     );
 }
