@@ -1,1 +1,175 @@
-fn main() {}
+//! The `cairn` binary: parses flags, builds each component's configuration and runs it.
+//! No logic lives here beyond wiring.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use receive::config::{parse_duration, parse_fsync, parse_label, RequestLimits};
+use receive::ReceiveConfig;
+use tsdb::wal::FsyncPolicy;
+
+#[derive(Parser)]
+#[command(
+    name = "cairn",
+    version,
+    about = "A Rust implementation of the Thanos Receiver pattern"
+)]
+struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `receive=debug,info`.
+    #[arg(
+        long = "log.level",
+        env = "CAIRN_LOG",
+        default_value = "info",
+        global = true
+    )]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Accept Prometheus Remote Write and store samples in per-tenant TSDBs.
+    Receive(ReceiveArgs),
+    /// Run every component in one process on embedded defaults (data under ./data).
+    Up(UpArgs),
+}
+
+#[derive(Args, Clone)]
+struct ReceiveArgs {
+    /// Address of the remote-write endpoint (POST /api/v1/receive).
+    #[arg(long = "remote-write.address", default_value = "0.0.0.0:19291")]
+    remote_write_address: SocketAddr,
+    /// Address of the HTTP endpoint (/metrics, /-/healthy, /-/ready).
+    #[arg(long = "http-address", default_value = "0.0.0.0:10902")]
+    http_address: SocketAddr,
+    /// Address of the gRPC endpoint (StoreAPI; not served yet, reserved).
+    #[arg(long = "grpc-address", default_value = "0.0.0.0:10901")]
+    grpc_address: SocketAddr,
+    /// Directory of the per-tenant TSDBs.
+    #[arg(long = "tsdb.path", default_value = "./data")]
+    tsdb_path: PathBuf,
+    /// How long blocks are kept locally (0 keeps them forever).
+    #[arg(long = "tsdb.retention", default_value = "15d", value_parser = parse_duration)]
+    retention: Duration,
+    /// Block duration; the head is cut into blocks of this size (2h; shorter for tests).
+    #[arg(long = "tsdb.block-duration", default_value = "2h", value_parser = parse_duration)]
+    block_duration: Duration,
+    /// WAL fsync policy: `always` (each request is durable before it is acknowledged),
+    /// an interval such as `1s`, or `never`.
+    #[arg(long = "tsdb.wal-fsync", default_value = "always", value_parser = parse_fsync)]
+    wal_fsync: FsyncPolicy,
+    /// External label added to every tenant's blocks, `name="value"`; repeatable.
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// HTTP header naming the tenant of a write request.
+    #[arg(long = "receive.tenant-header", default_value = "THANOS-TENANT")]
+    tenant_header: String,
+    /// Tenant of requests that name none.
+    #[arg(long = "receive.default-tenant-id", default_value = "default-tenant")]
+    default_tenant: String,
+    /// External label that carries the tenant name.
+    #[arg(long = "receive.tenant-label-name", default_value = "tenant_id")]
+    tenant_label_name: String,
+    /// Largest accepted compressed request body, in bytes (larger: 413).
+    #[arg(long = "receive.max-request-bytes", default_value_t = RequestLimits::default().max_body_bytes)]
+    max_request_bytes: usize,
+    /// Most series in one request (more: 413).
+    #[arg(long = "receive.max-request-series", default_value_t = RequestLimits::default().max_series)]
+    max_request_series: usize,
+    /// Most samples in one request (more: 413).
+    #[arg(long = "receive.max-request-samples", default_value_t = RequestLimits::default().max_samples)]
+    max_request_samples: usize,
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// Data directory of every component.
+    #[arg(long = "data-dir", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Address of the remote-write endpoint.
+    #[arg(long = "remote-write.address", default_value = "127.0.0.1:19291")]
+    remote_write_address: SocketAddr,
+    /// Address of the receiver's HTTP endpoint.
+    #[arg(long = "http-address", default_value = "127.0.0.1:10902")]
+    http_address: SocketAddr,
+}
+
+impl ReceiveArgs {
+    fn config(&self) -> ReceiveConfig {
+        let defaults = RequestLimits::default();
+        ReceiveConfig {
+            remote_write_address: self.remote_write_address,
+            http_address: self.http_address,
+            tsdb_path: self.tsdb_path.clone(),
+            retention: (!self.retention.is_zero()).then_some(self.retention),
+            block_duration: self.block_duration,
+            external_labels: self.labels.clone(),
+            tenant_header: self.tenant_header.clone(),
+            default_tenant: self.default_tenant.clone(),
+            tenant_label_name: self.tenant_label_name.clone(),
+            fsync: self.wal_fsync,
+            limits: RequestLimits {
+                max_body_bytes: self.max_request_bytes,
+                max_series: self.max_request_series,
+                max_samples: self.max_request_samples,
+                ..defaults
+            },
+            // Check often enough that short test block durations cut on time.
+            maintenance_interval: (self.block_duration / 4)
+                .clamp(Duration::from_millis(100), Duration::from_secs(5)),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+                .context("invalid --log.level")?,
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Receive(args) => {
+                receive::http::run(args.config(), shutdown_signal())
+                    .await
+                    .context("receiver failed")?;
+            }
+            Command::Up(args) => {
+                let config = ReceiveConfig {
+                    remote_write_address: args.remote_write_address,
+                    http_address: args.http_address,
+                    tsdb_path: args.data_dir.join("receive"),
+                    ..ReceiveConfig::default()
+                };
+                println!("Cairn is up (data in {}):", args.data_dir.display());
+                println!(
+                    "  remote write: http://{}/api/v1/receive",
+                    args.remote_write_address
+                );
+                println!("  metrics:      http://{}/metrics", args.http_address);
+                println!("  health:       http://{}/-/healthy", args.http_address);
+                receive::http::run(config, shutdown_signal())
+                    .await
+                    .context("receiver failed")?;
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,1 +1,378 @@
-//! wip
+//! The HTTP side of the receiver: `POST /api/v1/receive` on the remote-write port, and
+//! `/metrics`, `/-/healthy`, `/-/ready` on the HTTP port.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::config::PROMETHEUS_TENANT_HEADER;
+use crate::metrics::Metrics;
+use crate::tenants::Tenants;
+use crate::writer::{self, WriteOutcome};
+use crate::ReceiveConfig;
+
+/// Which protobuf message a request carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProtoVersion {
+    V1,
+    V2,
+}
+
+/// Reads Content-Type as remote write 1.0/2.0 define it. Missing or bare
+/// `application/x-protobuf` means 1.0.
+pub fn negotiate(headers: &HeaderMap) -> Result<ProtoVersion, String> {
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(ProtoVersion::V1);
+    };
+    let ct = ct
+        .to_str()
+        .map_err(|_| "Content-Type is not ASCII".to_string())?;
+    let mut parts = ct.split(';').map(str::trim);
+    let media = parts.next().unwrap_or("").to_ascii_lowercase();
+    if media != "application/x-protobuf" {
+        return Err(format!(
+            "unsupported Content-Type {ct:?}: expected application/x-protobuf"
+        ));
+    }
+    for p in parts {
+        if let Some(proto) = p.strip_prefix("proto=") {
+            return match proto.trim_matches('"') {
+                "prometheus.WriteRequest" => Ok(ProtoVersion::V1),
+                "io.prometheus.write.v2.Request" => Ok(ProtoVersion::V2),
+                other => Err(format!(
+                    "unsupported remote-write message {other:?}: expected prometheus.WriteRequest or io.prometheus.write.v2.Request"
+                )),
+            };
+        }
+    }
+    Ok(ProtoVersion::V1)
+}
+
+pub struct AppState {
+    pub config: ReceiveConfig,
+    pub tenants: Arc<Tenants>,
+    pub metrics: Arc<Metrics>,
+    pub ready: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(config: ReceiveConfig) -> Arc<Self> {
+        Arc::new(AppState {
+            tenants: Arc::new(Tenants::new(config.clone())),
+            config,
+            metrics: Arc::new(Metrics::new()),
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    fn tenant_of(&self, headers: &HeaderMap) -> String {
+        [self.config.tenant_header.as_str(), PROMETHEUS_TENANT_HEADER]
+            .iter()
+            .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+            .filter(|t| !t.is_empty())
+            .unwrap_or(&self.config.default_tenant)
+            .to_string()
+    }
+}
+
+pub fn remote_write_router(state: Arc<AppState>) -> Router {
+    let limit = state.config.limits.max_body_bytes;
+    Router::new()
+        .route("/api/v1/receive", post(receive))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+pub fn http_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/-/healthy", get(|| async { "OK" }))
+        .route("/-/ready", get(ready))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    state.metrics.update_tsdb(&state.tenants);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "OK").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: opening TSDBs").into_response()
+    }
+}
+
+fn error(status: u16, message: String) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, message).into_response()
+}
+
+async fn receive(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    let tenant = state.tenant_of(&headers);
+    let response = handle(&state, &tenant, &headers, body).await;
+    let code = response.status().as_u16().to_string();
+    let labels = vec![("code".to_string(), code), ("tenant".to_string(), tenant)];
+    state.metrics.http_requests.get_or_create(&labels).inc();
+    state
+        .metrics
+        .http_request_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn handle(state: &Arc<AppState>, tenant: &str, headers: &HeaderMap, body: Bytes) -> Response {
+    let version = match negotiate(headers) {
+        Ok(v) => v,
+        Err(e) => return error(415, e),
+    };
+    if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
+        if !enc.as_bytes().eq_ignore_ascii_case(b"snappy") {
+            return error(
+                415,
+                format!("unsupported Content-Encoding {enc:?}: remote write bodies are snappy-compressed"),
+            );
+        }
+    }
+    let state = state.clone();
+    let tenant = tenant.to_string();
+    let result = tokio::task::spawn_blocking(move || ingest(&state, &tenant, version, &body)).await;
+    match result {
+        Ok(r) => r,
+        Err(e) => error(500, format!("internal error: {e}")),
+    }
+}
+
+/// Decompresses, decodes, checks limits and writes; runs on a blocking thread (fsync).
+fn ingest(state: &AppState, tenant: &str, version: ProtoVersion, body: &[u8]) -> Response {
+    let limits = &state.config.limits;
+    let decoded_len = match snap::raw::decompress_len(body) {
+        Ok(n) => n,
+        Err(e) => return error(400, format!("invalid snappy body: {e}")),
+    };
+    if decoded_len > limits.max_decoded_bytes {
+        return error(
+            413,
+            format!(
+                "request too large: {decoded_len} bytes uncompressed, the limit is {}",
+                limits.max_decoded_bytes
+            ),
+        );
+    }
+    let raw = match snap::raw::Decoder::new().decompress_vec(body) {
+        Ok(r) => r,
+        Err(e) => return error(400, format!("invalid snappy body: {e}")),
+    };
+    let decoded = match version {
+        ProtoVersion::V1 => proto::remote_write::decode_v1(&raw),
+        ProtoVersion::V2 => proto::remote_write::decode_v2(&raw),
+    };
+    let req = match decoded {
+        Ok(r) => r,
+        Err(e) => return error(400, format!("invalid remote-write protobuf: {e}")),
+    };
+    if req.timeseries.len() > limits.max_series {
+        return error(
+            413,
+            format!(
+                "request too large: {} series, the limit is {}",
+                req.timeseries.len(),
+                limits.max_series
+            ),
+        );
+    }
+    let samples = req.num_samples();
+    if samples > limits.max_samples {
+        return error(
+            413,
+            format!(
+                "request too large: {samples} samples, the limit is {}",
+                limits.max_samples
+            ),
+        );
+    }
+    if req.timeseries.is_empty() {
+        // Metadata-only requests (Prometheus sends metadata separately): accepted.
+        return written(StatusCode::NO_CONTENT, 0, 0, String::new());
+    }
+    let db = match state.tenants.get_or_open(tenant) {
+        Ok(db) => db,
+        Err(e @ crate::tenants::TenantError::InvalidName(_)) => return error(400, e.to_string()),
+        Err(e) => return error(500, e.to_string()),
+    };
+    let outcome = writer::write(&db, &req);
+    record(state, tenant, &outcome);
+    let status =
+        StatusCode::from_u16(outcome.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if outcome.error.is_some() {
+        tracing::debug!(tenant, status = status.as_u16(), message = %outcome.message(), "remote write rejected");
+    }
+    written(
+        status,
+        outcome.accepted_samples,
+        outcome.accepted_exemplars,
+        outcome.message(),
+    )
+}
+
+fn record(state: &AppState, tenant: &str, outcome: &WriteOutcome) {
+    let t = ("tenant".to_string(), tenant.to_string());
+    state
+        .metrics
+        .samples_ingested
+        .get_or_create(&vec![t.clone()])
+        .inc_by(outcome.accepted_samples as u64);
+    for (reason, n) in &outcome.rejected {
+        state
+            .metrics
+            .samples_rejected
+            .get_or_create(&vec![
+                t.clone(),
+                ("reason".to_string(), reason.as_str().to_string()),
+            ])
+            .inc_by(*n as u64);
+    }
+}
+
+/// A response with the remote write 2.0 "written" headers (sent for 1.0 too; harmless).
+fn written(status: StatusCode, samples: usize, exemplars: usize, body: String) -> Response {
+    let mut resp = (status, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        "X-Prometheus-Remote-Write-Samples-Written",
+        HeaderValue::from(samples),
+    );
+    h.insert(
+        "X-Prometheus-Remote-Write-Histograms-Written",
+        HeaderValue::from(0),
+    );
+    h.insert(
+        "X-Prometheus-Remote-Write-Exemplars-Written",
+        HeaderValue::from(exemplars),
+    );
+    resp
+}
+
+/// Runs the receiver until `shutdown` resolves, then stops accepting, finishes in-flight
+/// requests and flushes every head to blocks.
+pub async fn run(
+    config: ReceiveConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let state = AppState::new(config.clone());
+    let rw_listener = tokio::net::TcpListener::bind(config.remote_write_address).await?;
+    let http_listener = tokio::net::TcpListener::bind(config.http_address).await?;
+    serve(state, rw_listener, http_listener, shutdown).await
+}
+
+/// Like [`run`] with listeners already bound (tests bind port 0).
+pub async fn serve(
+    state: Arc<AppState>,
+    rw_listener: tokio::net::TcpListener,
+    http_listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tracing::info!(
+        remote_write = %rw_listener.local_addr()?,
+        http = %http_listener.local_addr()?,
+        tsdb = %state.config.tsdb_path.display(),
+        "receiver starting"
+    );
+    let tenants = state.tenants.clone();
+    let opened = tokio::task::spawn_blocking(move || tenants.open_existing())
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)?;
+    tracing::info!(tenants = opened, "existing tenants opened");
+    state.ready.store(true, Ordering::Release);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let maintenance = {
+        let tenants = state.tenants.clone();
+        let mut stop = stop_rx.clone();
+        let every = state.config.maintenance_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let t = tenants.clone();
+                        let _ = tokio::task::spawn_blocking(move || t.maintain()).await;
+                    }
+                    _ = stop.changed() => break,
+                }
+            }
+        })
+    };
+
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stopped| *stopped).await;
+    };
+    let rw = axum::serve(rw_listener, remote_write_router(state.clone()))
+        .with_graceful_shutdown(wait(stop_rx.clone()));
+    let http = axum::serve(http_listener, http_router(state.clone()))
+        .with_graceful_shutdown(wait(stop_rx.clone()));
+    let rw = tokio::spawn(async move { rw.await });
+    let http = tokio::spawn(async move { http.await });
+    shutdown.await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    state.ready.store(false, Ordering::Release);
+    let _ = stop_tx.send(true);
+    let _ = rw.await;
+    let _ = http.await;
+    let _ = maintenance.await;
+    let tenants = state.tenants.clone();
+    tokio::task::spawn_blocking(move || tenants.close_all())
+        .await
+        .map_err(std::io::Error::other)?;
+    tracing::info!("receiver stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_negotiation() {
+        let mut h = HeaderMap::new();
+        assert_eq!(negotiate(&h), Ok(ProtoVersion::V1));
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/x-protobuf".parse().unwrap(),
+        );
+        assert_eq!(negotiate(&h), Ok(ProtoVersion::V1));
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/x-protobuf;proto=io.prometheus.write.v2.Request"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(negotiate(&h), Ok(ProtoVersion::V2));
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/x-protobuf; proto=foo.Bar".parse().unwrap(),
+        );
+        assert!(negotiate(&h).is_err());
+        h.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        assert!(negotiate(&h).is_err());
+    }
+}
