@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod tenants;
 pub mod writer;
