@@ -1,0 +1,349 @@
+//! Binary operators: arithmetic, comparison (with and without `bool`), set operators, and vector
+//! matching (`on`/`ignoring`, `group_left`/`group_right`).
+
+use std::collections::{HashMap, HashSet};
+
+use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
+use tsdb::Labels;
+
+use crate::error::Result;
+use crate::eval::{eval_err, Evaluator, HintCtx, OutputBuilder, Series, StepCursor, Steps, Val};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Op {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+    Pow,
+    Atan2,
+    Eq,
+    Ne,
+    Gt,
+    Lt,
+    Ge,
+    Le,
+    And,
+    Or,
+    Unless,
+}
+
+impl Op {
+    pub fn parse(s: &str) -> Option<Op> {
+        Some(match s {
+            "+" => Op::Add,
+            "-" => Op::Sub,
+            "*" => Op::Mul,
+            "/" => Op::Div,
+            "%" => Op::Mod,
+            "^" => Op::Pow,
+            "atan2" => Op::Atan2,
+            "==" => Op::Eq,
+            "!=" => Op::Ne,
+            ">" => Op::Gt,
+            "<" => Op::Lt,
+            ">=" => Op::Ge,
+            "<=" => Op::Le,
+            "and" => Op::And,
+            "or" => Op::Or,
+            "unless" => Op::Unless,
+            _ => return None,
+        })
+    }
+    pub fn is_comparison(self) -> bool {
+        matches!(self, Op::Eq | Op::Ne | Op::Gt | Op::Lt | Op::Ge | Op::Le)
+    }
+    pub fn is_set(self) -> bool {
+        matches!(self, Op::And | Op::Or | Op::Unless)
+    }
+}
+
+/// Applies an arithmetic or comparison operator: returns the value and whether to keep it.
+pub(crate) fn apply(op: Op, l: f64, r: f64) -> (f64, bool) {
+    match op {
+        Op::Add => (l + r, true),
+        Op::Sub => (l - r, true),
+        Op::Mul => (l * r, true),
+        Op::Div => (l / r, true),
+        Op::Mod => (l % r, true),
+        Op::Pow => (l.powf(r), true),
+        Op::Atan2 => (l.atan2(r), true),
+        Op::Eq => (l, l == r),
+        Op::Ne => (l, l != r),
+        Op::Gt => (l, l > r),
+        Op::Lt => (l, l < r),
+        Op::Ge => (l, l >= r),
+        Op::Le => (l, l <= r),
+        Op::And | Op::Or | Op::Unless => (f64::NAN, false),
+    }
+}
+
+fn scalar_op(op: Op, l: f64, r: f64) -> f64 {
+    let (v, keep) = apply(op, l, r);
+    if op.is_comparison() {
+        if keep {
+            1.0
+        } else {
+            0.0
+        }
+    } else {
+        v
+    }
+}
+
+pub(crate) fn eval_binary(ev: &mut Evaluator, b: &BinaryExpr, steps: Steps, hint: &HintCtx) -> Result<Val> {
+    let op_s = b.op.to_string();
+    let op = Op::parse(&op_s).ok_or_else(|| eval_err(format!("unknown binary operator {op_s}")))?;
+    let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
+    let lhs = ev.eval(&b.lhs, steps, hint)?;
+    let rhs = ev.eval(&b.rhs, steps, hint)?;
+    match (lhs, rhs) {
+        (Val::Scalar(l), Val::Scalar(r)) => Ok(Val::Scalar(
+            l.iter().zip(r.iter()).map(|(a, c)| scalar_op(op, *a, *c)).collect(),
+        )),
+        (Val::Vector(v), Val::Scalar(s)) => Ok(Val::Vector(vector_scalar(op, v, &s, false, return_bool, steps))),
+        (Val::Scalar(s), Val::Vector(v)) => Ok(Val::Vector(vector_scalar(op, v, &s, true, return_bool, steps))),
+        (Val::Vector(l), Val::Vector(r)) => {
+            let (card, matching) = match &b.modifier {
+                Some(m) => (m.card.clone(), m.matching.clone()),
+                None => (VectorMatchCardinality::OneToOne, None),
+            };
+            if op.is_set() {
+                Ok(Val::Vector(set_op(op, l, r, &matching, steps)?))
+            } else {
+                Ok(Val::Vector(vector_vector(op, l, r, &card, &matching, return_bool, steps)?))
+            }
+        }
+        _ => Err(eval_err("binary operators are only defined on scalars and instant vectors")),
+    }
+}
+
+fn vector_scalar(op: Op, mut v: Vec<Series>, s: &[f64], swap: bool, return_bool: bool, steps: Steps) -> Vec<Series> {
+    for series in &mut v {
+        series.points.retain_mut(|p| {
+            let sv = s[steps.idx(p.t)];
+            let (l, r) = if swap { (sv, p.f) } else { (p.f, sv) };
+            let (mut val, keep) = apply(op, l, r);
+            if op.is_comparison() && swap {
+                val = r;
+            }
+            if return_bool {
+                p.f = if keep { 1.0 } else { 0.0 };
+                return true;
+            }
+            if keep {
+                p.f = val;
+            }
+            keep
+        });
+        if return_bool || !op.is_comparison() {
+            series.drop_name = true;
+        }
+    }
+    v.retain(|s| !s.points.is_empty());
+    v
+}
+
+/// The matching signature of a series.
+fn signature(l: &Labels, matching: &Option<LabelModifier>) -> Labels {
+    match matching {
+        Some(LabelModifier::Include(names)) => Labels::from_sorted(
+            l.iter()
+                .filter(|x| names.labels.iter().any(|n| n == &*x.name))
+                .cloned()
+                .collect(),
+        ),
+        Some(LabelModifier::Exclude(names)) => Labels::from_sorted(
+            l.iter()
+                .filter(|x| &*x.name != "__name__" && !names.labels.iter().any(|n| n == &*x.name))
+                .cloned()
+                .collect(),
+        ),
+        None => l.without(&["__name__"]),
+    }
+}
+
+fn ordinals(l: &[Series], r: &[Series], matching: &Option<LabelModifier>) -> (Vec<usize>, Vec<usize>, usize, Vec<Labels>) {
+    let mut map: HashMap<Labels, usize> = HashMap::new();
+    let mut sigs = Vec::new();
+    let mut ord = |s: &Series| {
+        let sig = signature(&s.labels, matching);
+        let n = map.len();
+        *map.entry(sig.clone()).or_insert_with(|| {
+            sigs.push(sig);
+            n
+        })
+    };
+    let lo: Vec<usize> = l.iter().map(&mut ord).collect();
+    let ro: Vec<usize> = r.iter().map(&mut ord).collect();
+    (lo, ro, map.len(), sigs)
+}
+
+fn set_op(op: Op, l: Vec<Series>, r: Vec<Series>, matching: &Option<LabelModifier>, steps: Steps) -> Result<Vec<Series>> {
+    let (lo, ro, nsig, _) = ordinals(&l, &r, matching);
+    let mut out: Vec<Series> = l
+        .iter()
+        .map(|s| Series {
+            labels: s.labels.clone(),
+            points: Vec::new(),
+            drop_name: s.drop_name,
+        })
+        .chain(r.iter().map(|s| Series {
+            labels: s.labels.clone(),
+            points: Vec::new(),
+            drop_name: s.drop_name,
+        }))
+        .collect();
+    let mut present = vec![false; nsig];
+    let mut lc = StepCursor::new(l.len());
+    let mut rc = StepCursor::new(r.len());
+    for i in 0..steps.len() {
+        let t = steps.ts(i);
+        lc.advance(&l, t);
+        rc.advance(&r, t);
+        present.iter_mut().for_each(|p| *p = false);
+        match op {
+            Op::And | Op::Unless => {
+                for &(ri, _) in &rc.buf {
+                    present[ro[ri]] = true;
+                }
+                for &(li, f) in &lc.buf {
+                    if present[lo[li]] == (op == Op::And) {
+                        out[li].points.push(crate::storage::Sample { t, f });
+                    }
+                }
+            }
+            _ => {
+                for &(li, f) in &lc.buf {
+                    present[lo[li]] = true;
+                    out[li].points.push(crate::storage::Sample { t, f });
+                }
+                for &(ri, f) in &rc.buf {
+                    if !present[ro[ri]] {
+                        out[l.len() + ri].points.push(crate::storage::Sample { t, f });
+                    }
+                }
+            }
+        }
+    }
+    out.retain(|s| !s.points.is_empty());
+    // Series with identical labels on both sides (possible for `or`) are merged.
+    let mut seen: HashMap<Labels, usize> = HashMap::new();
+    let mut merged: Vec<Series> = Vec::with_capacity(out.len());
+    for s in out {
+        if let Some(&i) = seen.get(&s.labels) {
+            let m: &mut Series = &mut merged[i];
+            m.points.extend(s.points);
+            m.points.sort_by_key(|p| p.t);
+            if m.points.windows(2).any(|w| w[0].t == w[1].t) {
+                return Err(eval_err("vector cannot contain metrics with the same labelset"));
+            }
+        } else {
+            seen.insert(s.labels.clone(), merged.len());
+            merged.push(s);
+        }
+    }
+    Ok(merged)
+}
+
+fn result_labels(
+    lhs: &Labels,
+    rhs: &Labels,
+    op: Op,
+    card: &VectorMatchCardinality,
+    matching: &Option<LabelModifier>,
+) -> Labels {
+    let mut pairs: Vec<tsdb::Label> = lhs.iter().cloned().collect();
+    if !op.is_comparison() {
+        pairs.retain(|l| !matches!(&*l.name, "__name__" | "__type__" | "__unit__"));
+    }
+    if matches!(card, VectorMatchCardinality::OneToOne) {
+        match matching {
+            Some(LabelModifier::Include(names)) => pairs.retain(|l| names.labels.iter().any(|n| n == &*l.name)),
+            Some(LabelModifier::Exclude(names)) => pairs.retain(|l| !names.labels.iter().any(|n| n == &*l.name)),
+            None => {}
+        }
+    }
+    let mut out = Labels::from_sorted(pairs);
+    if let Some(include) = card.labels() {
+        for n in &include.labels {
+            out = out.with(n, rhs.get(n).unwrap_or(""));
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn vector_vector(
+    op: Op,
+    l: Vec<Series>,
+    r: Vec<Series>,
+    card: &VectorMatchCardinality,
+    matching: &Option<LabelModifier>,
+    return_bool: bool,
+    steps: Steps,
+) -> Result<Vec<Series>> {
+    let swap = matches!(card, VectorMatchCardinality::OneToMany(_));
+    let (l, r) = if swap { (r, l) } else { (l, r) };
+    let (lo, ro, nsig, sigs) = ordinals(&l, &r, matching);
+    let mut right: Vec<Option<(usize, f64)>> = vec![None; nsig];
+    let mut matched_one: Vec<bool> = vec![false; nsig];
+    let mut matched_many: Vec<HashSet<Labels>> = vec![HashSet::new(); if matches!(card, VectorMatchCardinality::OneToOne) { 0 } else { nsig }];
+    let mut label_cache: HashMap<(usize, usize), Labels> = HashMap::new();
+    let mut out = OutputBuilder::new();
+    let mut lc = StepCursor::new(l.len());
+    let mut rc = StepCursor::new(r.len());
+    for i in 0..steps.len() {
+        let t = steps.ts(i);
+        lc.advance(&l, t);
+        rc.advance(&r, t);
+        if lc.buf.is_empty() || rc.buf.is_empty() {
+            continue;
+        }
+        right.iter_mut().for_each(|x| *x = None);
+        for &(ri, f) in &rc.buf {
+            let sig = ro[ri];
+            if let Some((prev, _)) = right[sig] {
+                let side = if swap { "left" } else { "right" };
+                return Err(eval_err(format!(
+                    "found duplicate series for the match group {} on the {} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                    sigs[sig], side, r[ri].labels, r[prev].labels
+                )));
+            }
+            right[sig] = Some((ri, f));
+        }
+        matched_one.iter_mut().for_each(|x| *x = false);
+        matched_many.iter_mut().for_each(|x| x.clear());
+        for &(li, lf) in &lc.buf {
+            let sig = lo[li];
+            let Some((ri, rf)) = right[sig] else { continue };
+            let (a, b) = if swap { (rf, lf) } else { (lf, rf) };
+            let (mut val, keep) = apply(op, a, b);
+            if op.is_comparison() && !return_bool {
+                val = lf;
+            }
+            let labels = label_cache
+                .entry((li, ri))
+                .or_insert_with(|| result_labels(&l[li].labels, &r[ri].labels, op, card, matching))
+                .clone();
+            if matches!(card, VectorMatchCardinality::OneToOne) {
+                if matched_one[sig] {
+                    return Err(eval_err(
+                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
+                    ));
+                }
+                matched_one[sig] = true;
+            } else if !matched_many[sig].insert(labels.clone()) {
+                return Err(eval_err("multiple matches for labels: grouping labels must ensure unique matches"));
+            }
+            if return_bool {
+                val = if keep { 1.0 } else { 0.0 };
+            } else if !keep {
+                continue;
+            }
+            out.push(&labels, t, val, return_bool || (op.is_comparison() && l[li].drop_name))?;
+        }
+    }
+    Ok(out.series)
+}

@@ -1,0 +1,37 @@
+//! Cairn's PromQL engine.
+//!
+//! What this crate owns:
+//! - evaluation of PromQL with Prometheus 3 semantics (lookback delta, staleness markers,
+//!   left-open range selectors, `offset`, `@`, subqueries, aggregations, binary operators with
+//!   vector matching, the function library, delayed `__name__` removal), for instant and range
+//!   queries ([`Engine`]);
+//! - the storage contract it evaluates against ([`Queryable`], [`Matcher`], [`SelectHints`]) and
+//!   an in-memory implementation ([`MemoryStorage`]);
+//! - limits: max samples per query, timeout, cancellation ([`CancelToken`]);
+//! - pushing matchers, time bounds and hints (function, range, step, grouping) down to storage.
+//!
+//! What it does not own: parsing (done by the `promql-parser` crate, wrapped in [`parse`]),
+//! the on-disk TSDB, HTTP/gRPC APIs, and native histograms (not evaluated yet).
+//!
+//! The only thing used from the `tsdb` crate is its label types ([`tsdb::Labels`]).
+
+mod aggregate;
+mod binary;
+mod engine;
+mod error;
+mod eval;
+mod functions;
+mod memory;
+mod parser;
+mod planner;
+mod storage;
+mod value;
+
+pub use engine::{Engine, EngineOpts};
+pub use error::{Error, Result};
+pub use eval::CancelToken;
+pub use memory::MemoryStorage;
+pub use parser::parse;
+pub use promql_parser::parser::Expr;
+pub use storage::{is_stale_nan, stale_nan, MatchOp, Matcher, Queryable, Sample, SelectHints, Series, STALE_NAN_BITS};
+pub use value::{Annotations, InstantSample, QueryResult, QueryValue, RangeSeries};
