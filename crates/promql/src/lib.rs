@@ -32,6 +32,7 @@ pub use error::{Error, Result};
 pub use eval::CancelToken;
 pub use memory::MemoryStorage;
 pub use parser::parse;
+pub use promql_parser;
 pub use promql_parser::parser::Expr;
 pub use storage::{is_stale_nan, stale_nan, MatchOp, Matcher, Queryable, Sample, SelectHints, Series, STALE_NAN_BITS};
 pub use value::{Annotations, InstantSample, QueryResult, QueryValue, RangeSeries};
