@@ -105,30 +105,33 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator, agg: &AggregateExpr, steps: Ste
     let op = agg.op.to_string();
     let hint = HintCtx {
         func: None,
-        grouping: agg.modifier.as_ref().map(|m| {
-            (
-                m.is_include(),
-                m.labels().labels.clone(),
-            )
-        }),
+        grouping: agg
+            .modifier
+            .as_ref()
+            .map(|m| (m.is_include(), m.labels().labels.clone())),
     };
     if op == "count_values" {
-        let label = match agg.param.as_deref() {
+        let mut pe = agg.param.as_deref();
+        while let Some(Expr::Paren(p)) = pe {
+            pe = Some(&*p.expr);
+        }
+        let label = match pe {
             Some(Expr::StringLiteral(s)) => s.val.clone(),
-            Some(Expr::Paren(p)) => match &*p.expr {
-                Expr::StringLiteral(s) => s.val.clone(),
-                _ => return Err(eval_err("count_values needs a string parameter")),
-            },
             _ => return Err(eval_err("count_values needs a string parameter")),
         };
-        if label.is_empty() || std::str::from_utf8(label.as_bytes()).is_err() {
+        if !crate::functions::valid_label_name(&label) {
             return Err(eval_err(format!("invalid label name {label:?}")));
         }
         let input = match ev.eval(&agg.expr, steps, &hint)? {
             Val::Vector(v) => v,
             _ => return Err(eval_err("expected instant vector in aggregation")),
         };
-        return Ok(Val::Vector(count_values(&input, &agg.modifier, &label, steps)?));
+        return Ok(Val::Vector(count_values(
+            &input,
+            &agg.modifier,
+            &label,
+            steps,
+        )?));
     }
     let params = match &agg.param {
         Some(p) if op != "count_values" => Some(param_values(ev, p, steps)?),
@@ -140,7 +143,14 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator, agg: &AggregateExpr, steps: Ste
     };
     match op.as_str() {
         "topk" | "bottomk" | "limitk" | "limit_ratio" => {
-            return Ok(Val::Vector(aggregate_k(ev, &op, &input, &agg.modifier, params.as_deref().unwrap_or(&[]), steps)?))
+            return Ok(Val::Vector(aggregate_k(
+                ev,
+                &op,
+                &input,
+                &agg.modifier,
+                params.as_deref().unwrap_or(&[]),
+                steps,
+            )?))
         }
         "quantile" => {
             if let Some(ps) = &params {
@@ -205,7 +215,11 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator, agg: &AggregateExpr, steps: Ste
                 g.drop_name = input[si].drop_name;
                 match op.as_str() {
                     "stddev" | "stdvar" => {
-                        g.value = if f.is_nan() || f.is_infinite() { f64::NAN } else { 0.0 };
+                        g.value = if f.is_nan() || f.is_infinite() {
+                            f64::NAN
+                        } else {
+                            0.0
+                        };
                     }
                     "group" => g.value = 1.0,
                     "quantile" => g.values.push(f),
@@ -299,8 +313,16 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator, agg: &AggregateExpr, steps: Ste
     Ok(Val::Vector(out))
 }
 
-fn count_values(input: &[Series], modifier: &Option<LabelModifier>, label: &str, steps: Steps) -> Result<Vec<Series>> {
-    let base: Vec<Labels> = input.iter().map(|s| grouping_labels(&s.labels, modifier)).collect();
+fn count_values(
+    input: &[Series],
+    modifier: &Option<LabelModifier>,
+    label: &str,
+    steps: Steps,
+) -> Result<Vec<Series>> {
+    let base: Vec<Labels> = input
+        .iter()
+        .map(|s| grouping_labels(&s.labels, modifier))
+        .collect();
     let mut out = OutputBuilder::new();
     let mut cur = StepCursor::new(input.len());
     let mut counts: Vec<(Labels, f64)> = Vec::new();
@@ -330,9 +352,14 @@ fn aggregate_k(
     params: &[f64],
     steps: Steps,
 ) -> Result<Vec<Series>> {
-    let max = params.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let min = params.iter().cloned().fold(f64::INFINITY, f64::min);
     let any_nan = params.iter().any(|p| p.is_nan());
+    let (mut max, mut min) = (
+        params.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+        params.iter().cloned().fold(f64::INFINITY, f64::min),
+    );
+    if any_nan {
+        (max, min) = (f64::NAN, f64::NAN);
+    }
     match op {
         "limit_ratio" => {
             if max == 0.0 && min == 0.0 {
@@ -362,10 +389,16 @@ fn aggregate_k(
                 return Err(eval_err("Parameter value is NaN"));
             }
             if min <= i64::MIN as f64 {
-                return Err(eval_err(format!("Scalar value {} underflows int64", crate::functions::go_g(min))));
+                return Err(eval_err(format!(
+                    "Scalar value {} underflows int64",
+                    crate::functions::go_g(min)
+                )));
             }
             if max >= i64::MAX as f64 {
-                return Err(eval_err(format!("Scalar value {} overflows int64", crate::functions::go_g(max))));
+                return Err(eval_err(format!(
+                    "Scalar value {} overflows int64",
+                    crate::functions::go_g(max)
+                )));
             }
         }
     }

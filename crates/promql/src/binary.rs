@@ -92,7 +92,12 @@ fn scalar_op(op: Op, l: f64, r: f64) -> f64 {
     }
 }
 
-pub(crate) fn eval_binary(ev: &mut Evaluator, b: &BinaryExpr, steps: Steps, hint: &HintCtx) -> Result<Val> {
+pub(crate) fn eval_binary(
+    ev: &mut Evaluator,
+    b: &BinaryExpr,
+    steps: Steps,
+    hint: &HintCtx,
+) -> Result<Val> {
     let op_s = b.op.to_string();
     let op = Op::parse(&op_s).ok_or_else(|| eval_err(format!("unknown binary operator {op_s}")))?;
     let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
@@ -100,10 +105,27 @@ pub(crate) fn eval_binary(ev: &mut Evaluator, b: &BinaryExpr, steps: Steps, hint
     let rhs = ev.eval(&b.rhs, steps, hint)?;
     match (lhs, rhs) {
         (Val::Scalar(l), Val::Scalar(r)) => Ok(Val::Scalar(
-            l.iter().zip(r.iter()).map(|(a, c)| scalar_op(op, *a, *c)).collect(),
+            l.iter()
+                .zip(r.iter())
+                .map(|(a, c)| scalar_op(op, *a, *c))
+                .collect(),
         )),
-        (Val::Vector(v), Val::Scalar(s)) => Ok(Val::Vector(vector_scalar(op, v, &s, false, return_bool, steps))),
-        (Val::Scalar(s), Val::Vector(v)) => Ok(Val::Vector(vector_scalar(op, v, &s, true, return_bool, steps))),
+        (Val::Vector(v), Val::Scalar(s)) => Ok(Val::Vector(vector_scalar(
+            op,
+            v,
+            &s,
+            false,
+            return_bool,
+            steps,
+        ))),
+        (Val::Scalar(s), Val::Vector(v)) => Ok(Val::Vector(vector_scalar(
+            op,
+            v,
+            &s,
+            true,
+            return_bool,
+            steps,
+        ))),
         (Val::Vector(l), Val::Vector(r)) => {
             let (card, matching) = match &b.modifier {
                 Some(m) => (m.card.clone(), m.matching.clone()),
@@ -112,14 +134,31 @@ pub(crate) fn eval_binary(ev: &mut Evaluator, b: &BinaryExpr, steps: Steps, hint
             if op.is_set() {
                 Ok(Val::Vector(set_op(op, l, r, &matching, steps)?))
             } else {
-                Ok(Val::Vector(vector_vector(op, l, r, &card, &matching, return_bool, steps)?))
+                Ok(Val::Vector(vector_vector(
+                    op,
+                    l,
+                    r,
+                    &card,
+                    &matching,
+                    return_bool,
+                    steps,
+                )?))
             }
         }
-        _ => Err(eval_err("binary operators are only defined on scalars and instant vectors")),
+        _ => Err(eval_err(
+            "binary operators are only defined on scalars and instant vectors",
+        )),
     }
 }
 
-fn vector_scalar(op: Op, mut v: Vec<Series>, s: &[f64], swap: bool, return_bool: bool, steps: Steps) -> Vec<Series> {
+fn vector_scalar(
+    op: Op,
+    mut v: Vec<Series>,
+    s: &[f64],
+    swap: bool,
+    return_bool: bool,
+    steps: Steps,
+) -> Vec<Series> {
     for series in &mut v {
         series.points.retain_mut(|p| {
             let sv = s[steps.idx(p.t)];
@@ -164,7 +203,11 @@ fn signature(l: &Labels, matching: &Option<LabelModifier>) -> Labels {
     }
 }
 
-fn ordinals(l: &[Series], r: &[Series], matching: &Option<LabelModifier>) -> (Vec<usize>, Vec<usize>, usize, Vec<Labels>) {
+fn ordinals(
+    l: &[Series],
+    r: &[Series],
+    matching: &Option<LabelModifier>,
+) -> (Vec<usize>, Vec<usize>, usize, Vec<Labels>) {
     let mut map: HashMap<Labels, usize> = HashMap::new();
     let mut sigs = Vec::new();
     let mut ord = |s: &Series| {
@@ -180,7 +223,13 @@ fn ordinals(l: &[Series], r: &[Series], matching: &Option<LabelModifier>) -> (Ve
     (lo, ro, map.len(), sigs)
 }
 
-fn set_op(op: Op, l: Vec<Series>, r: Vec<Series>, matching: &Option<LabelModifier>, steps: Steps) -> Result<Vec<Series>> {
+fn set_op(
+    op: Op,
+    l: Vec<Series>,
+    r: Vec<Series>,
+    matching: &Option<LabelModifier>,
+    steps: Steps,
+) -> Result<Vec<Series>> {
     let (lo, ro, nsig, _) = ordinals(&l, &r, matching);
     let mut out: Vec<Series> = l
         .iter()
@@ -221,7 +270,9 @@ fn set_op(op: Op, l: Vec<Series>, r: Vec<Series>, matching: &Option<LabelModifie
                 }
                 for &(ri, f) in &rc.buf {
                     if !present[ro[ri]] {
-                        out[l.len() + ri].points.push(crate::storage::Sample { t, f });
+                        out[l.len() + ri]
+                            .points
+                            .push(crate::storage::Sample { t, f });
                     }
                 }
             }
@@ -237,7 +288,9 @@ fn set_op(op: Op, l: Vec<Series>, r: Vec<Series>, matching: &Option<LabelModifie
             m.points.extend(s.points);
             m.points.sort_by_key(|p| p.t);
             if m.points.windows(2).any(|w| w[0].t == w[1].t) {
-                return Err(eval_err("vector cannot contain metrics with the same labelset"));
+                return Err(eval_err(
+                    "vector cannot contain metrics with the same labelset",
+                ));
             }
         } else {
             seen.insert(s.labels.clone(), merged.len());
@@ -260,8 +313,12 @@ fn result_labels(
     }
     if matches!(card, VectorMatchCardinality::OneToOne) {
         match matching {
-            Some(LabelModifier::Include(names)) => pairs.retain(|l| names.labels.iter().any(|n| n == &*l.name)),
-            Some(LabelModifier::Exclude(names)) => pairs.retain(|l| !names.labels.iter().any(|n| n == &*l.name)),
+            Some(LabelModifier::Include(names)) => {
+                pairs.retain(|l| names.labels.iter().any(|n| n == &*l.name))
+            }
+            Some(LabelModifier::Exclude(names)) => {
+                pairs.retain(|l| !names.labels.iter().any(|n| n == &*l.name))
+            }
             None => {}
         }
     }
@@ -289,7 +346,14 @@ fn vector_vector(
     let (lo, ro, nsig, sigs) = ordinals(&l, &r, matching);
     let mut right: Vec<Option<(usize, f64)>> = vec![None; nsig];
     let mut matched_one: Vec<bool> = vec![false; nsig];
-    let mut matched_many: Vec<HashSet<Labels>> = vec![HashSet::new(); if matches!(card, VectorMatchCardinality::OneToOne) { 0 } else { nsig }];
+    let mut matched_many: Vec<HashSet<Labels>> = vec![
+        HashSet::new();
+        if matches!(card, VectorMatchCardinality::OneToOne) {
+            0
+        } else {
+            nsig
+        }
+    ];
     let mut label_cache: HashMap<(usize, usize), Labels> = HashMap::new();
     let mut out = OutputBuilder::new();
     let mut lc = StepCursor::new(l.len());
@@ -335,14 +399,21 @@ fn vector_vector(
                 }
                 matched_one[sig] = true;
             } else if !matched_many[sig].insert(labels.clone()) {
-                return Err(eval_err("multiple matches for labels: grouping labels must ensure unique matches"));
+                return Err(eval_err(
+                    "multiple matches for labels: grouping labels must ensure unique matches",
+                ));
             }
             if return_bool {
                 val = if keep { 1.0 } else { 0.0 };
             } else if !keep {
                 continue;
             }
-            out.push(&labels, t, val, return_bool || (op.is_comparison() && l[li].drop_name))?;
+            out.push(
+                &labels,
+                t,
+                val,
+                return_bool || (op.is_comparison() && l[li].drop_name),
+            )?;
         }
     }
     Ok(out.series)

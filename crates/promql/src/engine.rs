@@ -72,7 +72,12 @@ impl Engine {
     }
 
     /// Runs an instant query at `t` (ms).
-    pub fn instant_query(&self, storage: &dyn Queryable, query: &str, t: i64) -> Result<QueryResult> {
+    pub fn instant_query(
+        &self,
+        storage: &dyn Queryable,
+        query: &str,
+        t: i64,
+    ) -> Result<QueryResult> {
         let expr = crate::parser::parse(query)?;
         self.instant_query_expr(storage, &expr, t, None)
     }
@@ -152,7 +157,9 @@ impl Engine {
             ));
         }
         if end < start {
-            return Err(Error::Eval("end timestamp must not be before start time".into()));
+            return Err(Error::Eval(
+                "end timestamp must not be before start time".into(),
+            ));
         }
         let mut ev = self.evaluator(storage, start, end, step, cancel);
         let steps = Steps { start, end, step };

@@ -256,13 +256,16 @@ impl Evaluator<'_> {
                     }
                     Ok(Val::Vector(vs))
                 }
-                _ => Err(eval_err("unary expression only allowed on scalars and vectors")),
+                _ => Err(eval_err(
+                    "unary expression only allowed on scalars and vectors",
+                )),
             },
-            Expr::VectorSelector(vs) => Ok(Val::Vector(self.eval_vector_selector(
-                vs, steps, hint, false,
-            )?)),
+            Expr::VectorSelector(vs) => Ok(Val::Vector(
+                self.eval_vector_selector(vs, steps, hint, false)?,
+            )),
             Expr::MatrixSelector(ms) => {
-                let input = self.range_input_selector(&ms.vs, ms.range.as_millis() as i64, steps, hint)?;
+                let input =
+                    self.range_input_selector(&ms.vs, ms.range.as_millis() as i64, steps, hint)?;
                 Ok(Val::Matrix(self.materialize_range(input, steps)?))
             }
             Expr::Subquery(sq) => {
@@ -318,7 +321,10 @@ impl Evaluator<'_> {
                     let v = if want_ts { p.t as f64 / 1000.0 } else { p.f };
                     pts.reserve(n);
                     for i in 0..n {
-                        pts.push(Sample { t: steps.ts(i), f: v });
+                        pts.push(Sample {
+                            t: steps.ts(i),
+                            f: v,
+                        });
                     }
                 }
             } else {
@@ -360,7 +366,8 @@ impl Evaluator<'_> {
         let mut series = self.select(vs, mint, maxt, range, hint)?;
         let mut total = 0;
         for s in &mut series {
-            s.points.retain(|p| !is_stale_nan(p.f) && p.t >= mint && p.t <= maxt);
+            s.points
+                .retain(|p| !is_stale_nan(p.f) && p.t >= mint && p.t <= maxt);
             total += s.points.len();
         }
         series.retain(|s| !s.points.is_empty());
@@ -411,7 +418,10 @@ impl Evaluator<'_> {
             }],
             _ => return Err(eval_err("subquery is only allowed on instant vector")),
         };
-        let series = series.into_iter().filter(|s| !s.points.is_empty()).collect();
+        let series = series
+            .into_iter()
+            .filter(|s| !s.points.is_empty())
+            .collect();
         Ok(RangeInput {
             series,
             range,
@@ -494,7 +504,9 @@ impl OutputBuilder {
         };
         let s = &mut self.series[i];
         if s.points.last().is_some_and(|p| p.t == t) {
-            return Err(eval_err("vector cannot contain metrics with the same labelset"));
+            return Err(eval_err(
+                "vector cannot contain metrics with the same labelset",
+            ));
         }
         s.points.push(Sample { t, f });
         Ok(())
@@ -540,7 +552,9 @@ pub(crate) fn cleanup_names(series: Vec<Series>) -> Result<Vec<Series>> {
     for (labels, mut points) in merged {
         points.sort_by_key(|p| p.t);
         if points.windows(2).any(|w| w[0].t == w[1].t) {
-            return Err(eval_err("vector cannot contain metrics with the same labelset"));
+            return Err(eval_err(
+                "vector cannot contain metrics with the same labelset",
+            ));
         }
         res.push(Series {
             labels,

@@ -7,7 +7,9 @@ use tsdb::Labels;
 
 use crate::aggregate::{kahan_inc, quantile};
 use crate::error::Result;
-use crate::eval::{eval_err, Evaluator, HintCtx, OutputBuilder, RangeInput, Series, StepCursor, Steps, Val};
+use crate::eval::{
+    eval_err, Evaluator, HintCtx, OutputBuilder, RangeInput, Series, StepCursor, Steps, Val,
+};
 use crate::storage::Sample;
 
 /// Formats a float like Go's `%g`.
@@ -16,10 +18,18 @@ pub(crate) fn go_g(f: f64) -> String {
         return "NaN".into();
     }
     if f.is_infinite() {
-        return if f > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return if f > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
     }
     if f == 0.0 {
-        return if f.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if f.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     let e = format!("{f:e}");
     let (mant, exp) = e.split_once('e').unwrap_or((&e, "0"));
@@ -217,13 +227,20 @@ fn absent_labels(e: &Expr) -> Labels {
 
 /// Returns the index of the range-vector argument, if any.
 fn range_arg(call: &Call) -> Option<usize> {
-    call.args
-        .args
-        .iter()
-        .position(|a| matches!(unwrap_parens(a), Expr::MatrixSelector(_) | Expr::Subquery(_)))
+    call.args.args.iter().position(|a| {
+        matches!(
+            unwrap_parens(a),
+            Expr::MatrixSelector(_) | Expr::Subquery(_)
+        )
+    })
 }
 
-pub(crate) fn eval_call(ev: &mut Evaluator, call: &Call, steps: Steps, hint: &HintCtx) -> Result<Val> {
+pub(crate) fn eval_call(
+    ev: &mut Evaluator,
+    call: &Call,
+    steps: Steps,
+    hint: &HintCtx,
+) -> Result<Val> {
     let name = call.func.name;
     let args: Vec<&Expr> = call.args.args.iter().map(|b| &**b).collect();
     let fhint = HintCtx {
@@ -235,13 +252,38 @@ pub(crate) fn eval_call(ev: &mut Evaluator, call: &Call, steps: Steps, hint: &Hi
         return eval_range_call(ev, call, ri, steps, &fhint);
     }
     match name {
-        "time" => Ok(Val::Scalar((0..n).map(|i| steps.ts(i) as f64 / 1000.0).collect())),
+        "time" => Ok(Val::Scalar(
+            (0..n).map(|i| steps.ts(i) as f64 / 1000.0).collect(),
+        )),
         "pi" => Ok(Val::Scalar(vec![std::f64::consts::PI; n])),
+        "start" => Ok(Val::Scalar(vec![ev.query_start as f64 / 1000.0; n])),
+        "end" => Ok(Val::Scalar(vec![ev.query_end as f64 / 1000.0; n])),
+        "range" => Ok(Val::Scalar(vec![
+            (ev.query_end - ev.query_start) as f64
+                / 1000.0;
+            n
+        ])),
+        "step" => Ok(Val::Scalar(vec![ev.query_step as f64 / 1000.0; n])),
+        "min_of" | "max_of" => {
+            let a = scalar_arg(ev, args[0], steps)?;
+            let b = scalar_arg(ev, args[1], steps)?;
+            let f = if name == "min_of" { go_min } else { go_max };
+            Ok(Val::Scalar(
+                a.iter().zip(b.iter()).map(|(x, y)| f(*x, *y)).collect(),
+            ))
+        }
         "vector" => {
             let s = scalar_arg(ev, args[0], steps)?;
             Ok(Val::Vector(vec![Series {
                 labels: Labels::default(),
-                points: s.iter().enumerate().map(|(i, f)| Sample { t: steps.ts(i), f: *f }).collect(),
+                points: s
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| Sample {
+                        t: steps.ts(i),
+                        f: *f,
+                    })
+                    .collect(),
                 drop_name: false,
             }]))
         }
@@ -288,7 +330,10 @@ pub(crate) fn eval_call(ev: &mut Evaluator, call: &Call, steps: Steps, hint: &Hi
             }
             let points: Vec<Sample> = (0..n)
                 .filter(|i| !present[*i])
-                .map(|i| Sample { t: steps.ts(i), f: 1.0 })
+                .map(|i| Sample {
+                    t: steps.ts(i),
+                    f: 1.0,
+                })
                 .collect();
             if points.is_empty() {
                 return Ok(Val::Vector(Vec::new()));
@@ -327,7 +372,10 @@ pub(crate) fn eval_call(ev: &mut Evaluator, call: &Call, steps: Steps, hint: &Hi
                         });
                     }
                     _ => {
-                        let names: Vec<String> = args[1..].iter().map(|a| string_arg(a)).collect::<Result<_>>()?;
+                        let names: Vec<String> = args[1..]
+                            .iter()
+                            .map(|a| string_arg(a))
+                            .collect::<Result<_>>()?;
                         let desc = name == "sort_by_label_desc";
                         v.sort_by(|a, b| {
                             for l in &names {
@@ -356,10 +404,15 @@ pub(crate) fn eval_call(ev: &mut Evaluator, call: &Call, steps: Steps, hint: &Hi
             let repl = string_arg(args[2])?;
             let src = string_arg(args[3])?;
             let re_s = string_arg(args[4])?;
-            let re = regex::Regex::new(&format!("^(?s:{re_s})$"))
-                .map_err(|_| eval_err(format!("invalid regular expression in label_replace(): {re_s}")))?;
-            if dst.is_empty() {
-                return Err(eval_err(format!("invalid destination label name in label_replace(): {dst}")));
+            let re = regex::Regex::new(&format!("^(?s:{re_s})$")).map_err(|_| {
+                eval_err(format!(
+                    "invalid regular expression in label_replace(): {re_s}"
+                ))
+            })?;
+            if !valid_label_name(&dst) {
+                return Err(eval_err(format!(
+                    "invalid destination label name in label_replace(): {dst}"
+                )));
             }
             let mut v = vector_arg(ev, args[0], steps, &fhint)?;
             for s in &mut v {
@@ -378,13 +431,24 @@ pub(crate) fn eval_call(ev: &mut Evaluator, call: &Call, steps: Steps, hint: &Hi
         "label_join" => {
             let dst = string_arg(args[1])?;
             let sep = string_arg(args[2])?;
-            let srcs: Vec<String> = args[3..].iter().map(|a| string_arg(a)).collect::<Result<_>>()?;
-            if dst.is_empty() {
-                return Err(eval_err(format!("invalid destination label name in label_join(): {dst}")));
+            let srcs: Vec<String> = args[3..]
+                .iter()
+                .map(|a| string_arg(a))
+                .collect::<Result<_>>()?;
+            if !valid_label_name(&dst) {
+                return Err(eval_err(format!(
+                    "invalid destination label name in label_join(): {dst}"
+                )));
+            }
+            if let Some(bad) = srcs.iter().find(|l| !valid_label_name(l)) {
+                return Err(eval_err(format!(
+                    "invalid source label name in label_join(): {bad}"
+                )));
             }
             let mut v = vector_arg(ev, args[0], steps, &fhint)?;
             for s in &mut v {
-                let joined: Vec<&str> = srcs.iter().map(|l| s.labels.get(l).unwrap_or("")).collect();
+                let joined: Vec<&str> =
+                    srcs.iter().map(|l| s.labels.get(l).unwrap_or("")).collect();
                 let val = joined.join(&sep);
                 s.labels = s.labels.with(&dst, &val);
                 if dst == "__name__" {
@@ -397,7 +461,10 @@ pub(crate) fn eval_call(ev: &mut Evaluator, call: &Call, steps: Steps, hint: &Hi
         "clamp" | "clamp_min" | "clamp_max" => {
             let v = vector_arg(ev, args[0], steps, &fhint)?;
             let (mins, maxs) = match name {
-                "clamp" => (Some(scalar_arg(ev, args[1], steps)?), Some(scalar_arg(ev, args[2], steps)?)),
+                "clamp" => (
+                    Some(scalar_arg(ev, args[1], steps)?),
+                    Some(scalar_arg(ev, args[2], steps)?),
+                ),
                 "clamp_min" => (Some(scalar_arg(ev, args[1], steps)?), None),
                 _ => (None, Some(scalar_arg(ev, args[1], steps)?)),
             };
@@ -420,7 +487,11 @@ pub(crate) fn eval_call(ev: &mut Evaluator, call: &Call, steps: Steps, hint: &Hi
         }
         "round" => {
             let mut v = vector_arg(ev, args[0], steps, &fhint)?;
-            let to = if args.len() > 1 { Some(scalar_arg(ev, args[1], steps)?) } else { None };
+            let to = if args.len() > 1 {
+                Some(scalar_arg(ev, args[1], steps)?)
+            } else {
+                None
+            };
             for s in &mut v {
                 s.drop_name = true;
                 for p in &mut s.points {
@@ -431,7 +502,8 @@ pub(crate) fn eval_call(ev: &mut Evaluator, call: &Call, steps: Steps, hint: &Hi
             }
             Ok(Val::Vector(v))
         }
-        "days_in_month" | "day_of_month" | "day_of_week" | "day_of_year" | "hour" | "minute" | "month" | "year" => {
+        "days_in_month" | "day_of_month" | "day_of_week" | "day_of_year" | "hour" | "minute"
+        | "month" | "year" => {
             if args.is_empty() {
                 return Ok(Val::Vector(vec![Series {
                     labels: Labels::default(),
@@ -453,15 +525,14 @@ pub(crate) fn eval_call(ev: &mut Evaluator, call: &Call, steps: Steps, hint: &Hi
                 }
             })))
         }
-        "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev" | "histogram_stdvar"
-        | "histogram_fraction" => {
+        "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
+        | "histogram_stdvar" | "histogram_fraction" => {
             // Native histograms are not supported: float samples are ignored by these functions.
             for a in &args {
                 let _ = ev.eval(a, steps, &fhint)?;
             }
             Ok(Val::Vector(Vec::new()))
         }
-        "max_of" | "min_of" => Err(eval_err(format!("function {name} is not supported"))),
         _ => {
             if let Some(f) = simple_math(name) {
                 let v = vector_arg(ev, args[0], steps, &fhint)?;
@@ -470,6 +541,11 @@ pub(crate) fn eval_call(ev: &mut Evaluator, call: &Call, steps: Steps, hint: &Hi
             Err(eval_err(format!("function {name} is not supported")))
         }
     }
+}
+
+/// A label name must be non-empty valid UTF-8 (the parser turns invalid bytes into U+FFFD).
+pub(crate) fn valid_label_name(s: &str) -> bool {
+    !s.is_empty() && !s.contains('\u{fffd}')
 }
 
 fn go_max(a: f64, b: f64) -> f64 {
@@ -500,7 +576,9 @@ fn merge_same_labels(v: Vec<Series>) -> Result<Vec<Series>> {
             m.points.sort_by_key(|p| p.t);
             m.drop_name |= s.drop_name;
             if m.points.windows(2).any(|w| w[0].t == w[1].t) {
-                return Err(eval_err("vector cannot contain metrics with the same labelset"));
+                return Err(eval_err(
+                    "vector cannot contain metrics with the same labelset",
+                ));
             }
         } else {
             idx.insert(s.labels.clone(), out.len());
@@ -510,7 +588,13 @@ fn merge_same_labels(v: Vec<Series>) -> Result<Vec<Series>> {
     Ok(out)
 }
 
-fn histogram_quantile(ev: &mut Evaluator, qe: &Expr, ve: &Expr, steps: Steps, hint: &HintCtx) -> Result<Val> {
+fn histogram_quantile(
+    ev: &mut Evaluator,
+    qe: &Expr,
+    ve: &Expr,
+    steps: Steps,
+    hint: &HintCtx,
+) -> Result<Val> {
     let qs = scalar_arg(ev, qe, steps)?;
     let v = vector_arg(ev, ve, steps, hint)?;
     // Group series by labels without `le`.
@@ -532,7 +616,8 @@ fn histogram_quantile(ev: &mut Evaluator, qe: &Expr, ve: &Expr, steps: Steps, hi
             None => {
                 series_info.push(None);
                 let name = s.labels.get("__name__").unwrap_or("");
-                let mut msg = format!("bucket label \"le\" is missing or has a malformed value of {le:?}");
+                let mut msg =
+                    format!("bucket label \"le\" is missing or has a malformed value of {le:?}");
                 if !name.is_empty() {
                     msg.push_str(&format!(" for metric name {name:?}"));
                 }
@@ -552,8 +637,10 @@ fn histogram_quantile(ev: &mut Evaluator, qe: &Expr, ve: &Expr, steps: Steps, hi
         }
         let q = qs[i];
         if !warned_q && (q.is_nan() || !(0.0..=1.0).contains(&q)) {
-            ev.annos
-                .warn(format!("quantile value should be between 0 and 1, got {}", go_g(q)));
+            ev.annos.warn(format!(
+                "quantile value should be between 0 and 1, got {}",
+                go_g(q)
+            ));
             warned_q = true;
         }
         for b in buckets.iter_mut() {
@@ -618,7 +705,7 @@ fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
 
 /// Quantile over classic buckets `(upper bound, cumulative count)`; also reports whether
 /// monotonicity had to be forced.
-fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> (f64, bool) {
+fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> (f64, bool) {
     if q.is_nan() {
         return (f64::NAN, false);
     }
@@ -719,7 +806,14 @@ fn linear_regression(points: &[Sample], intercept_t: i64) -> (f64, f64) {
     (slope, sy / n - slope * sx / n)
 }
 
-fn extrapolated_rate(w: &[Sample], range_start: i64, range_end: i64, range: i64, counter: bool, is_rate: bool) -> Option<f64> {
+fn extrapolated_rate(
+    w: &[Sample],
+    range_start: i64,
+    range_end: i64,
+    range: i64,
+    counter: bool,
+    is_rate: bool,
+) -> Option<f64> {
     if w.len() < 2 {
         return None;
     }
@@ -753,7 +847,11 @@ fn extrapolated_rate(w: &[Sample], range_start: i64, range_end: i64, range: i64,
     if to_end >= threshold {
         to_end = avg / 2.0;
     }
-    let mut factor = if sampled != 0.0 { (sampled + to_start + to_end) / sampled } else { 1.0 };
+    let mut factor = if sampled != 0.0 {
+        (sampled + to_start + to_end) / sampled
+    } else {
+        1.0
+    };
     if is_rate {
         factor /= range as f64 / 1000.0;
     }
@@ -779,7 +877,13 @@ fn double_exp_smoothing(w: &[Sample], sf: f64, tf: f64) -> Option<f64> {
     Some(s1)
 }
 
-fn eval_range_call(ev: &mut Evaluator, call: &Call, ri: usize, steps: Steps, hint: &HintCtx) -> Result<Val> {
+fn eval_range_call(
+    ev: &mut Evaluator,
+    call: &Call,
+    ri: usize,
+    steps: Steps,
+    hint: &HintCtx,
+) -> Result<Val> {
     let name = call.func.name;
     let args: Vec<&Expr> = call.args.args.iter().map(|b| &**b).collect();
     // Scalar arguments (evaluated at the outer steps).
@@ -790,7 +894,9 @@ fn eval_range_call(ev: &mut Evaluator, call: &Call, ri: usize, steps: Steps, hin
         }
     }
     let input: RangeInput = match unwrap_parens(args[ri]) {
-        Expr::MatrixSelector(ms) => ev.range_input_selector(&ms.vs, ms.range.as_millis() as i64, steps, hint)?,
+        Expr::MatrixSelector(ms) => {
+            ev.range_input_selector(&ms.vs, ms.range.as_millis() as i64, steps, hint)?
+        }
         Expr::Subquery(sq) => ev.range_input_subquery(sq, steps)?,
         _ => unreachable!(),
     };
@@ -798,18 +904,24 @@ fn eval_range_call(ev: &mut Evaluator, call: &Call, ri: usize, steps: Steps, hin
         for i in 0..steps.len() {
             let (sf, tf) = (scalars[0][i], scalars[1][i]);
             if sf <= 0.0 || sf >= 1.0 {
-                return Err(eval_err(format!("invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}")));
+                return Err(eval_err(format!(
+                    "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"
+                )));
             }
             if tf <= 0.0 || tf >= 1.0 {
-                return Err(eval_err(format!("invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}")));
+                return Err(eval_err(format!(
+                    "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
+                )));
             }
         }
     }
     if name == "quantile_over_time" {
         for &q in &scalars[0] {
             if q.is_nan() || !(0.0..=1.0).contains(&q) {
-                ev.annos
-                    .warn(format!("quantile value should be between 0 and 1, got {}", go_g(q)));
+                ev.annos.warn(format!(
+                    "quantile value should be between 0 and 1, got {}",
+                    go_g(q)
+                ));
                 break;
             }
         }
@@ -830,8 +942,13 @@ fn eval_range_call(ev: &mut Evaluator, call: &Call, ri: usize, steps: Steps, hin
             let ts = steps.ts(i);
             let end = input.window_end(ts);
             let start = end - input.range;
-            let v = if single && cached.is_some() && !matches!(name, "predict_linear") {
-                cached.unwrap()
+            let reuse = if single && name != "predict_linear" {
+                cached
+            } else {
+                None
+            };
+            let v = if let Some(r) = reuse {
+                r
             } else {
                 while hi < pts.len() && pts[hi].t <= end {
                     hi += 1;
@@ -863,12 +980,10 @@ fn eval_range_call(ev: &mut Evaluator, call: &Call, ri: usize, steps: Steps, hin
         }
         if name == "rate" || name == "increase" {
             if let Some(mn) = s.labels.get("__name__") {
-                if !outp.is_empty()
-                    && !(mn.ends_with("_total")
-                        || mn.ends_with("_sum")
-                        || mn.ends_with("_count")
-                        || mn.ends_with("_bucket"))
-                {
+                let counter_like = ["_total", "_sum", "_count", "_bucket"]
+                    .iter()
+                    .any(|x| mn.ends_with(x));
+                if !outp.is_empty() && !counter_like {
                     ev.annos.info(format!(
                         "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {mn:?}"
                     ));
@@ -894,7 +1009,10 @@ fn eval_range_call(ev: &mut Evaluator, call: &Call, ri: usize, steps: Steps, hin
         }
         let points: Vec<Sample> = (0..n)
             .filter(|i| !present[*i])
-            .map(|i| Sample { t: steps.ts(i), f: 1.0 })
+            .map(|i| Sample {
+                t: steps.ts(i),
+                f: 1.0,
+            })
             .collect();
         if points.is_empty() {
             return Ok(Val::Vector(Vec::new()));
@@ -961,7 +1079,11 @@ fn range_fn(
                 let q = (count - 1.0) / count;
                 (mean, c) = kahan_inc(p.f / count, q * mean, q * c);
             }
-            Some(if incremental { mean + c } else { sum / count + c / count })
+            Some(if incremental {
+                mean + c
+            } else {
+                sum / count + c / count
+            })
         }
         "sum_over_time" => {
             let (mut s, mut c) = (0.0, 0.0);
@@ -987,7 +1109,11 @@ fn range_fn(
                     bt = p.t;
                 }
             }
-            Some(if name.starts_with("ts_of") { bt as f64 / 1000.0 } else { best })
+            Some(if name.starts_with("ts_of") {
+                bt as f64 / 1000.0
+            } else {
+                best
+            })
         }
         "stddev_over_time" | "stdvar_over_time" => {
             let (mut count, mut mean, mut cm, mut aux, mut ca) = (0.0, 0.0, 0.0, 0.0, 0.0);
@@ -998,7 +1124,11 @@ fn range_fn(
                 (aux, ca) = kahan_inc(delta * (p.f - (mean + cm)), aux, ca);
             }
             let var = (aux + ca) / count;
-            Some(if name == "stddev_over_time" { var.sqrt() } else { var })
+            Some(if name == "stddev_over_time" {
+                var.sqrt()
+            } else {
+                var
+            })
         }
         "quantile_over_time" => {
             scratch.clear();

@@ -15,6 +15,9 @@
 //!
 //! The only thing used from the `tsdb` crate is its label types ([`tsdb::Labels`]).
 
+// Step loops index several per-step arrays at once; iterators would obscure that.
+#![allow(clippy::needless_range_loop)]
+
 mod aggregate;
 mod binary;
 mod engine;
@@ -34,5 +37,8 @@ pub use memory::MemoryStorage;
 pub use parser::parse;
 pub use promql_parser;
 pub use promql_parser::parser::Expr;
-pub use storage::{is_stale_nan, stale_nan, MatchOp, Matcher, Queryable, Sample, SelectHints, Series, STALE_NAN_BITS};
+pub use storage::{
+    is_stale_nan, stale_nan, MatchOp, Matcher, Queryable, Sample, SelectHints, Series,
+    STALE_NAN_BITS,
+};
 pub use value::{Annotations, InstantSample, QueryResult, QueryValue, RangeSeries};

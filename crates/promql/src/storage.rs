@@ -62,13 +62,18 @@ pub struct Matcher {
 
 impl Matcher {
     /// Builds a matcher; regex matchers compile `^(?s:value)$`.
-    pub fn new(op: MatchOp, name: impl Into<String>, value: impl Into<String>) -> Result<Self, Error> {
+    pub fn new(
+        op: MatchOp,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<Self, Error> {
         let value = value.into();
         let re = match op {
-            MatchOp::Regex | MatchOp::NotRegex => Some(
-                Regex::new(&format!("^(?s:{value})$"))
-                    .map_err(|e| Error::Parse(format!("invalid regular expression {value:?}: {e}")))?,
-            ),
+            MatchOp::Regex | MatchOp::NotRegex => {
+                Some(Regex::new(&format!("^(?s:{value})$")).map_err(|e| {
+                    Error::Parse(format!("invalid regular expression {value:?}: {e}"))
+                })?)
+            }
             _ => None,
         };
         Ok(Matcher {

@@ -12,8 +12,8 @@
 
 use std::collections::HashMap;
 
-use promql::{Engine, EngineOpts, Expr, MemoryStorage, QueryResult, QueryValue};
 use promql::promql_parser::parser::{AtModifier, Expr as PExpr};
+use promql::{Engine, EngineOpts, Expr, MemoryStorage, QueryResult, QueryValue};
 use regex::Regex;
 use tsdb::Labels;
 
@@ -91,7 +91,10 @@ fn parse_number(s: &str) -> Option<f64> {
     } else if let Some(h) = lower.strip_prefix("0x") {
         i64::from_str_radix(h, 16).ok()? as f64
     } else {
-        if !body.bytes().all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'+' | b'-' | b'_')) {
+        if !body
+            .bytes()
+            .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'+' | b'-' | b'_'))
+        {
             return None;
         }
         body.replace('_', "").parse::<f64>().ok()?
@@ -102,6 +105,10 @@ fn parse_number(s: &str) -> Option<f64> {
 fn parse_series_value(tok: &str) -> Option<f64> {
     if tok == "stale" {
         return Some(promql::stale_nan());
+    }
+    // In series descriptions `x` separates the repeat count, so `0x59` is not hex.
+    if tok.contains(['x', 'X']) && !tok.to_ascii_lowercase().contains("inf") {
+        return None;
     }
     parse_number(tok)
 }
@@ -126,7 +133,9 @@ fn expand_item(tok: &str) -> Result<Vec<SeqVal>, String> {
         return Ok(vec![SeqVal::Value(v)]);
     }
     let xp = tok.rfind('x').ok_or_else(|| format!("bad item {tok}"))?;
-    let n: usize = tok[xp + 1..].parse().map_err(|_| format!("bad item {tok}"))?;
+    let n: usize = tok[xp + 1..]
+        .parse()
+        .map_err(|_| format!("bad item {tok}"))?;
     let left = &tok[..xp];
     if let Some(v) = parse_series_value(left) {
         return Ok(vec![SeqVal::Value(v); n + 1]);
@@ -186,7 +195,12 @@ fn unquote(s: &str) -> Result<(String, usize), String> {
                 b'u' => {
                     let h = u32::from_str_radix(&s[i + 1..i + 5], 16).map_err(|e| e.to_string())?;
                     let mut buf = [0u8; 4];
-                    out.extend_from_slice(char::from_u32(h).unwrap_or('?').encode_utf8(&mut buf).as_bytes());
+                    out.extend_from_slice(
+                        char::from_u32(h)
+                            .unwrap_or('?')
+                            .encode_utf8(&mut buf)
+                            .as_bytes(),
+                    );
                     i += 4;
                 }
                 other => {
@@ -235,7 +249,12 @@ fn parse_series_desc(line: &str) -> Result<(Labels, Vec<SeqVal>), String> {
                 i += used;
             } else {
                 let st = i;
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'.' || b[i] == b':') {
+                while i < b.len()
+                    && (b[i].is_ascii_alphanumeric()
+                        || b[i] == b'_'
+                        || b[i] == b'.'
+                        || b[i] == b':')
+                {
                     i += 1;
                 }
                 name = line[st..i].to_string();
@@ -349,8 +368,12 @@ enum Cmd {
 }
 
 fn parse_expect(line: &str) -> Result<(String, ExpectCmd), String> {
-    let re = Regex::new(r"^expect\s+(ordered|fail|warn|no_warn|info|no_info)(?:\s+(regex|msg):(.+))?$").unwrap();
-    let caps = re.captures(line.trim()).ok_or_else(|| format!("invalid expect statement {line}"))?;
+    let re =
+        Regex::new(r"^expect\s+(ordered|fail|warn|no_warn|info|no_info)(?:\s+(regex|msg):(.+))?$")
+            .unwrap();
+    let caps = re
+        .captures(line.trim())
+        .ok_or_else(|| format!("invalid expect statement {line}"))?;
     let kind = caps[1].to_string();
     let cmd = match caps.get(2).map(|m| m.as_str()) {
         Some("msg") => ExpectCmd {
@@ -361,7 +384,10 @@ fn parse_expect(line: &str) -> Result<(String, ExpectCmd), String> {
             msg: None,
             re: Some(Regex::new(caps[3].trim()).map_err(|e| e.to_string())?),
         },
-        None => ExpectCmd { msg: None, re: None },
+        None => ExpectCmd {
+            msg: None,
+            re: None,
+        },
     };
     Ok((kind, cmd))
 }
@@ -378,10 +404,15 @@ fn parse_script(input: &str) -> Result<Vec<Cmd>, String> {
             }
         })
         .collect();
-    let pat_inst = Regex::new(r"^eval(?:_(fail|warn|ordered|info))?\s+instant\s+(?:at\s+(.+?))?\s+(.+)$").unwrap();
-    let pat_range =
-        Regex::new(r"^eval(?:_(fail|warn|info))?\s+range\s+from\s+(.+)\s+to\s+(.+)\s+step\s+(.+?)\s+(.+)$").unwrap();
-    let pat_erange = Regex::new(r"^expect range vector\s+from\s+(.+)\s+to\s+(.+)\s+step\s+(.+)$").unwrap();
+    let pat_inst =
+        Regex::new(r"^eval(?:_(fail|warn|ordered|info))?\s+instant\s+(?:at\s+(.+?))?\s+(.+)$")
+            .unwrap();
+    let pat_range = Regex::new(
+        r"^eval(?:_(fail|warn|info))?\s+range\s+from\s+(.+)\s+to\s+(.+)\s+step\s+(.+?)\s+(.+)$",
+    )
+    .unwrap();
+    let pat_erange =
+        Regex::new(r"^expect range vector\s+from\s+(.+)\s+to\s+(.+)\s+step\s+(.+)$").unwrap();
     let mut cmds = Vec::new();
     let mut i = 0;
     while i < lines.len() {
@@ -390,12 +421,20 @@ fn parse_script(input: &str) -> Result<Vec<Cmd>, String> {
             i += 1;
             continue;
         }
-        let word = l.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
+        let word = l
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
         if word == "clear" {
             cmds.push(Cmd::Clear);
             i += 1;
         } else if word.starts_with("load") {
-            let step = l.split_whitespace().nth(1).and_then(parse_duration).ok_or("bad load")?;
+            let step = l
+                .split_whitespace()
+                .nth(1)
+                .and_then(parse_duration)
+                .ok_or("bad load")?;
             let mut series = Vec::new();
             i += 1;
             while i < lines.len() && !lines[i].is_empty() {
@@ -415,7 +454,10 @@ fn parse_script(input: &str) -> Result<Vec<Cmd>, String> {
             if let Some(c) = pat_inst.captures(l) {
                 modifier = c.get(1).map(|m| m.as_str().to_string());
                 cmd.expr = c[3].to_string();
-                cmd.eval_t = c.get(2).and_then(|m| parse_duration(m.as_str())).ok_or("bad eval time")?;
+                cmd.eval_t = c
+                    .get(2)
+                    .and_then(|m| parse_duration(m.as_str()))
+                    .ok_or("bad eval time")?;
                 cmd.start = cmd.eval_t;
             } else if let Some(c) = pat_range.captures(l) {
                 modifier = c.get(1).map(|m| m.as_str().to_string());
@@ -531,7 +573,11 @@ fn check_fail(cmd: &EvalCmd, err: &str) -> Result<(), String> {
     }
     if let Some(e) = cmd.expect_fail.first() {
         if !e.matches(err) {
-            return Err(format!("expected error matching {:?}/{:?}, got {err:?}", e.msg, e.re.as_ref().map(|r| r.to_string())));
+            return Err(format!(
+                "expected error matching {:?}/{:?}, got {err:?}",
+                e.msg,
+                e.re.as_ref().map(|r| r.to_string())
+            ));
         }
     }
     Ok(())
@@ -545,7 +591,10 @@ fn check_annos(cmd: &EvalCmd, res: &QueryResult) -> Result<(), String> {
     if cmd.info && a.infos.is_empty() {
         return Err("expected info annotations but got none".into());
     }
-    for (exp, act, kind) in [(&cmd.expect_warn, &a.warnings, "warn"), (&cmd.expect_info, &a.infos, "info")] {
+    for (exp, act, kind) in [
+        (&cmd.expect_warn, &a.warnings, "warn"),
+        (&cmd.expect_info, &a.infos, "info"),
+    ] {
         if exp.is_empty() {
             continue;
         }
@@ -554,7 +603,11 @@ fn check_annos(cmd: &EvalCmd, res: &QueryResult) -> Result<(), String> {
         }
         for e in exp.iter() {
             if !act.iter().any(|x| e.matches(x)) {
-                return Err(format!("expected {kind} annotation {:?}/{:?} not found in {act:?}", e.msg, e.re.as_ref().map(|r| r.to_string())));
+                return Err(format!(
+                    "expected {kind} annotation {:?}/{:?} not found in {act:?}",
+                    e.msg,
+                    e.re.as_ref().map(|r| r.to_string())
+                ));
             }
         }
         for x in act.iter() {
@@ -573,7 +626,8 @@ fn check_annos(cmd: &EvalCmd, res: &QueryResult) -> Result<(), String> {
 }
 
 fn compare(cmd: &EvalCmd, val: &QueryValue) -> Result<(), String> {
-    let expected: HashMap<&Labels, (&Vec<SeqVal>, usize)> = cmd.expected.iter().map(|(l, v, p)| (l, (v, *p))).collect();
+    let expected: HashMap<&Labels, (&Vec<SeqVal>, usize)> =
+        cmd.expected.iter().map(|(l, v, p)| (l, (v, *p))).collect();
     match val {
         QueryValue::Matrix(m) => {
             if cmd.is_ordered() {
@@ -602,14 +656,25 @@ fn compare(cmd: &EvalCmd, val: &QueryValue) -> Result<(), String> {
                     }
                 }
                 if exp.len() != s.samples.len() {
-                    return Err(format!("expected {} points for {}, got {:?}", exp.len(), s.labels, s.samples));
+                    return Err(format!(
+                        "expected {} points for {}, got {:?}",
+                        exp.len(),
+                        s.labels,
+                        s.samples
+                    ));
                 }
                 for (e, a) in exp.iter().zip(s.samples.iter()) {
                     if e.0 != a.t {
-                        return Err(format!("expected timestamp {} for {}, got {}", e.0, s.labels, a.t));
+                        return Err(format!(
+                            "expected timestamp {} for {}, got {}",
+                            e.0, s.labels, a.t
+                        ));
                     }
                     if !almost_equal(a.f, e.1) {
-                        return Err(format!("expected {} at t={} for {}, got {}", e.1, a.t, s.labels, a.f));
+                        return Err(format!(
+                            "expected {} at t={} for {}, got {}",
+                            e.1, a.t, s.labels, a.f
+                        ));
                     }
                 }
             }
@@ -626,10 +691,18 @@ fn compare(cmd: &EvalCmd, val: &QueryValue) -> Result<(), String> {
             }
             for (pos, s) in v.iter().enumerate() {
                 let Some((vals, epos)) = expected.get(&s.labels) else {
-                    return Err(format!("unexpected metric {} in result, has value {}", s.labels, s.f));
+                    return Err(format!(
+                        "unexpected metric {} in result, has value {}",
+                        s.labels, s.f
+                    ));
                 };
                 if cmd.is_ordered() && *epos != pos + 1 {
-                    return Err(format!("expected metric {} at position {} but was at {}", s.labels, epos, pos + 1));
+                    return Err(format!(
+                        "expected metric {} at position {} but was at {}",
+                        s.labels,
+                        epos,
+                        pos + 1
+                    ));
                 }
                 match vals.first() {
                     Some(SeqVal::Value(f)) => {
@@ -654,7 +727,9 @@ fn compare(cmd: &EvalCmd, val: &QueryValue) -> Result<(), String> {
         }
         QueryValue::Scalar { f, .. } => {
             let Some(e) = cmd.expect_scalar else {
-                return Err(format!("expected vector or matrix result, but got scalar {f}"));
+                return Err(format!(
+                    "expected vector or matrix result, but got scalar {f}"
+                ));
             };
             if !almost_equal(e, *f) {
                 return Err(format!("expected scalar {e} but got {f}"));
@@ -662,7 +737,10 @@ fn compare(cmd: &EvalCmd, val: &QueryValue) -> Result<(), String> {
         }
         QueryValue::String { s, .. } => {
             if cmd.expected_string.as_deref() != Some(s.as_str()) {
-                return Err(format!("expected string {:?} but got {:?}", cmd.expected_string, s));
+                return Err(format!(
+                    "expected string {:?} but got {:?}",
+                    cmd.expected_string, s
+                ));
             }
         }
     }
@@ -689,8 +767,12 @@ const AT_UNSAFE: &[&str] = &[
 
 fn contains_unsafe(e: &PExpr) -> bool {
     match e {
-        PExpr::Call(c) => AT_UNSAFE.contains(&c.func.name) || c.args.args.iter().any(|a| contains_unsafe(a)),
-        PExpr::Aggregate(a) => contains_unsafe(&a.expr) || a.param.as_deref().is_some_and(contains_unsafe),
+        PExpr::Call(c) => {
+            AT_UNSAFE.contains(&c.func.name) || c.args.args.iter().any(|a| contains_unsafe(a))
+        }
+        PExpr::Aggregate(a) => {
+            contains_unsafe(&a.expr) || a.param.as_deref().is_some_and(contains_unsafe)
+        }
         PExpr::Unary(u) => contains_unsafe(&u.expr),
         PExpr::Binary(b) => contains_unsafe(&b.lhs) || contains_unsafe(&b.rhs),
         PExpr::Paren(p) => contains_unsafe(&p.expr),
@@ -703,22 +785,10 @@ fn contains_unsafe(e: &PExpr) -> bool {
 /// already has one.
 fn set_at(e: &mut PExpr, at: &AtModifier) {
     match e {
-        PExpr::VectorSelector(vs) => {
-            if vs.at.is_none() {
-                vs.at = Some(at.clone());
-            }
-        }
-        PExpr::MatrixSelector(ms) => {
-            if ms.vs.at.is_none() {
-                ms.vs.at = Some(at.clone());
-            }
-        }
-        PExpr::Subquery(s) => {
-            if s.at.is_none() {
-                s.at = Some(at.clone());
-                set_at(&mut s.expr, at);
-            }
-        }
+        PExpr::VectorSelector(vs) if vs.at.is_none() => vs.at = Some(at.clone()),
+        PExpr::MatrixSelector(ms) if ms.vs.at.is_none() => ms.vs.at = Some(at.clone()),
+        // Selectors below a subquery with `@` keep their own times.
+        PExpr::Subquery(s) if s.at.is_none() => s.at = Some(at.clone()),
         PExpr::Call(c) => c.args.args.iter_mut().for_each(|a| set_at(a, at)),
         PExpr::Aggregate(a) => {
             set_at(&mut a.expr, at);
@@ -744,7 +814,14 @@ fn ms_to_system_time(t: i64) -> std::time::SystemTime {
     }
 }
 
-fn run_instant(engine: &Engine, st: &MemoryStorage, cmd: &EvalCmd, expr: &Expr, t: i64, text: &str) -> Result<(), String> {
+fn run_instant(
+    engine: &Engine,
+    st: &MemoryStorage,
+    cmd: &EvalCmd,
+    expr: &Expr,
+    t: i64,
+    text: &str,
+) -> Result<(), String> {
     let res = match engine.instant_query_expr(st, expr, t, None) {
         Err(e) => {
             if cmd.is_fail() {
@@ -762,7 +839,10 @@ fn run_instant(engine: &Engine, st: &MemoryStorage, cmd: &EvalCmd, expr: &Expr, 
     if cmd.exclude_from_range {
         return Ok(());
     }
-    if Regex::new(r"(start|end|range|step)\(\)").unwrap().is_match(text) {
+    if Regex::new(r"(start|end|range|step)\(\)")
+        .unwrap()
+        .is_match(text)
+    {
         return Ok(());
     }
     let rres = engine
@@ -849,7 +929,8 @@ fn exec_eval(engine: &Engine, st: &MemoryStorage, cmd: &EvalCmd) -> Result<(), S
         vec![-10 * t, 0, t / 5, t, 10 * t]
     };
     for et in times {
-        run_instant(engine, st, cmd, &pinned, et, &cmd.expr).map_err(|e| format!("with @ {t} at {et}: {e}"))?;
+        run_instant(engine, st, cmd, &pinned, et, &cmd.expr)
+            .map_err(|e| format!("with @ {t} at {et}: {e}"))?;
     }
     Ok(())
 }
@@ -865,7 +946,10 @@ pub fn run_script(input: &str) -> FileResult {
         Ok(c) => c,
         Err(e) => {
             res.failures.push(format!("script parse error: {e}"));
-            res.total = input.lines().filter(|l| l.trim_start().starts_with("eval")).count();
+            res.total = input
+                .lines()
+                .filter(|l| l.trim_start().starts_with("eval"))
+                .count();
             return res;
         }
     };
@@ -888,11 +972,15 @@ pub fn run_script(input: &str) -> FileResult {
             }
             Cmd::Eval(cmd) => {
                 res.total += 1;
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| exec_eval(&engine, &st, &cmd)))
-                    .unwrap_or_else(|_| Err("panic".into()));
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    exec_eval(&engine, &st, &cmd)
+                }))
+                .unwrap_or_else(|_| Err("panic".into()));
                 match outcome {
                     Ok(()) => res.passed += 1,
-                    Err(e) => res.failures.push(format!("line {}: {}: {}", cmd.line, cmd.expr, e)),
+                    Err(e) => res
+                        .failures
+                        .push(format!("line {}: {}: {}", cmd.line, cmd.expr, e)),
                 }
             }
         }
