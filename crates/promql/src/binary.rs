@@ -127,9 +127,13 @@ pub(crate) fn eval_binary(
             steps,
         ))),
         (Val::Vector(l), Val::Vector(r)) => {
-            let (card, matching) = match &b.modifier {
-                Some(m) => (m.card.clone(), m.matching.clone()),
-                None => (VectorMatchCardinality::OneToOne, None),
+            let (card, matching, fill) = match &b.modifier {
+                Some(m) => (
+                    m.card.clone(),
+                    m.matching.clone(),
+                    (m.fill_values.lhs, m.fill_values.rhs),
+                ),
+                None => (VectorMatchCardinality::OneToOne, None, (None, None)),
             };
             if op.is_set() {
                 Ok(Val::Vector(set_op(op, l, r, &matching, steps)?))
@@ -141,6 +145,7 @@ pub(crate) fn eval_binary(
                     &card,
                     &matching,
                     return_bool,
+                    fill,
                     steps,
                 )?))
             }
@@ -331,6 +336,70 @@ fn result_labels(
     out
 }
 
+/// Per-node state of a vector/vector operation.
+struct Matcher<'a> {
+    op: Op,
+    card: &'a VectorMatchCardinality,
+    matching: &'a Option<LabelModifier>,
+    return_bool: bool,
+    swap: bool,
+    matched_one: Vec<bool>,
+    matched_many: Vec<HashSet<Labels>>,
+    label_cache: HashMap<(usize, usize), Labels>,
+    out: OutputBuilder,
+}
+
+impl Matcher<'_> {
+    /// Applies the operator to one matched pair (`li`/`ri` are `usize::MAX` for fill values).
+    #[allow(clippy::too_many_arguments)]
+    fn apply_pair(
+        &mut self,
+        t: i64,
+        sig: usize,
+        (li, ll, lf): (usize, &Labels, f64),
+        (ri, rl, rf): (usize, &Labels, f64),
+    ) -> Result<()> {
+        let op = self.op;
+        let (a, b) = if self.swap { (rf, lf) } else { (lf, rf) };
+        let (mut val, keep) = apply(op, a, b);
+        if op.is_comparison() && !self.return_bool {
+            val = lf;
+        }
+        let (card, matching) = (self.card, self.matching);
+        let labels = self
+            .label_cache
+            .entry((li, ri))
+            .or_insert_with(|| result_labels(ll, rl, op, card, matching))
+            .clone();
+        if matches!(self.card, VectorMatchCardinality::OneToOne) {
+            if self.matched_one[sig] {
+                return Err(eval_err(
+                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
+                ));
+            }
+            self.matched_one[sig] = true;
+        } else if !self.matched_many[sig].insert(labels.clone()) {
+            return Err(eval_err(
+                "multiple matches for labels: grouping labels must ensure unique matches",
+            ));
+        }
+        if self.return_bool {
+            val = if keep { 1.0 } else { 0.0 };
+        } else if !keep {
+            return Ok(());
+        }
+        self.out.push(&labels, t, val, self.return_bool)
+    }
+
+    fn matched(&self, sig: usize) -> bool {
+        if matches!(self.card, VectorMatchCardinality::OneToOne) {
+            self.matched_one[sig]
+        } else {
+            !self.matched_many[sig].is_empty()
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn vector_vector(
     op: Op,
@@ -339,30 +408,37 @@ fn vector_vector(
     card: &VectorMatchCardinality,
     matching: &Option<LabelModifier>,
     return_bool: bool,
+    fill: (Option<f64>, Option<f64>),
     steps: Steps,
 ) -> Result<Vec<Series>> {
     let swap = matches!(card, VectorMatchCardinality::OneToMany(_));
     let (l, r) = if swap { (r, l) } else { (l, r) };
+    let (fill_lhs, fill_rhs) = fill;
     let (lo, ro, nsig, sigs) = ordinals(&l, &r, matching);
     let mut right: Vec<Option<(usize, f64)>> = vec![None; nsig];
-    let mut matched_one: Vec<bool> = vec![false; nsig];
-    let mut matched_many: Vec<HashSet<Labels>> = vec![
-        HashSet::new();
-        if matches!(card, VectorMatchCardinality::OneToOne) {
-            0
-        } else {
-            nsig
-        }
-    ];
-    let mut label_cache: HashMap<(usize, usize), Labels> = HashMap::new();
-    let mut out = OutputBuilder::new();
+    let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
+    let mut m = Matcher {
+        op,
+        card,
+        matching,
+        return_bool,
+        swap,
+        matched_one: vec![false; nsig],
+        matched_many: vec![HashSet::new(); if one_to_one { 0 } else { nsig }],
+        label_cache: HashMap::new(),
+        out: OutputBuilder::new(),
+    };
     let mut lc = StepCursor::new(l.len());
     let mut rc = StepCursor::new(r.len());
     for i in 0..steps.len() {
         let t = steps.ts(i);
         lc.advance(&l, t);
         rc.advance(&r, t);
-        if lc.buf.is_empty() || rc.buf.is_empty() {
+        if (lc.buf.is_empty() && rc.buf.is_empty())
+            || ((lc.buf.is_empty() || rc.buf.is_empty())
+                && fill_lhs.is_none()
+                && fill_rhs.is_none())
+        {
             continue;
         }
         right.iter_mut().for_each(|x| *x = None);
@@ -377,44 +453,36 @@ fn vector_vector(
             }
             right[sig] = Some((ri, f));
         }
-        matched_one.iter_mut().for_each(|x| *x = false);
-        matched_many.iter_mut().for_each(|x| x.clear());
+        m.matched_one.iter_mut().for_each(|x| *x = false);
+        m.matched_many.iter_mut().for_each(|x| x.clear());
         for &(li, lf) in &lc.buf {
             let sig = lo[li];
-            let Some((ri, rf)) = right[sig] else { continue };
-            let (a, b) = if swap { (rf, lf) } else { (lf, rf) };
-            let (mut val, keep) = apply(op, a, b);
-            if op.is_comparison() && !return_bool {
-                val = lf;
-            }
-            let labels = label_cache
-                .entry((li, ri))
-                .or_insert_with(|| result_labels(&l[li].labels, &r[ri].labels, op, card, matching))
-                .clone();
-            if matches!(card, VectorMatchCardinality::OneToOne) {
-                if matched_one[sig] {
-                    return Err(eval_err(
-                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
-                    ));
+            match right[sig] {
+                Some((ri, rf)) => {
+                    m.apply_pair(t, sig, (li, &l[li].labels, lf), (ri, &r[ri].labels, rf))?
                 }
-                matched_one[sig] = true;
-            } else if !matched_many[sig].insert(labels.clone()) {
-                return Err(eval_err(
-                    "multiple matches for labels: grouping labels must ensure unique matches",
-                ));
+                None => {
+                    let Some(fv) = fill_rhs else { continue };
+                    let synth = signature(&l[li].labels, matching);
+                    m.apply_pair(t, sig, (li, &l[li].labels, lf), (usize::MAX, &synth, fv))?;
+                }
             }
-            if return_bool {
-                val = if keep { 1.0 } else { 0.0 };
-            } else if !keep {
-                continue;
+        }
+        if let Some(fv) = fill_lhs {
+            for &(ri, rf) in &rc.buf {
+                let sig = ro[ri];
+                if m.matched(sig) {
+                    continue;
+                }
+                let synth = signature(&r[ri].labels, matching);
+                m.apply_pair(
+                    t,
+                    sig,
+                    (usize::MAX - 1 - ri, &synth, fv),
+                    (ri, &r[ri].labels, rf),
+                )?;
             }
-            out.push(
-                &labels,
-                t,
-                val,
-                return_bool || (op.is_comparison() && l[li].drop_name),
-            )?;
         }
     }
-    Ok(out.series)
+    Ok(m.out.series)
 }

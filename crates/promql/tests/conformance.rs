@@ -28,7 +28,7 @@ const MIN_PASSED: &[(&str, usize)] = &[
     ("collision.test", 2),
     ("duration_expression.test", 8),
     ("extended_vectors.test", 30),
-    ("fill-modifier.test", 6),
+    ("fill-modifier.test", 46),
     ("functions.test", 379),
     ("histograms.test", 57),
     ("info.test", 1),
