@@ -8,6 +8,9 @@ use tsdb::Labels;
 
 use crate::error::Result;
 use crate::eval::{eval_err, Evaluator, HintCtx, OutputBuilder, Series, StepCursor, Steps, Val};
+use std::sync::Arc;
+
+use crate::histogram::{CounterResetHint, FloatHistogram};
 use crate::storage::Sample;
 
 /// Neumaier-compensated addition: returns the new sum and compensation.
@@ -85,6 +88,11 @@ fn grouping_labels(l: &Labels, modifier: &Option<LabelModifier>) -> Labels {
 #[derive(Clone, Default)]
 struct Group {
     seen: bool,
+    h: Option<FloatHistogram>,
+    has_float: bool,
+    incompatible: bool,
+    reset_seen: bool,
+    not_reset_seen: bool,
     value: f64,
     comp: f64,
     mean: f64,
@@ -193,6 +201,10 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator, agg: &AggregateExpr, steps: Ste
         .collect();
     let mut groups: Vec<Group> = vec![Group::default(); out.len()];
     let mut cur = StepCursor::new(input.len());
+    let ignores_histograms = matches!(
+        op.as_str(),
+        "min" | "max" | "stddev" | "stdvar" | "quantile"
+    );
     for i in 0..steps.len() {
         let t = steps.ts(i);
         cur.advance(&input, t);
@@ -202,9 +214,28 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator, agg: &AggregateExpr, steps: Ste
         for g in groups.iter_mut() {
             g.seen = false;
             g.values.clear();
+            g.h = None;
+            g.has_float = false;
+            g.incompatible = false;
+            g.reset_seen = false;
+            g.not_reset_seen = false;
         }
-        for &(si, f) in &cur.buf {
+        for &(si, pi) in &cur.buf {
+            let smp = &input[si].points[pi];
+            let f = smp.f;
+            if smp.h.is_some() && ignores_histograms {
+                ev.annos
+                    .info(format!("ignored histogram in {op} aggregation"));
+                continue;
+            }
             let g = &mut groups[series_group[si]];
+            if let Some(h) = &smp.h {
+                match h.counter_reset_hint {
+                    CounterResetHint::Reset => g.reset_seen = true,
+                    CounterResetHint::NotReset => g.not_reset_seen = true,
+                    _ => {}
+                }
+            }
             if !g.seen {
                 g.seen = true;
                 g.value = f;
@@ -213,6 +244,8 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator, agg: &AggregateExpr, steps: Ste
                 g.count = 1.0;
                 g.incremental = false;
                 g.drop_name = input[si].drop_name;
+                g.has_float = smp.h.is_none();
+                g.h = smp.h.as_ref().map(|h| (**h).clone());
                 match op.as_str() {
                     "stddev" | "stdvar" => {
                         g.value = if f.is_nan() || f.is_infinite() {
@@ -231,13 +264,37 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator, agg: &AggregateExpr, steps: Ste
                 g.drop_name = true;
             }
             match op.as_str() {
-                "sum" => {
-                    let (v, c) = kahan_inc(f, g.value, g.comp);
-                    g.value = v;
-                    g.comp = c;
-                }
-                "avg" => {
-                    g.count += 1.0;
+                "sum" | "avg" => {
+                    if op == "avg" {
+                        g.count += 1.0;
+                    }
+                    if let Some(h) = &smp.h {
+                        match g.h.as_mut() {
+                            Some(acc) => {
+                                if !g.incompatible {
+                                    match acc.add(h) {
+                                        Ok((_, reconciled)) => {
+                                            if reconciled {
+                                                ev.annos.info("mismatched custom buckets were reconciled during aggregation");
+                                            }
+                                        }
+                                        Err(_) => g.incompatible = true,
+                                    }
+                                }
+                            }
+                            None => g.h = Some((**h).clone()),
+                        }
+                        continue;
+                    }
+                    g.has_float = true;
+                    if op == "sum" {
+                        let (v, c) = kahan_inc(f, g.value, g.comp);
+                        g.value = v;
+                        g.comp = c;
+                        continue;
+                    }
+                    // avg over floats, switching to an incremental mean on overflow.
+                    let n = g.count;
                     if !g.incremental {
                         let (v, c) = kahan_inc(f, g.value, g.comp);
                         if !v.is_infinite() {
@@ -246,11 +303,11 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator, agg: &AggregateExpr, steps: Ste
                             continue;
                         }
                         g.incremental = true;
-                        g.mean = g.value / (g.count - 1.0);
-                        g.comp /= g.count - 1.0;
+                        g.mean = g.value / (n - 1.0);
+                        g.comp /= n - 1.0;
                     }
-                    let q = (g.count - 1.0) / g.count;
-                    let (m, c) = kahan_inc(f / g.count, q * g.mean, q * g.comp);
+                    let q = (n - 1.0) / n;
+                    let (m, c) = kahan_inc(f / n, q * g.mean, q * g.comp);
                     g.mean = m;
                     g.comp = c;
                 }
@@ -284,10 +341,42 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator, agg: &AggregateExpr, steps: Ste
             if !g.seen {
                 continue;
             }
+            let mut hv: Option<FloatHistogram> = None;
             let v = match op.as_str() {
-                "sum" => g.value + g.comp,
-                "avg" => {
-                    if g.incremental {
+                "sum" | "avg" => {
+                    if g.h.is_some() && g.has_float {
+                        let name = input
+                            .iter()
+                            .zip(series_group.iter())
+                            .find(|(_, sg)| **sg == gi)
+                            .and_then(|(s, _)| s.labels.get("__name__").map(|x| x.to_string()))
+                            .unwrap_or_default();
+                        let _ = name;
+                        ev.annos
+                            .warn("encountered a mix of histograms and floats for aggregation");
+                        continue;
+                    }
+                    if g.incompatible {
+                        ev.annos.warn("vector contains a mix of histograms with exponential and custom buckets schemas for metric name \"\"");
+                        continue;
+                    }
+                    if let Some(mut h) = g.h.take() {
+                        if op == "avg" {
+                            h.div(g.count);
+                        }
+                        if g.reset_seen && g.not_reset_seen {
+                            ev.annos
+                                .warn("conflicting counter resets during histogram aggregation");
+                        }
+                        if h.counter_reset_hint != CounterResetHint::Gauge {
+                            h.counter_reset_hint = CounterResetHint::Unknown;
+                        }
+                        h.compact();
+                        hv = Some(h);
+                        0.0
+                    } else if op == "sum" {
+                        g.value + g.comp
+                    } else if g.incremental {
                         g.mean + g.comp
                     } else {
                         g.value / g.count + g.comp / g.count
@@ -302,7 +391,11 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator, agg: &AggregateExpr, steps: Ste
                 }
                 _ => g.value,
             };
-            out[gi].points.push(Sample { t, f: v });
+            out[gi].points.push(Sample {
+                t,
+                f: v,
+                h: hv.map(Arc::new),
+            });
             if g.drop_name {
                 out[gi].drop_name = true;
             }
@@ -330,8 +423,13 @@ fn count_values(
         let t = steps.ts(i);
         cur.advance(input, t);
         counts.clear();
-        for &(si, f) in &cur.buf {
-            let l = base[si].with(label, &format_float(f));
+        for &(si, pi) in &cur.buf {
+            let smp = &input[si].points[pi];
+            let v = match &smp.h {
+                Some(h) => h.to_string(),
+                None => format_float(smp.f),
+            };
+            let l = base[si].with(label, &v);
             match counts.iter_mut().find(|(k, _)| *k == l) {
                 Some((_, c)) => *c += 1.0,
                 None => counts.push((l, 1.0)),
@@ -420,7 +518,7 @@ fn aggregate_k(
             drop_name: s.drop_name,
         })
         .collect();
-    let mut order: Vec<Vec<(usize, f64)>> = vec![Vec::new(); ngroups];
+    let mut order: Vec<Vec<(usize, usize, f64)>> = vec![Vec::new(); ngroups];
     let mut instant_order: Vec<usize> = Vec::new();
     let mut cur = StepCursor::new(input.len());
     for i in 0..steps.len() {
@@ -430,8 +528,14 @@ fn aggregate_k(
         for o in order.iter_mut() {
             o.clear();
         }
-        for &(si, f) in &cur.buf {
-            order[series_group[si]].push((si, f));
+        for &(si, pi) in &cur.buf {
+            let smp = &input[si].points[pi];
+            if smp.h.is_some() && (op == "topk" || op == "bottomk") {
+                ev.annos
+                    .info(format!("ignored histogram in {op} aggregation"));
+                continue;
+            }
+            order[series_group[si]].push((si, pi, smp.f));
         }
         let k = (p as i64).min(input.len() as i64);
         let mut group_order: Vec<usize> = Vec::new();
@@ -447,7 +551,7 @@ fn aggregate_k(
         }
         for g in group_order {
             let members = &mut order[g];
-            let chosen: Vec<(usize, f64)> = match op {
+            let chosen: Vec<(usize, usize, f64)> = match op {
                 "topk" | "bottomk" => {
                     if k < 1 {
                         continue;
@@ -455,15 +559,15 @@ fn aggregate_k(
                     let top = op == "topk";
                     members.sort_by(|a, b| {
                         use std::cmp::Ordering::*;
-                        match (a.1.is_nan(), b.1.is_nan()) {
+                        match (a.2.is_nan(), b.2.is_nan()) {
                             (true, true) => Equal,
                             (true, false) => Greater,
                             (false, true) => Less,
                             _ => {
                                 if top {
-                                    b.1.partial_cmp(&a.1).unwrap_or(Equal)
+                                    b.2.partial_cmp(&a.2).unwrap_or(Equal)
                                 } else {
-                                    a.1.partial_cmp(&b.1).unwrap_or(Equal)
+                                    a.2.partial_cmp(&b.2).unwrap_or(Equal)
                                 }
                             }
                         }
@@ -483,7 +587,7 @@ fn aggregate_k(
                     }
                     members
                         .iter()
-                        .filter(|(si, _)| {
+                        .filter(|(si, _, _)| {
                             let off = ratio_offset(&input[*si].labels);
                             if r >= 0.0 {
                                 off < r
@@ -495,8 +599,8 @@ fn aggregate_k(
                         .collect()
                 }
             };
-            for (si, f) in chosen {
-                out[si].points.push(Sample { t, f });
+            for (si, pi, _) in chosen {
+                out[si].points.push(input[si].points[pi].clone());
                 if steps.len() == 1 {
                     instant_order.push(si);
                 }

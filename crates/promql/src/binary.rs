@@ -7,7 +7,11 @@ use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 use tsdb::Labels;
 
 use crate::error::Result;
+use std::sync::Arc;
+
 use crate::eval::{eval_err, Evaluator, HintCtx, OutputBuilder, Series, StepCursor, Steps, Val};
+use crate::histogram::{CounterResetHint, FloatHistogram};
+use crate::storage::Sample;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Op {
@@ -79,6 +83,151 @@ pub(crate) fn apply(op: Op, l: f64, r: f64) -> (f64, bool) {
     }
 }
 
+fn op_str(op: Op) -> &'static str {
+    match op {
+        Op::Add => "+",
+        Op::Sub => "-",
+        Op::Mul => "*",
+        Op::Div => "/",
+        Op::Mod => "%",
+        Op::Pow => "^",
+        Op::Atan2 => "atan2",
+        Op::Eq => "==",
+        Op::Ne => "!=",
+        Op::Gt => ">",
+        Op::Lt => "<",
+        Op::Ge => ">=",
+        Op::Le => "<=",
+        Op::And => "and",
+        Op::Or => "or",
+        Op::Unless => "unless",
+    }
+}
+
+/// Result of one element operation.
+pub(crate) struct ElemResult {
+    pub f: f64,
+    pub h: Option<Arc<FloatHistogram>>,
+    pub keep: bool,
+}
+
+/// Applies an operator to two elements, either of which may be a histogram. Problems
+/// become annotations.
+pub(crate) fn elem_op(
+    ev: &mut Evaluator,
+    op: Op,
+    (lf, lh): (f64, Option<&Arc<FloatHistogram>>),
+    (rf, rh): (f64, Option<&Arc<FloatHistogram>>),
+) -> ElemResult {
+    let none = ElemResult {
+        f: 0.0,
+        h: None,
+        keep: false,
+    };
+    match (lh, rh) {
+        (None, None) => {
+            let (f, keep) = apply(op, lf, rf);
+            ElemResult { f, h: None, keep }
+        }
+        (None, Some(h)) => {
+            if op == Op::Mul {
+                let mut n = (**h).clone();
+                n.mul(lf).compact();
+                return ElemResult {
+                    f: 0.0,
+                    h: Some(Arc::new(n)),
+                    keep: true,
+                };
+            }
+            ev.annos.info(format!(
+                "incompatible sample types encountered for binary operator {:?}: float {} histogram",
+                op_str(op),
+                op_str(op)
+            ));
+            none
+        }
+        (Some(h), None) => {
+            if op == Op::Mul || op == Op::Div {
+                let mut n = (**h).clone();
+                if op == Op::Mul {
+                    n.mul(rf);
+                } else {
+                    n.div(rf);
+                }
+                n.compact();
+                return ElemResult {
+                    f: 0.0,
+                    h: Some(Arc::new(n)),
+                    keep: true,
+                };
+            }
+            ev.annos.info(format!(
+                "incompatible sample types encountered for binary operator {:?}: histogram {} float",
+                op_str(op),
+                op_str(op)
+            ));
+            none
+        }
+        (Some(a), Some(b)) => match op {
+            Op::Add | Op::Sub => {
+                let mut n = (**a).clone();
+                let r = if op == Op::Add { n.add(b) } else { n.sub(b) };
+                match r {
+                    Err(_) => {
+                        ev.annos.warn(format!(
+                            "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}",
+                            ""
+                        ));
+                        none
+                    }
+                    Ok((collision, reconciled)) => {
+                        let what = if op == Op::Add {
+                            "addition"
+                        } else {
+                            "subtraction"
+                        };
+                        if collision {
+                            ev.annos.warn(format!(
+                                "conflicting counter resets during histogram {what}"
+                            ));
+                        }
+                        if reconciled {
+                            ev.annos.info(format!(
+                                "mismatched custom buckets were reconciled during {what}"
+                            ));
+                        }
+                        if op == Op::Sub {
+                            n.counter_reset_hint = CounterResetHint::Gauge;
+                        }
+                        n.compact();
+                        ElemResult {
+                            f: 0.0,
+                            h: Some(Arc::new(n)),
+                            keep: true,
+                        }
+                    }
+                }
+            }
+            Op::Eq | Op::Ne => {
+                let eq = a.equals(b);
+                ElemResult {
+                    f: 0.0,
+                    h: Some(a.clone()),
+                    keep: if op == Op::Eq { eq } else { !eq },
+                }
+            }
+            _ => {
+                ev.annos.info(format!(
+                    "incompatible sample types encountered for binary operator {:?}: histogram {} histogram",
+                    op_str(op),
+                    op_str(op)
+                ));
+                none
+            }
+        },
+    }
+}
+
 fn scalar_op(op: Op, l: f64, r: f64) -> f64 {
     let (v, keep) = apply(op, l, r);
     if op.is_comparison() {
@@ -111,6 +260,7 @@ pub(crate) fn eval_binary(
                 .collect(),
         )),
         (Val::Vector(v), Val::Scalar(s)) => Ok(Val::Vector(vector_scalar(
+            ev,
             op,
             v,
             &s,
@@ -119,6 +269,7 @@ pub(crate) fn eval_binary(
             steps,
         ))),
         (Val::Scalar(s), Val::Vector(v)) => Ok(Val::Vector(vector_scalar(
+            ev,
             op,
             v,
             &s,
@@ -139,6 +290,7 @@ pub(crate) fn eval_binary(
                 Ok(Val::Vector(set_op(op, l, r, &matching, steps)?))
             } else {
                 Ok(Val::Vector(vector_vector(
+                    ev,
                     op,
                     l,
                     r,
@@ -157,6 +309,7 @@ pub(crate) fn eval_binary(
 }
 
 fn vector_scalar(
+    ev: &mut Evaluator,
     op: Op,
     mut v: Vec<Series>,
     s: &[f64],
@@ -165,22 +318,32 @@ fn vector_scalar(
     steps: Steps,
 ) -> Vec<Series> {
     for series in &mut v {
-        series.points.retain_mut(|p| {
+        let pts = std::mem::take(&mut series.points);
+        for mut p in pts {
             let sv = s[steps.idx(p.t)];
-            let (l, r) = if swap { (sv, p.f) } else { (p.f, sv) };
-            let (mut val, keep) = apply(op, l, r);
+            let vecside = (p.f, p.h.as_ref());
+            let r = if swap {
+                elem_op(ev, op, (sv, None), vecside)
+            } else {
+                elem_op(ev, op, vecside, (sv, None))
+            };
+            let (mut f, mut h) = (r.f, r.h);
             if op.is_comparison() && swap {
-                val = r;
+                f = p.f;
+                h = p.h.clone();
             }
             if return_bool {
-                p.f = if keep { 1.0 } else { 0.0 };
-                return true;
+                p.f = if r.keep { 1.0 } else { 0.0 };
+                p.h = None;
+                series.points.push(p);
+                continue;
             }
-            if keep {
-                p.f = val;
+            if r.keep {
+                p.f = f;
+                p.h = h;
+                series.points.push(p);
             }
-            keep
-        });
+        }
         if return_bool || !op.is_comparison() {
             series.drop_name = true;
         }
@@ -262,22 +425,20 @@ fn set_op(
                 for &(ri, _) in &rc.buf {
                     present[ro[ri]] = true;
                 }
-                for &(li, f) in &lc.buf {
+                for &(li, pi) in &lc.buf {
                     if present[lo[li]] == (op == Op::And) {
-                        out[li].points.push(crate::storage::Sample { t, f });
+                        out[li].points.push(l[li].points[pi].clone());
                     }
                 }
             }
             _ => {
-                for &(li, f) in &lc.buf {
+                for &(li, pi) in &lc.buf {
                     present[lo[li]] = true;
-                    out[li].points.push(crate::storage::Sample { t, f });
+                    out[li].points.push(l[li].points[pi].clone());
                 }
-                for &(ri, f) in &rc.buf {
+                for &(ri, pi) in &rc.buf {
                     if !present[ro[ri]] {
-                        out[l.len() + ri]
-                            .points
-                            .push(crate::storage::Sample { t, f });
+                        out[l.len() + ri].points.push(r[ri].points[pi].clone());
                     }
                 }
             }
@@ -354,16 +515,20 @@ impl Matcher<'_> {
     #[allow(clippy::too_many_arguments)]
     fn apply_pair(
         &mut self,
+        ev: &mut Evaluator,
         t: i64,
         sig: usize,
-        (li, ll, lf): (usize, &Labels, f64),
-        (ri, rl, rf): (usize, &Labels, f64),
+        (li, ll, ls): (usize, &Labels, &Sample),
+        (ri, rl, rs): (usize, &Labels, &Sample),
     ) -> Result<()> {
         let op = self.op;
-        let (a, b) = if self.swap { (rf, lf) } else { (lf, rf) };
-        let (mut val, keep) = apply(op, a, b);
+        let (a, b) = if self.swap { (rs, ls) } else { (ls, rs) };
+        let res = elem_op(ev, op, (a.f, a.h.as_ref()), (b.f, b.h.as_ref()));
+        let keep = res.keep;
+        let (mut val, mut hv) = (res.f, res.h);
         if op.is_comparison() && !self.return_bool {
-            val = lf;
+            val = ls.f;
+            hv = ls.h.clone();
         }
         let (card, matching) = (self.card, self.matching);
         let labels = self
@@ -385,10 +550,12 @@ impl Matcher<'_> {
         }
         if self.return_bool {
             val = if keep { 1.0 } else { 0.0 };
+            hv = None;
         } else if !keep {
             return Ok(());
         }
-        self.out.push(&labels, t, val, self.return_bool)
+        self.out
+            .push_sample(&labels, Sample { t, f: val, h: hv }, self.return_bool)
     }
 
     fn matched(&self, sig: usize) -> bool {
@@ -402,6 +569,7 @@ impl Matcher<'_> {
 
 #[allow(clippy::too_many_arguments)]
 fn vector_vector(
+    ev: &mut Evaluator,
     op: Op,
     l: Vec<Series>,
     r: Vec<Series>,
@@ -415,7 +583,7 @@ fn vector_vector(
     let (l, r) = if swap { (r, l) } else { (l, r) };
     let (fill_lhs, fill_rhs) = fill;
     let (lo, ro, nsig, sigs) = ordinals(&l, &r, matching);
-    let mut right: Vec<Option<(usize, f64)>> = vec![None; nsig];
+    let mut right: Vec<Option<(usize, usize)>> = vec![None; nsig];
     let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
     let mut m = Matcher {
         op,
@@ -442,7 +610,7 @@ fn vector_vector(
             continue;
         }
         right.iter_mut().for_each(|x| *x = None);
-        for &(ri, f) in &rc.buf {
+        for &(ri, pi) in &rc.buf {
             let sig = ro[ri];
             if let Some((prev, _)) = right[sig] {
                 let side = if swap { "left" } else { "right" };
@@ -451,35 +619,49 @@ fn vector_vector(
                     sigs[sig], side, r[ri].labels, r[prev].labels
                 )));
             }
-            right[sig] = Some((ri, f));
+            right[sig] = Some((ri, pi));
         }
         m.matched_one.iter_mut().for_each(|x| *x = false);
         m.matched_many.iter_mut().for_each(|x| x.clear());
-        for &(li, lf) in &lc.buf {
+        for &(li, lpi) in &lc.buf {
             let sig = lo[li];
+            let ls = &l[li].points[lpi];
             match right[sig] {
-                Some((ri, rf)) => {
-                    m.apply_pair(t, sig, (li, &l[li].labels, lf), (ri, &r[ri].labels, rf))?
-                }
+                Some((ri, rpi)) => m.apply_pair(
+                    ev,
+                    t,
+                    sig,
+                    (li, &l[li].labels, ls),
+                    (ri, &r[ri].labels, &r[ri].points[rpi]),
+                )?,
                 None => {
                     let Some(fv) = fill_rhs else { continue };
                     let synth = signature(&l[li].labels, matching);
-                    m.apply_pair(t, sig, (li, &l[li].labels, lf), (usize::MAX, &synth, fv))?;
+                    let fs = Sample::float(t, fv);
+                    m.apply_pair(
+                        ev,
+                        t,
+                        sig,
+                        (li, &l[li].labels, ls),
+                        (usize::MAX, &synth, &fs),
+                    )?;
                 }
             }
         }
         if let Some(fv) = fill_lhs {
-            for &(ri, rf) in &rc.buf {
+            for &(ri, rpi) in &rc.buf {
                 let sig = ro[ri];
                 if m.matched(sig) {
                     continue;
                 }
                 let synth = signature(&r[ri].labels, matching);
+                let fs = Sample::float(t, fv);
                 m.apply_pair(
+                    ev,
                     t,
                     sig,
-                    (usize::MAX - 1 - ri, &synth, fv),
-                    (ri, &r[ri].labels, rf),
+                    (usize::MAX - 1 - ri, &synth, &fs),
+                    (ri, &r[ri].labels, &r[ri].points[rpi]),
                 )?;
             }
         }

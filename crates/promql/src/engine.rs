@@ -102,6 +102,7 @@ impl Engine {
                                 labels: s.labels,
                                 t,
                                 f: p.f,
+                                h: p.h.clone(),
                             })
                         })
                         .collect(),
@@ -171,7 +172,7 @@ impl Engine {
                 points: v
                     .into_iter()
                     .enumerate()
-                    .map(|(i, f)| crate::storage::Sample { t: steps.ts(i), f })
+                    .map(|(i, f)| crate::storage::Sample::float(steps.ts(i), f))
                     .collect(),
                 drop_name: false,
             }],

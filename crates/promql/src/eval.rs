@@ -17,7 +17,7 @@ use tsdb::Labels;
 
 use crate::error::{Error, Result};
 use crate::planner;
-use crate::storage::{is_stale_nan, MatchOp, Matcher, Queryable, Sample};
+use crate::storage::{MatchOp, Matcher, Queryable, Sample};
 use crate::value::Annotations;
 
 /// An instant-vector series inside the evaluator.
@@ -252,7 +252,14 @@ impl Evaluator<'_> {
                 Val::Vector(mut vs) => {
                     for s in &mut vs {
                         s.drop_name = true;
-                        s.points.iter_mut().for_each(|p| p.f = -p.f);
+                        for p in s.points.iter_mut() {
+                            match &mut p.h {
+                                Some(h) => {
+                                    std::sync::Arc::make_mut(h).mul(-1.0);
+                                }
+                                None => p.f = -p.f,
+                            }
+                        }
                     }
                     Ok(Val::Vector(vs))
                 }
@@ -302,15 +309,15 @@ impl Evaluator<'_> {
             self.check()?;
             let samples = &s.points;
             let mut pts = Vec::new();
-            let lookup = |idx: &mut usize, reft: i64| -> Option<Sample> {
+            let lookup = |idx: &mut usize, reft: i64| -> Option<&Sample> {
                 while *idx < samples.len() && samples[*idx].t <= reft {
                     *idx += 1;
                 }
                 if *idx == 0 {
                     return None;
                 }
-                let p = samples[*idx - 1];
-                if p.t <= reft - self.lookback || is_stale_nan(p.f) {
+                let p = &samples[*idx - 1];
+                if p.t <= reft - self.lookback || p.is_stale() {
                     return None;
                 }
                 Some(p)
@@ -318,12 +325,17 @@ impl Evaluator<'_> {
             let mut idx = 0;
             if let Some(a) = at {
                 if let Some(p) = lookup(&mut idx, a - off) {
-                    let v = if want_ts { p.t as f64 / 1000.0 } else { p.f };
+                    let (v, h) = if want_ts {
+                        (p.t as f64 / 1000.0, None)
+                    } else {
+                        (p.f, p.h.clone())
+                    };
                     pts.reserve(n);
                     for i in 0..n {
                         pts.push(Sample {
                             t: steps.ts(i),
                             f: v,
+                            h: h.clone(),
                         });
                     }
                 }
@@ -331,8 +343,12 @@ impl Evaluator<'_> {
                 for i in 0..n {
                     let ts = steps.ts(i);
                     if let Some(p) = lookup(&mut idx, ts - off) {
-                        let v = if want_ts { p.t as f64 / 1000.0 } else { p.f };
-                        pts.push(Sample { t: ts, f: v });
+                        let (v, h) = if want_ts {
+                            (p.t as f64 / 1000.0, None)
+                        } else {
+                            (p.f, p.h.clone())
+                        };
+                        pts.push(Sample { t: ts, f: v, h });
                     }
                 }
             }
@@ -367,7 +383,7 @@ impl Evaluator<'_> {
         let mut total = 0;
         for s in &mut series {
             s.points
-                .retain(|p| !is_stale_nan(p.f) && p.t >= mint && p.t <= maxt);
+                .retain(|p| !p.is_stale() && p.t >= mint && p.t <= maxt);
             total += s.points.len();
         }
         series.retain(|s| !s.points.is_empty());
@@ -412,7 +428,7 @@ impl Evaluator<'_> {
                 points: v
                     .into_iter()
                     .enumerate()
-                    .map(|(i, f)| Sample { t: inner.ts(i), f })
+                    .map(|(i, f)| Sample::float(inner.ts(i), f))
                     .collect(),
                 drop_name: false,
             }],
@@ -449,7 +465,8 @@ impl Evaluator<'_> {
 /// step without allocating per step.
 pub(crate) struct StepCursor {
     pos: Vec<usize>,
-    pub buf: Vec<(usize, f64)>,
+    /// `(series index, point index)` of the points at the current step.
+    pub buf: Vec<(usize, usize)>,
 }
 
 impl StepCursor {
@@ -460,7 +477,7 @@ impl StepCursor {
         }
     }
 
-    /// Fills `buf` with `(series index, value)` of every series that has a point at `t`.
+    /// Fills `buf` with `(series index, point index)` of every series that has a point at `t`.
     pub fn advance(&mut self, series: &[Series], t: i64) {
         self.buf.clear();
         for (i, s) in series.iter().enumerate() {
@@ -469,7 +486,7 @@ impl StepCursor {
                 *p += 1;
             }
             if *p < s.points.len() && s.points[*p].t == t {
-                self.buf.push((i, s.points[*p].f));
+                self.buf.push((i, *p));
             }
         }
     }
@@ -490,6 +507,11 @@ impl OutputBuilder {
     }
 
     pub fn push(&mut self, labels: &Labels, t: i64, f: f64, drop_name: bool) -> Result<()> {
+        self.push_sample(labels, Sample::float(t, f), drop_name)
+    }
+
+    pub fn push_sample(&mut self, labels: &Labels, smp: Sample, drop_name: bool) -> Result<()> {
+        let t = smp.t;
         let i = match self.index.get(labels) {
             Some(&i) => i,
             None => {
@@ -508,7 +530,7 @@ impl OutputBuilder {
                 "vector cannot contain metrics with the same labelset",
             ));
         }
-        s.points.push(Sample { t, f });
+        s.points.push(smp);
         Ok(())
     }
 }

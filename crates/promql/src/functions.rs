@@ -10,6 +10,9 @@ use crate::error::Result;
 use crate::eval::{
     eval_err, Evaluator, HintCtx, OutputBuilder, RangeInput, Series, StepCursor, Steps, Val,
 };
+use std::sync::Arc;
+
+use crate::histogram::{CounterResetHint, FloatHistogram};
 use crate::storage::Sample;
 
 /// Formats a float like Go's `%g`.
@@ -70,8 +73,10 @@ fn vector_arg(ev: &mut Evaluator, e: &Expr, steps: Steps, hint: &HintCtx) -> Res
     }
 }
 
+/// Applies `f` to float samples; histogram samples are dropped.
 fn map_points(mut v: Vec<Series>, drop_name: bool, f: impl Fn(f64) -> f64) -> Vec<Series> {
     for s in &mut v {
+        s.points.retain(|p| p.h.is_none());
         for p in &mut s.points {
             p.f = f(p.f);
         }
@@ -79,6 +84,7 @@ fn map_points(mut v: Vec<Series>, drop_name: bool, f: impl Fn(f64) -> f64) -> Ve
             s.drop_name = true;
         }
     }
+    v.retain(|s| !s.points.is_empty());
     v
 }
 
@@ -279,10 +285,7 @@ pub(crate) fn eval_call(
                 points: s
                     .iter()
                     .enumerate()
-                    .map(|(i, f)| Sample {
-                        t: steps.ts(i),
-                        f: *f,
-                    })
+                    .map(|(i, f)| Sample::float(steps.ts(i), *f))
                     .collect(),
                 drop_name: false,
             }]))
@@ -292,7 +295,7 @@ pub(crate) fn eval_call(
             let mut out = vec![f64::NAN; n];
             let mut count = vec![0u32; n];
             for s in &v {
-                for p in &s.points {
+                for p in s.points.iter().filter(|p| p.h.is_none()) {
                     let i = steps.idx(p.t);
                     count[i] += 1;
                     out[i] = p.f;
@@ -313,6 +316,7 @@ pub(crate) fn eval_call(
                     for s in &mut v {
                         for p in &mut s.points {
                             p.f = p.t as f64 / 1000.0;
+                            p.h = None;
                         }
                     }
                     v
@@ -330,10 +334,7 @@ pub(crate) fn eval_call(
             }
             let points: Vec<Sample> = (0..n)
                 .filter(|i| !present[*i])
-                .map(|i| Sample {
-                    t: steps.ts(i),
-                    f: 1.0,
-                })
+                .map(|i| Sample::float(steps.ts(i), 1.0))
                 .collect();
             if points.is_empty() {
                 return Ok(Val::Vector(Vec::new()));
@@ -350,6 +351,12 @@ pub(crate) fn eval_call(
                     .warn("sort is ineffective for range queries since results are always ordered by labels");
             }
             let mut v = vector_arg(ev, args[0], steps, &fhint)?;
+            if matches!(name, "sort" | "sort_desc") {
+                for s in &mut v {
+                    s.points.retain(|p| p.h.is_none());
+                }
+                v.retain(|s| !s.points.is_empty());
+            }
             if n == 1 {
                 match name {
                     "sort" | "sort_desc" => {
@@ -472,6 +479,9 @@ pub(crate) fn eval_call(
             for s in &mut out {
                 s.drop_name = true;
                 s.points.retain_mut(|p| {
+                    if p.h.is_some() {
+                        return false;
+                    }
                     let i = steps.idx(p.t);
                     let lo = mins.as_ref().map(|m| m[i]).unwrap_or(f64::NEG_INFINITY);
                     let hi = maxs.as_ref().map(|m| m[i]).unwrap_or(f64::INFINITY);
@@ -494,12 +504,14 @@ pub(crate) fn eval_call(
             };
             for s in &mut v {
                 s.drop_name = true;
+                s.points.retain(|p| p.h.is_none());
                 for p in &mut s.points {
                     let t = to.as_ref().map(|x| x[steps.idx(p.t)]).unwrap_or(1.0);
                     let inv = 1.0 / t;
                     p.f = (p.f * inv + 0.5).floor() / inv;
                 }
             }
+            v.retain(|s| !s.points.is_empty());
             Ok(Val::Vector(v))
         }
         "days_in_month" | "day_of_month" | "day_of_week" | "day_of_year" | "hour" | "minute"
@@ -508,9 +520,11 @@ pub(crate) fn eval_call(
                 return Ok(Val::Vector(vec![Series {
                     labels: Labels::default(),
                     points: (0..n)
-                        .map(|i| Sample {
-                            t: steps.ts(i),
-                            f: date_fn(name, (steps.ts(i).div_euclid(1000)) as f64),
+                        .map(|i| {
+                            Sample::float(
+                                steps.ts(i),
+                                date_fn(name, (steps.ts(i).div_euclid(1000)) as f64),
+                            )
                         })
                         .collect(),
                     drop_name: false,
@@ -526,12 +540,40 @@ pub(crate) fn eval_call(
             })))
         }
         "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
-        | "histogram_stdvar" | "histogram_fraction" => {
-            // Native histograms are not supported: float samples are ignored by these functions.
-            for a in &args {
-                let _ = ev.eval(a, steps, &fhint)?;
+        | "histogram_stdvar" => {
+            let mut v = vector_arg(ev, args[0], steps, &fhint)?;
+            for s in &mut v {
+                s.drop_name = true;
+                s.points.retain(|p| p.h.is_some());
+                for p in &mut s.points {
+                    let h = p.h.take().unwrap();
+                    p.f = match name {
+                        "histogram_count" => h.count,
+                        "histogram_sum" => h.sum,
+                        "histogram_avg" => h.sum / h.count,
+                        "histogram_stddev" => h.variance().sqrt(),
+                        _ => h.variance(),
+                    };
+                }
             }
-            Ok(Val::Vector(Vec::new()))
+            v.retain(|s| !s.points.is_empty());
+            Ok(Val::Vector(v))
+        }
+        "histogram_fraction" => {
+            let lo = scalar_arg(ev, args[0], steps)?;
+            let hi = scalar_arg(ev, args[1], steps)?;
+            let mut v = vector_arg(ev, args[2], steps, &fhint)?;
+            for s in &mut v {
+                s.drop_name = true;
+                s.points.retain(|p| p.h.is_some());
+                for p in &mut s.points {
+                    let h = p.h.take().unwrap();
+                    let i = steps.idx(p.t);
+                    p.f = h.fraction(lo[i], hi[i]);
+                }
+            }
+            v.retain(|s| !s.points.is_empty());
+            Ok(Val::Vector(v))
         }
         _ => {
             if let Some(f) = simple_math(name) {
@@ -601,6 +643,7 @@ fn histogram_quantile(
     let mut groups: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
     let mut group_labels: Vec<Labels> = Vec::new();
     let mut series_info: Vec<Option<(usize, f64)>> = Vec::with_capacity(v.len());
+    let mut bad_le: Vec<Option<String>> = Vec::with_capacity(v.len());
     for s in &v {
         let le = s.labels.get("le").unwrap_or("");
         match parse_go_float(le) {
@@ -612,6 +655,7 @@ fn histogram_quantile(
                     n
                 });
                 series_info.push(Some((gi, ub)));
+                bad_le.push(None);
             }
             None => {
                 series_info.push(None);
@@ -621,7 +665,7 @@ fn histogram_quantile(
                 if !name.is_empty() {
                     msg.push_str(&format!(" for metric name {name:?}"));
                 }
-                ev.annos.warn(msg);
+                bad_le.push(Some(msg));
             }
         }
     }
@@ -629,6 +673,7 @@ fn histogram_quantile(
     let mut cur = StepCursor::new(v.len());
     let mut buckets: Vec<Vec<(f64, f64)>> = vec![Vec::new(); group_labels.len()];
     let mut warned_q = false;
+    let mut natives: Vec<usize> = Vec::new();
     for i in 0..steps.len() {
         let t = steps.ts(i);
         cur.advance(&v, t);
@@ -646,10 +691,40 @@ fn histogram_quantile(
         for b in buckets.iter_mut() {
             b.clear();
         }
-        for &(si, f) in &cur.buf {
-            if let Some((gi, ub)) = series_info[si] {
-                buckets[gi].push((ub, f));
+        natives.clear();
+        for &(si, pi) in &cur.buf {
+            let smp = &v[si].points[pi];
+            if smp.h.is_some() {
+                natives.push(si);
+                continue;
             }
+            match series_info[si] {
+                Some((gi, ub)) => buckets[gi].push((ub, smp.f)),
+                None => {
+                    if let Some(m) = &bad_le[si] {
+                        ev.annos.warn(m.clone());
+                    }
+                }
+            }
+        }
+        for &si in &natives {
+            if let Some(&gi) = groups.get(&v[si].labels) {
+                if !buckets[gi].is_empty() {
+                    let name = v[si].labels.get("__name__").unwrap_or("");
+                    ev.annos.warn(format!(
+                        "vector contains a mix of classic and native histograms for metric name {name:?}"
+                    ));
+                    buckets[gi].clear();
+                    continue;
+                }
+            }
+            let h = v[si]
+                .points
+                .iter()
+                .find(|p| p.t == t)
+                .and_then(|p| p.h.clone())
+                .unwrap();
+            out.push(&v[si].labels, t, h.quantile(q), true)?;
         }
         for (gi, b) in buckets.iter_mut().enumerate() {
             if b.is_empty() {
@@ -808,27 +883,39 @@ fn linear_regression(points: &[Sample], intercept_t: i64) -> (f64, f64) {
 
 fn extrapolated_rate(
     w: &[Sample],
-    range_start: i64,
-    range_end: i64,
-    range: i64,
+    cx: &mut RangeCtx,
     counter: bool,
     is_rate: bool,
-) -> Option<f64> {
+) -> Option<RangeOut> {
+    let nh = w.iter().filter(|p| p.h.is_some()).count();
+    if nh > 0 && nh < w.len() {
+        cx.annos.warn(format!(
+            "encountered a mix of histograms and floats for metric name {:?}",
+            cx.metric
+        ));
+        return None;
+    }
     if w.len() < 2 {
         return None;
     }
-    let first = w[0];
-    let last = w[w.len() - 1];
-    let mut result = last.f - first.f;
-    if counter {
-        for pair in w.windows(2) {
-            if pair[1].f < pair[0].f {
-                result += pair[0].f;
+    let first = &w[0];
+    let last = &w[w.len() - 1];
+    let mut result_h: Option<FloatHistogram> = None;
+    let mut result = 0.0;
+    if nh > 0 {
+        result_h = Some(histogram_rate(w, counter, cx)?);
+    } else {
+        result = last.f - first.f;
+        if counter {
+            for pair in w.windows(2) {
+                if pair[1].f < pair[0].f {
+                    result += pair[0].f;
+                }
             }
         }
     }
-    let mut to_start = (first.t - range_start) as f64 / 1000.0;
-    let mut to_end = (range_end - last.t) as f64 / 1000.0;
+    let mut to_start = (first.t - cx.start) as f64 / 1000.0;
+    let mut to_end = (cx.end - last.t) as f64 / 1000.0;
     let sampled = (last.t - first.t) as f64 / 1000.0;
     let avg = sampled / (w.len() - 1) as f64;
     let threshold = avg * 1.1;
@@ -837,7 +924,7 @@ fn extrapolated_rate(
     }
     if counter {
         let mut to_zero = to_start;
-        if result > 0.0 && first.f >= 0.0 {
+        if nh == 0 && result > 0.0 && first.f >= 0.0 {
             to_zero = sampled * (first.f / result);
         }
         if to_zero < to_start {
@@ -853,9 +940,126 @@ fn extrapolated_rate(
         1.0
     };
     if is_rate {
-        factor /= range as f64 / 1000.0;
+        factor /= cx.range as f64 / 1000.0;
     }
-    Some(result * factor)
+    match result_h {
+        Some(mut h) => {
+            h.mul(factor);
+            Some((0.0, Some(h)))
+        }
+        None => Some((result * factor, None)),
+    }
+}
+
+fn histogram_rate(w: &[Sample], counter: bool, cx: &mut RangeCtx) -> Option<FloatHistogram> {
+    let hs: Vec<&FloatHistogram> = w.iter().map(|p| p.h.as_deref().unwrap()).collect();
+    let mut prev: FloatHistogram = hs[0].clone();
+    let last = hs[hs.len() - 1];
+    let mut custom = prev.uses_custom_buckets();
+    if counter
+        && (prev.counter_reset_hint == CounterResetHint::Gauge
+            || last.counter_reset_hint == CounterResetHint::Gauge)
+    {
+        cx.annos.warn(format!(
+            "this native histogram metric is not a counter: {:?}",
+            cx.metric
+        ));
+    }
+    if counter {
+        let second = hs[1];
+        if second.detect_reset(&prev) {
+            prev = FloatHistogram {
+                schema: second.schema,
+                custom_values: second.custom_values.clone(),
+                ..Default::default()
+            };
+            custom = second.uses_custom_buckets();
+        }
+    }
+    let mixed_schemas = |cx: &mut RangeCtx| {
+        cx.annos.warn(format!(
+            "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}",
+            cx.metric
+        ));
+    };
+    if last.uses_custom_buckets() != custom {
+        mixed_schemas(cx);
+        return None;
+    }
+    let mut min_schema = last.schema.min(prev.schema);
+    for curr in &hs[1..hs.len() - 1] {
+        if !counter {
+            continue;
+        }
+        if curr.counter_reset_hint == CounterResetHint::Gauge {
+            cx.annos.warn(format!(
+                "this native histogram metric is not a counter: {:?}",
+                cx.metric
+            ));
+        }
+        min_schema = min_schema.min(curr.schema);
+        if curr.uses_custom_buckets() != custom {
+            mixed_schemas(cx);
+            return None;
+        }
+    }
+    let mut h = last.clone();
+    if !h.uses_custom_buckets() && min_schema < h.schema {
+        let target = FloatHistogram {
+            schema: min_schema,
+            zero_threshold: h.zero_threshold,
+            ..Default::default()
+        };
+        // Adding an empty histogram of lower schema reduces the resolution.
+        let mut z = target;
+        if z.add(&h).is_ok() {
+            z.counter_reset_hint = h.counter_reset_hint;
+            h = z;
+        }
+    }
+    match h.sub(&prev) {
+        Err(_) => {
+            mixed_schemas(cx);
+            return None;
+        }
+        Ok((_, reconciled)) => {
+            if reconciled {
+                cx.annos
+                    .info("mismatched custom buckets were reconciled during subtraction");
+            }
+        }
+    }
+    if counter {
+        let mut p = hs[0];
+        for (i, curr) in hs[1..].iter().enumerate() {
+            let pr: &FloatHistogram = if i == 0 { &prev } else { p };
+            if curr.detect_reset(pr) {
+                match h.add(pr) {
+                    Err(_) => {
+                        mixed_schemas(cx);
+                        return None;
+                    }
+                    Ok((_, reconciled)) => {
+                        if reconciled {
+                            cx.annos
+                                .info("mismatched custom buckets were reconciled during addition");
+                        }
+                    }
+                }
+            }
+            p = curr;
+        }
+    } else if hs[0].counter_reset_hint != CounterResetHint::Gauge
+        || last.counter_reset_hint != CounterResetHint::Gauge
+    {
+        cx.annos.warn(format!(
+            "this native histogram metric is not a gauge: {:?}",
+            cx.metric
+        ));
+    }
+    h.counter_reset_hint = CounterResetHint::Gauge;
+    h.compact();
+    Some(h)
 }
 
 fn double_exp_smoothing(w: &[Sample], sf: f64, tf: f64) -> Option<f64> {
@@ -937,13 +1141,14 @@ fn eval_range_call(
         let (mut lo, mut hi) = (0usize, 0usize);
         let mut outp: Vec<Sample> = Vec::new();
         let single = input.at.is_some();
-        let mut cached: Option<Option<f64>> = None;
+        let mut cached: Option<Option<RangeOut>> = None;
+        let metric_name = s.labels.get("__name__").unwrap_or("").to_string();
         for i in 0..n {
             let ts = steps.ts(i);
             let end = input.window_end(ts);
             let start = end - input.range;
             let reuse = if single && name != "predict_linear" {
-                cached
+                cached.clone()
             } else {
                 None
             };
@@ -964,18 +1169,32 @@ fn eval_range_call(
                 let r = if w.is_empty() {
                     None
                 } else {
-                    range_fn(name, w, start, end, input.range, ts, &sc, &mut scratch)
+                    let mut cx = RangeCtx {
+                        start,
+                        end,
+                        range: input.range,
+                        ts,
+                        sc: &sc,
+                        scratch: &mut scratch,
+                        annos: &mut ev.annos,
+                        metric: &metric_name,
+                    };
+                    range_fn(name, w, &mut cx)
                 };
                 if single {
                     // With @ every step sees the same window; reset cursors for safety.
                     lo = 0;
                     hi = 0;
-                    cached = Some(r);
+                    cached = Some(r.clone());
                 }
                 r
             };
-            if let Some(f) = v {
-                outp.push(Sample { t: ts, f });
+            if let Some((f, h)) = v {
+                outp.push(Sample {
+                    t: ts,
+                    f,
+                    h: h.map(Arc::new),
+                });
             }
         }
         if name == "rate" || name == "increase" {
@@ -983,7 +1202,7 @@ fn eval_range_call(
                 let counter_like = ["_total", "_sum", "_count", "_bucket"]
                     .iter()
                     .any(|x| mn.ends_with(x));
-                if !outp.is_empty() && !counter_like {
+                if outp.iter().any(|p| p.h.is_none()) && !counter_like {
                     ev.annos.info(format!(
                         "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {mn:?}"
                     ));
@@ -1009,10 +1228,7 @@ fn eval_range_call(
         }
         let points: Vec<Sample> = (0..n)
             .filter(|i| !present[*i])
-            .map(|i| Sample {
-                t: steps.ts(i),
-                f: 1.0,
-            })
+            .map(|i| Sample::float(steps.ts(i), 1.0))
             .collect();
         if points.is_empty() {
             return Ok(Val::Vector(Vec::new()));
@@ -1026,40 +1242,141 @@ fn eval_range_call(
     Ok(Val::Vector(out))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn range_fn(
-    name: &str,
-    w: &[Sample],
+/// What a range function returns for one step: a float, or a histogram.
+type RangeOut = (f64, Option<FloatHistogram>);
+
+/// Per-step context of a range function.
+struct RangeCtx<'a, 'b> {
     start: i64,
     end: i64,
     range: i64,
     ts: i64,
-    sc: &dyn Fn(usize) -> f64,
-    scratch: &mut Vec<f64>,
-) -> Option<f64> {
+    sc: &'a dyn Fn(usize) -> f64,
+    scratch: &'a mut Vec<f64>,
+    annos: &'b mut crate::value::Annotations,
+    metric: &'a str,
+}
+
+/// Floats of the window; if histograms are mixed in, notes that they were ignored.
+fn floats_only<'w>(w: &'w [Sample], cx: &mut RangeCtx) -> Option<Vec<&'w Sample>> {
+    let fl: Vec<&Sample> = w.iter().filter(|p| p.h.is_none()).collect();
+    if fl.is_empty() {
+        return None;
+    }
+    if fl.len() < w.len() {
+        cx.annos.info(format!(
+            "ignored histograms in a range containing both floats and histograms for metric name {:?}",
+            cx.metric
+        ));
+    }
+    Some(fl)
+}
+
+fn range_fn(name: &str, w: &[Sample], cx: &mut RangeCtx) -> Option<RangeOut> {
+    let fl = |f: f64| Some((f, None));
     match name {
-        "rate" => extrapolated_rate(w, start, end, range, true, true),
-        "increase" => extrapolated_rate(w, start, end, range, true, false),
-        "delta" => extrapolated_rate(w, start, end, range, false, false),
+        "rate" => extrapolated_rate(w, cx, true, true),
+        "increase" => extrapolated_rate(w, cx, true, false),
+        "delta" => extrapolated_rate(w, cx, false, false),
         "irate" | "idelta" => {
             if w.len() < 2 {
                 return None;
             }
-            let (a, b) = (w[w.len() - 2], w[w.len() - 1]);
+            let (a, b) = (&w[w.len() - 2], &w[w.len() - 1]);
             let dt = b.t - a.t;
             if dt == 0 {
                 return None;
             }
-            let mut v = b.f - a.f;
-            if name == "irate" {
-                if b.f < a.f {
-                    v = b.f;
+            let is_rate = name == "irate";
+            match (&a.h, &b.h) {
+                (None, None) => {
+                    let mut v = b.f - a.f;
+                    if is_rate {
+                        if b.f < a.f {
+                            v = b.f;
+                        }
+                        v /= dt as f64 / 1000.0;
+                    }
+                    fl(v)
                 }
-                v /= dt as f64 / 1000.0;
+                (Some(ha), Some(hb)) => {
+                    let mut r = (**hb).clone();
+                    if is_rate
+                        && (hb.counter_reset_hint == CounterResetHint::Gauge
+                            || ha.counter_reset_hint == CounterResetHint::Gauge)
+                    {
+                        cx.annos.warn(format!(
+                            "this native histogram metric is not a counter: {:?}",
+                            cx.metric
+                        ));
+                    }
+                    if !is_rate
+                        && (hb.counter_reset_hint != CounterResetHint::Gauge
+                            || ha.counter_reset_hint != CounterResetHint::Gauge)
+                    {
+                        cx.annos.warn(format!(
+                            "this native histogram metric is not a gauge: {:?}",
+                            cx.metric
+                        ));
+                    }
+                    if !is_rate || !hb.detect_reset(ha) {
+                        if r.sub(ha).is_err() {
+                            cx.annos.warn(format!(
+                                "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}",
+                                cx.metric
+                            ));
+                            return None;
+                        }
+                    }
+                    r.counter_reset_hint = CounterResetHint::Gauge;
+                    r.compact();
+                    if is_rate {
+                        r.div(dt as f64 / 1000.0);
+                    }
+                    Some((0.0, Some(r)))
+                }
+                _ => {
+                    cx.annos.warn(format!(
+                        "encountered a mix of histograms and floats for metric name {:?}",
+                        cx.metric
+                    ));
+                    None
+                }
             }
-            Some(v)
         }
-        "avg_over_time" => {
+        "avg_over_time" | "sum_over_time" => {
+            let nh = w.iter().filter(|p| p.h.is_some()).count();
+            if nh > 0 && nh < w.len() {
+                cx.annos.warn(format!(
+                    "encountered a mix of histograms and floats for metric name {:?}",
+                    cx.metric
+                ));
+                return None;
+            }
+            if nh > 0 {
+                let mut acc = (*w[0].h.clone().unwrap()).clone();
+                for p in &w[1..] {
+                    if acc.add(p.h.as_ref().unwrap()).is_err() {
+                        cx.annos.warn(format!(
+                            "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}",
+                            cx.metric
+                        ));
+                        return None;
+                    }
+                }
+                if name == "avg_over_time" {
+                    acc.div(w.len() as f64);
+                }
+                acc.compact();
+                return Some((0.0, Some(acc)));
+            }
+            if name == "sum_over_time" {
+                let (mut s, mut c) = (0.0, 0.0);
+                for p in w {
+                    (s, c) = kahan_inc(p.f, s, c);
+                }
+                return fl(if s.is_infinite() { s } else { s + c });
+            }
             let (mut sum, mut c, mut mean) = (w[0].f, 0.0, 0.0);
             let mut count = 1.0;
             let mut incremental = false;
@@ -1079,108 +1396,121 @@ fn range_fn(
                 let q = (count - 1.0) / count;
                 (mean, c) = kahan_inc(p.f / count, q * mean, q * c);
             }
-            Some(if incremental {
+            fl(if incremental {
                 mean + c
             } else {
                 sum / count + c / count
             })
         }
-        "sum_over_time" => {
-            let (mut s, mut c) = (0.0, 0.0);
-            for p in w {
-                (s, c) = kahan_inc(p.f, s, c);
-            }
-            Some(if s.is_infinite() { s } else { s + c })
+        "count_over_time" => fl(w.len() as f64),
+        "present_over_time" | "absent_over_time" => fl(1.0),
+        "last_over_time" => {
+            let p = &w[w.len() - 1];
+            Some((p.f, p.h.as_deref().cloned()))
         }
-        "count_over_time" => Some(w.len() as f64),
-        "present_over_time" | "absent_over_time" => Some(1.0),
-        "last_over_time" => Some(w[w.len() - 1].f),
-        "first_over_time" => Some(w[0].f),
-        "ts_of_last_over_time" => Some(w[w.len() - 1].t as f64 / 1000.0),
-        "ts_of_first_over_time" => Some(w[0].t as f64 / 1000.0),
+        "first_over_time" => Some((w[0].f, w[0].h.as_deref().cloned())),
+        "ts_of_last_over_time" => fl(w[w.len() - 1].t as f64 / 1000.0),
+        "ts_of_first_over_time" => fl(w[0].t as f64 / 1000.0),
         "max_over_time" | "min_over_time" | "ts_of_max_over_time" | "ts_of_min_over_time" => {
+            let f = floats_only(w, cx)?;
             let is_max = name.contains("max");
-            let mut best = w[0].f;
-            let mut bt = w[0].t;
-            for p in w {
+            let mut best = f[0].f;
+            let mut bt = f[0].t;
+            for p in &f {
                 let better = if is_max { p.f > best } else { p.f < best };
                 if better || best.is_nan() {
                     best = p.f;
                     bt = p.t;
                 }
             }
-            Some(if name.starts_with("ts_of") {
+            fl(if name.starts_with("ts_of") {
                 bt as f64 / 1000.0
             } else {
                 best
             })
         }
         "stddev_over_time" | "stdvar_over_time" => {
+            let f = floats_only(w, cx)?;
             let (mut count, mut mean, mut cm, mut aux, mut ca) = (0.0, 0.0, 0.0, 0.0, 0.0);
-            for p in w {
+            for p in &f {
                 count += 1.0;
                 let delta = p.f - (mean + cm);
                 (mean, cm) = kahan_inc(delta / count, mean, cm);
                 (aux, ca) = kahan_inc(delta * (p.f - (mean + cm)), aux, ca);
             }
             let var = (aux + ca) / count;
-            Some(if name == "stddev_over_time" {
+            fl(if name == "stddev_over_time" {
                 var.sqrt()
             } else {
                 var
             })
         }
         "quantile_over_time" => {
-            scratch.clear();
-            scratch.extend(w.iter().map(|p| p.f));
-            Some(quantile(sc(0), scratch))
+            let f = floats_only(w, cx)?;
+            cx.scratch.clear();
+            cx.scratch.extend(f.iter().map(|p| p.f));
+            let q = (cx.sc)(0);
+            fl(quantile(q, cx.scratch))
         }
         "mad_over_time" => {
-            scratch.clear();
-            for p in w {
+            let f = floats_only(w, cx)?;
+            cx.scratch.clear();
+            for p in &f {
                 if p.f.is_nan() {
-                    return Some(f64::NAN);
+                    return fl(f64::NAN);
                 }
-                scratch.push(p.f);
+                cx.scratch.push(p.f);
             }
-            let med = quantile(0.5, scratch);
-            for x in scratch.iter_mut() {
+            let med = quantile(0.5, cx.scratch);
+            for x in cx.scratch.iter_mut() {
                 *x = (*x - med).abs();
             }
-            Some(quantile(0.5, scratch))
+            fl(quantile(0.5, cx.scratch))
         }
         "changes" => {
             let mut c = 0;
             for pair in w.windows(2) {
-                if pair[1].f != pair[0].f && !(pair[1].f.is_nan() && pair[0].f.is_nan()) {
+                let changed = match (&pair[0].h, &pair[1].h) {
+                    (None, None) => {
+                        pair[1].f != pair[0].f && !(pair[1].f.is_nan() && pair[0].f.is_nan())
+                    }
+                    (Some(a), Some(b)) => !b.equals(a),
+                    _ => true,
+                };
+                if changed {
                     c += 1;
                 }
             }
-            Some(c as f64)
+            fl(c as f64)
         }
         "resets" => {
             let mut c = 0;
             for pair in w.windows(2) {
-                if pair[1].f < pair[0].f {
+                let reset = match (&pair[0].h, &pair[1].h) {
+                    (None, None) => pair[1].f < pair[0].f,
+                    (Some(a), Some(b)) => b.detect_reset(a),
+                    _ => true,
+                };
+                if reset {
                     c += 1;
                 }
             }
-            Some(c as f64)
+            fl(c as f64)
         }
-        "deriv" => {
-            if w.len() < 2 {
+        "deriv" | "predict_linear" | "double_exponential_smoothing" => {
+            let f: Vec<Sample> = floats_only(w, cx)?.into_iter().cloned().collect();
+            if f.len() < 2 {
                 return None;
             }
-            Some(linear_regression(w, w[0].t).0)
-        }
-        "predict_linear" => {
-            if w.len() < 2 {
-                return None;
+            match name {
+                "deriv" => fl(linear_regression(&f, f[0].t).0),
+                "predict_linear" => {
+                    let (slope, icpt) = linear_regression(&f, cx.ts);
+                    fl(slope * (cx.sc)(0) + icpt)
+                }
+                _ => double_exp_smoothing(&f, (cx.sc)(0), (cx.sc)(1)).map(|v| (v, None)),
             }
-            let (slope, icpt) = linear_regression(w, ts);
-            Some(slope * sc(0) + icpt)
         }
-        "double_exponential_smoothing" => double_exp_smoothing(w, sc(0), sc(1)),
         _ => None,
     }
 }

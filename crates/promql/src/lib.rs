@@ -11,7 +11,7 @@
 //! - pushing matchers, time bounds and hints (function, range, step, grouping) down to storage.
 //!
 //! What it does not own: parsing (done by the `promql-parser` crate, wrapped in [`parse`]),
-//! the on-disk TSDB, HTTP/gRPC APIs, and native histograms (not evaluated yet).
+//! the on-disk TSDB, HTTP/gRPC APIs.
 //!
 //! The only thing used from the `tsdb` crate is its label types ([`tsdb::Labels`]).
 
@@ -24,6 +24,7 @@ mod engine;
 mod error;
 mod eval;
 mod functions;
+mod histogram;
 mod memory;
 mod parser;
 mod planner;
@@ -33,6 +34,7 @@ mod value;
 pub use engine::{Engine, EngineOpts};
 pub use error::{Error, Result};
 pub use eval::CancelToken;
+pub use histogram::{Bucket, CounterResetHint, FloatHistogram, CUSTOM_BUCKETS_SCHEMA};
 pub use memory::MemoryStorage;
 pub use parser::parse;
 pub use promql_parser;

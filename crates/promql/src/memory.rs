@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tsdb::Labels;
 
 use crate::error::Error;
+use crate::histogram::FloatHistogram;
 use crate::storage::{Matcher, Queryable, Sample, SelectHints, Series};
 
 /// In-memory storage for tests and small embedded uses.
@@ -22,13 +23,23 @@ impl MemoryStorage {
     /// Adds one sample; samples may arrive in any order, and a later sample at the same
     /// timestamp replaces an earlier one.
     pub fn append(&mut self, labels: &Labels, t: i64, f: f64) {
+        self.append_sample(labels, Sample::float(t, f));
+    }
+
+    /// Adds one native-histogram sample.
+    pub fn append_histogram(&mut self, labels: &Labels, t: i64, h: FloatHistogram) {
+        self.append_sample(labels, Sample::histogram(t, Arc::new(h)));
+    }
+
+    fn append_sample(&mut self, labels: &Labels, s: Sample) {
         let v = self.series.entry(labels.clone()).or_default();
+        let t = s.t;
         match v.last() {
-            Some(last) if last.t < t => v.push(Sample { t, f }),
-            None => v.push(Sample { t, f }),
+            Some(last) if last.t < t => v.push(s),
+            None => v.push(s),
             _ => match v.binary_search_by_key(&t, |s| s.t) {
-                Ok(i) => v[i].f = f,
-                Err(i) => v.insert(i, Sample { t, f }),
+                Ok(i) => v[i] = s,
+                Err(i) => v.insert(i, s),
             },
         }
     }

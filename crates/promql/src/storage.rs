@@ -13,13 +13,40 @@ use regex::Regex;
 use tsdb::Labels;
 
 use crate::error::Error;
+use crate::histogram::FloatHistogram;
 
-/// One float sample. Stale markers are stored as the Prometheus stale NaN bit pattern.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// One sample: a float, or a native histogram when `h` is set (then `f` is unused).
+/// Stale markers are floats with the Prometheus stale NaN bit pattern.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
     /// Milliseconds since the epoch.
     pub t: i64,
     pub f: f64,
+    pub h: Option<Arc<FloatHistogram>>,
+}
+
+impl Sample {
+    /// A float sample.
+    pub fn float(t: i64, f: f64) -> Self {
+        Sample { t, f, h: None }
+    }
+
+    /// A histogram sample.
+    pub fn histogram(t: i64, h: Arc<FloatHistogram>) -> Self {
+        Sample {
+            t,
+            f: 0.0,
+            h: Some(h),
+        }
+    }
+
+    /// Whether this is a stale marker.
+    pub fn is_stale(&self) -> bool {
+        match &self.h {
+            None => is_stale_nan(self.f),
+            Some(h) => is_stale_nan(h.sum),
+        }
+    }
 }
 
 /// The bit pattern Prometheus uses to mark a series as stale.

@@ -13,6 +13,8 @@ pub struct InstantSample {
     /// Evaluation timestamp (ms).
     pub t: i64,
     pub f: f64,
+    /// Set when the element is a native histogram (then `f` is unused).
+    pub h: Option<std::sync::Arc<crate::histogram::FloatHistogram>>,
 }
 
 /// One series of a range-vector result (a range query, or an instant query of a range expression).

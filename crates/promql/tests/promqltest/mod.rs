@@ -13,7 +13,10 @@
 use std::collections::HashMap;
 
 use promql::promql_parser::parser::{AtModifier, Expr as PExpr};
-use promql::{Engine, EngineOpts, Expr, MemoryStorage, QueryResult, QueryValue};
+use promql::{
+    CounterResetHint, Engine, EngineOpts, Expr, FloatHistogram, MemoryStorage, QueryResult,
+    QueryValue,
+};
 use regex::Regex;
 use tsdb::Labels;
 
@@ -66,11 +69,115 @@ pub fn parse_duration(s: &str) -> Option<i64> {
     Some(total)
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum SeqVal {
     Omitted,
     Value(f64),
-    Histogram,
+    /// A native histogram, and whether its counter reset hint was given explicitly.
+    Histogram(FloatHistogram, bool),
+}
+
+fn parse_float_list(s: &str) -> Result<Vec<f64>, String> {
+    s.split_whitespace()
+        .map(|x| parse_number(x).ok_or_else(|| format!("bad number {x}")))
+        .collect()
+}
+
+/// Parses the inside of `{{...}}`.
+fn parse_histogram(body: &str) -> Result<(FloatHistogram, bool), String> {
+    let mut h = FloatHistogram::default();
+    let mut hint_set = false;
+    let (mut pos, mut neg) = (Vec::new(), Vec::new());
+    let (mut off, mut noff) = (0i32, 0i32);
+    let mut rest = body.trim();
+    while !rest.is_empty() {
+        let colon = rest
+            .find(':')
+            .ok_or_else(|| format!("bad histogram {body}"))?;
+        let key = rest[..colon].trim();
+        rest = rest[colon + 1..].trim_start();
+        let value;
+        if rest.starts_with('[') {
+            let close = rest.find(']').ok_or("unterminated list")?;
+            value = rest[1..close].to_string();
+            rest = rest[close + 1..].trim_start();
+        } else {
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            value = rest[..end].to_string();
+            rest = rest[end..].trim_start();
+        }
+        let num = || parse_number(&value).ok_or_else(|| format!("bad value {value}"));
+        match key {
+            "schema" => h.schema = num()? as i32,
+            "sum" => h.sum = num()?,
+            "count" => h.count = num()?,
+            "z_bucket" => h.zero_count = num()?,
+            "z_bucket_w" => h.zero_threshold = num()?,
+            "offset" => off = num()? as i32,
+            "n_offset" => noff = num()? as i32,
+            "buckets" => pos = parse_float_list(&value)?,
+            "n_buckets" => neg = parse_float_list(&value)?,
+            "custom_values" => h.custom_values = parse_float_list(&value)?,
+            "counter_reset_hint" => {
+                hint_set = true;
+                h.counter_reset_hint = match value.as_str() {
+                    "unknown" => CounterResetHint::Unknown,
+                    "reset" => CounterResetHint::Reset,
+                    "not_reset" => CounterResetHint::NotReset,
+                    "gauge" => CounterResetHint::Gauge,
+                    other => return Err(format!("bad counter_reset_hint {other}")),
+                }
+            }
+            other => return Err(format!("unknown histogram field {other}")),
+        }
+    }
+    h.positive = pos
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (off + i as i32, *c))
+        .collect();
+    h.negative = neg
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (noff + i as i32, *c))
+        .collect();
+    Ok((h, hint_set))
+}
+
+fn expand_histogram_item(tok: &str) -> Result<Vec<SeqVal>, String> {
+    let first_end = tok.find("}}").ok_or("unterminated histogram")?;
+    let (base, hs) = parse_histogram(&tok[2..first_end])?;
+    let rest = &tok[first_end + 2..];
+    if rest.is_empty() {
+        return Ok(vec![SeqVal::Histogram(base, hs)]);
+    }
+    if let Some(n) = rest.strip_prefix('x') {
+        let n: usize = n.parse().map_err(|_| format!("bad item {tok}"))?;
+        return Ok(vec![SeqVal::Histogram(base, hs); n + 1]);
+    }
+    let sign = if rest.starts_with('+') { 1.0 } else { -1.0 };
+    let inner = &rest[1..];
+    let e = inner.find("}}").ok_or("unterminated histogram")?;
+    let (inc, hs2) = parse_histogram(&inner[2..e])?;
+    let n: usize = inner[e + 2..]
+        .strip_prefix('x')
+        .and_then(|x| x.parse().ok())
+        .ok_or_else(|| format!("bad item {tok}"))?;
+    let mut out = vec![SeqVal::Histogram(base.clone(), hs2)];
+    let mut cur = base;
+    for _ in 0..n {
+        let mut next = cur.clone();
+        let r = if sign > 0.0 {
+            next.add(&inc)
+        } else {
+            next.sub(&inc)
+        };
+        r.map_err(|_| "incompatible histograms".to_string())?;
+        out.push(SeqVal::Histogram(next.clone(), hs2));
+        cur = next;
+    }
+    let _ = hs;
+    Ok(out)
 }
 
 fn parse_number(s: &str) -> Option<f64> {
@@ -115,12 +222,7 @@ fn parse_series_value(tok: &str) -> Option<f64> {
 
 fn expand_item(tok: &str) -> Result<Vec<SeqVal>, String> {
     if tok.starts_with("{{") {
-        // Native histogram (possibly `{{..}}x3` or `{{..}}+{{..}}x3`): count the values only.
-        let n = match tok.rfind("}}x") {
-            Some(p) => tok[p + 3..].parse::<usize>().map_err(|e| e.to_string())? + 1,
-            None => 1,
-        };
-        return Ok(vec![SeqVal::Histogram; n]);
+        return expand_histogram_item(tok);
     }
     if tok == "_" {
         return Ok(vec![SeqVal::Omitted]);
@@ -560,6 +662,52 @@ fn almost_equal(a: f64, b: f64) -> bool {
     diff / abs_sum.min(f64::MAX) < eps
 }
 
+fn histograms_match(e: &FloatHistogram, a: &FloatHistogram, hint_set: bool) -> bool {
+    let mut e = e.clone();
+    let mut a = a.clone();
+    e.compact();
+    a.compact();
+    let buckets_match = |x: &[(i32, f64)], y: &[(i32, f64)]| {
+        x.len() == y.len()
+            && x.iter()
+                .zip(y)
+                .all(|(p, q)| p.0 == q.0 && almost_equal(p.1, q.1))
+    };
+    e.schema == a.schema
+        && almost_equal(e.count, a.count)
+        && almost_equal(e.sum, a.sum)
+        && (!e.uses_custom_buckets() || e.custom_values == a.custom_values)
+        && e.zero_threshold == a.zero_threshold
+        && almost_equal(e.zero_count, a.zero_count)
+        && buckets_match(&e.negative, &a.negative)
+        && buckets_match(&e.positive, &a.positive)
+        && (!hint_set || e.counter_reset_hint == a.counter_reset_hint)
+}
+
+fn check_value(e: &SeqVal, f: f64, h: Option<&FloatHistogram>) -> Result<(), String> {
+    match (e, h) {
+        (SeqVal::Value(ev), None) => {
+            if almost_equal(*ev, f) {
+                Ok(())
+            } else {
+                Err(format!("expected {ev} but got {f}"))
+            }
+        }
+        (SeqVal::Histogram(eh, hint_set), Some(ah)) => {
+            if histograms_match(eh, ah, *hint_set) {
+                Ok(())
+            } else {
+                Err(format!("expected histogram {eh:?} but got {ah:?}"))
+            }
+        }
+        (SeqVal::Value(ev), Some(ah)) => Err(format!("expected float {ev} but got histogram {ah}")),
+        (SeqVal::Histogram(eh, _), None) => {
+            Err(format!("expected histogram {eh} but got float {f}"))
+        }
+        (SeqVal::Omitted, _) => Err("unexpected omitted value".into()),
+    }
+}
+
 fn check_fail(cmd: &EvalCmd, err: &str) -> Result<(), String> {
     if let Some(m) = &cmd.fail_msg {
         if m != err {
@@ -649,33 +797,32 @@ fn compare(cmd: &EvalCmd, val: &QueryValue) -> Result<(), String> {
                     if ts > cmd.end {
                         return Err(format!("expected {} points for {}, but query time range cannot return this many points", vals.len(), s.labels));
                     }
-                    match v {
-                        SeqVal::Value(f) => exp.push((ts, *f)),
-                        SeqVal::Histogram => return Err("native histograms not supported".into()),
-                        SeqVal::Omitted => {}
+                    if !matches!(v, SeqVal::Omitted) {
+                        exp.push((ts, v));
                     }
                 }
-                if exp.len() != s.samples.len() {
+                // Floats and histograms are compared separately, like upstream.
+                let (ef, eh): (Vec<_>, Vec<_>) =
+                    exp.iter().partition(|(_, v)| matches!(v, SeqVal::Value(_)));
+                let (af, ah): (Vec<_>, Vec<_>) = s.samples.iter().partition(|p| p.h.is_none());
+                if ef.len() != af.len() || eh.len() != ah.len() {
                     return Err(format!(
-                        "expected {} points for {}, got {:?}",
-                        exp.len(),
+                        "expected {} float points and {} histogram points for {}, got {:?}",
+                        ef.len(),
+                        eh.len(),
                         s.labels,
                         s.samples
                     ));
                 }
-                for (e, a) in exp.iter().zip(s.samples.iter()) {
-                    if e.0 != a.t {
+                for ((t, e), a) in ef.iter().chain(eh.iter()).zip(af.iter().chain(ah.iter())) {
+                    if *t != a.t {
                         return Err(format!(
                             "expected timestamp {} for {}, got {}",
-                            e.0, s.labels, a.t
+                            t, s.labels, a.t
                         ));
                     }
-                    if !almost_equal(a.f, e.1) {
-                        return Err(format!(
-                            "expected {} at t={} for {}, got {}",
-                            e.1, a.t, s.labels, a.f
-                        ));
-                    }
+                    check_value(e, a.f, a.h.as_deref())
+                        .map_err(|m| format!("{m} at t={} for {}", a.t, s.labels))?;
                 }
             }
             let got: std::collections::HashSet<&Labels> = m.iter().map(|s| &s.labels).collect();
@@ -705,14 +852,12 @@ fn compare(cmd: &EvalCmd, val: &QueryValue) -> Result<(), String> {
                     ));
                 }
                 match vals.first() {
-                    Some(SeqVal::Value(f)) => {
-                        if !almost_equal(*f, s.f) {
-                            return Err(format!("expected {} for {} but got {}", f, s.labels, s.f));
-                        }
+                    Some(v @ (SeqVal::Value(_) | SeqVal::Histogram(..))) => {
+                        check_value(v, s.f, s.h.as_deref())
+                            .map_err(|m| format!("{m} for {}", s.labels))?
                     }
-                    Some(SeqVal::Histogram) => return Err("expected native histogram".into()),
                     _ => {
-                        if !almost_equal(0.0, s.f) {
+                        if s.h.is_some() || !almost_equal(0.0, s.f) {
                             return Err(format!("expected {} for {} but got {}", 0, s.labels, s.f));
                         }
                     }
@@ -864,6 +1009,7 @@ fn run_instant(
                 labels: s.labels.clone(),
                 t,
                 f: p.f,
+                h: p.h.clone(),
             });
         }
     }
@@ -935,6 +1081,40 @@ fn exec_eval(engine: &Engine, st: &MemoryStorage, cmd: &EvalCmd) -> Result<(), S
     Ok(())
 }
 
+/// The counter reset hint a TSDB head would hand back for a histogram appended after `prev`
+/// (a sample continuing a chunk reads back as `not_reset`; one that starts a chunk as
+/// `unknown`, or `reset` when a reset was detected).
+fn stored_hint(h: &FloatHistogram, prev: Option<&FloatHistogram>) -> CounterResetHint {
+    use CounterResetHint::*;
+    if h.counter_reset_hint == Gauge {
+        return Gauge;
+    }
+    let Some(p) = prev else {
+        return if h.counter_reset_hint == Reset {
+            Reset
+        } else {
+            Unknown
+        };
+    };
+    if h.counter_reset_hint == Reset {
+        return Reset;
+    }
+    if p.counter_reset_hint == Gauge {
+        return Unknown;
+    }
+    let mut hh = h.clone();
+    hh.counter_reset_hint = Unknown;
+    if hh.detect_reset(p) {
+        return Reset;
+    }
+    if h.uses_custom_buckets() != p.uses_custom_buckets()
+        || (h.uses_custom_buckets() && h.custom_values != p.custom_values)
+    {
+        return Unknown;
+    }
+    NotReset
+}
+
 /// Runs one script, returning per-eval results.
 pub fn run_script(input: &str) -> FileResult {
     let mut res = FileResult {
@@ -963,9 +1143,20 @@ pub fn run_script(input: &str) -> FileResult {
             Cmd::Clear => st.clear(),
             Cmd::Load(step, series) => {
                 for (labels, vals) in series {
+                    let mut prev: Option<FloatHistogram> = None;
                     for (i, v) in vals.iter().enumerate() {
-                        if let SeqVal::Value(f) = v {
-                            st.append(&labels, i as i64 * step, *f);
+                        match v {
+                            SeqVal::Value(f) => {
+                                st.append(&labels, i as i64 * step, *f);
+                                prev = None;
+                            }
+                            SeqVal::Histogram(h, _) => {
+                                let mut h = h.clone();
+                                h.counter_reset_hint = stored_hint(&h, prev.as_ref());
+                                prev = Some(h.clone());
+                                st.append_histogram(&labels, i as i64 * step, h);
+                            }
+                            SeqVal::Omitted => {}
                         }
                     }
                 }
