@@ -89,6 +89,8 @@ fn grouping_labels(l: &Labels, modifier: &Option<LabelModifier>) -> Labels {
 struct Group {
     seen: bool,
     h: Option<FloatHistogram>,
+    /// Incremental mean of histograms (for avg, used when the sum overflows).
+    hmean: Option<FloatHistogram>,
     has_float: bool,
     incompatible: bool,
     reset_seen: bool,
@@ -215,6 +217,7 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator, agg: &AggregateExpr, steps: Ste
             g.seen = false;
             g.values.clear();
             g.h = None;
+            g.hmean = None;
             g.has_float = false;
             g.incompatible = false;
             g.reset_seen = false;
@@ -246,6 +249,7 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator, agg: &AggregateExpr, steps: Ste
                 g.drop_name = input[si].drop_name;
                 g.has_float = smp.h.is_none();
                 g.h = smp.h.as_ref().map(|h| (**h).clone());
+                g.hmean = if op == "avg" { g.h.clone() } else { None };
                 match op.as_str() {
                     "stddev" | "stdvar" => {
                         g.value = if f.is_nan() || f.is_infinite() {
@@ -269,6 +273,17 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator, agg: &AggregateExpr, steps: Ste
                         g.count += 1.0;
                     }
                     if let Some(h) = &smp.h {
+                        if let Some(m) = g.hmean.as_mut() {
+                            let n = g.count;
+                            m.mul((n - 1.0) / n);
+                            let mut part = (**h).clone();
+                            part.div(n);
+                            if m.add(&part).is_err() {
+                                g.incompatible = true;
+                            }
+                        } else if op == "avg" && g.h.is_none() {
+                            g.hmean = Some((**h).clone());
+                        }
                         match g.h.as_mut() {
                             Some(acc) => {
                                 if !g.incompatible {
@@ -363,6 +378,13 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator, agg: &AggregateExpr, steps: Ste
                     if let Some(mut h) = g.h.take() {
                         if op == "avg" {
                             h.div(g.count);
+                            if !h.count.is_finite() || !h.sum.is_finite() {
+                                if let Some(m) = g.hmean.take() {
+                                    let hint = h.counter_reset_hint;
+                                    h = m;
+                                    h.counter_reset_hint = hint;
+                                }
+                            }
                         }
                         if g.reset_seen && g.not_reset_seen {
                             ev.annos

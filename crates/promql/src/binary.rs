@@ -109,6 +109,8 @@ pub(crate) struct ElemResult {
     pub f: f64,
     pub h: Option<Arc<FloatHistogram>>,
     pub keep: bool,
+    /// The operand types don't combine: no result at all, not even with `bool`.
+    pub incompatible: bool,
 }
 
 /// Applies an operator to two elements, either of which may be a histogram. Problems
@@ -123,11 +125,17 @@ pub(crate) fn elem_op(
         f: 0.0,
         h: None,
         keep: false,
+        incompatible: true,
     };
     match (lh, rh) {
         (None, None) => {
             let (f, keep) = apply(op, lf, rf);
-            ElemResult { f, h: None, keep }
+            ElemResult {
+                f,
+                h: None,
+                keep,
+                incompatible: false,
+            }
         }
         (None, Some(h)) => {
             if op == Op::Mul {
@@ -137,6 +145,7 @@ pub(crate) fn elem_op(
                     f: 0.0,
                     h: Some(Arc::new(n)),
                     keep: true,
+                    incompatible: false,
                 };
             }
             ev.annos.info(format!(
@@ -159,6 +168,7 @@ pub(crate) fn elem_op(
                     f: 0.0,
                     h: Some(Arc::new(n)),
                     keep: true,
+                    incompatible: false,
                 };
             }
             ev.annos.info(format!(
@@ -204,6 +214,7 @@ pub(crate) fn elem_op(
                             f: 0.0,
                             h: Some(Arc::new(n)),
                             keep: true,
+                            incompatible: false,
                         }
                     }
                 }
@@ -214,6 +225,7 @@ pub(crate) fn elem_op(
                     f: 0.0,
                     h: Some(a.clone()),
                     keep: if op == Op::Eq { eq } else { !eq },
+                    incompatible: false,
                 }
             }
             _ => {
@@ -327,6 +339,9 @@ fn vector_scalar(
             } else {
                 elem_op(ev, op, vecside, (sv, None))
             };
+            if r.incompatible {
+                continue;
+            }
             let (mut f, mut h) = (r.f, r.h);
             if op.is_comparison() && swap {
                 f = p.f;
@@ -524,6 +539,9 @@ impl Matcher<'_> {
         let op = self.op;
         let (a, b) = if self.swap { (rs, ls) } else { (ls, rs) };
         let res = elem_op(ev, op, (a.f, a.h.as_ref()), (b.f, b.h.as_ref()));
+        if res.incompatible {
+            return Ok(());
+        }
         let keep = res.keep;
         let (mut val, mut hv) = (res.f, res.h);
         if op.is_comparison() && !self.return_bool {

@@ -1355,7 +1355,13 @@ fn range_fn(name: &str, w: &[Sample], cx: &mut RangeCtx) -> Option<RangeOut> {
             }
             if nh > 0 {
                 let mut acc = (*w[0].h.clone().unwrap()).clone();
-                for p in &w[1..] {
+                let mut mean = acc.clone();
+                for (k, p) in w.iter().enumerate().skip(1) {
+                    let n = (k + 1) as f64;
+                    mean.mul((n - 1.0) / n);
+                    let mut part = (**p.h.as_ref().unwrap()).clone();
+                    part.div(n);
+                    let _ = mean.add(&part);
                     if acc.add(p.h.as_ref().unwrap()).is_err() {
                         cx.annos.warn(format!(
                             "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}",
@@ -1366,6 +1372,10 @@ fn range_fn(name: &str, w: &[Sample], cx: &mut RangeCtx) -> Option<RangeOut> {
                 }
                 if name == "avg_over_time" {
                     acc.div(w.len() as f64);
+                    if !acc.count.is_finite() || !acc.sum.is_finite() {
+                        mean.counter_reset_hint = acc.counter_reset_hint;
+                        acc = mean;
+                    }
                 }
                 acc.compact();
                 return Some((0.0, Some(acc)));

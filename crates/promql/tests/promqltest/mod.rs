@@ -465,7 +465,8 @@ impl EvalCmd {
 
 enum Cmd {
     Clear,
-    Load(i64, Vec<(Labels, Vec<SeqVal>)>),
+    /// Interval, series, and whether to also load classic histograms as NHCB.
+    Load(i64, Vec<(Labels, Vec<SeqVal>)>, bool),
     Eval(Box<EvalCmd>),
 }
 
@@ -546,7 +547,7 @@ fn parse_script(input: &str) -> Result<Vec<Cmd>, String> {
                 }
                 i += 1;
             }
-            cmds.push(Cmd::Load(step, series));
+            cmds.push(Cmd::Load(step, series, word == "load_with_nhcb"));
         } else if word.starts_with("eval") {
             let mut cmd = EvalCmd {
                 line: i + 1,
@@ -1081,6 +1082,84 @@ fn exec_eval(engine: &Engine, st: &MemoryStorage, cmd: &EvalCmd) -> Result<(), S
     Ok(())
 }
 
+/// Converts classic histogram series (`_bucket` with `le`, `_count`, `_sum`) into native
+/// histograms with custom buckets, like upstream's `load_with_nhcb`.
+fn nhcb_series(
+    series: &[(Labels, Vec<SeqVal>)],
+    step: i64,
+) -> Vec<(Labels, Vec<(i64, FloatHistogram)>)> {
+    #[derive(Default)]
+    struct Temp {
+        buckets: Vec<(f64, f64)>,
+        count: Option<f64>,
+        sum: f64,
+    }
+    let mut map: std::collections::BTreeMap<Labels, std::collections::BTreeMap<i64, Temp>> =
+        Default::default();
+    for (labels, vals) in series {
+        let name = labels.get("__name__").unwrap_or("");
+        let (kind, base) = if let Some(b) = name.strip_suffix("_bucket") {
+            (0, b)
+        } else if let Some(b) = name.strip_suffix("_count") {
+            (1, b)
+        } else if let Some(b) = name.strip_suffix("_sum") {
+            (2, b)
+        } else {
+            continue;
+        };
+        let le = if kind == 0 {
+            match labels.get("le").and_then(parse_number) {
+                Some(le) if !le.is_nan() => le,
+                _ => continue,
+            }
+        } else {
+            0.0
+        };
+        let key = labels.with("__name__", base).without(&["le"]);
+        let per_t = map.entry(key).or_default();
+        for (i, v) in vals.iter().enumerate() {
+            let SeqVal::Value(f) = v else { continue };
+            let t = per_t.entry(i as i64 * step).or_default();
+            match kind {
+                0 => t.buckets.push((le, *f)),
+                1 => t.count = Some(*f),
+                _ => t.sum = *f,
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (labels, per_t) in map {
+        let mut samples = Vec::new();
+        for (t, mut tmp) in per_t {
+            tmp.buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+            let count = tmp
+                .count
+                .unwrap_or_else(|| tmp.buckets.last().map(|b| b.1).unwrap_or(0.0));
+            if tmp.buckets.last().map(|b| b.0) != Some(f64::INFINITY) {
+                tmp.buckets.push((f64::INFINITY, count));
+            }
+            let mut h = FloatHistogram {
+                schema: promql::CUSTOM_BUCKETS_SCHEMA,
+                count,
+                sum: tmp.sum,
+                ..Default::default()
+            };
+            let mut prev = 0.0;
+            for (i, (le, c)) in tmp.buckets.iter().enumerate() {
+                h.positive.push((i as i32, c - prev));
+                prev = *c;
+                if le.is_finite() {
+                    h.custom_values.push(*le);
+                }
+            }
+            h.compact();
+            samples.push((t, h));
+        }
+        out.push((labels, samples));
+    }
+    out
+}
+
 /// The counter reset hint a TSDB head would hand back for a histogram appended after `prev`
 /// (a sample continuing a chunk reads back as `not_reset`; one that starts a chunk as
 /// `unknown`, or `reset` when a reset was detected).
@@ -1141,7 +1220,17 @@ pub fn run_script(input: &str) -> FileResult {
     for c in cmds {
         match c {
             Cmd::Clear => st.clear(),
-            Cmd::Load(step, series) => {
+            Cmd::Load(step, series, with_nhcb) => {
+                if with_nhcb {
+                    for (labels, samples) in nhcb_series(&series, step) {
+                        let mut prev: Option<FloatHistogram> = None;
+                        for (t, mut h) in samples {
+                            h.counter_reset_hint = stored_hint(&h, prev.as_ref());
+                            prev = Some(h.clone());
+                            st.append_histogram(&labels, t, h);
+                        }
+                    }
+                }
                 for (labels, vals) in series {
                     let mut prev: Option<FloatHistogram> = None;
                     for (i, v) in vals.iter().enumerate() {
