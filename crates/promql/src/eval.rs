@@ -434,9 +434,25 @@ impl Evaluator<'_> {
             }],
             _ => return Err(eval_err("subquery is only allowed on instant vector")),
         };
+        // Counter reset hints of subquery output can't be trusted (samples may be skipped or
+        // repeated), so claims of (no) reset become unknown.
         let series = series
             .into_iter()
             .filter(|s| !s.points.is_empty())
+            .map(|mut s| {
+                for p in s.points.iter_mut() {
+                    if let Some(h) = &p.h {
+                        if matches!(
+                            h.counter_reset_hint,
+                            crate::histogram::CounterResetHint::Reset
+                                | crate::histogram::CounterResetHint::NotReset
+                        ) {
+                            p.h = Some(std::sync::Arc::new(h.with_unknown_reset_hint()));
+                        }
+                    }
+                }
+                s
+            })
             .collect();
         Ok(RangeInput {
             series,
