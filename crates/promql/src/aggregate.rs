@@ -130,7 +130,10 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator, agg: &AggregateExpr, steps: Ste
             _ => return Err(eval_err("count_values needs a string parameter")),
         };
         if !crate::functions::valid_label_name(&label) {
-            return Err(eval_err(format!("invalid label name {label:?}")));
+            return Err(eval_err(format!(
+                "invalid label name {}",
+                crate::parser::go_quote(&label)
+            )));
         }
         let input = match ev.eval(&agg.expr, steps, &hint)? {
             Val::Vector(v) => v,

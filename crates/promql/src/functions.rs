@@ -585,9 +585,9 @@ pub(crate) fn eval_call(
     }
 }
 
-/// A label name must be non-empty valid UTF-8 (the parser turns invalid bytes into U+FFFD).
+/// A label name must be non-empty valid UTF-8.
 pub(crate) fn valid_label_name(s: &str) -> bool {
-    !s.is_empty() && !s.contains('\u{fffd}')
+    !s.is_empty() && !crate::parser::has_invalid_bytes(s)
 }
 
 fn go_max(a: f64, b: f64) -> f64 {
@@ -1320,12 +1320,18 @@ fn range_fn(name: &str, w: &[Sample], cx: &mut RangeCtx) -> Option<RangeOut> {
                         ));
                     }
                     if !is_rate || !hb.detect_reset(ha) {
-                        if r.sub(ha).is_err() {
-                            cx.annos.warn(format!(
-                                "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}",
-                                cx.metric
-                            ));
-                            return None;
+                        match r.sub(ha) {
+                            Err(_) => {
+                                cx.annos.warn(format!(
+                                    "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}",
+                                    cx.metric
+                                ));
+                                return None;
+                            }
+                            Ok((_, true)) => cx.annos.info(
+                                "mismatched custom buckets were reconciled during subtraction",
+                            ),
+                            Ok(_) => {}
                         }
                     }
                     r.counter_reset_hint = CounterResetHint::Gauge;

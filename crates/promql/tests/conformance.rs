@@ -8,7 +8,8 @@ mod promqltest;
 
 use std::path::PathBuf;
 
-/// Files behind experimental feature flags upstream (reported, not required).
+/// Files behind experimental feature flags upstream, plus the two native-histogram files
+/// (reported and ratcheted, not required to pass in full). Every other file must pass in full.
 const EXPERIMENTAL: &[&str] = &[
     "duration_expression.test",
     "extended_vectors.test",
@@ -21,21 +22,21 @@ const EXPERIMENTAL: &[&str] = &[
     "histograms.test",
 ];
 
-/// The ratchet: evals of each file that passed when last recorded.
+/// The ratchet: evals of each file that passed when last recorded (a file may not drop below).
 const MIN_PASSED: &[(&str, usize)] = &[
-    ("aggregators.test", 159),
+    ("aggregators.test", 160),
     ("at_modifier.test", 71),
     ("collision.test", 2),
     ("duration_expression.test", 8),
     ("extended_vectors.test", 34),
     ("fill-modifier.test", 46),
-    ("functions.test", 429),
+    ("functions.test", 431),
     ("histograms.test", 139),
     ("info.test", 1),
     ("limit.test", 37),
     ("literals.test", 25),
     ("name_label_dropping.test", 30),
-    ("native_histograms.test", 362),
+    ("native_histograms.test", 364),
     ("operators.test", 213),
     ("range_queries.test", 18),
     ("selectors.test", 31),
@@ -89,6 +90,12 @@ fn promql_conformance() {
                     println!("    {fl}");
                 }
             }
+        }
+        if !exp && r.passed != r.total {
+            regressions.push(format!(
+                "{name}: {} of {} passed; must pass in full",
+                r.passed, r.total
+            ));
         }
         let min = MIN_PASSED
             .iter()
