@@ -562,18 +562,7 @@ pub(crate) fn eval_call(
         "histogram_fraction" => {
             let lo = scalar_arg(ev, args[0], steps)?;
             let hi = scalar_arg(ev, args[1], steps)?;
-            let mut v = vector_arg(ev, args[2], steps, &fhint)?;
-            for s in &mut v {
-                s.drop_name = true;
-                s.points.retain(|p| p.h.is_some());
-                for p in &mut s.points {
-                    let h = p.h.take().unwrap();
-                    let i = steps.idx(p.t);
-                    p.f = h.fraction(lo[i], hi[i]);
-                }
-            }
-            v.retain(|s| !s.points.is_empty());
-            Ok(Val::Vector(v))
+            histogram_bucket_fn(ev, BucketFn::Fraction(lo, hi), args[2], steps, &fhint)
         }
         _ => {
             if let Some(f) = simple_math(name) {
@@ -630,6 +619,12 @@ fn merge_same_labels(v: Vec<Series>) -> Result<Vec<Series>> {
     Ok(out)
 }
 
+/// What a histogram function computes from buckets (classic or native).
+enum BucketFn {
+    Quantile(Vec<f64>),
+    Fraction(Vec<f64>, Vec<f64>),
+}
+
 fn histogram_quantile(
     ev: &mut Evaluator,
     qe: &Expr,
@@ -638,6 +633,16 @@ fn histogram_quantile(
     hint: &HintCtx,
 ) -> Result<Val> {
     let qs = scalar_arg(ev, qe, steps)?;
+    histogram_bucket_fn(ev, BucketFn::Quantile(qs), ve, steps, hint)
+}
+
+fn histogram_bucket_fn(
+    ev: &mut Evaluator,
+    kind: BucketFn,
+    ve: &Expr,
+    steps: Steps,
+    hint: &HintCtx,
+) -> Result<Val> {
     let v = vector_arg(ev, ve, steps, hint)?;
     // Group series by labels without `le`.
     let mut groups: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
@@ -680,7 +685,10 @@ fn histogram_quantile(
         if cur.buf.is_empty() {
             continue;
         }
-        let q = qs[i];
+        let q = match &kind {
+            BucketFn::Quantile(qs) => qs[i],
+            BucketFn::Fraction(..) => 0.5,
+        };
         if !warned_q && (q.is_nan() || !(0.0..=1.0).contains(&q)) {
             ev.annos.warn(format!(
                 "quantile value should be between 0 and 1, got {}",
@@ -724,13 +732,20 @@ fn histogram_quantile(
                 .find(|p| p.t == t)
                 .and_then(|p| p.h.clone())
                 .unwrap();
-            out.push(&v[si].labels, t, h.quantile(q), true)?;
+            let val = match &kind {
+                BucketFn::Quantile(_) => h.quantile(q),
+                BucketFn::Fraction(lo, hi) => h.fraction(lo[i], hi[i]),
+            };
+            out.push(&v[si].labels, t, val, true)?;
         }
         for (gi, b) in buckets.iter_mut().enumerate() {
             if b.is_empty() {
                 continue;
             }
-            let (val, forced) = bucket_quantile(q, b);
+            let (val, forced) = match &kind {
+                BucketFn::Quantile(_) => bucket_quantile(q, b),
+                BucketFn::Fraction(lo, hi) => (bucket_fraction(lo[i], hi[i], b), false),
+            };
             if forced {
                 let name = group_labels[gi].get("__name__").unwrap_or("");
                 let mut msg = "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile)".to_string();
@@ -847,6 +862,77 @@ fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> (f64, bool) {
         start + (end - start) * (rank / count)
     };
     (v, forced)
+}
+
+/// Fraction of observations between `lower` and `upper` from classic buckets.
+fn bucket_fraction(lower: f64, upper: f64, buckets: &mut [(f64, f64)]) -> f64 {
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(Ordering::Equal));
+    if buckets.last().map(|b| b.0) != Some(f64::INFINITY) {
+        return f64::NAN;
+    }
+    let mut co: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+    for &(ub, c) in buckets.iter() {
+        match co.last_mut() {
+            Some(last) if last.0 == ub => last.1 += c,
+            _ => co.push((ub, c)),
+        }
+    }
+    let count = co[co.len() - 1].1;
+    if count == 0.0 || lower.is_nan() || upper.is_nan() {
+        return f64::NAN;
+    }
+    if lower >= upper {
+        return 0.0;
+    }
+    let (mut rank, mut lower_rank, mut upper_rank) = (0.0, 0.0, 0.0);
+    let (mut lower_set, mut upper_set) = (false, false);
+    let mut lower_bound = if co[0].0 <= 0.0 {
+        f64::NEG_INFINITY
+    } else {
+        0.0
+    };
+    for i in 0..co.len() {
+        if i > 0 {
+            lower_bound = co[i - 1].0;
+        }
+        let (upper_bound, bc) = co[i];
+        let interp = |v: f64, rank: f64| -> f64 {
+            if lower_bound == f64::NEG_INFINITY {
+                return bc;
+            }
+            rank + (bc - rank) * (v - lower_bound) / (upper_bound - lower_bound)
+        };
+        if !lower_set && lower_bound >= lower {
+            lower_rank = rank;
+            lower_set = true;
+        }
+        if !upper_set && lower_bound >= upper {
+            upper_rank = rank;
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        if !lower_set && lower_bound < lower && upper_bound > lower {
+            lower_rank = interp(lower, rank);
+            lower_set = true;
+        }
+        if !upper_set && lower_bound < upper && upper_bound > upper {
+            upper_rank = interp(upper, rank);
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        rank = bc;
+    }
+    if !lower_set || lower_rank > count {
+        lower_rank = count;
+    }
+    if !upper_set || upper_rank > count {
+        upper_rank = count;
+    }
+    (upper_rank - lower_rank) / count
 }
 
 fn linear_regression(points: &[Sample], intercept_t: i64) -> (f64, f64) {

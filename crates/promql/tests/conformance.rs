@@ -31,7 +31,7 @@ const MIN_PASSED: &[(&str, usize)] = &[
     ("extended_vectors.test", 34),
     ("fill-modifier.test", 46),
     ("functions.test", 431),
-    ("histograms.test", 139),
+    ("histograms.test", 170),
     ("info.test", 1),
     ("limit.test", 37),
     ("literals.test", 25),
