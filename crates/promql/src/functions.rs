@@ -559,6 +559,32 @@ pub(crate) fn eval_call(
             v.retain(|s| !s.points.is_empty());
             Ok(Val::Vector(v))
         }
+        "histogram_quantiles" => {
+            let label = string_arg(args[1])?;
+            let mut out = OutputBuilder::new();
+            for qa in &args[2..] {
+                let qs = scalar_arg(ev, qa, steps)?;
+                let Val::Vector(res) = histogram_bucket_fn(
+                    ev,
+                    BucketFn::Quantile(qs.clone()),
+                    args[0],
+                    steps,
+                    &fhint,
+                )?
+                else {
+                    continue;
+                };
+                for s in res {
+                    for p in s.points {
+                        let l = s
+                            .labels
+                            .with(&label, &openmetrics_float(qs[steps.idx(p.t)]));
+                        out.push_sample(&l, p, true)?;
+                    }
+                }
+            }
+            Ok(Val::Vector(out.series))
+        }
         "histogram_fraction" => {
             let lo = scalar_arg(ev, args[0], steps)?;
             let hi = scalar_arg(ev, args[1], steps)?;
@@ -682,9 +708,6 @@ fn histogram_bucket_fn(
     for i in 0..steps.len() {
         let t = steps.ts(i);
         cur.advance(&v, t);
-        if cur.buf.is_empty() {
-            continue;
-        }
         let q = match &kind {
             BucketFn::Quantile(qs) => qs[i],
             BucketFn::Fraction(..) => 0.5,
@@ -695,6 +718,9 @@ fn histogram_bucket_fn(
                 go_g(q)
             ));
             warned_q = true;
+        }
+        if cur.buf.is_empty() {
+            continue;
         }
         for b in buckets.iter_mut() {
             b.clear();
@@ -862,6 +888,16 @@ fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> (f64, bool) {
         start + (end - start) * (rank / count)
     };
     (v, forced)
+}
+
+/// Formats like Prometheus' `FormatOpenMetricsFloat` (integral values get `.0`).
+fn openmetrics_float(f: f64) -> String {
+    let s = go_g(f);
+    if f.is_finite() && f == f.floor() && !s.contains(['.', 'e']) {
+        format!("{s}.0")
+    } else {
+        s
+    }
 }
 
 /// Fraction of observations between `lower` and `upper` from classic buckets.
