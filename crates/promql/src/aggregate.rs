@@ -393,9 +393,6 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator, agg: &AggregateExpr, steps: Ste
                             ev.annos
                                 .warn("conflicting counter resets during histogram aggregation");
                         }
-                        if h.counter_reset_hint != CounterResetHint::Gauge {
-                            h.counter_reset_hint = CounterResetHint::Unknown;
-                        }
                         h.compact();
                         hv = Some(h);
                         0.0

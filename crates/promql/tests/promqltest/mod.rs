@@ -1162,7 +1162,7 @@ fn nhcb_series(
 
 /// The counter reset hint a TSDB head would hand back for a histogram appended after `prev`
 /// (a sample continuing a chunk reads back as `not_reset`; one that starts a chunk as
-/// `unknown`, or `reset` when a reset was detected).
+/// `unknown`, or `reset` when the hint was given explicitly).
 fn stored_hint(h: &FloatHistogram, prev: Option<&FloatHistogram>) -> CounterResetHint {
     use CounterResetHint::*;
     if h.counter_reset_hint == Gauge {
@@ -1184,7 +1184,9 @@ fn stored_hint(h: &FloatHistogram, prev: Option<&FloatHistogram>) -> CounterRese
     let mut hh = h.clone();
     hh.counter_reset_hint = Unknown;
     if hh.detect_reset(p) {
-        return Reset;
+        // A detected reset starts a new chunk, whose first sample reads back as unknown
+        // (prometheus/prometheus#15346).
+        return Unknown;
     }
     if h.uses_custom_buckets() != p.uses_custom_buckets()
         || (h.uses_custom_buckets() && h.custom_values != p.custom_values)
