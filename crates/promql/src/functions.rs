@@ -758,9 +758,35 @@ fn histogram_bucket_fn(
                 .find(|p| p.t == t)
                 .and_then(|p| p.h.clone())
                 .unwrap();
+            let name = v[si].labels.get("__name__").unwrap_or("");
+            let suffix = if name.is_empty() {
+                String::new()
+            } else {
+                format!(" for metric name {name:?}")
+            };
             let val = match &kind {
-                BucketFn::Quantile(_) => h.quantile(q),
-                BucketFn::Fraction(lo, hi) => h.fraction(lo[i], hi[i]),
+                BucketFn::Quantile(_) => {
+                    let (val, info) = h.quantile_with_info(q);
+                    match info {
+                        Some(true) => ev.annos.info(format!(
+                            "input to histogram_quantile has NaN observations, result is NaN{suffix}"
+                        )),
+                        Some(false) => ev.annos.info(format!(
+                            "input to histogram_quantile has NaN observations, result is skewed higher{suffix}"
+                        )),
+                        None => {}
+                    }
+                    val
+                }
+                BucketFn::Fraction(lo, hi) => {
+                    let (val, nans) = h.fraction_with_info(lo[i], hi[i]);
+                    if nans {
+                        ev.annos.info(format!(
+                            "input to histogram_fraction has NaN observations, which are excluded from all fractions{suffix}"
+                        ));
+                    }
+                    val
+                }
             };
             out.push(&v[si].labels, t, val, true)?;
         }

@@ -445,14 +445,24 @@ impl FloatHistogram {
 
     /// The φ-quantile estimated from the buckets.
     pub fn quantile(&self, q: f64) -> f64 {
+        self.quantile_with_info(q).0
+    }
+
+    /// The φ-quantile, plus a note when NaN observations made it NaN (`Some(true)`) or skewed
+    /// it (`Some(false)`).
+    pub fn quantile_with_info(&self, q: f64) -> (f64, Option<bool>) {
+        self.quantile_inner(q)
+    }
+
+    fn quantile_inner(&self, q: f64) -> (f64, Option<bool>) {
         if q < 0.0 {
-            return f64::NEG_INFINITY;
+            return (f64::NEG_INFINITY, None);
         }
         if q > 1.0 {
-            return f64::INFINITY;
+            return (f64::INFINITY, None);
         }
         if self.count == 0.0 || q.is_nan() {
-            return f64::NAN;
+            return (f64::NAN, None);
         }
         let forward = self.sum.is_nan() || q < 0.5;
         let mut buckets = self.all_buckets();
@@ -472,13 +482,15 @@ impl FloatHistogram {
             upper_inclusive: false,
             count: 0.0,
         };
-        for b in &buckets {
+        let mut stop = buckets.len();
+        for (k, b) in buckets.iter().enumerate() {
             if b.count == 0.0 {
                 continue;
             }
             bucket = *b;
             count += b.count;
             if count >= rank {
+                stop = k + 1;
                 break;
             }
         }
@@ -491,11 +503,11 @@ impl FloatHistogram {
         } else if self.uses_custom_buckets() {
             if bucket.lower == f64::NEG_INFINITY {
                 if bucket.upper <= 0.0 {
-                    return bucket.upper;
+                    return (bucket.upper, None);
                 }
                 bucket.lower = 0.0;
             } else if bucket.upper == f64::INFINITY {
-                return bucket.lower;
+                return (bucket.lower, None);
             }
         }
         if count > self.count {
@@ -503,40 +515,63 @@ impl FloatHistogram {
         }
         if count < rank {
             if self.sum.is_nan() {
-                return f64::NAN;
+                return (f64::NAN, Some(true));
             }
-            return bucket.upper;
+            return (bucket.upper, None);
         }
         if forward {
             rank -= count - bucket.count;
         } else {
             rank = count - rank;
         }
+        let mut info = None;
+        if self.sum.is_nan() {
+            let total: f64 = count
+                + buckets[stop.min(buckets.len())..]
+                    .iter()
+                    .map(|b| b.count)
+                    .sum::<f64>();
+            if total < self.count {
+                info = Some(false);
+            }
+        }
         let fraction = rank / bucket.count;
         if self.uses_custom_buckets() || (bucket.lower <= 0.0 && bucket.upper >= 0.0) {
-            return bucket.lower + (bucket.upper - bucket.lower) * fraction;
+            return (
+                bucket.lower + (bucket.upper - bucket.lower) * fraction,
+                info,
+            );
         }
         let ll = bucket.lower.abs().log2();
         let lu = bucket.upper.abs().log2();
-        if bucket.lower > 0.0 {
+        let v = if bucket.lower > 0.0 {
             (ll + (lu - ll) * fraction).exp2()
         } else {
             -(lu + (ll - lu) * (1.0 - fraction)).exp2()
-        }
+        };
+        (v, info)
     }
 
     /// Estimated fraction of observations between `lower` and `upper`.
     pub fn fraction(&self, lower: f64, upper: f64) -> f64 {
+        self.fraction_with_info(lower, upper).0
+    }
+
+    /// The fraction, plus whether NaN observations were excluded.
+    pub fn fraction_with_info(&self, lower: f64, upper: f64) -> (f64, bool) {
         if self.count == 0.0 || lower.is_nan() || upper.is_nan() {
-            return f64::NAN;
+            return (f64::NAN, false);
         }
         if lower >= upper {
-            return 0.0;
+            return (0.0, false);
         }
         let (mut rank, mut lower_rank, mut upper_rank) = (0.0, 0.0, 0.0);
         let (mut lower_set, mut upper_set) = (false, false);
         let mut count = 0.0;
-        for mut b in self.all_buckets() {
+        let all = self.all_buckets();
+        let mut stop = all.len();
+        for (k, mut b) in all.iter().copied().enumerate() {
+            stop = k + 1;
             count += b.count;
             let mut zero = false;
             if b.lower <= 0.0 && b.upper >= 0.0 {
@@ -578,7 +613,14 @@ impl FloatHistogram {
             }
             rank += b.count;
         }
-        if !self.sum.is_nan() {
+        let mut nans = false;
+        if self.sum.is_nan() {
+            count += all[stop.min(all.len())..]
+                .iter()
+                .map(|b| b.count)
+                .sum::<f64>();
+            nans = count < self.count;
+        } else {
             count = self.count;
         }
         if !lower_set || lower_rank > count {
@@ -587,7 +629,7 @@ impl FloatHistogram {
         if !upper_set || upper_rank > count {
             upper_rank = count;
         }
-        (upper_rank - lower_rank) / self.count
+        ((upper_rank - lower_rank) / self.count, nans)
     }
 
     /// Estimated variance of the observations.
