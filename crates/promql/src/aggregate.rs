@@ -1,0 +1,653 @@
+//! Aggregation operators: sum, avg, min, max, count, group, stddev, stdvar, quantile,
+//! count_values, topk, bottomk, limitk, limit_ratio, with `by` / `without`.
+
+use std::collections::HashMap;
+
+use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
+use tsdb::Labels;
+
+use crate::error::Result;
+use crate::eval::{eval_err, Evaluator, HintCtx, OutputBuilder, Series, StepCursor, Steps, Val};
+use std::sync::Arc;
+
+use crate::histogram::{CounterResetHint, FloatHistogram};
+use crate::storage::Sample;
+
+/// Neumaier-compensated addition: returns the new sum and compensation.
+pub(crate) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    if t.is_infinite() {
+        (t, 0.0)
+    } else if sum.abs() >= inc.abs() {
+        (t, c + ((sum - t) + inc))
+    } else {
+        (t, c + ((inc - t) + sum))
+    }
+}
+
+/// The φ-quantile of `values` (sorted in place), as Prometheus computes it.
+pub(crate) fn quantile(q: f64, values: &mut [f64]) -> f64 {
+    if values.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    values.sort_by(|a, b| {
+        if a.is_nan() && !b.is_nan() {
+            std::cmp::Ordering::Less
+        } else if b.is_nan() && !a.is_nan() {
+            std::cmp::Ordering::Greater
+        } else {
+            a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal)
+        }
+    });
+    let n = values.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (lower + 1.0).min(n - 1.0);
+    let w = rank - rank.floor();
+    values[lower as usize] * (1.0 - w) + values[upper as usize] * w
+}
+
+/// Formats a float like Go's `strconv.FormatFloat(f, 'f', -1, 64)`.
+pub(crate) fn format_float(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f == f64::INFINITY {
+        "+Inf".into()
+    } else if f == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        let s = format!("{f}");
+        s
+    }
+}
+
+fn grouping_labels(l: &Labels, modifier: &Option<LabelModifier>) -> Labels {
+    match modifier {
+        None => Labels::default(),
+        Some(LabelModifier::Include(names)) => Labels::from_sorted(
+            l.iter()
+                .filter(|x| names.labels.iter().any(|n| n == &*x.name))
+                .cloned()
+                .collect(),
+        ),
+        Some(LabelModifier::Exclude(names)) => Labels::from_sorted(
+            l.iter()
+                .filter(|x| &*x.name != "__name__" && !names.labels.iter().any(|n| n == &*x.name))
+                .cloned()
+                .collect(),
+        ),
+    }
+}
+
+#[derive(Clone, Default)]
+struct Group {
+    seen: bool,
+    h: Option<FloatHistogram>,
+    /// Incremental mean of histograms (for avg, used when the sum overflows).
+    hmean: Option<FloatHistogram>,
+    has_float: bool,
+    incompatible: bool,
+    reset_seen: bool,
+    not_reset_seen: bool,
+    value: f64,
+    comp: f64,
+    mean: f64,
+    count: f64,
+    incremental: bool,
+    drop_name: bool,
+    values: Vec<f64>,
+}
+
+fn param_values(ev: &mut Evaluator, p: &Expr, steps: Steps) -> Result<Vec<f64>> {
+    match ev.eval(p, steps, &HintCtx::default())? {
+        Val::Scalar(v) => Ok(v),
+        _ => Err(eval_err("expected scalar aggregation parameter")),
+    }
+}
+
+pub(crate) fn eval_aggregate(ev: &mut Evaluator, agg: &AggregateExpr, steps: Steps) -> Result<Val> {
+    let op = agg.op.to_string();
+    let hint = HintCtx {
+        func: None,
+        grouping: agg
+            .modifier
+            .as_ref()
+            .map(|m| (m.is_include(), m.labels().labels.clone())),
+    };
+    if op == "count_values" {
+        let mut pe = agg.param.as_deref();
+        while let Some(Expr::Paren(p)) = pe {
+            pe = Some(&*p.expr);
+        }
+        let label = match pe {
+            Some(Expr::StringLiteral(s)) => s.val.clone(),
+            _ => return Err(eval_err("count_values needs a string parameter")),
+        };
+        if !crate::functions::valid_label_name(&label) {
+            return Err(eval_err(format!(
+                "invalid label name {}",
+                crate::parser::go_quote(&label)
+            )));
+        }
+        let input = match ev.eval(&agg.expr, steps, &hint)? {
+            Val::Vector(v) => v,
+            _ => return Err(eval_err("expected instant vector in aggregation")),
+        };
+        return Ok(Val::Vector(count_values(
+            &input,
+            &agg.modifier,
+            &label,
+            steps,
+        )?));
+    }
+    let params = match &agg.param {
+        Some(p) if op != "count_values" => Some(param_values(ev, p, steps)?),
+        _ => None,
+    };
+    let input = match ev.eval(&agg.expr, steps, &hint)? {
+        Val::Vector(v) => v,
+        _ => return Err(eval_err("expected instant vector in aggregation")),
+    };
+    match op.as_str() {
+        "topk" | "bottomk" | "limitk" | "limit_ratio" => {
+            return Ok(Val::Vector(aggregate_k(
+                ev,
+                &op,
+                &input,
+                &agg.modifier,
+                params.as_deref().unwrap_or(&[]),
+                steps,
+            )?))
+        }
+        "quantile" => {
+            if let Some(ps) = &params {
+                let mut warned = false;
+                for &q in ps {
+                    if !warned && (q.is_nan() || !(0.0..=1.0).contains(&q)) {
+                        ev.annos.warn(format!(
+                            "quantile value should be between 0 and 1, got {}",
+                            crate::functions::go_g(q)
+                        ));
+                        warned = true;
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+
+    // Assign groups.
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut group_labels: Vec<Labels> = Vec::new();
+    let series_group: Vec<usize> = input
+        .iter()
+        .map(|s| {
+            let g = grouping_labels(&s.labels, &agg.modifier);
+            let n = group_labels.len();
+            *index.entry(g.clone()).or_insert_with(|| {
+                group_labels.push(g);
+                n
+            })
+        })
+        .collect();
+    let mut out: Vec<Series> = group_labels
+        .into_iter()
+        .map(|labels| Series {
+            labels,
+            points: Vec::new(),
+            drop_name: false,
+        })
+        .collect();
+    let mut groups: Vec<Group> = vec![Group::default(); out.len()];
+    let mut cur = StepCursor::new(input.len());
+    let ignores_histograms = matches!(
+        op.as_str(),
+        "min" | "max" | "stddev" | "stdvar" | "quantile"
+    );
+    for i in 0..steps.len() {
+        let t = steps.ts(i);
+        cur.advance(&input, t);
+        if cur.buf.is_empty() {
+            continue;
+        }
+        for g in groups.iter_mut() {
+            g.seen = false;
+            g.values.clear();
+            g.h = None;
+            g.hmean = None;
+            g.has_float = false;
+            g.incompatible = false;
+            g.reset_seen = false;
+            g.not_reset_seen = false;
+        }
+        for &(si, pi) in &cur.buf {
+            let smp = &input[si].points[pi];
+            let f = smp.f;
+            if smp.h.is_some() && ignores_histograms {
+                ev.annos
+                    .info(format!("ignored histogram in {op} aggregation"));
+                continue;
+            }
+            let g = &mut groups[series_group[si]];
+            if let Some(h) = &smp.h {
+                match h.counter_reset_hint {
+                    CounterResetHint::Reset => g.reset_seen = true,
+                    CounterResetHint::NotReset => g.not_reset_seen = true,
+                    _ => {}
+                }
+            }
+            if !g.seen {
+                g.seen = true;
+                g.value = f;
+                g.mean = f;
+                g.comp = 0.0;
+                g.count = 1.0;
+                g.incremental = false;
+                g.drop_name = input[si].drop_name;
+                g.has_float = smp.h.is_none();
+                g.h = smp.h.as_ref().map(|h| (**h).clone());
+                g.hmean = if op == "avg" { g.h.clone() } else { None };
+                match op.as_str() {
+                    "stddev" | "stdvar" => {
+                        g.value = if f.is_nan() || f.is_infinite() {
+                            f64::NAN
+                        } else {
+                            0.0
+                        };
+                    }
+                    "group" => g.value = 1.0,
+                    "quantile" => g.values.push(f),
+                    _ => {}
+                }
+                continue;
+            }
+            if input[si].drop_name {
+                g.drop_name = true;
+            }
+            match op.as_str() {
+                "sum" | "avg" => {
+                    if op == "avg" {
+                        g.count += 1.0;
+                    }
+                    if let Some(h) = &smp.h {
+                        if let Some(m) = g.hmean.as_mut() {
+                            let n = g.count;
+                            m.mul((n - 1.0) / n);
+                            let mut part = (**h).clone();
+                            part.div(n);
+                            if m.add(&part).is_err() {
+                                g.incompatible = true;
+                            }
+                        } else if op == "avg" && g.h.is_none() {
+                            g.hmean = Some((**h).clone());
+                        }
+                        match g.h.as_mut() {
+                            Some(acc) => {
+                                if !g.incompatible {
+                                    match acc.add(h) {
+                                        Ok((_, reconciled)) => {
+                                            if reconciled {
+                                                ev.annos.info("mismatched custom buckets were reconciled during aggregation");
+                                            }
+                                        }
+                                        Err(_) => g.incompatible = true,
+                                    }
+                                }
+                            }
+                            None => g.h = Some((**h).clone()),
+                        }
+                        continue;
+                    }
+                    g.has_float = true;
+                    if op == "sum" {
+                        let (v, c) = kahan_inc(f, g.value, g.comp);
+                        g.value = v;
+                        g.comp = c;
+                        continue;
+                    }
+                    // avg over floats, switching to an incremental mean on overflow.
+                    let n = g.count;
+                    if !g.incremental {
+                        let (v, c) = kahan_inc(f, g.value, g.comp);
+                        if !v.is_infinite() {
+                            g.value = v;
+                            g.comp = c;
+                            continue;
+                        }
+                        g.incremental = true;
+                        g.mean = g.value / (n - 1.0);
+                        g.comp /= n - 1.0;
+                    }
+                    let q = (n - 1.0) / n;
+                    let (m, c) = kahan_inc(f / n, q * g.mean, q * g.comp);
+                    g.mean = m;
+                    g.comp = c;
+                }
+                "max" => {
+                    if g.value < f || g.value.is_nan() {
+                        g.value = f;
+                    }
+                }
+                "min" => {
+                    if g.value > f || g.value.is_nan() {
+                        g.value = f;
+                    }
+                }
+                "count" => g.count += 1.0,
+                "group" => {}
+                "stddev" | "stdvar" => {
+                    if f.is_nan() || f.is_infinite() {
+                        g.value = f64::NAN;
+                    } else {
+                        g.count += 1.0;
+                        let delta = f - g.mean;
+                        g.mean += delta / g.count;
+                        g.value += delta * (f - g.mean);
+                    }
+                }
+                "quantile" => g.values.push(f),
+                other => return Err(eval_err(format!("unsupported aggregation {other}"))),
+            }
+        }
+        for (gi, g) in groups.iter_mut().enumerate() {
+            if !g.seen {
+                continue;
+            }
+            let mut hv: Option<FloatHistogram> = None;
+            let v = match op.as_str() {
+                "sum" | "avg" => {
+                    if g.h.is_some() && g.has_float {
+                        let name = input
+                            .iter()
+                            .zip(series_group.iter())
+                            .find(|(_, sg)| **sg == gi)
+                            .and_then(|(s, _)| s.labels.get("__name__").map(|x| x.to_string()))
+                            .unwrap_or_default();
+                        let _ = name;
+                        ev.annos
+                            .warn("encountered a mix of histograms and floats for aggregation");
+                        continue;
+                    }
+                    if g.incompatible {
+                        ev.annos.warn("vector contains a mix of histograms with exponential and custom buckets schemas for metric name \"\"");
+                        continue;
+                    }
+                    if let Some(mut h) = g.h.take() {
+                        if op == "avg" {
+                            h.div(g.count);
+                            if !h.count.is_finite() || !h.sum.is_finite() {
+                                if let Some(m) = g.hmean.take() {
+                                    let hint = h.counter_reset_hint;
+                                    h = m;
+                                    h.counter_reset_hint = hint;
+                                }
+                            }
+                        }
+                        if g.reset_seen && g.not_reset_seen {
+                            ev.annos
+                                .warn("conflicting counter resets during histogram aggregation");
+                        }
+                        h.compact();
+                        hv = Some(h);
+                        0.0
+                    } else if op == "sum" {
+                        g.value + g.comp
+                    } else if g.incremental {
+                        g.mean + g.comp
+                    } else {
+                        g.value / g.count + g.comp / g.count
+                    }
+                }
+                "count" => g.count,
+                "stdvar" => g.value / g.count,
+                "stddev" => (g.value / g.count).sqrt(),
+                "quantile" => {
+                    let q = params.as_ref().map(|p| p[i]).unwrap_or(f64::NAN);
+                    quantile(q, &mut g.values)
+                }
+                _ => g.value,
+            };
+            out[gi].points.push(Sample {
+                t,
+                f: v,
+                h: hv.map(Arc::new),
+            });
+            if g.drop_name {
+                out[gi].drop_name = true;
+            }
+        }
+    }
+    ev.add_samples(out.iter().map(|s| s.points.len()).sum())?;
+    out.retain(|s| !s.points.is_empty());
+    Ok(Val::Vector(out))
+}
+
+fn count_values(
+    input: &[Series],
+    modifier: &Option<LabelModifier>,
+    label: &str,
+    steps: Steps,
+) -> Result<Vec<Series>> {
+    let base: Vec<Labels> = input
+        .iter()
+        .map(|s| grouping_labels(&s.labels, modifier))
+        .collect();
+    let mut out = OutputBuilder::new();
+    let mut cur = StepCursor::new(input.len());
+    let mut counts: Vec<(Labels, f64)> = Vec::new();
+    for i in 0..steps.len() {
+        let t = steps.ts(i);
+        cur.advance(input, t);
+        counts.clear();
+        for &(si, pi) in &cur.buf {
+            let smp = &input[si].points[pi];
+            let v = match &smp.h {
+                Some(h) => h.to_string(),
+                None => format_float(smp.f),
+            };
+            let l = base[si].with(label, &v);
+            match counts.iter_mut().find(|(k, _)| *k == l) {
+                Some((_, c)) => *c += 1.0,
+                None => counts.push((l, 1.0)),
+            }
+        }
+        for (l, c) in &counts {
+            out.push(l, t, *c, false)?;
+        }
+    }
+    Ok(out.series)
+}
+
+fn aggregate_k(
+    ev: &mut Evaluator,
+    op: &str,
+    input: &[Series],
+    modifier: &Option<LabelModifier>,
+    params: &[f64],
+    steps: Steps,
+) -> Result<Vec<Series>> {
+    let any_nan = params.iter().any(|p| p.is_nan());
+    let (mut max, mut min) = (
+        params.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+        params.iter().cloned().fold(f64::INFINITY, f64::min),
+    );
+    if any_nan {
+        (max, min) = (f64::NAN, f64::NAN);
+    }
+    match op {
+        "limit_ratio" => {
+            if max == 0.0 && min == 0.0 {
+                return Ok(Vec::new());
+            }
+            if any_nan {
+                return Err(eval_err("Ratio value is NaN"));
+            }
+            if max > 1.0 {
+                ev.annos.warn(format!(
+                    "ratio value should be between -1 and 1, got {}, capping to 1",
+                    crate::functions::go_g(max)
+                ));
+            }
+            if min < -1.0 {
+                ev.annos.warn(format!(
+                    "ratio value should be between -1 and 1, got {}, capping to -1",
+                    crate::functions::go_g(min)
+                ));
+            }
+        }
+        _ => {
+            if max < 1.0 {
+                return Ok(Vec::new());
+            }
+            if any_nan {
+                return Err(eval_err("Parameter value is NaN"));
+            }
+            if min <= i64::MIN as f64 {
+                return Err(eval_err(format!(
+                    "Scalar value {} underflows int64",
+                    crate::functions::go_g(min)
+                )));
+            }
+            if max >= i64::MAX as f64 {
+                return Err(eval_err(format!(
+                    "Scalar value {} overflows int64",
+                    crate::functions::go_g(max)
+                )));
+            }
+        }
+    }
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let series_group: Vec<usize> = input
+        .iter()
+        .map(|s| {
+            let g = grouping_labels(&s.labels, modifier);
+            let n = index.len();
+            *index.entry(g).or_insert(n)
+        })
+        .collect();
+    let ngroups = index.len();
+    let mut out: Vec<Series> = input
+        .iter()
+        .map(|s| Series {
+            labels: s.labels.clone(),
+            points: Vec::new(),
+            drop_name: s.drop_name,
+        })
+        .collect();
+    let mut order: Vec<Vec<(usize, usize, f64)>> = vec![Vec::new(); ngroups];
+    let mut instant_order: Vec<usize> = Vec::new();
+    let mut cur = StepCursor::new(input.len());
+    for i in 0..steps.len() {
+        let t = steps.ts(i);
+        let p = params.get(i).copied().unwrap_or(f64::NAN);
+        cur.advance(input, t);
+        for o in order.iter_mut() {
+            o.clear();
+        }
+        for &(si, pi) in &cur.buf {
+            let smp = &input[si].points[pi];
+            if smp.h.is_some() && (op == "topk" || op == "bottomk") {
+                ev.annos
+                    .info(format!("ignored histogram in {op} aggregation"));
+                continue;
+            }
+            order[series_group[si]].push((si, pi, smp.f));
+        }
+        let k = (p as i64).min(input.len() as i64);
+        let mut group_order: Vec<usize> = Vec::new();
+        {
+            let mut seen = vec![false; ngroups];
+            for &(si, _) in &cur.buf {
+                let g = series_group[si];
+                if !seen[g] {
+                    seen[g] = true;
+                    group_order.push(g);
+                }
+            }
+        }
+        for g in group_order {
+            let members = &mut order[g];
+            let chosen: Vec<(usize, usize, f64)> = match op {
+                "topk" | "bottomk" => {
+                    if k < 1 {
+                        continue;
+                    }
+                    let top = op == "topk";
+                    members.sort_by(|a, b| {
+                        use std::cmp::Ordering::*;
+                        match (a.2.is_nan(), b.2.is_nan()) {
+                            (true, true) => Equal,
+                            (true, false) => Greater,
+                            (false, true) => Less,
+                            _ => {
+                                if top {
+                                    b.2.partial_cmp(&a.2).unwrap_or(Equal)
+                                } else {
+                                    a.2.partial_cmp(&b.2).unwrap_or(Equal)
+                                }
+                            }
+                        }
+                    });
+                    members.iter().take(k as usize).copied().collect()
+                }
+                "limitk" => {
+                    if k < 1 {
+                        continue;
+                    }
+                    members.iter().take(k as usize).copied().collect()
+                }
+                _ => {
+                    let r = p.clamp(-1.0, 1.0);
+                    if r == 0.0 {
+                        continue;
+                    }
+                    members
+                        .iter()
+                        .filter(|(si, _, _)| {
+                            let off = ratio_offset(&input[*si].labels);
+                            if r >= 0.0 {
+                                off < r
+                            } else {
+                                off >= 1.0 + r
+                            }
+                        })
+                        .copied()
+                        .collect()
+                }
+            };
+            for (si, pi, _) in chosen {
+                out[si].points.push(input[si].points[pi].clone());
+                if steps.len() == 1 {
+                    instant_order.push(si);
+                }
+            }
+        }
+    }
+    if steps.len() == 1 {
+        let mut res = Vec::with_capacity(instant_order.len());
+        for si in instant_order {
+            res.push(std::mem::replace(
+                &mut out[si],
+                Series {
+                    labels: Labels::default(),
+                    points: Vec::new(),
+                    drop_name: false,
+                },
+            ));
+        }
+        return Ok(res);
+    }
+    out.retain(|s| !s.points.is_empty());
+    Ok(out)
+}
+
+/// A deterministic offset in [0, 1) per label set, for limit_ratio sampling.
+fn ratio_offset(l: &Labels) -> f64 {
+    (l.stable_hash() as f64) / (u64::MAX as f64 + 1.0)
+}

@@ -1,0 +1,604 @@
+//! The evaluator: walks the parsed expression and evaluates every node over all steps of the
+//! query at once.
+//!
+//! Every instant-vector node produces a list of [`Series`], each holding at most one point per
+//! evaluation step (a point's timestamp is the step's timestamp). Scalars are one value per step.
+//! Selectors read each storage series once, with cursors that only move forward, so a range query
+//! costs one pass over the data per selector rather than one per step.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use promql_parser::label::MatchOp as PMatchOp;
+use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelector};
+use tsdb::Labels;
+
+use crate::error::{Error, Result};
+use crate::planner;
+use crate::storage::{MatchOp, Matcher, Queryable, Sample};
+use crate::value::Annotations;
+
+/// An instant-vector series inside the evaluator.
+#[derive(Clone, Debug)]
+pub(crate) struct Series {
+    pub labels: Labels,
+    pub points: Vec<Sample>,
+    /// The metric name must be dropped when the query finishes (delayed name removal).
+    pub drop_name: bool,
+}
+
+/// A range-vector input: raw samples per series plus how to window them.
+pub(crate) struct RangeInput {
+    pub series: Vec<Series>,
+    pub range: i64,
+    pub offset: i64,
+    pub at: Option<i64>,
+}
+
+impl RangeInput {
+    /// End of the window (inclusive) for evaluation time `ts`.
+    pub fn window_end(&self, ts: i64) -> i64 {
+        self.at.unwrap_or(ts) - self.offset
+    }
+}
+
+/// The value of a node over all steps.
+pub(crate) enum Val {
+    Vector(Vec<Series>),
+    Scalar(Vec<f64>),
+    Matrix(Vec<Series>),
+    Str(String),
+}
+
+/// The evaluation steps of a node.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Steps {
+    pub start: i64,
+    pub end: i64,
+    /// Always > 0 (1 for an instant evaluation).
+    pub step: i64,
+}
+
+impl Steps {
+    pub fn len(&self) -> usize {
+        if self.end < self.start {
+            0
+        } else {
+            ((self.end - self.start) / self.step + 1) as usize
+        }
+    }
+    pub fn ts(&self, i: usize) -> i64 {
+        self.start + i as i64 * self.step
+    }
+    pub fn idx(&self, t: i64) -> usize {
+        ((t - self.start) / self.step) as usize
+    }
+    pub fn single(t: i64) -> Steps {
+        Steps {
+            start: t,
+            end: t,
+            step: 1,
+        }
+    }
+}
+
+/// Cooperative cancellation for a running query.
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Hints that flow from a parent node to the selectors beneath it.
+#[derive(Clone, Default)]
+pub(crate) struct HintCtx {
+    pub func: Option<String>,
+    pub grouping: Option<(bool, Vec<String>)>,
+}
+
+pub(crate) struct Evaluator<'a> {
+    pub storage: &'a dyn Queryable,
+    pub lookback: i64,
+    pub max_samples: usize,
+    pub cur_samples: usize,
+    pub deadline: Option<Instant>,
+    pub cancel: Option<CancelToken>,
+    pub annos: Annotations,
+    pub query_start: i64,
+    pub query_end: i64,
+    pub query_step: i64,
+    pub subquery_step: i64,
+}
+
+pub(crate) fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => d.as_millis() as i64,
+        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+    }
+}
+
+pub(crate) fn system_time_ms(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+pub(crate) fn eval_err(msg: impl Into<String>) -> Error {
+    Error::Eval(msg.into())
+}
+
+/// Converts a parsed selector into storage matchers.
+pub(crate) fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>> {
+    let conv = |m: &promql_parser::label::Matcher| -> Result<Matcher> {
+        let op = match &m.op {
+            PMatchOp::Equal => MatchOp::Equal,
+            PMatchOp::NotEqual => MatchOp::NotEqual,
+            PMatchOp::Re(_) => MatchOp::Regex,
+            PMatchOp::NotRe(_) => MatchOp::NotRegex,
+        };
+        Matcher::new(op, m.name.clone(), m.value.clone())
+    };
+    let mut base = Vec::new();
+    if let Some(n) = &vs.name {
+        base.push(Matcher::new(MatchOp::Equal, "__name__", n.clone())?);
+    }
+    for m in &vs.matchers.matchers {
+        base.push(conv(m)?);
+    }
+    if vs.matchers.or_matchers.is_empty() {
+        return Ok(vec![base]);
+    }
+    let mut out = Vec::new();
+    for group in &vs.matchers.or_matchers {
+        let mut g = base.clone();
+        for m in group {
+            g.push(conv(m)?);
+        }
+        out.push(g);
+    }
+    Ok(out)
+}
+
+impl Evaluator<'_> {
+    pub fn check(&self) -> Result<()> {
+        if let Some(c) = &self.cancel {
+            if c.is_cancelled() {
+                return Err(Error::Canceled("expression evaluation"));
+            }
+        }
+        if let Some(d) = self.deadline {
+            if Instant::now() > d {
+                return Err(Error::Timeout("expression evaluation"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn add_samples(&mut self, n: usize) -> Result<()> {
+        self.cur_samples += n;
+        if self.cur_samples > self.max_samples {
+            return Err(Error::TooManySamples("query execution"));
+        }
+        Ok(())
+    }
+
+    pub fn at_ms(&self, at: &Option<AtModifier>) -> Option<i64> {
+        match at {
+            None => None,
+            Some(AtModifier::Start) => Some(self.query_start),
+            Some(AtModifier::End) => Some(self.query_end),
+            Some(AtModifier::At(t)) => Some(system_time_ms(*t)),
+        }
+    }
+
+    /// Fetches the series of a selector for the time span `[mint, maxt]`.
+    pub fn select(
+        &mut self,
+        vs: &VectorSelector,
+        mint: i64,
+        maxt: i64,
+        range: i64,
+        hint: &HintCtx,
+    ) -> Result<Vec<Series>> {
+        self.check()?;
+        let groups = selector_matchers(vs)?;
+        let hints = planner::hints(mint, maxt, self.query_step, range, hint);
+        let mut out: Vec<Series> = Vec::new();
+        let mut seen: HashMap<Labels, ()> = HashMap::new();
+        for ms in &groups {
+            for s in self.storage.select(&hints, ms)? {
+                if groups.len() > 1 && seen.insert(s.labels.clone(), ()).is_some() {
+                    continue;
+                }
+                out.push(Series {
+                    labels: s.labels,
+                    points: s.samples.to_vec(),
+                    drop_name: false,
+                });
+            }
+        }
+        if groups.len() > 1 {
+            out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        }
+        Ok(out)
+    }
+
+    /// Evaluates an expression over `steps`.
+    pub fn eval(&mut self, expr: &Expr, steps: Steps, hint: &HintCtx) -> Result<Val> {
+        self.check()?;
+        let n = steps.len();
+        match expr {
+            Expr::NumberLiteral(nl) => Ok(Val::Scalar(vec![nl.val; n])),
+            Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, steps, hint),
+            Expr::Unary(u) => match self.eval(&u.expr, steps, hint)? {
+                Val::Scalar(mut v) => {
+                    v.iter_mut().for_each(|x| *x = -*x);
+                    Ok(Val::Scalar(v))
+                }
+                Val::Vector(mut vs) => {
+                    for s in &mut vs {
+                        s.drop_name = true;
+                        for p in s.points.iter_mut() {
+                            match &mut p.h {
+                                Some(h) => {
+                                    std::sync::Arc::make_mut(h).mul(-1.0);
+                                }
+                                None => p.f = -p.f,
+                            }
+                        }
+                    }
+                    Ok(Val::Vector(vs))
+                }
+                _ => Err(eval_err(
+                    "unary expression only allowed on scalars and vectors",
+                )),
+            },
+            Expr::VectorSelector(vs) => Ok(Val::Vector(
+                self.eval_vector_selector(vs, steps, hint, false)?,
+            )),
+            Expr::MatrixSelector(ms) => {
+                let input =
+                    self.range_input_selector(&ms.vs, ms.range.as_millis() as i64, steps, hint)?;
+                Ok(Val::Matrix(self.materialize_range(input, steps)?))
+            }
+            Expr::Subquery(sq) => {
+                let input = self.range_input_subquery(sq, steps)?;
+                Ok(Val::Matrix(self.materialize_range(input, steps)?))
+            }
+            Expr::Call(call) => crate::functions::eval_call(self, call, steps, hint),
+            Expr::Aggregate(agg) => crate::aggregate::eval_aggregate(self, agg, steps),
+            Expr::Binary(b) => crate::binary::eval_binary(self, b, steps, hint),
+            Expr::Extension(_) => Err(eval_err("extension expressions are not supported")),
+        }
+    }
+
+    /// Instant-vector selector with lookback and staleness. With `want_ts`, values are the
+    /// timestamps (in seconds) of the samples found instead of their values.
+    pub fn eval_vector_selector(
+        &mut self,
+        vs: &VectorSelector,
+        steps: Steps,
+        hint: &HintCtx,
+        want_ts: bool,
+    ) -> Result<Vec<Series>> {
+        let off = offset_ms(&vs.offset);
+        let at = self.at_ms(&vs.at);
+        let (mint, maxt) = match at {
+            Some(a) => (a - off - self.lookback + 1, a - off),
+            None => (steps.start - off - self.lookback + 1, steps.end - off),
+        };
+        let raw = self.select(vs, mint, maxt, 0, hint)?;
+        let n = steps.len();
+        let mut out = Vec::with_capacity(raw.len());
+        let mut total = 0;
+        for s in raw {
+            self.check()?;
+            let samples = &s.points;
+            let mut pts = Vec::new();
+            let lookup = |idx: &mut usize, reft: i64| -> Option<&Sample> {
+                while *idx < samples.len() && samples[*idx].t <= reft {
+                    *idx += 1;
+                }
+                if *idx == 0 {
+                    return None;
+                }
+                let p = &samples[*idx - 1];
+                if p.t <= reft - self.lookback || p.is_stale() {
+                    return None;
+                }
+                Some(p)
+            };
+            let mut idx = 0;
+            if let Some(a) = at {
+                if let Some(p) = lookup(&mut idx, a - off) {
+                    let (v, h) = if want_ts {
+                        (p.t as f64 / 1000.0, None)
+                    } else {
+                        (p.f, p.h.clone())
+                    };
+                    pts.reserve(n);
+                    for i in 0..n {
+                        pts.push(Sample {
+                            t: steps.ts(i),
+                            f: v,
+                            h: h.clone(),
+                        });
+                    }
+                }
+            } else {
+                for i in 0..n {
+                    let ts = steps.ts(i);
+                    if let Some(p) = lookup(&mut idx, ts - off) {
+                        let (v, h) = if want_ts {
+                            (p.t as f64 / 1000.0, None)
+                        } else {
+                            (p.f, p.h.clone())
+                        };
+                        pts.push(Sample { t: ts, f: v, h });
+                    }
+                }
+            }
+            if !pts.is_empty() {
+                total += pts.len();
+                out.push(Series {
+                    labels: s.labels,
+                    points: pts,
+                    drop_name: false,
+                });
+            }
+        }
+        self.add_samples(total)?;
+        Ok(out)
+    }
+
+    /// Raw samples for a range selector, for the windows of all `steps`.
+    pub fn range_input_selector(
+        &mut self,
+        vs: &VectorSelector,
+        range: i64,
+        steps: Steps,
+        hint: &HintCtx,
+    ) -> Result<RangeInput> {
+        let off = offset_ms(&vs.offset);
+        let at = self.at_ms(&vs.at);
+        let (mint, maxt) = match at {
+            Some(a) => (a - off - range + 1, a - off),
+            None => (steps.start - off - range + 1, steps.end - off),
+        };
+        let mut series = self.select(vs, mint, maxt, range, hint)?;
+        let mut total = 0;
+        for s in &mut series {
+            s.points
+                .retain(|p| !p.is_stale() && p.t >= mint && p.t <= maxt);
+            total += s.points.len();
+        }
+        series.retain(|s| !s.points.is_empty());
+        self.add_samples(total)?;
+        Ok(RangeInput {
+            series,
+            range,
+            offset: off,
+            at,
+        })
+    }
+
+    /// Evaluates a subquery's inner expression over the steps its windows need.
+    pub fn range_input_subquery(&mut self, sq: &SubqueryExpr, steps: Steps) -> Result<RangeInput> {
+        let off = offset_ms(&sq.offset);
+        let range = sq.range.as_millis() as i64;
+        let at = self.at_ms(&sq.at);
+        let interval = match sq.step {
+            Some(d) if !d.is_zero() => d.as_millis() as i64,
+            _ => self.subquery_step,
+        };
+        let (first, last) = match at {
+            Some(a) => (a, a),
+            None => (steps.start, steps.end),
+        };
+        let lo = first - off - range;
+        let mut start = interval * lo.div_euclid(interval);
+        if start <= lo {
+            start += interval;
+        }
+        let end = last - off;
+        let inner = Steps {
+            start,
+            end,
+            step: interval,
+        };
+        let val = self.eval(&sq.expr, inner, &HintCtx::default())?;
+        let series = match val {
+            Val::Vector(v) => v,
+            Val::Scalar(v) => vec![Series {
+                labels: Labels::default(),
+                points: v
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, f)| Sample::float(inner.ts(i), f))
+                    .collect(),
+                drop_name: false,
+            }],
+            _ => return Err(eval_err("subquery is only allowed on instant vector")),
+        };
+        // Counter reset hints of subquery output can't be trusted (samples may be skipped or
+        // repeated), so claims of (no) reset become unknown.
+        let series = series
+            .into_iter()
+            .filter(|s| !s.points.is_empty())
+            .map(|mut s| {
+                for p in s.points.iter_mut() {
+                    if let Some(h) = &p.h {
+                        if matches!(
+                            h.counter_reset_hint,
+                            crate::histogram::CounterResetHint::Reset
+                                | crate::histogram::CounterResetHint::NotReset
+                        ) {
+                            p.h = Some(std::sync::Arc::new(h.with_unknown_reset_hint()));
+                        }
+                    }
+                }
+                s
+            })
+            .collect();
+        Ok(RangeInput {
+            series,
+            range,
+            offset: off,
+            at,
+        })
+    }
+
+    /// Turns a range input into a matrix value (only for a single evaluation step).
+    fn materialize_range(&mut self, input: RangeInput, steps: Steps) -> Result<Vec<Series>> {
+        let end = input.window_end(steps.end);
+        let start = end - input.range;
+        let mut out = Vec::new();
+        for mut s in input.series {
+            s.points.retain(|p| p.t > start && p.t <= end);
+            if !s.points.is_empty() {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Walks all series of a vector value step by step, handing out the samples present at each
+/// step without allocating per step.
+pub(crate) struct StepCursor {
+    pos: Vec<usize>,
+    /// `(series index, point index)` of the points at the current step.
+    pub buf: Vec<(usize, usize)>,
+}
+
+impl StepCursor {
+    pub fn new(n: usize) -> Self {
+        StepCursor {
+            pos: vec![0; n],
+            buf: Vec::with_capacity(n),
+        }
+    }
+
+    /// Fills `buf` with `(series index, point index)` of every series that has a point at `t`.
+    pub fn advance(&mut self, series: &[Series], t: i64) {
+        self.buf.clear();
+        for (i, s) in series.iter().enumerate() {
+            let p = &mut self.pos[i];
+            while *p < s.points.len() && s.points[*p].t < t {
+                *p += 1;
+            }
+            if *p < s.points.len() && s.points[*p].t == t {
+                self.buf.push((i, *p));
+            }
+        }
+    }
+}
+
+/// Collects output samples into series keyed by label set, detecting duplicates per step.
+pub(crate) struct OutputBuilder {
+    index: HashMap<Labels, usize>,
+    pub series: Vec<Series>,
+}
+
+impl OutputBuilder {
+    pub fn new() -> Self {
+        OutputBuilder {
+            index: HashMap::new(),
+            series: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, labels: &Labels, t: i64, f: f64, drop_name: bool) -> Result<()> {
+        self.push_sample(labels, Sample::float(t, f), drop_name)
+    }
+
+    pub fn push_sample(&mut self, labels: &Labels, smp: Sample, drop_name: bool) -> Result<()> {
+        let t = smp.t;
+        let i = match self.index.get(labels) {
+            Some(&i) => i,
+            None => {
+                self.series.push(Series {
+                    labels: labels.clone(),
+                    points: Vec::new(),
+                    drop_name,
+                });
+                self.index.insert(labels.clone(), self.series.len() - 1);
+                self.series.len() - 1
+            }
+        };
+        let s = &mut self.series[i];
+        if s.points.last().is_some_and(|p| p.t == t) {
+            return Err(eval_err(
+                "vector cannot contain metrics with the same labelset",
+            ));
+        }
+        s.points.push(smp);
+        Ok(())
+    }
+}
+
+/// Drops the metric name where it was deferred, then merges series that became identical.
+pub(crate) fn cleanup_names(series: Vec<Series>) -> Result<Vec<Series>> {
+    let mut out = OutputBuilder::new();
+    let mut needs_merge = false;
+    let mut tmp = Vec::with_capacity(series.len());
+    for mut s in series {
+        if s.drop_name {
+            s.labels = s.labels.without(&["__name__"]);
+            s.drop_name = false;
+        }
+        tmp.push(s);
+    }
+    {
+        let mut seen = std::collections::HashSet::new();
+        for s in &tmp {
+            if !seen.insert(&s.labels) {
+                needs_merge = true;
+                break;
+            }
+        }
+    }
+    if !needs_merge {
+        return Ok(tmp);
+    }
+    // Merge: order of first appearance; overlapping timestamps are an error.
+    let mut merged: Vec<(Labels, Vec<Sample>)> = Vec::new();
+    for s in tmp {
+        match out.index.get(&s.labels) {
+            Some(&i) => merged[i].1.extend(s.points),
+            None => {
+                out.index.insert(s.labels.clone(), merged.len());
+                merged.push((s.labels, s.points));
+            }
+        }
+    }
+    let mut res = Vec::with_capacity(merged.len());
+    for (labels, mut points) in merged {
+        points.sort_by_key(|p| p.t);
+        if points.windows(2).any(|w| w[0].t == w[1].t) {
+            return Err(eval_err(
+                "vector cannot contain metrics with the same labelset",
+            ));
+        }
+        res.push(Series {
+            labels,
+            points,
+            drop_name: false,
+        });
+    }
+    Ok(res)
+}

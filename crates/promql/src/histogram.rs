@@ -1,0 +1,724 @@
+//! Native histograms (float flavour), with sparse bucket maps.
+//!
+//! Buckets are kept as sorted `(index, count)` pairs. For exponential schemas (-4..=8) bucket
+//! `i` covers `(base^(i-1), base^i]` with `base = 2^(2^-schema)`; negative buckets mirror that.
+//! For the custom-bucket schema (-53) bucket `i` covers `(custom_values[i-1], custom_values[i]]`
+//! with implicit `-Inf`/`+Inf` ends.
+
+use std::fmt;
+
+use crate::aggregate::kahan_inc;
+use crate::functions::go_g;
+
+/// The schema of native histograms with custom buckets.
+pub const CUSTOM_BUCKETS_SCHEMA: i32 = -53;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CounterResetHint {
+    #[default]
+    Unknown,
+    Reset,
+    NotReset,
+    Gauge,
+}
+
+/// A float native histogram.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FloatHistogram {
+    pub counter_reset_hint: CounterResetHint,
+    pub schema: i32,
+    pub zero_threshold: f64,
+    pub zero_count: f64,
+    pub count: f64,
+    pub sum: f64,
+    /// Positive buckets, sorted by index.
+    pub positive: Vec<(i32, f64)>,
+    /// Negative buckets, sorted by index.
+    pub negative: Vec<(i32, f64)>,
+    /// Upper bounds of custom buckets (schema -53 only).
+    pub custom_values: Vec<f64>,
+}
+
+/// Histograms with and without custom buckets cannot be combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IncompatibleSchema;
+
+/// One bucket with bounds, as iterated.
+#[derive(Clone, Copy, Debug)]
+pub struct Bucket {
+    pub lower: f64,
+    pub upper: f64,
+    pub lower_inclusive: bool,
+    pub upper_inclusive: bool,
+    pub count: f64,
+}
+
+impl Bucket {
+    fn fraction_below(&self, v: f64, linear: bool) -> f64 {
+        if linear {
+            return (v - self.lower) / (self.upper - self.lower);
+        }
+        let ll = self.lower.abs().log2();
+        let lu = self.upper.abs().log2();
+        let lv = v.abs().log2();
+        if v > 0.0 {
+            (lv - ll) / (lu - ll)
+        } else {
+            1.0 - (lv - lu) / (ll - lu)
+        }
+    }
+}
+
+impl fmt::Display for Bucket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}{},{}{}:{}",
+            if self.lower_inclusive { '[' } else { '(' },
+            go_g(self.lower),
+            go_g(self.upper),
+            if self.upper_inclusive { ']' } else { ')' },
+            go_g(self.count)
+        )
+    }
+}
+
+/// Upper bound of exponential bucket `idx`.
+fn exp_bound(idx: i32, schema: i32) -> f64 {
+    if schema < 0 {
+        let e = (idx as i64) << (-schema);
+        if e >= 1024 {
+            return f64::MAX;
+        }
+        return 2f64.powi(e as i32);
+    }
+    let frac_idx = idx & ((1 << schema) - 1);
+    let frac = ((frac_idx as f64) / (1u32 << schema) as f64 - 1.0).exp2();
+    let e = (idx >> schema) + 1;
+    if frac == 0.5 && e == 1025 {
+        return f64::MAX;
+    }
+    frac * 2f64.powi(e)
+}
+
+fn merge(a: &[(i32, f64)], b: &[(i32, f64)], sign: f64) -> Vec<(i32, f64)> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        if j >= b.len() || (i < a.len() && a[i].0 < b[j].0) {
+            out.push(a[i]);
+            i += 1;
+        } else if i >= a.len() || b[j].0 < a[i].0 {
+            out.push((b[j].0, sign * b[j].1));
+            j += 1;
+        } else {
+            out.push((a[i].0, a[i].1 + sign * b[j].1));
+            i += 1;
+            j += 1;
+        }
+    }
+    out
+}
+
+fn reduce(b: &[(i32, f64)], from: i32, to: i32) -> Vec<(i32, f64)> {
+    let mut out: Vec<(i32, f64)> = Vec::with_capacity(b.len());
+    for &(idx, c) in b {
+        let t = ((idx - 1) >> (from - to)) + 1;
+        match out.last_mut() {
+            Some(last) if last.0 == t => last.1 += c,
+            _ => out.push((t, c)),
+        }
+    }
+    out
+}
+
+impl FloatHistogram {
+    pub fn uses_custom_buckets(&self) -> bool {
+        self.schema == CUSTOM_BUCKETS_SCHEMA
+    }
+
+    /// Scales every count and the sum.
+    pub fn mul(&mut self, f: f64) -> &mut Self {
+        self.zero_count *= f;
+        self.count *= f;
+        self.sum *= f;
+        self.positive.iter_mut().for_each(|b| b.1 *= f);
+        self.negative.iter_mut().for_each(|b| b.1 *= f);
+        if f < 0.0 {
+            self.counter_reset_hint = CounterResetHint::Gauge;
+        }
+        self
+    }
+
+    pub fn div(&mut self, f: f64) -> &mut Self {
+        self.zero_count /= f;
+        self.count /= f;
+        self.sum /= f;
+        self.positive.iter_mut().for_each(|b| b.1 /= f);
+        self.negative.iter_mut().for_each(|b| b.1 /= f);
+        self
+    }
+
+    /// Drops empty buckets.
+    pub fn compact(&mut self) -> &mut Self {
+        self.positive.retain(|b| b.1 != 0.0);
+        self.negative.retain(|b| b.1 != 0.0);
+        self
+    }
+
+    fn bucket_bounds(&self, idx: i32) -> (f64, f64) {
+        if self.uses_custom_buckets() {
+            let n = self.custom_values.len() as i32;
+            let upper = if idx >= n {
+                f64::INFINITY
+            } else {
+                self.custom_values[idx as usize]
+            };
+            let lower = if idx <= 0 {
+                f64::NEG_INFINITY
+            } else {
+                self.custom_values[(idx - 1) as usize]
+            };
+            (lower, upper)
+        } else {
+            (exp_bound(idx - 1, self.schema), exp_bound(idx, self.schema))
+        }
+    }
+
+    /// All buckets from lowest to highest: negative, zero (if it has observations), positive.
+    pub fn all_buckets(&self) -> Vec<Bucket> {
+        let mut out = Vec::with_capacity(self.positive.len() + self.negative.len() + 1);
+        for &(idx, c) in self.negative.iter().rev() {
+            let (l, u) = self.bucket_bounds(idx);
+            let mut b = Bucket {
+                lower: -u,
+                upper: -l,
+                lower_inclusive: true,
+                upper_inclusive: false,
+                count: c,
+            };
+            if b.upper < 0.0 && b.upper > -self.zero_threshold {
+                b.upper = -self.zero_threshold;
+            }
+            out.push(b);
+        }
+        if self.zero_count > 0.0 && !self.uses_custom_buckets() {
+            out.push(Bucket {
+                lower: -self.zero_threshold,
+                upper: self.zero_threshold,
+                lower_inclusive: true,
+                upper_inclusive: true,
+                count: self.zero_count,
+            });
+        }
+        for &(idx, c) in &self.positive {
+            let (l, u) = self.bucket_bounds(idx);
+            let mut b = Bucket {
+                lower: l,
+                upper: u,
+                lower_inclusive: false,
+                upper_inclusive: true,
+                count: c,
+            };
+            if b.lower > 0.0 && b.lower < self.zero_threshold {
+                b.lower = self.zero_threshold;
+            }
+            out.push(b);
+        }
+        out
+    }
+
+    /// The zero count this histogram would have with a zero bucket at least `threshold`
+    /// wide, and the threshold actually needed (it grows to cover buckets it cuts).
+    fn zero_count_for_larger_threshold(&self, mut threshold: f64) -> (f64, f64) {
+        if threshold == self.zero_threshold {
+            return (self.zero_count, threshold);
+        }
+        'outer: loop {
+            let mut zc = self.zero_count;
+            for &(idx, c) in &self.positive {
+                let (l, u) = self.bucket_bounds(idx);
+                if l >= threshold {
+                    break;
+                }
+                zc += c;
+                if u > threshold {
+                    if c != 0.0 {
+                        threshold = u;
+                    }
+                    break;
+                }
+            }
+            for &(idx, c) in &self.negative {
+                let (l, u) = self.bucket_bounds(idx);
+                let (nl, nu) = (-u, -l);
+                if nu <= -threshold {
+                    break;
+                }
+                zc += c;
+                if nl < -threshold {
+                    if c != 0.0 {
+                        threshold = -nl;
+                        continue 'outer;
+                    }
+                    break;
+                }
+            }
+            return (zc, threshold);
+        }
+    }
+
+    fn trim_buckets_in_zero_bucket(&mut self) {
+        let zt = self.zero_threshold;
+        let schema = self.schema;
+        self.positive
+            .retain(|&(idx, _)| exp_bound(idx - 1, schema) >= zt);
+        self.negative
+            .retain(|&(idx, _)| exp_bound(idx - 1, schema) >= zt);
+    }
+
+    /// Widens zero buckets so both histograms share a threshold; returns the other's zero count.
+    fn reconcile_zero_buckets(&mut self, other: &FloatHistogram) -> f64 {
+        let mut ozc = other.zero_count;
+        let mut ozt = other.zero_threshold;
+        while ozt != self.zero_threshold {
+            if self.zero_threshold > ozt {
+                (ozc, ozt) = other.zero_count_for_larger_threshold(self.zero_threshold);
+            }
+            if ozt > self.zero_threshold {
+                let (zc, zt) = self.zero_count_for_larger_threshold(ozt);
+                self.zero_count = zc;
+                self.zero_threshold = zt;
+                self.trim_buckets_in_zero_bucket();
+            }
+        }
+        ozc
+    }
+
+    fn adjust_counter_reset(&mut self, other: &FloatHistogram) -> bool {
+        use CounterResetHint::*;
+        let (a, b) = (self.counter_reset_hint, other.counter_reset_hint);
+        if a == b || a == Gauge {
+            return false;
+        }
+        if b == Gauge {
+            self.counter_reset_hint = Gauge;
+            return false;
+        }
+        if a == Unknown {
+            return false;
+        }
+        self.counter_reset_hint = Unknown;
+        b != Unknown
+    }
+
+    /// Adds (or with `sign == -1` subtracts) `other`. Returns (counter reset collision,
+    /// custom bounds reconciled).
+    fn add_signed(
+        &mut self,
+        other: &FloatHistogram,
+        sign: f64,
+    ) -> Result<(bool, bool), IncompatibleSchema> {
+        if self.uses_custom_buckets() != other.uses_custom_buckets() {
+            return Err(IncompatibleSchema);
+        }
+        let collision = self.adjust_counter_reset(other);
+        let mut reconciled = false;
+        if !self.uses_custom_buckets() {
+            let ozc = self.reconcile_zero_buckets(other);
+            self.zero_count += sign * ozc;
+        }
+        self.count += sign * other.count;
+        self.sum += sign * other.sum;
+        if self.uses_custom_buckets() {
+            if custom_bounds_match(&self.custom_values, &other.custom_values) {
+                self.positive = merge(&self.positive, &other.positive, sign);
+            } else {
+                reconciled = true;
+                let bounds = intersect_bounds(&self.custom_values, &other.custom_values);
+                let a = rebucket(&self.positive, &self.custom_values, &bounds);
+                let b = rebucket(&other.positive, &other.custom_values, &bounds);
+                self.positive = merge(&a, &b, sign);
+                self.custom_values = bounds;
+            }
+            return Ok((collision, reconciled));
+        }
+        let (mut op, mut on) = (other.positive.clone(), other.negative.clone());
+        if other.schema < self.schema {
+            self.positive = reduce(&self.positive, self.schema, other.schema);
+            self.negative = reduce(&self.negative, self.schema, other.schema);
+            self.schema = other.schema;
+        } else if other.schema > self.schema {
+            op = reduce(&op, other.schema, self.schema);
+            on = reduce(&on, other.schema, self.schema);
+        }
+        let zt = self.zero_threshold;
+        let schema = self.schema;
+        op.retain(|&(idx, _)| exp_bound(idx, schema) > zt);
+        on.retain(|&(idx, _)| exp_bound(idx, schema) > zt);
+        self.positive = merge(&self.positive, &op, sign);
+        self.negative = merge(&self.negative, &on, sign);
+        Ok((collision, reconciled))
+    }
+
+    pub fn add(&mut self, other: &FloatHistogram) -> Result<(bool, bool), IncompatibleSchema> {
+        self.add_signed(other, 1.0)
+    }
+
+    pub fn sub(&mut self, other: &FloatHistogram) -> Result<(bool, bool), IncompatibleSchema> {
+        self.add_signed(other, -1.0)
+    }
+
+    /// Exact equality of the compacted histograms (bit-wise floats, like Prometheus).
+    pub fn equals(&self, o: &FloatHistogram) -> bool {
+        let mut a = self.clone();
+        let mut b = o.clone();
+        a.compact();
+        b.compact();
+        a.schema == b.schema
+            && a.count.to_bits() == b.count.to_bits()
+            && a.sum.to_bits() == b.sum.to_bits()
+            && (!a.uses_custom_buckets() || custom_bounds_match(&a.custom_values, &b.custom_values))
+            && a.zero_threshold == b.zero_threshold
+            && a.zero_count.to_bits() == b.zero_count.to_bits()
+            && a.positive == b.positive
+            && a.negative == b.negative
+    }
+
+    /// Whether going from `prev` to `self` is a counter reset.
+    pub fn detect_reset(&self, prev: &FloatHistogram) -> bool {
+        match self.counter_reset_hint {
+            CounterResetHint::Reset => return true,
+            CounterResetHint::NotReset => return false,
+            _ => {}
+        }
+        if self.count < prev.count {
+            return true;
+        }
+        if self.uses_custom_buckets() {
+            if !prev.uses_custom_buckets() {
+                return true;
+            }
+            if !custom_bounds_match(&self.custom_values, &prev.custom_values) {
+                let bounds = intersect_bounds(&self.custom_values, &prev.custom_values);
+                let a = rebucket(&self.positive, &self.custom_values, &bounds);
+                let b = rebucket(&prev.positive, &prev.custom_values, &bounds);
+                return buckets_reset(&a, &b);
+            }
+        }
+        if self.schema > prev.schema {
+            return true;
+        }
+        if self.zero_threshold < prev.zero_threshold {
+            return true;
+        }
+        let (pzc, nt) = prev.zero_count_for_larger_threshold(self.zero_threshold);
+        if nt != self.zero_threshold {
+            return true;
+        }
+        if self.zero_count < pzc {
+            return true;
+        }
+        let (mut pp, mut pn) = (prev.positive.clone(), prev.negative.clone());
+        if prev.schema > self.schema {
+            pp = reduce(&pp, prev.schema, self.schema);
+            pn = reduce(&pn, prev.schema, self.schema);
+        }
+        let zt = self.zero_threshold;
+        let schema = self.schema;
+        pp.retain(|&(idx, _)| exp_bound(idx, schema) > zt);
+        pn.retain(|&(idx, _)| exp_bound(idx, schema) > zt);
+        buckets_reset(&self.positive, &pp) || buckets_reset(&self.negative, &pn)
+    }
+
+    /// Copies with the hint reset to unknown when it claims (no) reset.
+    pub fn with_unknown_reset_hint(&self) -> FloatHistogram {
+        let mut h = self.clone();
+        if matches!(
+            h.counter_reset_hint,
+            CounterResetHint::Reset | CounterResetHint::NotReset
+        ) {
+            h.counter_reset_hint = CounterResetHint::Unknown;
+        }
+        h
+    }
+
+    /// The φ-quantile estimated from the buckets.
+    pub fn quantile(&self, q: f64) -> f64 {
+        self.quantile_with_info(q).0
+    }
+
+    /// The φ-quantile, plus a note when NaN observations made it NaN (`Some(true)`) or skewed
+    /// it (`Some(false)`).
+    pub fn quantile_with_info(&self, q: f64) -> (f64, Option<bool>) {
+        self.quantile_inner(q)
+    }
+
+    fn quantile_inner(&self, q: f64) -> (f64, Option<bool>) {
+        if q < 0.0 {
+            return (f64::NEG_INFINITY, None);
+        }
+        if q > 1.0 {
+            return (f64::INFINITY, None);
+        }
+        if self.count == 0.0 || q.is_nan() {
+            return (f64::NAN, None);
+        }
+        let forward = self.sum.is_nan() || q < 0.5;
+        let mut buckets = self.all_buckets();
+        if !forward {
+            buckets.reverse();
+        }
+        let mut rank = if forward {
+            q * self.count
+        } else {
+            (1.0 - q) * self.count
+        };
+        let mut count = 0.0;
+        let mut bucket = Bucket {
+            lower: 0.0,
+            upper: 0.0,
+            lower_inclusive: false,
+            upper_inclusive: false,
+            count: 0.0,
+        };
+        let mut stop = buckets.len();
+        for (k, b) in buckets.iter().enumerate() {
+            if b.count == 0.0 {
+                continue;
+            }
+            bucket = *b;
+            count += b.count;
+            if count >= rank {
+                stop = k + 1;
+                break;
+            }
+        }
+        if !self.uses_custom_buckets() && bucket.lower < 0.0 && bucket.upper > 0.0 {
+            if self.negative.is_empty() && !self.positive.is_empty() {
+                bucket.lower = 0.0;
+            } else if self.positive.is_empty() && !self.negative.is_empty() {
+                bucket.upper = 0.0;
+            }
+        } else if self.uses_custom_buckets() {
+            if bucket.lower == f64::NEG_INFINITY {
+                if bucket.upper <= 0.0 {
+                    return (bucket.upper, None);
+                }
+                bucket.lower = 0.0;
+            } else if bucket.upper == f64::INFINITY {
+                return (bucket.lower, None);
+            }
+        }
+        if count > self.count {
+            count = self.count;
+        }
+        if count < rank {
+            if self.sum.is_nan() {
+                return (f64::NAN, Some(true));
+            }
+            return (bucket.upper, None);
+        }
+        if forward {
+            rank -= count - bucket.count;
+        } else {
+            rank = count - rank;
+        }
+        let mut info = None;
+        if self.sum.is_nan() {
+            let total: f64 = count
+                + buckets[stop.min(buckets.len())..]
+                    .iter()
+                    .map(|b| b.count)
+                    .sum::<f64>();
+            if total < self.count {
+                info = Some(false);
+            }
+        }
+        let fraction = rank / bucket.count;
+        if self.uses_custom_buckets() || (bucket.lower <= 0.0 && bucket.upper >= 0.0) {
+            return (
+                bucket.lower + (bucket.upper - bucket.lower) * fraction,
+                info,
+            );
+        }
+        let ll = bucket.lower.abs().log2();
+        let lu = bucket.upper.abs().log2();
+        let v = if bucket.lower > 0.0 {
+            (ll + (lu - ll) * fraction).exp2()
+        } else {
+            -(lu + (ll - lu) * (1.0 - fraction)).exp2()
+        };
+        (v, info)
+    }
+
+    /// Estimated fraction of observations between `lower` and `upper`.
+    pub fn fraction(&self, lower: f64, upper: f64) -> f64 {
+        self.fraction_with_info(lower, upper).0
+    }
+
+    /// The fraction, plus whether NaN observations were excluded.
+    pub fn fraction_with_info(&self, lower: f64, upper: f64) -> (f64, bool) {
+        if self.count == 0.0 || lower.is_nan() || upper.is_nan() {
+            return (f64::NAN, false);
+        }
+        if lower >= upper {
+            return (0.0, false);
+        }
+        let (mut rank, mut lower_rank, mut upper_rank) = (0.0, 0.0, 0.0);
+        let (mut lower_set, mut upper_set) = (false, false);
+        let mut count = 0.0;
+        let all = self.all_buckets();
+        let mut stop = all.len();
+        for (k, mut b) in all.iter().copied().enumerate() {
+            stop = k + 1;
+            count += b.count;
+            let mut zero = false;
+            if b.lower <= 0.0 && b.upper >= 0.0 {
+                zero = true;
+                if self.negative.is_empty() && !self.positive.is_empty() {
+                    b.lower = 0.0;
+                } else if self.positive.is_empty() && !self.negative.is_empty() {
+                    b.upper = 0.0;
+                }
+            }
+            let linear = self.uses_custom_buckets() || zero;
+            let interp = |v: f64, rank: f64| -> f64 {
+                if linear && b.lower == f64::NEG_INFINITY {
+                    return b.count;
+                }
+                rank + b.count * b.fraction_below(v, linear)
+            };
+            if !lower_set && b.lower >= lower {
+                lower_rank = rank;
+                lower_set = true;
+            }
+            if !upper_set && b.lower >= upper {
+                upper_rank = rank;
+                upper_set = true;
+            }
+            if lower_set && upper_set {
+                break;
+            }
+            if !lower_set && b.lower < lower && b.upper > lower {
+                lower_rank = interp(lower, rank);
+                lower_set = true;
+            }
+            if !upper_set && b.lower < upper && b.upper > upper {
+                upper_rank = interp(upper, rank);
+                upper_set = true;
+            }
+            if lower_set && upper_set {
+                break;
+            }
+            rank += b.count;
+        }
+        let mut nans = false;
+        if self.sum.is_nan() {
+            count += all[stop.min(all.len())..]
+                .iter()
+                .map(|b| b.count)
+                .sum::<f64>();
+            nans = count < self.count;
+        } else {
+            count = self.count;
+        }
+        if !lower_set || lower_rank > count {
+            lower_rank = count;
+        }
+        if !upper_set || upper_rank > count {
+            upper_rank = count;
+        }
+        ((upper_rank - lower_rank) / self.count, nans)
+    }
+
+    /// Estimated variance of the observations.
+    pub fn variance(&self) -> f64 {
+        let mean = self.sum / self.count;
+        let (mut v, mut c) = (0.0, 0.0);
+        for b in self.all_buckets() {
+            if b.count == 0.0 {
+                continue;
+            }
+            let val = if self.uses_custom_buckets() {
+                (b.upper + b.lower) / 2.0
+            } else if b.lower <= 0.0 && b.upper >= 0.0 {
+                0.0
+            } else {
+                let m = (b.upper * b.lower).sqrt();
+                if b.upper < 0.0 {
+                    -m
+                } else {
+                    m
+                }
+            };
+            let d = val - mean;
+            (v, c) = kahan_inc(b.count * d * d, v, c);
+        }
+        (v + c) / self.count
+    }
+}
+
+fn custom_bounds_match(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
+fn intersect_bounds(a: &[f64], b: &[f64]) -> Vec<f64> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < a.len() && j < b.len() {
+        if a[i] == b[j] {
+            out.push(a[i]);
+            i += 1;
+            j += 1;
+        } else if a[i] < b[j] {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
+/// Maps custom buckets onto coarser `target` bounds (each bucket goes to the target bucket
+/// containing its upper bound).
+fn rebucket(b: &[(i32, f64)], from: &[f64], target: &[f64]) -> Vec<(i32, f64)> {
+    let mut out: Vec<(i32, f64)> = Vec::new();
+    for &(idx, c) in b {
+        let upper = if (idx as usize) < from.len() {
+            from[idx as usize]
+        } else {
+            f64::INFINITY
+        };
+        let t = target.partition_point(|x| *x < upper) as i32;
+        match out.iter_mut().find(|x| x.0 == t) {
+            Some(x) => x.1 += c,
+            None => out.push((t, c)),
+        }
+    }
+    out.sort_by_key(|x| x.0);
+    out
+}
+
+fn buckets_reset(curr: &[(i32, f64)], prev: &[(i32, f64)]) -> bool {
+    for &(idx, pc) in prev {
+        let cc = curr.iter().find(|x| x.0 == idx).map(|x| x.1).unwrap_or(0.0);
+        if cc < pc {
+            return true;
+        }
+    }
+    false
+}
+
+/// Formats like Prometheus' `FloatHistogram.String()`.
+impl fmt::Display for FloatHistogram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{{count:{}, sum:{}", go_g(self.count), go_g(self.sum))?;
+        for b in self.all_buckets() {
+            if b.count != 0.0 {
+                write!(f, ", {b}")?;
+            }
+        }
+        f.write_str("}")
+    }
+}

@@ -1,0 +1,46 @@
+//! Cairn's PromQL engine.
+//!
+//! What this crate owns:
+//! - evaluation of PromQL with Prometheus 3 semantics (lookback delta, staleness markers,
+//!   left-open range selectors, `offset`, `@`, subqueries, aggregations, binary operators with
+//!   vector matching, the function library, delayed `__name__` removal), for instant and range
+//!   queries ([`Engine`]);
+//! - the storage contract it evaluates against ([`Queryable`], [`Matcher`], [`SelectHints`]) and
+//!   an in-memory implementation ([`MemoryStorage`]);
+//! - limits: max samples per query, timeout, cancellation ([`CancelToken`]);
+//! - pushing matchers, time bounds and hints (function, range, step, grouping) down to storage.
+//!
+//! What it does not own: parsing (done by the `promql-parser` crate, wrapped in [`parse`]),
+//! the on-disk TSDB, HTTP/gRPC APIs.
+//!
+//! The only thing used from the `tsdb` crate is its label types ([`tsdb::Labels`]).
+
+// Step loops index several per-step arrays at once; iterators would obscure that.
+#![allow(clippy::needless_range_loop)]
+
+mod aggregate;
+mod binary;
+mod engine;
+mod error;
+mod eval;
+mod functions;
+mod histogram;
+mod memory;
+mod parser;
+mod planner;
+mod storage;
+mod value;
+
+pub use engine::{Engine, EngineOpts};
+pub use error::{Error, Result};
+pub use eval::CancelToken;
+pub use histogram::{Bucket, CounterResetHint, FloatHistogram, CUSTOM_BUCKETS_SCHEMA};
+pub use memory::MemoryStorage;
+pub use parser::parse;
+pub use promql_parser;
+pub use promql_parser::parser::Expr;
+pub use storage::{
+    is_stale_nan, stale_nan, MatchOp, Matcher, Queryable, Sample, SelectHints, Series,
+    STALE_NAN_BITS,
+};
+pub use value::{Annotations, InstantSample, QueryResult, QueryValue, RangeSeries};

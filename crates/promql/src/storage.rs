@@ -1,0 +1,166 @@
+//! The storage contract the engine evaluates against.
+//!
+//! The engine asks storage for series with [`Queryable::select`], once per selector in the query,
+//! passing the label matchers and [`SelectHints`] (time bounds plus what the planner knows about
+//! how the data will be used). Storage may use the hints to prune or pre-aggregate, but must
+//! always return every sample inside `[start, end]` of every matching series; samples outside the
+//! bounds are allowed and ignored.
+
+use std::fmt;
+use std::sync::Arc;
+
+use regex::Regex;
+use tsdb::Labels;
+
+use crate::error::Error;
+use crate::histogram::FloatHistogram;
+
+/// One sample: a float, or a native histogram when `h` is set (then `f` is unused).
+/// Stale markers are floats with the Prometheus stale NaN bit pattern.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// Milliseconds since the epoch.
+    pub t: i64,
+    pub f: f64,
+    pub h: Option<Arc<FloatHistogram>>,
+}
+
+impl Sample {
+    /// A float sample.
+    pub fn float(t: i64, f: f64) -> Self {
+        Sample { t, f, h: None }
+    }
+
+    /// A histogram sample.
+    pub fn histogram(t: i64, h: Arc<FloatHistogram>) -> Self {
+        Sample {
+            t,
+            f: 0.0,
+            h: Some(h),
+        }
+    }
+
+    /// Whether this is a stale marker.
+    pub fn is_stale(&self) -> bool {
+        match &self.h {
+            None => is_stale_nan(self.f),
+            Some(h) => is_stale_nan(h.sum),
+        }
+    }
+}
+
+/// The bit pattern Prometheus uses to mark a series as stale.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// A stale marker value.
+pub fn stale_nan() -> f64 {
+    f64::from_bits(STALE_NAN_BITS)
+}
+
+/// Whether `f` is a stale marker (not merely any NaN).
+pub fn is_stale_nan(f: f64) -> bool {
+    f.to_bits() == STALE_NAN_BITS
+}
+
+/// A series as returned by storage: its labels and its samples sorted by time.
+#[derive(Clone, Debug)]
+pub struct Series {
+    pub labels: Labels,
+    pub samples: Arc<[Sample]>,
+}
+
+/// How a label matcher compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatchOp {
+    Equal,
+    NotEqual,
+    Regex,
+    NotRegex,
+}
+
+/// A label matcher. Regular expressions are fully anchored, as in Prometheus.
+#[derive(Clone, Debug)]
+pub struct Matcher {
+    pub name: String,
+    pub op: MatchOp,
+    pub value: String,
+    re: Option<Regex>,
+}
+
+impl Matcher {
+    /// Builds a matcher; regex matchers compile `^(?s:value)$`.
+    pub fn new(
+        op: MatchOp,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<Self, Error> {
+        let value = value.into();
+        let re = match op {
+            MatchOp::Regex | MatchOp::NotRegex => {
+                Some(Regex::new(&format!("^(?s:{value})$")).map_err(|e| {
+                    Error::Parse(format!("invalid regular expression {value:?}: {e}"))
+                })?)
+            }
+            _ => None,
+        };
+        Ok(Matcher {
+            name: name.into(),
+            op,
+            value,
+            re,
+        })
+    }
+
+    /// Whether a label value (empty when the label is absent) satisfies the matcher.
+    pub fn matches(&self, v: &str) -> bool {
+        match self.op {
+            MatchOp::Equal => v == self.value,
+            MatchOp::NotEqual => v != self.value,
+            MatchOp::Regex => self.re.as_ref().is_some_and(|r| r.is_match(v)),
+            MatchOp::NotRegex => !self.re.as_ref().is_some_and(|r| r.is_match(v)),
+        }
+    }
+
+    /// Whether a whole label set satisfies the matcher.
+    pub fn matches_labels(&self, l: &Labels) -> bool {
+        self.matches(l.get(&self.name).unwrap_or(""))
+    }
+}
+
+impl fmt::Display for Matcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = match self.op {
+            MatchOp::Equal => "=",
+            MatchOp::NotEqual => "!=",
+            MatchOp::Regex => "=~",
+            MatchOp::NotRegex => "!~",
+        };
+        write!(f, "{}{}{:?}", self.name, op, self.value)
+    }
+}
+
+/// What the planner tells storage about a select.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SelectHints {
+    /// First timestamp (ms, inclusive) whose samples may be needed.
+    pub start: i64,
+    /// Last timestamp (ms, inclusive) whose samples may be needed.
+    pub end: i64,
+    /// Evaluation step in ms (0 for an instant query).
+    pub step: i64,
+    /// The function the selector feeds, if any (e.g. `rate`).
+    pub func: Option<String>,
+    /// The range of a range selector in ms (0 for an instant selector).
+    pub range: i64,
+    /// Grouping labels of the enclosing aggregation, if any.
+    pub grouping: Vec<String>,
+    /// Whether `grouping` is `by` (true) or `without` (false).
+    pub by: bool,
+}
+
+/// A source of series.
+pub trait Queryable: Send + Sync {
+    /// Returns every series matching all `matchers`, with at least the samples in
+    /// `[hints.start, hints.end]`, sorted by labels.
+    fn select(&self, hints: &SelectHints, matchers: &[Matcher]) -> Result<Vec<Series>, Error>;
+}
