@@ -80,6 +80,10 @@ struct ReceiveArgs {
     /// Most series in one request (more: 413).
     #[arg(long = "receive.max-request-series", default_value_t = RequestLimits::default().max_series)]
     max_request_series: usize,
+    /// Per-tenant limits in Thanos' YAML shape (request size/series/samples -> 413,
+    /// head_series_limit -> 429); re-read when it changes.
+    #[arg(long = "receive.limits-config-file")]
+    limits_config_file: Option<PathBuf>,
     /// Most samples in one request (more: 413).
     #[arg(long = "receive.max-request-samples", default_value_t = RequestLimits::default().max_samples)]
     max_request_samples: usize,
@@ -119,6 +123,7 @@ impl ReceiveArgs {
                 ..defaults
             },
             // Check often enough that short test block durations cut on time.
+            limits_file: self.limits_config_file.clone(),
             maintenance_interval: (self.block_duration / 4)
                 .clamp(Duration::from_millis(100), Duration::from_secs(5)),
         }

@@ -44,6 +44,8 @@ pub struct ReceiveConfig {
     pub limits: RequestLimits,
     /// How often heads are checked for blocks to cut and retention is applied.
     pub maintenance_interval: Duration,
+    /// `--receive.limits-config-file`: per-tenant limits, re-read when it changes.
+    pub limits_file: Option<PathBuf>,
 }
 
 /// The header the design document configures on its Prometheus agents; honoured when the
@@ -65,6 +67,7 @@ impl Default for ReceiveConfig {
             fsync: FsyncPolicy::Always,
             limits: RequestLimits::default(),
             maintenance_interval: Duration::from_secs(5),
+            limits_file: None,
         }
     }
 }

@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::config::PROMETHEUS_TENANT_HEADER;
+use crate::limits::{Limits, LimitsWatcher};
 use crate::metrics::Metrics;
 use crate::tenants::Tenants;
 use crate::writer::{self, WriteOutcome};
@@ -60,6 +61,7 @@ pub struct AppState {
     pub config: ReceiveConfig,
     pub tenants: Arc<Tenants>,
     pub metrics: Arc<Metrics>,
+    pub limits: Limits,
     pub ready: AtomicBool,
 }
 
@@ -69,6 +71,7 @@ impl AppState {
             tenants: Arc::new(Tenants::new(config.clone())),
             config,
             metrics: Arc::new(Metrics::new()),
+            limits: Limits::default(),
             ready: AtomicBool::new(false),
         })
     }
@@ -96,7 +99,81 @@ pub fn http_router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(|| async { "OK" }))
         .route("/-/ready", get(ready))
+        .route("/api/v1/status/tsdb", get(status_tsdb))
         .with_state(state)
+}
+
+/// Prometheus' `/api/v1/status/tsdb` for one tenant: the tenant header (or `?tenant=`) picks it,
+/// the default tenant otherwise; `?limit=` sizes the top lists (default 10).
+async fn status_tsdb(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::extract::Query(params): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let tenant = params
+        .get("tenant")
+        .cloned()
+        .unwrap_or_else(|| state.tenant_of(&headers));
+    let limit: usize = match params.get("limit").map(|l| l.parse()) {
+        None => 10,
+        Some(Ok(l)) if l > 0 => l,
+        _ => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_data",
+                "limit must be a positive integer",
+            )
+        }
+    };
+    let Some(db) = state.tenants.get(&tenant) else {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("unknown tenant {tenant:?}"),
+        );
+    };
+    let st = db.head().status(limit);
+    let list = |v: &[(String, u64)]| -> Vec<serde_json::Value> {
+        v.iter()
+            .map(|(name, value)| serde_json::json!({"name": name, "value": value}))
+            .collect()
+    };
+    let (min_time, max_time) = if st.num_series == 0 {
+        (0, 0)
+    } else {
+        (st.min_time, st.max_time)
+    };
+    let body = serde_json::json!({
+        "status": "success",
+        "data": {
+            "headStats": {
+                "numSeries": st.num_series,
+                "numLabelPairs": st.num_label_pairs,
+                "chunkCount": st.chunk_count,
+                "minTime": min_time,
+                "maxTime": max_time,
+            },
+            "seriesCountByMetricName": list(&st.series_count_by_metric_name),
+            "labelValueCountByLabelName": list(&st.label_value_count_by_label_name),
+            "memoryInBytesByLabelName": list(&st.memory_in_bytes_by_label_name),
+            "seriesCountByLabelValuePair": list(&st.series_count_by_label_value_pair),
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn api_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    let body = serde_json::json!({"status": "error", "errorType": kind, "error": message});
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
@@ -164,6 +241,20 @@ async fn handle(state: &Arc<AppState>, tenant: &str, headers: &HeaderMap, body: 
 /// Decompresses, decodes, checks limits and writes; runs on a blocking thread (fsync).
 fn ingest(state: &AppState, tenant: &str, version: ProtoVersion, body: &[u8]) -> Response {
     let limits = &state.config.limits;
+    let tenant_limits = state.limits.for_tenant(tenant);
+    let tighter = |flag: usize, file: Option<u64>| file.map_or(flag, |f| flag.min(f as usize));
+    let max_body = tighter(limits.max_body_bytes, tenant_limits.size_bytes);
+    let max_series = tighter(limits.max_series, tenant_limits.series);
+    let max_samples = tighter(limits.max_samples, tenant_limits.samples);
+    if body.len() > max_body {
+        return error(
+            413,
+            format!(
+                "request too large: {} bytes, the limit is {max_body}",
+                body.len()
+            ),
+        );
+    }
     let decoded_len = match snap::raw::decompress_len(body) {
         Ok(n) => n,
         Err(e) => return error(400, format!("invalid snappy body: {e}")),
@@ -189,24 +280,21 @@ fn ingest(state: &AppState, tenant: &str, version: ProtoVersion, body: &[u8]) ->
         Ok(r) => r,
         Err(e) => return error(400, format!("invalid remote-write protobuf: {e}")),
     };
-    if req.timeseries.len() > limits.max_series {
+    if req.timeseries.len() > max_series {
         return error(
             413,
             format!(
                 "request too large: {} series, the limit is {}",
                 req.timeseries.len(),
-                limits.max_series
+                max_series
             ),
         );
     }
     let samples = req.num_samples();
-    if samples > limits.max_samples {
+    if samples > max_samples {
         return error(
             413,
-            format!(
-                "request too large: {samples} samples, the limit is {}",
-                limits.max_samples
-            ),
+            format!("request too large: {samples} samples, the limit is {max_samples}"),
         );
     }
     if req.timeseries.is_empty() {
@@ -218,7 +306,7 @@ fn ingest(state: &AppState, tenant: &str, version: ProtoVersion, body: &[u8]) ->
         Err(e @ crate::tenants::TenantError::InvalidName(_)) => return error(400, e.to_string()),
         Err(e) => return error(500, e.to_string()),
     };
-    let outcome = writer::write(&db, &req);
+    let outcome = writer::write(&db, &req, tenant_limits.head_series);
     record(state, tenant, &outcome);
     let status =
         StatusCode::from_u16(outcome.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -296,6 +384,14 @@ pub async fn serve(
         tsdb = %state.config.tsdb_path.display(),
         "receiver starting"
     );
+    let limits_task = match &state.config.limits_file {
+        Some(path) => {
+            let watcher = LimitsWatcher::load(path.clone(), state.limits.clone())
+                .map_err(std::io::Error::other)?;
+            Some(tokio::spawn(watcher.run(std::time::Duration::from_secs(5))))
+        }
+        None => None,
+    };
     let tenants = state.tenants.clone();
     let opened = tokio::task::spawn_blocking(move || tenants.open_existing())
         .await
@@ -339,6 +435,9 @@ pub async fn serve(
     let _ = rw.await;
     let _ = http.await;
     let _ = maintenance.await;
+    if let Some(t) = limits_task {
+        t.abort();
+    }
     let tenants = state.tenants.clone();
     tokio::task::spawn_blocking(move || tenants.close_all())
         .await

@@ -117,8 +117,10 @@ pub struct LimitsWatcher {
 impl LimitsWatcher {
     /// Reads the file once; an invalid file at start-up is an error (as in Thanos).
     pub fn load(path: PathBuf, limits: Limits) -> Result<LimitsWatcher, String> {
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("reading limits file {}: {e}", path.display()))?;
-        let config = LimitsConfig::parse(&text).map_err(|e| format!("limits file {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("reading limits file {}: {e}", path.display()))?;
+        let config = LimitsConfig::parse(&text)
+            .map_err(|e| format!("limits file {}: {e}", path.display()))?;
         limits.set(config);
         Ok(LimitsWatcher {
             path,
@@ -132,7 +134,12 @@ impl LimitsWatcher {
     pub fn check(&mut self) -> Option<Result<(), String>> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
-            Err(e) => return Some(Err(format!("reading limits file {}: {e}", self.path.display()))),
+            Err(e) => {
+                return Some(Err(format!(
+                    "reading limits file {}: {e}",
+                    self.path.display()
+                )))
+            }
         };
         if self.last.as_deref() == Some(text.as_str()) {
             return None;
@@ -149,7 +156,9 @@ impl LimitsWatcher {
             tick.tick().await;
             match self.check() {
                 Some(Ok(())) => tracing::info!(path = %self.path.display(), "limits reloaded"),
-                Some(Err(e)) => tracing::error!(error = %e, "limits file refused; keeping the previous limits"),
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "limits file refused; keeping the previous limits")
+                }
                 None => {}
             }
         }
@@ -168,11 +177,21 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.for_tenant("other"),
-            TenantLimits { size_bytes: Some(1000), series: Some(10), samples: None, head_series: Some(100) }
+            TenantLimits {
+                size_bytes: Some(1000),
+                series: Some(10),
+                samples: None,
+                head_series: Some(100)
+            }
         );
         assert_eq!(
             c.for_tenant("team-a"),
-            TenantLimits { size_bytes: Some(1000), series: None, samples: None, head_series: Some(5) }
+            TenantLimits {
+                size_bytes: Some(1000),
+                series: None,
+                samples: None,
+                head_series: Some(5)
+            }
         );
         assert!(LimitsConfig::parse("write: [").is_err());
         assert_eq!(LimitsConfig::parse("").unwrap(), LimitsConfig::default());
@@ -192,6 +211,10 @@ mod tests {
         assert_eq!(limits.for_tenant("x").head_series, Some(20));
         std::fs::write(&path, "write: {default: [").unwrap();
         assert!(matches!(w.check(), Some(Err(_))));
-        assert_eq!(limits.for_tenant("x").head_series, Some(20), "old limits stay");
+        assert_eq!(
+            limits.for_tenant("x").head_series,
+            Some(20),
+            "old limits stay"
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! - 400: data that can never be accepted (bad labels, native histograms);
 //! - 409: samples that conflict with what is stored (out of order, duplicate timestamp with a
 //!   different value, older than the head accepts);
+//! - 429: new series for a tenant at its active-series limit (existing series keep writing);
 //! - 500: a storage failure: nothing of the request was acknowledged, so the client retries.
 
 use proto::remote_write::{TimeSeries, WriteRequest};
@@ -17,6 +18,7 @@ use tsdb::{Label, Labels};
 pub enum Severity {
     Conflict,
     BadRequest,
+    TooManyRequests,
     Internal,
 }
 
@@ -25,6 +27,7 @@ impl Severity {
         match self {
             Severity::Conflict => 409,
             Severity::BadRequest => 400,
+            Severity::TooManyRequests => 429,
             Severity::Internal => 500,
         }
     }
@@ -38,6 +41,7 @@ pub enum Reason {
     OutOfOrder,
     DuplicateTimestamp,
     OutOfBounds,
+    SeriesLimit,
     Storage,
 }
 
@@ -49,6 +53,7 @@ impl Reason {
             Reason::OutOfOrder => "out_of_order",
             Reason::DuplicateTimestamp => "duplicate_timestamp",
             Reason::OutOfBounds => "out_of_bounds",
+            Reason::SeriesLimit => "series_limit",
             Reason::Storage => "storage",
         }
     }
@@ -59,6 +64,7 @@ impl Reason {
             Reason::OutOfOrder | Reason::DuplicateTimestamp | Reason::OutOfBounds => {
                 Severity::Conflict
             }
+            Reason::SeriesLimit => Severity::TooManyRequests,
             Reason::Storage => Severity::Internal,
         }
     }
@@ -168,12 +174,14 @@ pub fn validate_labels(series: &TimeSeries<'_>) -> Result<Labels, String> {
     ))
 }
 
-/// Appends a request's samples to `db` as one commit.
-pub fn write(db: &Db, req: &WriteRequest<'_>) -> WriteOutcome {
+/// Appends a request's samples to `db` as one commit. With `head_series_limit`, a tenant whose
+/// head holds that many series accepts samples of existing series only.
+pub fn write(db: &Db, req: &WriteRequest<'_>, head_series_limit: Option<u64>) -> WriteOutcome {
     let mut out = WriteOutcome {
         total_samples: req.num_samples(),
         ..Default::default()
     };
+    let at_limit = head_series_limit.filter(|&l| db.head().num_series() as u64 >= l);
     let mut app = db.appender();
     for series in &req.timeseries {
         if series.histograms > 0 {
@@ -196,6 +204,14 @@ pub fn write(db: &Db, req: &WriteRequest<'_>) -> WriteOutcome {
                 continue;
             }
         };
+        if let Some(limit) = at_limit {
+            if !db.head().contains(&labels) {
+                out.reject(Reason::SeriesLimit, series.samples.len(), || {
+                    format!("series {labels}: the tenant is at its limit of {limit} active series")
+                });
+                continue;
+            }
+        }
         for s in &series.samples {
             match app.append(&labels, s.timestamp, s.value) {
                 Ok(_) => {}
@@ -296,7 +312,7 @@ mod tests {
             ],
             metadata: vec![],
         };
-        let out = write(&db, &req);
+        let out = write(&db, &req, None);
         assert_eq!(out.status(), 400);
         assert_eq!(out.accepted_samples, 2);
         assert!(
@@ -318,7 +334,7 @@ mod tests {
             )],
             metadata: vec![],
         };
-        let out = write(&db, &req);
+        let out = write(&db, &req, None);
         assert_eq!(out.status(), 409);
         assert_eq!(out.accepted_samples, 1);
         assert!(out.message().contains("out of order"), "{}", out.message());
