@@ -33,9 +33,24 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Accept Prometheus Remote Write and store samples in per-tenant TSDBs.
-    Receive(ReceiveArgs),
+    Receive(Box<ReceiveArgs>),
     /// Run every component in one process on embedded defaults (data under ./data).
     Up(UpArgs),
+    /// Operator tools.
+    #[command(subcommand)]
+    Tools(ToolsCommand),
+}
+
+#[derive(Subcommand)]
+enum ToolsCommand {
+    /// Print the bcrypt hash of a password or token (for `--remote-write.auth-file`).
+    Bcrypt {
+        /// The secret; read from standard input when absent.
+        secret: Option<String>,
+        /// bcrypt cost.
+        #[arg(long, default_value_t = 10)]
+        cost: u32,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -84,6 +99,28 @@ struct ReceiveArgs {
     /// head_series_limit -> 429); re-read when it changes.
     #[arg(long = "receive.limits-config-file")]
     limits_config_file: Option<PathBuf>,
+    /// Certificate (PEM) for TLS on the remote-write listener.
+    #[arg(long = "remote-write.server-tls-cert", requires = "rw_tls_key")]
+    rw_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for TLS on the remote-write listener.
+    #[arg(long = "remote-write.server-tls-key", requires = "rw_tls_cert")]
+    rw_tls_key: Option<PathBuf>,
+    /// CA bundle (PEM): when set, remote-write clients must present a certificate it signed (mTLS).
+    #[arg(long = "remote-write.server-tls-client-ca", requires = "rw_tls_cert")]
+    rw_tls_client_ca: Option<PathBuf>,
+    /// Certificate (PEM) for TLS on the HTTP listener.
+    #[arg(long = "http.server-tls-cert", requires = "http_tls_key")]
+    http_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for TLS on the HTTP listener.
+    #[arg(long = "http.server-tls-key", requires = "http_tls_cert")]
+    http_tls_key: Option<PathBuf>,
+    /// CA bundle (PEM) for client certificates on the HTTP listener.
+    #[arg(long = "http.server-tls-client-ca", requires = "http_tls_cert")]
+    http_tls_client_ca: Option<PathBuf>,
+    /// Writers' credentials (YAML: users with bcrypt password hashes, bearer tokens, optional
+    /// tenant binding). Without it, writes are anonymous.
+    #[arg(long = "remote-write.auth-file")]
+    auth_file: Option<PathBuf>,
     /// Most samples in one request (more: 413).
     #[arg(long = "receive.max-request-samples", default_value_t = RequestLimits::default().max_samples)]
     max_request_samples: usize,
@@ -124,10 +161,50 @@ impl ReceiveArgs {
             },
             // Check often enough that short test block durations cut on time.
             limits_file: self.limits_config_file.clone(),
+            remote_write_tls: tls_files(
+                &self.rw_tls_cert,
+                &self.rw_tls_key,
+                &self.rw_tls_client_ca,
+            ),
+            http_tls: tls_files(
+                &self.http_tls_cert,
+                &self.http_tls_key,
+                &self.http_tls_client_ca,
+            ),
+            auth_file: self.auth_file.clone(),
             maintenance_interval: (self.block_duration / 4)
                 .clamp(Duration::from_millis(100), Duration::from_secs(5)),
         }
     }
+}
+
+fn tls_files(
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+    client_ca: &Option<PathBuf>,
+) -> Option<receive::tls::TlsFiles> {
+    Some(receive::tls::TlsFiles {
+        cert: cert.clone()?,
+        key: key.clone()?,
+        client_ca: client_ca.clone(),
+    })
+}
+
+fn run_tool(tool: ToolsCommand) -> anyhow::Result<()> {
+    match tool {
+        ToolsCommand::Bcrypt { secret, cost } => {
+            let secret = match secret {
+                Some(s) => s,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            println!("{}", bcrypt::hash(secret, cost).context("hashing")?);
+        }
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -148,6 +225,9 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Command::Tools(tool) = cli.command {
+        return run_tool(tool);
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         match cli.command {
@@ -174,6 +254,7 @@ fn main() -> anyhow::Result<()> {
                     .await
                     .context("receiver failed")?;
             }
+            Command::Tools(_) => unreachable!("tools run without the runtime"),
         }
         Ok(())
     })

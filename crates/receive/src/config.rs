@@ -46,6 +46,12 @@ pub struct ReceiveConfig {
     pub maintenance_interval: Duration,
     /// `--receive.limits-config-file`: per-tenant limits, re-read when it changes.
     pub limits_file: Option<PathBuf>,
+    /// TLS on the remote-write listener (`--remote-write.server-tls-*`).
+    pub remote_write_tls: Option<crate::tls::TlsFiles>,
+    /// TLS on the HTTP listener (`--http.server-tls-*`).
+    pub http_tls: Option<crate::tls::TlsFiles>,
+    /// Writers' credentials (`--remote-write.auth-file`); None accepts anonymous writes.
+    pub auth_file: Option<PathBuf>,
 }
 
 /// The header the design document configures on its Prometheus agents; honoured when the
@@ -68,6 +74,9 @@ impl Default for ReceiveConfig {
             limits: RequestLimits::default(),
             maintenance_interval: Duration::from_secs(5),
             limits_file: None,
+            remote_write_tls: None,
+            http_tls: None,
+            auth_file: None,
         }
     }
 }

@@ -13,10 +13,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
+use crate::auth::Authenticator;
 use crate::config::PROMETHEUS_TENANT_HEADER;
 use crate::limits::{Limits, LimitsWatcher};
 use crate::metrics::Metrics;
 use crate::tenants::Tenants;
+use crate::tls::TlsListener;
 use crate::writer::{self, WriteOutcome};
 use crate::ReceiveConfig;
 
@@ -62,27 +64,68 @@ pub struct AppState {
     pub tenants: Arc<Tenants>,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    pub auth: Option<Authenticator>,
     pub ready: AtomicBool,
 }
 
 impl AppState {
-    pub fn new(config: ReceiveConfig) -> Arc<Self> {
-        Arc::new(AppState {
+    pub fn new(config: ReceiveConfig) -> Result<Arc<Self>, String> {
+        let auth = config
+            .auth_file
+            .as_deref()
+            .map(Authenticator::from_file)
+            .transpose()?;
+        Ok(Arc::new(AppState {
             tenants: Arc::new(Tenants::new(config.clone())),
             config,
             metrics: Arc::new(Metrics::new()),
             limits: Limits::default(),
+            auth,
             ready: AtomicBool::new(false),
-        })
+        }))
     }
 
-    fn tenant_of(&self, headers: &HeaderMap) -> String {
+    /// The tenant a request names, if any.
+    fn named_tenant(&self, headers: &HeaderMap) -> Option<String> {
         [self.config.tenant_header.as_str(), PROMETHEUS_TENANT_HEADER]
             .iter()
             .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
             .filter(|t| !t.is_empty())
-            .unwrap_or(&self.config.default_tenant)
-            .to_string()
+            .map(str::to_string)
+    }
+
+    fn tenant_of(&self, headers: &HeaderMap) -> String {
+        self.named_tenant(headers)
+            .unwrap_or_else(|| self.config.default_tenant.clone())
+    }
+
+    /// Authenticates a write and decides its tenant; Err is the response to send.
+    fn authorize(&self, headers: &HeaderMap) -> Result<String, Box<Response>> {
+        let Some(auth) = &self.auth else {
+            return Ok(self.tenant_of(headers));
+        };
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let principal = auth.authenticate(authorization).map_err(|e| {
+            let mut r = (StatusCode::UNAUTHORIZED, e.to_string()).into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"cairn\""),
+            );
+            Box::new(r)
+        })?;
+        match (principal.tenant, self.named_tenant(headers)) {
+            (Some(bound), Some(named)) if bound != named => {
+                let message = format!(
+                    "writer {:?} may not write to tenant {named:?}",
+                    principal.name
+                );
+                Err(Box::new((StatusCode::FORBIDDEN, message).into_response()))
+            }
+            (Some(bound), _) => Ok(bound),
+            (None, _) => Ok(self.tenant_of(headers)),
+        }
     }
 }
 
@@ -203,8 +246,13 @@ fn error(status: u16, message: String) -> Response {
 
 async fn receive(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
-    let tenant = state.tenant_of(&headers);
-    let response = handle(&state, &tenant, &headers, body).await;
+    let (tenant, response) = match state.authorize(&headers) {
+        Ok(tenant) => {
+            let r = handle(&state, &tenant, &headers, body).await;
+            (tenant, r)
+        }
+        Err(r) => (String::new(), *r),
+    };
     let code = response.status().as_u16().to_string();
     let labels = vec![("code".to_string(), code), ("tenant".to_string(), tenant)];
     state.metrics.http_requests.get_or_create(&labels).inc();
@@ -359,13 +407,38 @@ fn written(status: StatusCode, samples: usize, exemplars: usize, body: String) -
     resp
 }
 
+/// Serves `router` on `listener`, over TLS when configured, until `stop` resolves.
+fn spawn_server(
+    listener: tokio::net::TcpListener,
+    tls: Option<&crate::tls::TlsFiles>,
+    router: Router,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    Ok(match tls {
+        None => tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .await
+        }),
+        Some(files) => {
+            let config = crate::tls::server_config(files).map_err(std::io::Error::other)?;
+            let listener = TlsListener::new(listener, config)?;
+            tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stop)
+                    .await
+            })
+        }
+    })
+}
+
 /// Runs the receiver until `shutdown` resolves, then stops accepting, finishes in-flight
 /// requests and flushes every head to blocks.
 pub async fn run(
     config: ReceiveConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let state = AppState::new(config.clone());
+    let state = AppState::new(config.clone()).map_err(std::io::Error::other)?;
     let rw_listener = tokio::net::TcpListener::bind(config.remote_write_address).await?;
     let http_listener = tokio::net::TcpListener::bind(config.http_address).await?;
     serve(state, rw_listener, http_listener, shutdown).await
@@ -422,12 +495,18 @@ pub async fn serve(
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stopped| *stopped).await;
     };
-    let rw = axum::serve(rw_listener, remote_write_router(state.clone()))
-        .with_graceful_shutdown(wait(stop_rx.clone()));
-    let http = axum::serve(http_listener, http_router(state.clone()))
-        .with_graceful_shutdown(wait(stop_rx.clone()));
-    let rw = tokio::spawn(async move { rw.await });
-    let http = tokio::spawn(async move { http.await });
+    let rw = spawn_server(
+        rw_listener,
+        state.config.remote_write_tls.as_ref(),
+        remote_write_router(state.clone()),
+        wait(stop_rx.clone()),
+    )?;
+    let http = spawn_server(
+        http_listener,
+        state.config.http_tls.as_ref(),
+        http_router(state.clone()),
+        wait(stop_rx.clone()),
+    )?;
     shutdown.await;
     tracing::info!("shutting down: finishing in-flight requests");
     state.ready.store(false, Ordering::Release);

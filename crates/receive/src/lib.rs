@@ -8,11 +8,13 @@
 //! crate). Hashring routing and replication, TLS, authentication and the limits file are not
 //! here yet.
 
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod tenants;
+pub mod tls;
 pub mod writer;
 
 pub use config::ReceiveConfig;
