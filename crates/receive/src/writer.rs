@@ -11,7 +11,6 @@
 
 use proto::remote_write::{TimeSeries, WriteRequest};
 use tsdb::db::Db;
-use tsdb::{Label, Labels};
 
 /// The class of a rejection, from least to most severe for the response code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -134,8 +133,8 @@ fn describe(series: &TimeSeries<'_>) -> String {
     format!("{{{}}}", parts.join(", "))
 }
 
-/// Checks a series' labels; returns them as a label set.
-pub fn validate_labels(series: &TimeSeries<'_>) -> Result<Labels, String> {
+/// Checks a series' labels: the rules of a Prometheus label set, as sent.
+pub fn validate_labels(series: &TimeSeries<'_>) -> Result<(), String> {
     if series.labels.is_empty() {
         return Err("series has no labels".into());
     }
@@ -165,13 +164,7 @@ pub fn validate_labels(series: &TimeSeries<'_>) -> Result<Labels, String> {
     if !has_name {
         return Err("missing metric name (label __name__)".into());
     }
-    Ok(Labels::from_sorted(
-        series
-            .labels
-            .iter()
-            .map(|l| Label::new(l.name, l.value))
-            .collect(),
-    ))
+    Ok(())
 }
 
 /// Appends a request's samples to `db` as one commit. With `head_series_limit`, a tenant whose
@@ -183,6 +176,7 @@ pub fn write(db: &Db, req: &WriteRequest<'_>, head_series_limit: Option<u64>) ->
     };
     let at_limit = head_series_limit.filter(|&l| db.head().num_series() as u64 >= l);
     let mut app = db.appender();
+    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(16);
     for series in &req.timeseries {
         if series.histograms > 0 {
             out.reject(Reason::NativeHistogram, series.histograms, || {
@@ -195,8 +189,8 @@ pub fn write(db: &Db, req: &WriteRequest<'_>, head_series_limit: Option<u64>) ->
         if series.samples.is_empty() {
             continue;
         }
-        let labels = match validate_labels(series) {
-            Ok(l) => l,
+        match validate_labels(series) {
+            Ok(()) => {}
             Err(why) => {
                 out.reject(Reason::InvalidLabels, series.samples.len(), || {
                     format!("series {}: {why}", describe(series))
@@ -204,16 +198,30 @@ pub fn write(db: &Db, req: &WriteRequest<'_>, head_series_limit: Option<u64>) ->
                 continue;
             }
         };
+        pairs.clear();
+        pairs.extend(series.labels.iter().map(|l| (l.name, l.value)));
         if let Some(limit) = at_limit {
-            if !db.head().contains(&labels) {
+            if !db.head().contains_pairs(&pairs) {
                 out.reject(Reason::SeriesLimit, series.samples.len(), || {
-                    format!("series {labels}: the tenant is at its limit of {limit} active series")
+                    format!(
+                        "series {}: the tenant is at its limit of {limit} active series",
+                        describe(series)
+                    )
                 });
                 continue;
             }
         }
+        let handle = match app.series_for_pairs(&pairs) {
+            Ok(h) => h,
+            Err(e) => {
+                out.reject(Reason::Storage, series.samples.len(), || {
+                    format!("series {}: {e}", describe(series))
+                });
+                continue;
+            }
+        };
         for s in &series.samples {
-            match app.append(&labels, s.timestamp, s.value) {
+            match app.append_to(handle, s.timestamp, s.value) {
                 Ok(_) => {}
                 Err(e) => {
                     let reason = match e {
@@ -222,7 +230,7 @@ pub fn write(db: &Db, req: &WriteRequest<'_>, head_series_limit: Option<u64>) ->
                         tsdb::Error::OutOfBounds { .. } => Reason::OutOfBounds,
                         _ => Reason::Storage,
                     };
-                    out.reject(reason, 1, || format!("series {labels}: {e}"));
+                    out.reject(reason, 1, || format!("series {}: {e}", describe(series)));
                 }
             }
         }

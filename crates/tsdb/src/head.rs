@@ -194,6 +194,18 @@ impl HeadIndex {
             .and_then(|v| v.iter().find(|s| &s.labels == labels))
     }
 
+    fn get_pairs(&self, hash: u64, pairs: &[(&str, &str)]) -> Option<&Arc<MemSeries>> {
+        self.by_hash.get(&hash).and_then(|v| {
+            v.iter().find(|s| {
+                s.labels.len() == pairs.len()
+                    && s.labels
+                        .iter()
+                        .zip(pairs)
+                        .all(|(l, (n, v))| &*l.name == *n && &*l.value == *v)
+            })
+        })
+    }
+
     fn intern(&mut self, s: &Arc<str>) -> Arc<str> {
         if let Some(x) = self.symbols.get(s) {
             return x.clone();
@@ -374,10 +386,22 @@ impl Head {
     pub fn appender(&self) -> Appender<'_> {
         Appender {
             head: self,
+            held: Vec::new(),
+            held_by_ref: HashMap::new(),
             pending: Vec::new(),
-            last_pending: HashMap::new(),
-            held: HashMap::new(),
         }
+    }
+
+    /// Like [`Head::get_or_create`] for borrowed, sorted, valid pairs: a known series is found
+    /// without allocating anything.
+    fn get_or_create_pairs(&self, pairs: &[(&str, &str)]) -> Result<Arc<MemSeries>> {
+        let hash = crate::labels::hash_pairs(pairs.iter().copied());
+        if let Some(s) = self.index.read().unwrap().get_pairs(hash, pairs) {
+            s.pending.fetch_add(1, Ordering::AcqRel);
+            return Ok(s.clone());
+        }
+        let labels = Labels::from_sorted(pairs.iter().map(|&(n, v)| Label::new(n, v)).collect());
+        self.get_or_create(&labels)
     }
 
     /// Looks a series up by labels, creating (and logging) it if new. The series is returned
@@ -646,6 +670,12 @@ impl Head {
         }
     }
 
+    /// Is there a series with exactly these (sorted) pairs?
+    pub fn contains_pairs(&self, pairs: &[(&str, &str)]) -> bool {
+        let hash = crate::labels::hash_pairs(pairs.iter().copied());
+        self.index.read().unwrap().get_pairs(hash, pairs).is_some()
+    }
+
     /// Is there a series with exactly these labels?
     pub fn contains(&self, labels: &Labels) -> bool {
         self.index
@@ -765,57 +795,100 @@ impl Querier for HeadQuerier {
     }
 }
 
-/// A batch of appends, applied atomically-per-sample at [`Appender::commit`].
+/// A series an appender holds (see [`Appender::series`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeriesHandle(usize);
+
+struct HeldSeries {
+    series: Arc<MemSeries>,
+    /// Newest staged (t, value bits), so a batch is validated as a whole.
+    last_pending: Option<(i64, u64)>,
+}
+
+/// A batch of appends: samples are validated as they are staged, logged to the WAL and applied
+/// at [`Appender::commit`]; dropping the appender discards them.
 pub struct Appender<'a> {
     head: &'a Head,
-    pending: Vec<(Arc<MemSeries>, i64, f64)>,
-    /// Newest pending (t, value bits) per series ref, so a batch is validated as a whole.
-    last_pending: HashMap<u64, (i64, u64)>,
     /// Series this appender raised the pending count of, once each.
-    held: HashMap<u64, Arc<MemSeries>>,
+    held: Vec<HeldSeries>,
+    held_by_ref: HashMap<u64, usize>,
+    pending: Vec<(u32, i64, f64)>,
 }
 
 impl Drop for Appender<'_> {
     fn drop(&mut self) {
-        for s in self.held.values() {
-            s.pending.fetch_sub(1, Ordering::AcqRel);
+        for h in &self.held {
+            h.series.pending.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
 
 impl Appender<'_> {
-    /// Validates and stages one sample; returns the series ref.
-    pub fn append(&mut self, labels: &Labels, t: i64, v: f64) -> Result<u64> {
+    fn hold(&mut self, series: Arc<MemSeries>) -> SeriesHandle {
+        match self.held_by_ref.entry(series.series_ref) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                // Already held: give back the count the lookup just took.
+                series.pending.fetch_sub(1, Ordering::AcqRel);
+                SeriesHandle(*e.get())
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(self.held.len());
+                self.held.push(HeldSeries {
+                    series,
+                    last_pending: None,
+                });
+                SeriesHandle(self.held.len() - 1)
+            }
+        }
+    }
+
+    /// The series with these labels, created if new.
+    pub fn series(&mut self, labels: &Labels) -> Result<SeriesHandle> {
+        let s = self.head.get_or_create(labels)?;
+        Ok(self.hold(s))
+    }
+
+    /// The series with these pairs (sorted by name, no duplicates, no empty values: the caller
+    /// validated them), created if new. Known series cost no allocation.
+    pub fn series_for_pairs(&mut self, pairs: &[(&str, &str)]) -> Result<SeriesHandle> {
+        let s = self.head.get_or_create_pairs(pairs)?;
+        Ok(self.hold(s))
+    }
+
+    pub fn series_ref(&self, h: SeriesHandle) -> u64 {
+        self.held[h.0].series.series_ref
+    }
+
+    /// Validates and stages one sample of a held series.
+    pub fn append_to(&mut self, h: SeriesHandle, t: i64, v: f64) -> Result<()> {
         let min_valid = self.head.min_valid_time();
         if t < min_valid {
             return Err(Error::OutOfBounds { t, min_valid });
         }
-        let series = self.head.get_or_create(labels)?;
-        let series_ref = series.series_ref;
-        match self.held.entry(series_ref) {
-            std::collections::hash_map::Entry::Occupied(_) => {
-                series.pending.fetch_sub(1, Ordering::AcqRel);
-            }
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(series.clone());
-            }
-        }
-        let store = match self.last_pending.get(&series_ref) {
-            Some(&(last, _)) if t < last => return Err(Error::OutOfOrder { t, newest: last }),
-            Some(&(last, bits)) if t == last => {
+        let held = &mut self.held[h.0];
+        let store = match held.last_pending {
+            Some((last, _)) if t < last => return Err(Error::OutOfOrder { t, newest: last }),
+            Some((last, bits)) if t == last => {
                 if bits != v.to_bits() {
                     return Err(Error::DuplicateTimestamp { t });
                 }
                 false
             }
             Some(_) => true,
-            None => series.samples.lock().unwrap().check(t, v)?,
+            None => held.series.samples.lock().unwrap().check(t, v)?,
         };
         if store {
-            self.last_pending.insert(series_ref, (t, v.to_bits()));
-            self.pending.push((series, t, v));
+            held.last_pending = Some((t, v.to_bits()));
+            self.pending.push((h.0 as u32, t, v));
         }
-        Ok(series_ref)
+        Ok(())
+    }
+
+    /// Validates and stages one sample; returns the series ref.
+    pub fn append(&mut self, labels: &Labels, t: i64, v: f64) -> Result<u64> {
+        let h = self.series(labels)?;
+        self.append_to(h, t, v)?;
+        Ok(self.series_ref(h))
     }
 
     /// Number of samples staged so far.
@@ -838,27 +911,34 @@ impl Appender<'_> {
             let samples = self
                 .pending
                 .iter()
-                .map(|(s, t, v)| RefSample {
-                    series_ref: s.series_ref,
-                    t: *t,
-                    v: *v,
+                .map(|&(h, t, v)| RefSample {
+                    series_ref: self.held[h as usize].series.series_ref,
+                    t,
+                    v,
                 })
                 .collect();
             wal.log(&[Record::Samples(samples)])?;
         }
         let (mut mint, mut maxt) = (i64::MAX, i64::MIN);
         let range = self.head.opts.chunk_range;
-        for (series, t, v) in &self.pending {
-            let mut s = series.samples.lock().unwrap();
-            match s.check(*t, *v) {
-                Ok(true) => {
-                    s.push(*t, *v, range);
-                    stats.samples += 1;
-                    mint = mint.min(*t);
-                    maxt = maxt.max(*t);
+        // Samples of one series are usually consecutive: lock each run once.
+        let mut i = 0;
+        while i < self.pending.len() {
+            let h = self.pending[i].0;
+            let mut s = self.held[h as usize].series.samples.lock().unwrap();
+            while i < self.pending.len() && self.pending[i].0 == h {
+                let (_, t, v) = self.pending[i];
+                match s.check(t, v) {
+                    Ok(true) => {
+                        s.push(t, v, range);
+                        stats.samples += 1;
+                        mint = mint.min(t);
+                        maxt = maxt.max(t);
+                    }
+                    Ok(false) => {}
+                    Err(_) => stats.rejected_late += 1,
                 }
-                Ok(false) => {}
-                Err(_) => stats.rejected_late += 1,
+                i += 1;
             }
         }
         if stats.samples > 0 {

@@ -122,13 +122,25 @@ impl Labels {
         )
     }
 
-    /// A stable 64-bit hash of the label set (not the ring hash; for in-process maps only).
+    /// A 64-bit hash of the label set for in-process maps (not the hashring's hash). Equal to
+    /// [`hash_pairs`] over the same pairs, so borrowed labels can be looked up without
+    /// building a `Labels`.
     pub fn stable_hash(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.hash(&mut h);
-        h.finish()
+        hash_pairs(self.0.iter().map(|l| (&*l.name, &*l.value)))
     }
+}
+
+/// Hashes name/value pairs (in the order given) the way [`Labels::stable_hash`] does.
+pub fn hash_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for (name, value) in pairs {
+        h.write(name.as_bytes());
+        h.write_u8(0xff);
+        h.write(value.as_bytes());
+        h.write_u8(0xff);
+    }
+    h.finish()
 }
 
 impl<'a> IntoIterator for &'a Labels {
