@@ -8,10 +8,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
 
-use common::{free_port, require_binary, Cairn, ExpositionServer, Proc};
+use common::{Cairn, ExpositionServer};
 use tsdb::db::{Db, DbOptions};
 use tsdb::matcher::Matcher;
 use tsdb::querier::Querier;
@@ -74,60 +73,15 @@ fn scraped(db: &Db, job: &str) -> (BTreeSet<String>, usize) {
 
 #[test]
 fn prometheus_agent_and_vmagent_write_into_their_tenants() {
-    let prometheus = require_binary("/usr/bin/prometheus", "prometheus");
-    let vmagent = require_binary("/usr/bin/vmagent", "victoria-metrics");
     let dir = tempfile::tempdir().unwrap();
     let (text, expected) = exposition();
     let target = ExpositionServer::start(text);
     let mut cairn = Cairn::receive(dir.path(), &[]);
     let url = format!("http://{}/api/v1/receive", cairn.remote_write);
 
-    let prom_cfg = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &prom_cfg,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: prom-demo\n    static_configs:\n      - targets: ['{}']\n\
-             remote_write:\n  - url: {url}\n    queue_config:\n      batch_send_deadline: 1s\n",
-            target.addr
-        ),
-    )
-    .unwrap();
-    let mut prom = Proc::spawn(
-        "prometheus",
-        Command::new(prometheus)
-            .arg("--enable-feature=agent")
-            .arg(format!("--config.file={}", prom_cfg.display()))
-            .arg(format!(
-                "--storage.agent.path={}",
-                dir.path().join("agent").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{}", free_port())),
-        dir.path(),
-    );
-
-    let vm_cfg = dir.path().join("vmagent.yml");
-    std::fs::write(
-        &vm_cfg,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: vm-demo\n    static_configs:\n      - targets: ['{}']\n",
-            target.addr
-        ),
-    )
-    .unwrap();
-    let mut vm = Proc::spawn(
-        "vmagent",
-        Command::new(vmagent)
-            .arg(format!("-promscrape.config={}", vm_cfg.display()))
-            .arg(format!("-remoteWrite.url={url}"))
-            .arg("-remoteWrite.headers=X-Prometheus-Remote-Write-Tenant: team-a")
-            .arg("-remoteWrite.flushInterval=1s")
-            .arg(format!(
-                "-remoteWrite.tmpDataPath={}",
-                dir.path().join("vmagent-data").display()
-            ))
-            .arg(format!("-httpListenAddr=127.0.0.1:{}", free_port())),
-        dir.path(),
-    );
+    let mut prom = common::prometheus_agent(dir.path(), "prom-demo", target.addr, &url, "");
+    let tenant = ["-remoteWrite.headers=X-Prometheus-Remote-Write-Tenant: team-a".to_string()];
+    let mut vm = common::vmagent(dir.path(), "vm-demo", target.addr, &url, &tenant);
 
     // Three scrapes' worth of every series from both clients.
     let want = (expected.len() * 3) as f64;

@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{free_port, https, require_binary, snappy, Cairn, ExpositionServer, Pki, Proc};
+use common::{https, snappy, Cairn, ExpositionServer, Pki};
 use proto::remote_write::{encode_v1, Label, Sample, TimeSeries, WriteRequest};
 use tsdb::db::{Db, DbOptions};
 use tsdb::matcher::Matcher;
@@ -56,8 +56,6 @@ fn basic(user: &str, password: &str) -> String {
 
 #[test]
 fn mtls_and_basic_auth_with_real_clients() {
-    let prometheus = require_binary("/usr/bin/prometheus", "prometheus");
-    let vmagent = require_binary("/usr/bin/vmagent", "victoria-metrics");
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::generate(dir.path());
     let hash = |s: &str| {
@@ -133,61 +131,27 @@ fn mtls_and_basic_auth_with_real_clients() {
         "https://127.0.0.1:{}/api/v1/receive",
         cairn.remote_write.port()
     );
-    let prom_cfg = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &prom_cfg,
+    let tls = |indent: &str| {
         format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: prom\n    static_configs:\n      - targets: ['{}']\n\
-             remote_write:\n  - url: {url}\n    basic_auth:\n      username: edge-any\n      password: pw-any\n    tls_config:\n      ca_file: {}\n      cert_file: {}\n      key_file: {}\n    queue_config:\n      batch_send_deadline: 1s\n",
-            target.addr,
+            "{indent}tls_config:\n{indent}  ca_file: {}\n{indent}  cert_file: {}\n{indent}  key_file: {}\n",
             pki.ca.display(),
             pki.client_cert.display(),
             pki.client_key.display()
-        ),
-    )
-    .unwrap();
-    let mut prom = Proc::spawn(
-        "prometheus",
-        Command::new(prometheus)
-            .arg("--enable-feature=agent")
-            .arg(format!("--config.file={}", prom_cfg.display()))
-            .arg(format!(
-                "--storage.agent.path={}",
-                dir.path().join("agent").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{}", free_port())),
-        dir.path(),
+        )
+    };
+    let extra = format!(
+        "    basic_auth:\n      username: edge-any\n      password: pw-any\n{}",
+        tls("    ")
     );
-    let vm_cfg = dir.path().join("vmagent.yml");
-    std::fs::write(
-        &vm_cfg,
-        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: vm\n    static_configs:\n      - targets: ['{}']\n", target.addr),
-    )
-    .unwrap();
-    let mut vm = Proc::spawn(
-        "vmagent",
-        Command::new(vmagent)
-            .arg(format!("-promscrape.config={}", vm_cfg.display()))
-            .arg(format!("-remoteWrite.url={url}"))
-            .arg(format!("-remoteWrite.tlsCAFile={}", pki.ca.display()))
-            .arg(format!(
-                "-remoteWrite.tlsCertFile={}",
-                pki.client_cert.display()
-            ))
-            .arg(format!(
-                "-remoteWrite.tlsKeyFile={}",
-                pki.client_key.display()
-            ))
-            .arg("-remoteWrite.basicAuth.username=edge-a")
-            .arg("-remoteWrite.basicAuth.password=pw-a")
-            .arg("-remoteWrite.flushInterval=1s")
-            .arg(format!(
-                "-remoteWrite.tmpDataPath={}",
-                dir.path().join("vmagent-data").display()
-            ))
-            .arg(format!("-httpListenAddr=127.0.0.1:{}", free_port())),
-        dir.path(),
-    );
+    let mut prom = common::prometheus_agent(dir.path(), "prom", target.addr, &url, &extra);
+    let vm_args = [
+        format!("-remoteWrite.tlsCAFile={}", pki.ca.display()),
+        format!("-remoteWrite.tlsCertFile={}", pki.client_cert.display()),
+        format!("-remoteWrite.tlsKeyFile={}", pki.client_key.display()),
+        "-remoteWrite.basicAuth.username=edge-a".to_string(),
+        "-remoteWrite.basicAuth.password=pw-a".to_string(),
+    ];
+    let mut vm = common::vmagent(dir.path(), "vm", target.addr, &url, &vm_args);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let a = cairn

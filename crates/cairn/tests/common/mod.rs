@@ -44,19 +44,27 @@ pub fn http(
 ) -> std::io::Result<HttpResponse> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (n, v) in headers {
-        req.push_str(&format!("{n}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
+    let req = request_head(addr, method, path, headers, body.len());
     s.write_all(req.as_bytes())?;
     s.write_all(body)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     parse_response(&raw)
+}
+
+fn request_head(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    len: usize,
+) -> String {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {len}\r\n");
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req
 }
 
 fn parse_response(raw: &[u8]) -> std::io::Result<HttpResponse> {
@@ -375,14 +383,7 @@ pub fn https(
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
     let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (n, v) in headers {
-        req.push_str(&format!("{n}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
+    let req = request_head(addr, method, path, headers, body.len());
     tls.write_all(req.as_bytes())?;
     tls.write_all(body)?;
     let mut raw = Vec::new();
@@ -393,4 +394,68 @@ pub fn https(
         Err(e) => return Err(e),
     }
     parse_response(&raw)
+}
+
+/// Prometheus 2.42 in agent mode, scraping `target` every second as job `job` and remote-writing
+/// to `url`; `remote_write_extra` is YAML added to the remote_write entry (indented 4 spaces).
+pub fn prometheus_agent(
+    dir: &Path,
+    job: &str,
+    target: SocketAddr,
+    url: &str,
+    remote_write_extra: &str,
+) -> Proc {
+    let prometheus = require_binary("/usr/bin/prometheus", "prometheus");
+    let cfg = dir.join(format!("prometheus-{job}.yml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n\
+             remote_write:\n  - url: {url}\n    queue_config:\n      batch_send_deadline: 1s\n{remote_write_extra}"
+        ),
+    )
+    .unwrap();
+    Proc::spawn(
+        "prometheus",
+        Command::new(prometheus)
+            .arg("--enable-feature=agent")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.agent.path={}",
+                dir.join(format!("agent-{job}")).display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", free_port())),
+        dir,
+    )
+}
+
+/// vmagent 1.79 scraping `target` every second as job `job` and remote-writing to `url`.
+pub fn vmagent(
+    dir: &Path,
+    job: &str,
+    target: SocketAddr,
+    url: &str,
+    extra_args: &[String],
+) -> Proc {
+    let vmagent = require_binary("/usr/bin/vmagent", "victoria-metrics");
+    let cfg = dir.join(format!("vmagent-{job}.yml"));
+    std::fs::write(
+        &cfg,
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n"),
+    )
+    .unwrap();
+    Proc::spawn(
+        "vmagent",
+        Command::new(vmagent)
+            .arg(format!("-promscrape.config={}", cfg.display()))
+            .arg(format!("-remoteWrite.url={url}"))
+            .arg("-remoteWrite.flushInterval=1s")
+            .arg(format!(
+                "-remoteWrite.tmpDataPath={}",
+                dir.join(format!("vmagent-{job}")).display()
+            ))
+            .arg(format!("-httpListenAddr=127.0.0.1:{}", free_port()))
+            .args(extra_args),
+        dir,
+    )
 }
