@@ -117,6 +117,16 @@ struct ReceiveArgs {
     /// CA bundle (PEM) for client certificates on the HTTP listener.
     #[arg(long = "http.server-tls-client-ca", requires = "http_tls_cert")]
     http_tls_client_ca: Option<PathBuf>,
+    /// Object storage configuration file (Thanos' objstore.yml: S3 or FILESYSTEM). Without it,
+    /// blocks stay local.
+    #[arg(long = "objstore.config-file", conflicts_with = "objstore_config")]
+    objstore_config_file: Option<PathBuf>,
+    /// Object storage configuration as YAML text (alternative to --objstore.config-file).
+    #[arg(long = "objstore.config")]
+    objstore_config: Option<String>,
+    /// How often new blocks are looked for and uploaded.
+    #[arg(long = "shipper.interval", default_value = "30s", value_parser = parse_duration)]
+    shipper_interval: Duration,
     /// Writers' credentials (YAML: users with bcrypt password hashes, bearer tokens, optional
     /// tenant binding). Without it, writes are anonymous.
     #[arg(long = "remote-write.auth-file")]
@@ -140,9 +150,14 @@ struct UpArgs {
 }
 
 impl ReceiveArgs {
-    fn config(&self) -> ReceiveConfig {
+    fn config(&self) -> anyhow::Result<ReceiveConfig> {
         let defaults = RequestLimits::default();
-        ReceiveConfig {
+        let objstore = match (&self.objstore_config_file, &self.objstore_config) {
+            (Some(path), _) => Some(objstore::BucketConfig::from_file(path)?),
+            (None, Some(text)) => Some(objstore::BucketConfig::parse(text)?),
+            (None, None) => None,
+        };
+        Ok(ReceiveConfig {
             remote_write_address: self.remote_write_address,
             http_address: self.http_address,
             tsdb_path: self.tsdb_path.clone(),
@@ -172,9 +187,11 @@ impl ReceiveArgs {
                 &self.http_tls_client_ca,
             ),
             auth_file: self.auth_file.clone(),
+            objstore,
+            shipper_interval: self.shipper_interval,
             maintenance_interval: (self.block_duration / 4)
                 .clamp(Duration::from_millis(100), Duration::from_secs(5)),
-        }
+        })
     }
 }
 
@@ -232,7 +249,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Receive(args) => {
-                receive::http::run(args.config(), shutdown_signal())
+                receive::http::run(args.config()?, shutdown_signal())
                     .await
                     .context("receiver failed")?;
             }
@@ -241,6 +258,9 @@ fn main() -> anyhow::Result<()> {
                     remote_write_address: args.remote_write_address,
                     http_address: args.http_address,
                     tsdb_path: args.data_dir.join("receive"),
+                    objstore: Some(objstore::BucketConfig::filesystem(
+                        args.data_dir.join("bucket"),
+                    )),
                     ..ReceiveConfig::default()
                 };
                 println!("Cairn is up (data in {}):", args.data_dir.display());
@@ -249,6 +269,7 @@ fn main() -> anyhow::Result<()> {
                     args.remote_write_address
                 );
                 println!("  metrics:      http://{}/metrics", args.http_address);
+                println!("  bucket:       {}", args.data_dir.join("bucket").display());
                 println!("  health:       http://{}/-/healthy", args.http_address);
                 receive::http::run(config, shutdown_signal())
                     .await
