@@ -122,7 +122,7 @@ async fn an_interrupted_upload_is_redone_completely() {
     );
 
     let stats = Shipper::new(&tsdb_dir, bucket.clone())
-        .sync(&[first.clone()], 0)
+        .sync(std::slice::from_ref(&first), 0)
         .await;
     assert_eq!((stats.uploaded, stats.failed.clone()), (1, None));
     assert_identical(&bucket, &tsdb_dir, &ulid).await;
