@@ -42,7 +42,11 @@ pub(crate) struct SeriesQuery {
 /// Labels of a series as served: its own labels without the replica labels, plus the TSDB's
 /// external labels without the replica labels; an external label replaces a series label of the
 /// same name (Thanos' `ExtendSortedLabels`).
-pub(crate) fn full_labels(series: &Labels, external: &ExternalLabels, without: &[String]) -> Labels {
+pub(crate) fn full_labels(
+    series: &Labels,
+    external: &ExternalLabels,
+    without: &[String],
+) -> Labels {
     let keep = |name: &str| !without.iter().any(|w| w == name);
     let own = series
         .iter()
@@ -344,4 +348,136 @@ pub(crate) fn label_values(
         }
     }
     Ok(truncate(values, limit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(min_time: i64, len: usize, encoding: u8) -> ChunkData {
+        ChunkData {
+            min_time,
+            max_time: min_time + 10,
+            encoding,
+            data: vec![7u8; len].into(),
+        }
+    }
+
+    fn labels(p: &[(&str, &str)]) -> Labels {
+        Labels::from_pairs(p.iter().copied())
+    }
+
+    #[test]
+    fn external_labels_are_added_win_and_replica_labels_go() {
+        let ext: ExternalLabels = [("replica", "r1"), ("tenant_id", "a"), ("zone", "z")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let s = labels(&[("__name__", "up"), ("tenant_id", "own"), ("pod", "p")]);
+        assert_eq!(
+            full_labels(&s, &ext, &[]),
+            labels(&[
+                ("__name__", "up"),
+                ("pod", "p"),
+                ("replica", "r1"),
+                ("tenant_id", "a"),
+                ("zone", "z")
+            ])
+        );
+        assert_eq!(
+            full_labels(&s, &ext, &["replica".into(), "pod".into()]),
+            labels(&[("__name__", "up"), ("tenant_id", "a"), ("zone", "z")])
+        );
+    }
+
+    #[test]
+    fn a_long_series_is_split_over_frames_with_the_same_labels() {
+        // 25 chunks of 100 kB: about 10 per 1 MiB frame.
+        let chunks: Vec<ChunkData> = (0..25)
+            .map(|i| chunk(i * 100, 100_000, ENCODING_XOR))
+            .collect();
+        let series = vec![
+            StoreSeries {
+                labels: labels(&[("__name__", "big")]),
+                chunks,
+            },
+            StoreSeries {
+                labels: labels(&[("__name__", "small")]),
+                chunks: vec![chunk(0, 10, ENCODING_XOR)],
+            },
+        ];
+        let frames: Vec<thanos::Series> = Frames::new(series).map(Result::unwrap).collect();
+        assert_eq!(
+            frames.len(),
+            4,
+            "three frames for the big series, one for the small"
+        );
+        let sizes: Vec<usize> = frames.iter().map(|f| f.chunks.len()).collect();
+        assert_eq!(sizes.iter().take(3).sum::<usize>(), 25);
+        assert!(sizes[0] >= 10 && sizes[0] <= 11, "{sizes:?}");
+        for f in &frames[..3] {
+            assert_eq!(f.labels[0].value, "big");
+            assert!(prost::Message::encoded_len(f) <= MAX_FRAME_BYTES + 110_000);
+        }
+        let starts: Vec<i64> = frames[..3]
+            .iter()
+            .flat_map(|f| f.chunks.iter().map(|c| c.min_time))
+            .collect();
+        assert_eq!(starts, (0..25).map(|i| i * 100).collect::<Vec<_>>());
+        assert_eq!(frames[3].labels[0].value, "small");
+    }
+
+    #[test]
+    fn chunk_types_are_one_less_than_tsdb_encodings_and_unknown_ones_fail() {
+        let series = vec![StoreSeries {
+            labels: labels(&[("a", "b")]),
+            chunks: vec![
+                chunk(0, 3, ENCODING_XOR),
+                chunk(20, 3, ENCODING_HISTOGRAM),
+                chunk(40, 3, ENCODING_FLOAT_HISTOGRAM),
+            ],
+        }];
+        let f = Frames::new(series).next().unwrap().unwrap();
+        let types: Vec<i32> = f
+            .chunks
+            .iter()
+            .map(|c| c.raw.as_ref().unwrap().r#type)
+            .collect();
+        assert_eq!(types, [0, 1, 2]);
+
+        let series = vec![StoreSeries {
+            labels: labels(&[("a", "b")]),
+            chunks: vec![chunk(0, 3, 9)],
+        }];
+        let err = Frames::new(series).next().unwrap().unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Internal);
+        assert!(err.message().contains("unknown encoding 9"));
+    }
+
+    #[test]
+    fn batches_hold_up_to_n_series() {
+        let series: Vec<StoreSeries> = (0..5)
+            .map(|i| StoreSeries {
+                labels: labels(&[("i", &i.to_string())]),
+                chunks: Vec::new(),
+            })
+            .collect();
+        let sizes: Vec<usize> = Responses::new(series, 2)
+            .map(|r| match r.unwrap().result.unwrap() {
+                series_response::Result::Batch(b) => b.series.len(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(sizes, [2, 2, 1]);
+    }
+
+    #[test]
+    fn describes_tsdbs_by_external_labels() {
+        let ext: ExternalLabels = [("tenant_id".to_string(), "a".to_string())].into();
+        let s = tsdb_status(tsdb::Error::corruption("/x/index", "bad crc"), &ext);
+        assert_eq!(s.code(), tonic::Code::DataLoss);
+        assert!(s
+            .message()
+            .starts_with("reading the TSDB {tenant_id=\"a\"}: corruption"));
+    }
 }
