@@ -15,7 +15,7 @@
 //! - Chunks are the TSDB's XOR chunks, untrimmed (they may extend past the requested range).
 //!
 //! The crate owns the gRPC side only: listing the TSDBs is the owner's business (`receive`
-//! implements [`TsdbSource`] for its tenants), reading them is `tsdb`'s. See
+//! can implement [`TsdbSource`] for its tenants), reading them is `tsdb`'s. See
 //! `docs/components/store-api.md`.
 
 use std::collections::BTreeMap;
