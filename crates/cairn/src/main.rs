@@ -61,7 +61,8 @@ struct ReceiveArgs {
     /// Address of the HTTP endpoint (/metrics, /-/healthy, /-/ready).
     #[arg(long = "http-address", default_value = "0.0.0.0:10902")]
     http_address: SocketAddr,
-    /// Address of the gRPC endpoint (StoreAPI; not served yet, reserved).
+    /// Address of the gRPC endpoint (Thanos StoreAPI: thanos.Store and thanos.info.Info over
+    /// every tenant's head and local blocks).
     #[arg(long = "grpc-address", default_value = "0.0.0.0:10901")]
     grpc_address: SocketAddr,
     /// Directory of the per-tenant TSDBs.
@@ -147,6 +148,9 @@ struct UpArgs {
     /// Address of the receiver's HTTP endpoint.
     #[arg(long = "http-address", default_value = "127.0.0.1:10902")]
     http_address: SocketAddr,
+    /// Address of the receiver's StoreAPI (gRPC).
+    #[arg(long = "grpc-address", default_value = "127.0.0.1:10901")]
+    grpc_address: SocketAddr,
 }
 
 impl ReceiveArgs {
@@ -160,6 +164,7 @@ impl ReceiveArgs {
         Ok(ReceiveConfig {
             remote_write_address: self.remote_write_address,
             http_address: self.http_address,
+            grpc_address: self.grpc_address,
             tsdb_path: self.tsdb_path.clone(),
             retention: (!self.retention.is_zero()).then_some(self.retention),
             block_duration: self.block_duration,
@@ -257,6 +262,7 @@ fn main() -> anyhow::Result<()> {
                 let config = ReceiveConfig {
                     remote_write_address: args.remote_write_address,
                     http_address: args.http_address,
+                    grpc_address: args.grpc_address,
                     tsdb_path: args.data_dir.join("receive"),
                     objstore: Some(objstore::BucketConfig::filesystem(
                         args.data_dir.join("bucket"),
@@ -271,6 +277,7 @@ fn main() -> anyhow::Result<()> {
                 println!("  metrics:      http://{}/metrics", args.http_address);
                 println!("  bucket:       {}", args.data_dir.join("bucket").display());
                 println!("  health:       http://{}/-/healthy", args.http_address);
+                println!("  StoreAPI:     grpc://{}", args.grpc_address);
                 receive::http::run(config, shutdown_signal())
                     .await
                     .context("receiver failed")?;

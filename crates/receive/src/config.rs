@@ -32,6 +32,8 @@ impl Default for RequestLimits {
 pub struct ReceiveConfig {
     pub remote_write_address: SocketAddr,
     pub http_address: SocketAddr,
+    /// StoreAPI (gRPC) listener over every tenant's TSDB.
+    pub grpc_address: SocketAddr,
     pub tsdb_path: PathBuf,
     pub retention: Option<Duration>,
     pub block_duration: Duration,
@@ -67,6 +69,7 @@ impl Default for ReceiveConfig {
         ReceiveConfig {
             remote_write_address: ([0, 0, 0, 0], 19291).into(),
             http_address: ([0, 0, 0, 0], 10902).into(),
+            grpc_address: ([0, 0, 0, 0], 10901).into(),
             tsdb_path: PathBuf::from("./data"),
             retention: Some(Duration::from_secs(15 * 24 * 3600)),
             block_duration: Duration::from_secs(2 * 3600),

@@ -479,7 +479,8 @@ pub async fn run(
     let state = AppState::new(config.clone()).map_err(std::io::Error::other)?;
     let rw_listener = tokio::net::TcpListener::bind(config.remote_write_address).await?;
     let http_listener = tokio::net::TcpListener::bind(config.http_address).await?;
-    serve(state, rw_listener, http_listener, shutdown).await
+    let grpc_listener = tokio::net::TcpListener::bind(config.grpc_address).await?;
+    serve(state, rw_listener, http_listener, grpc_listener, shutdown).await
 }
 
 /// Like [`run`] with listeners already bound (tests bind port 0).
@@ -487,11 +488,13 @@ pub async fn serve(
     state: Arc<AppState>,
     rw_listener: tokio::net::TcpListener,
     http_listener: tokio::net::TcpListener,
+    grpc_listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tracing::info!(
         remote_write = %rw_listener.local_addr()?,
         http = %http_listener.local_addr()?,
+        grpc = %grpc_listener.local_addr()?,
         tsdb = %state.config.tsdb_path.display(),
         "receiver starting"
     );
@@ -563,6 +566,24 @@ pub async fn serve(
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stopped| *stopped).await;
     };
+    // The StoreAPI over every tenant's TSDB (heads and local blocks), with its external labels.
+    let grpc = {
+        let tenants = state.tenants.clone();
+        let source = move || {
+            tenants
+                .all()
+                .into_iter()
+                .map(|(t, db)| (tenants.external_labels(&t), db))
+                .collect::<Vec<_>>()
+        };
+        let server = store::TsdbStore::new(source);
+        let stop = wait(stop_rx.clone());
+        tokio::spawn(async move {
+            if let Err(e) = server.serve(grpc_listener, stop).await {
+                tracing::error!(error = %e, "StoreAPI server failed");
+            }
+        })
+    };
     let rw = spawn_server(
         rw_listener,
         state.config.remote_write_tls.as_ref(),
@@ -581,6 +602,7 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let _ = rw.await;
     let _ = http.await;
+    let _ = grpc.await;
     let _ = maintenance.await;
     if let Some(t) = limits_task {
         t.abort();

@@ -186,6 +186,7 @@ pub struct Cairn {
     pub proc: Proc,
     pub remote_write: SocketAddr,
     pub http: SocketAddr,
+    pub grpc: SocketAddr,
     pub tsdb_path: PathBuf,
 }
 
@@ -229,6 +230,7 @@ impl Cairn {
             proc,
             remote_write,
             http: http_addr,
+            grpc,
             tsdb_path,
         }
     }
