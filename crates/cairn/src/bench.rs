@@ -163,6 +163,18 @@ struct Plan {
     last_ts: i64,
 }
 
+/// CPU time (user + system) this process has used so far, from `/proc/self/stat` (Linux; USER_HZ
+/// is 100 on every Linux architecture Cairn builds for). `None` elsewhere.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name start at field 3 (state).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_ascii_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -431,6 +443,7 @@ async fn remote_write(a: RemoteWriteArgs) -> anyhow::Result<()> {
     let mut total = WorkerStats::default();
     let (requests, samples) = (plan.requests, plan.samples);
 
+    let cpu_before = process_cpu_seconds();
     let started = Instant::now();
     for round in plan.rounds {
         let queue: Queue = Arc::new(Mutex::new(round.into_iter()));
@@ -448,6 +461,10 @@ async fn remote_write(a: RemoteWriteArgs) -> anyhow::Result<()> {
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = match (cpu_before, process_cpu_seconds()) {
+        (Some(a), Some(b)) => format!("{:.2}", b - a),
+        _ => "null".to_string(),
+    };
 
     total.latencies.sort_unstable();
     let ok = total.errors == 0;
@@ -456,7 +473,7 @@ async fn remote_write(a: RemoteWriteArgs) -> anyhow::Result<()> {
          \"concurrency\":{},\"requests\":{},\"requests_ok\":{},\"errors\":{},\"samples_sent\":{},\
          \"samples_accepted\":{},\"seconds\":{:.3},\"samples_per_second\":{:.0},\
          \"latency_p50_ms\":{:.2},\"latency_p99_ms\":{:.2},\"latency_max_ms\":{:.2},\
-         \"body_bytes\":{},\"ok\":{},\"first_error\":{}}}",
+         \"body_bytes\":{},\"loadgen_cpu_seconds\":{},\"ok\":{},\"first_error\":{}}}",
         json_str(&a.url),
         a.series,
         a.rounds,
@@ -474,6 +491,7 @@ async fn remote_write(a: RemoteWriteArgs) -> anyhow::Result<()> {
         quantile_ms(&total.latencies, 0.99),
         quantile_ms(&total.latencies, 1.0),
         plan.compressed_bytes,
+        cpu,
         ok,
         total
             .first_error
@@ -582,5 +600,6 @@ mod tests {
         );
         assert!(parse_header("nocolon").is_err());
         assert_eq!(json_str("a\"b\\\n\u{1}"), r#""a\"b\\\n\u0001""#);
+        assert!(process_cpu_seconds().is_some_and(|s| s >= 0.0));
     }
 }
