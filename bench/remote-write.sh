@@ -19,6 +19,9 @@
 #   REPEAT [1]                  runs per peer (interleaved); the ratios use each peer's best
 #                               samples/s and highest peak RSS (other builds on a shared machine
 #                               only ever slow a run down)
+#   BENCH_NICE                  run peers and the load generator under `nice -n BENCH_NICE`
+#                               (e.g. -10 as root, to keep other work on a shared machine from
+#                               disturbing the runs; the same for every peer)
 #   KEEP [0]                    1 keeps the temp dir (data and logs)
 #   REQUIRE_TARGETS [0]         1 exits 3 when a target is missed
 # Exit: 0 all runs clean, 2 a run failed (errors, crash, timeout), 3 targets missed (if required).
@@ -40,6 +43,7 @@ RUN_TIMEOUT=${RUN_TIMEOUT:-600}
 STOP_TIMEOUT=${STOP_TIMEOUT:-60}
 KEEP=${KEEP:-0}
 REPEAT=${REPEAT:-1}
+BENCH_NICE=${BENCH_NICE:-}
 REQUIRE_TARGETS=${REQUIRE_TARGETS:-0}
 
 die() { echo "remote-write.sh: $*" >&2; exit 1; }
@@ -48,6 +52,11 @@ log() { echo "== $*" >&2; }
 for v in SERIES ROUNDS CONCURRENCY SAMPLES_PER_SERIES BATCH_SERIES REPEAT READY_TIMEOUT RUN_TIMEOUT STOP_TIMEOUT; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
+NICE=()
+if [[ -n $BENCH_NICE ]]; then
+  [[ $BENCH_NICE =~ ^-?[0-9]+$ ]] || die "BENCH_NICE must be an integer (got '$BENCH_NICE')"
+  NICE=(nice -n "$BENCH_NICE")
+fi
 for tool in curl awk timeout; do
   command -v "$tool" >/dev/null || die "$tool is required"
 done
@@ -159,11 +168,6 @@ stop_peer() { # name
   PEER_PID=
 }
 
-# Busy CPU seconds of the whole machine so far (user, nice, system, irq, softirq, steal).
-busy_cpu_s() {
-  awk -v hz="$(getconf CLK_TCK)" '$1 == "cpu" { printf "%.2f", ($2 + $3 + $4 + $7 + $8 + $9) / hz }' /proc/stat
-}
-
 declare -A RATE RSS CPU GEN_CPU OTHER_CPU STATUS BEST_RATE MAX_RSS
 RUNS=()
 FAILED=0
@@ -181,7 +185,7 @@ run_peer() { # name run-number
     http_port=$PORT
     free_port
     grpc_port=$PORT
-    "$CAIRN_BIN" receive --tsdb.path "$dir" \
+    "${NICE[@]}" "$CAIRN_BIN" receive --tsdb.path "$dir" \
       --remote-write.address "127.0.0.1:$port" --http-address "127.0.0.1:$http_port" \
       --grpc-address "127.0.0.1:$grpc_port" --tsdb.wal-fsync "$CAIRN_WAL_FSYNC" \
       >"$WORK/$name.log" 2>&1 &
@@ -193,7 +197,7 @@ run_peer() { # name run-number
     ;;
   prometheus)
     printf 'global:\n  scrape_interval: 1m\nscrape_configs: []\n' >"$WORK/prometheus.yml"
-    "$PROMETHEUS_BIN" --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$dir" \
+    "${NICE[@]}" "$PROMETHEUS_BIN" --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$dir" \
       --web.listen-address="127.0.0.1:$port" --web.enable-remote-write-receiver \
       >"$WORK/$name.log" 2>&1 &
     PEER_PID=$!
@@ -203,7 +207,7 @@ run_peer() { # name run-number
     stored_metric=prometheus_tsdb_head_samples_appended_total
     ;;
   victoria-metrics)
-    "$VM_BIN" -storageDataPath "$dir" -httpListenAddr "127.0.0.1:$port" \
+    "${NICE[@]}" "$VM_BIN" -storageDataPath "$dir" -httpListenAddr "127.0.0.1:$port" \
       >"$WORK/$name.log" 2>&1 &
     PEER_PID=$!
     url=http://127.0.0.1:$port/api/v1/write
@@ -215,10 +219,9 @@ run_peer() { # name run-number
   esac
   wait_ready "$name" "$ready"
   log "$name ready (pid $PEER_PID, $url); sending the load (run $2 of $REPEAT)"
-  local rc=0 cpu0 busy0 stored
+  local rc=0 cpu0 stored
   cpu0=$(proc_cpu_s "$PEER_PID")
-  busy0=$(busy_cpu_s)
-  timeout -k 10 "$RUN_TIMEOUT" "$CAIRN_BIN" --log.level=warn bench remote-write --url "$url" \
+  "${NICE[@]}" timeout -k 10 "$RUN_TIMEOUT" "$CAIRN_BIN" --log.level=warn bench remote-write --url "$url" \
     --series "$SERIES" --rounds "$ROUNDS" --concurrency "$CONCURRENCY" \
     --samples-per-series "$SAMPLES_PER_SERIES" --batch-series "$BATCH_SERIES" \
     --interval "$INTERVAL" >"$WORK/$key.json" || rc=$?
@@ -232,8 +235,10 @@ run_peer() { # name run-number
   RATE[$key]=$(sed -n 's/.*"samples_per_second":\([0-9.]*\).*/\1/p' "$WORK/$key.json")
   RATE[$key]=${RATE[$key]:-0}
   GEN_CPU[$key]=$(sed -n 's/.*"loadgen_cpu_seconds":\([0-9.]*\).*/\1/p' "$WORK/$key.json")
-  OTHER_CPU[$key]=$(awk -v a="$(busy_cpu_s)" -v b="$busy0" -v p="${CPU[$key]}" -v g="${GEN_CPU[$key]:-0}" \
-    'BEGIN { x = a - b - p - g; printf "%.1f", x < 0 ? 0 : x }')
+  # The peer is idle while the load generator encodes, so its CPU is its share of the send.
+  OTHER_CPU[$key]=$(awk -v p="${CPU[$key]}" -v g="${GEN_CPU[$key]:-0}" \
+    -v b="$(sed -n 's/.*"machine_busy_cpu_seconds":\([0-9.]*\).*/\1/p' "$WORK/$key.json")" \
+    'BEGIN { if (b == "") { print "?"; exit } x = b - p - g; printf "%.1f", x < 0 ? 0 : x }')
   # Every peer must have taken every sample.
   stored=$(metric_sum "$metrics" "$stored_metric")
   if ((rc != 0)); then
@@ -258,7 +263,7 @@ run_peer() { # name run-number
   sync # the next peer's fsyncs should not wait for this one's dirty pages
 }
 
-log "load: $SERIES series x $ROUNDS rounds x $SAMPLES_PER_SERIES samples = $WANT samples, $BATCH_SERIES series/request, concurrency $CONCURRENCY, $REPEAT run(s) per peer; data in $WORK ($FS_TYPE); $(nproc) CPUs; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+log "load: ${BENCH_NICE:+nice $BENCH_NICE, }$SERIES series x $ROUNDS rounds x $SAMPLES_PER_SERIES samples = $WANT samples, $BATCH_SERIES series/request, concurrency $CONCURRENCY, $REPEAT run(s) per peer; data in $WORK ($FS_TYPE); $(nproc) CPUs; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 for ((i = 1; i <= REPEAT; i++)); do
   for p in $PEERS; do
     run_peer "$p" "$i"
@@ -272,13 +277,13 @@ printf '%-20s %10s %9s %8s %13s %9s %9s  %s\n' run samples/s "RSS MiB" "CPU s" s
 for k in "${RUNS[@]}"; do
   awk -v k="$k" -v r="${RATE[$k]}" -v rss="${RSS[$k]}" -v cpu="${CPU[$k]}" -v st="${STATUS[$k]}" \
     -v g="${GEN_CPU[$k]:-0}" -v o="${OTHER_CPU[$k]}" -v n="$WANT" 'BEGIN {
-      printf "%-20s %10.0f %9.1f %8.1f %13s %9.1f %9.1f  %s\n", k, r, rss / 1024, cpu,
+      printf "%-20s %10.0f %9.1f %8.1f %13s %9.1f %9s  %s\n", k, r, rss / 1024, cpu,
         (cpu > 0 ? sprintf("%.0f", n / cpu) : "-"), g, o, st }'
 done
 cat <<EOF
 (RSS: peak resident set (VmHWM) after the run. CPU s: the peer's CPU time during the load; gen
-CPU: the load generator's; other CPU: everything else on the machine meanwhile. Cairn WAL fsync:
-$CAIRN_WAL_FSYNC; data on $FS_TYPE; $(nproc) CPUs shared by the peer and the load generator.)
+CPU: the load generator's while sending; other CPU: what everything else on the machine used
+while it sent. Cairn WAL fsync: $CAIRN_WAL_FSYNC; data on $FS_TYPE; $(nproc) CPUs.)
 EOF
 if ((REPEAT > 1)); then
   echo

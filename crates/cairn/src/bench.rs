@@ -175,6 +175,21 @@ fn process_cpu_seconds() -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// Busy CPU time of the whole machine so far (user, nice, system, irq, softirq, steal), from
+/// `/proc/stat`, so a run can tell how much else was running meanwhile. `None` elsewhere.
+fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<f64> = line
+        .split_ascii_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    let at = |i: usize| f.get(i).copied().unwrap_or(0.0);
+    // user nice system idle iowait irq softirq steal
+    Some((at(0) + at(1) + at(2) + at(5) + at(6) + at(7)) / 100.0)
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -444,6 +459,7 @@ async fn remote_write(a: RemoteWriteArgs) -> anyhow::Result<()> {
     let (requests, samples) = (plan.requests, plan.samples);
 
     let cpu_before = process_cpu_seconds();
+    let busy_before = machine_busy_seconds();
     let started = Instant::now();
     for round in plan.rounds {
         let queue: Queue = Arc::new(Mutex::new(round.into_iter()));
@@ -461,10 +477,12 @@ async fn remote_write(a: RemoteWriteArgs) -> anyhow::Result<()> {
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let cpu = match (cpu_before, process_cpu_seconds()) {
+    let delta = |before: Option<f64>, after: Option<f64>| match (before, after) {
         (Some(a), Some(b)) => format!("{:.2}", b - a),
         _ => "null".to_string(),
     };
+    let cpu = delta(cpu_before, process_cpu_seconds());
+    let busy = delta(busy_before, machine_busy_seconds());
 
     total.latencies.sort_unstable();
     let ok = total.errors == 0;
@@ -473,7 +491,7 @@ async fn remote_write(a: RemoteWriteArgs) -> anyhow::Result<()> {
          \"concurrency\":{},\"requests\":{},\"requests_ok\":{},\"errors\":{},\"samples_sent\":{},\
          \"samples_accepted\":{},\"seconds\":{:.3},\"samples_per_second\":{:.0},\
          \"latency_p50_ms\":{:.2},\"latency_p99_ms\":{:.2},\"latency_max_ms\":{:.2},\
-         \"body_bytes\":{},\"loadgen_cpu_seconds\":{},\"ok\":{},\"first_error\":{}}}",
+         \"body_bytes\":{},\"loadgen_cpu_seconds\":{},\"machine_busy_cpu_seconds\":{},\"ok\":{},\"first_error\":{}}}",
         json_str(&a.url),
         a.series,
         a.rounds,
@@ -492,6 +510,7 @@ async fn remote_write(a: RemoteWriteArgs) -> anyhow::Result<()> {
         quantile_ms(&total.latencies, 1.0),
         plan.compressed_bytes,
         cpu,
+        busy,
         ok,
         total
             .first_error
@@ -601,5 +620,6 @@ mod tests {
         assert!(parse_header("nocolon").is_err());
         assert_eq!(json_str("a\"b\\\n\u{1}"), r#""a\"b\\\n\u0001""#);
         assert!(process_cpu_seconds().is_some_and(|s| s >= 0.0));
+        assert!(machine_busy_seconds().is_some_and(|s| s > 0.0));
     }
 }
