@@ -52,6 +52,12 @@ log() { echo "== $*" >&2; }
 for v in SERIES ROUNDS CONCURRENCY SAMPLES_PER_SERIES BATCH_SERIES REPEAT READY_TIMEOUT RUN_TIMEOUT STOP_TIMEOUT; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
+for p in $PEERS; do
+  case $p in
+  cairn | prometheus | victoria-metrics) ;;
+  *) die "unknown peer '$p' in PEERS (cairn, prometheus, victoria-metrics)" ;;
+  esac
+done
 NICE=()
 if [[ -n $BENCH_NICE ]]; then
   [[ $BENCH_NICE =~ ^-?[0-9]+$ ]] || die "BENCH_NICE must be an integer (got '$BENCH_NICE')"

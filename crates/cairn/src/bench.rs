@@ -354,11 +354,22 @@ async fn worker(
             }
             Err(e) => {
                 st.latencies.push(started.elapsed());
-                st.fail(body.samples, format!("request failed: {e}"));
+                st.fail(body.samples, format!("request failed: {}", error_chain(&e)));
             }
         }
     }
     st
+}
+
+/// An error and its sources, `a: b: c` (reqwest's own message omits the cause).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let _ = write!(s, ": {c}");
+        cur = c.source();
+    }
+    s
 }
 
 fn header_map(a: &RemoteWriteArgs) -> anyhow::Result<reqwest::header::HeaderMap> {
