@@ -11,6 +11,8 @@ use receive::config::{parse_duration, parse_fsync, parse_label, RequestLimits};
 use receive::ReceiveConfig;
 use tsdb::wal::FsyncPolicy;
 
+mod bench;
+
 #[derive(Parser)]
 #[command(
     name = "cairn",
@@ -36,6 +38,9 @@ enum Command {
     Receive(Box<ReceiveArgs>),
     /// Run every component in one process on embedded defaults (data under ./data).
     Up(UpArgs),
+    /// Load generators for benchmarking receivers.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Operator tools.
     #[command(subcommand)]
     Tools(ToolsCommand),
@@ -258,6 +263,7 @@ fn main() -> anyhow::Result<()> {
                     .await
                     .context("receiver failed")?;
             }
+            Command::Bench(cmd) => bench::run(cmd).await?,
             Command::Up(args) => {
                 let config = ReceiveConfig {
                     remote_write_address: args.remote_write_address,
