@@ -11,6 +11,8 @@ use receive::config::{parse_duration, parse_fsync, parse_label, RequestLimits};
 use receive::ReceiveConfig;
 use tsdb::wal::FsyncPolicy;
 
+mod tools_hashring;
+
 #[derive(Parser)]
 #[command(
     name = "cairn",
@@ -51,6 +53,9 @@ enum ToolsCommand {
         #[arg(long, default_value_t = 10)]
         cost: u32,
     },
+    /// Validate, plan and compare hashrings files.
+    #[command(subcommand)]
+    Hashring(tools_hashring::HashringCommand),
 }
 
 #[derive(Args, Clone)]
@@ -203,6 +208,7 @@ fn run_tool(tool: ToolsCommand) -> anyhow::Result<()> {
             };
             println!("{}", bcrypt::hash(secret, cost).context("hashing")?);
         }
+        ToolsCommand::Hashring(command) => tools_hashring::run(command)?,
     }
     Ok(())
 }

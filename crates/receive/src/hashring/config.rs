@@ -204,8 +204,8 @@ impl HashringConfig {
 #[derive(Clone, Debug, PartialEq)]
 pub struct HashringsConfig {
     pub hashrings: Vec<HashringConfig>,
-    /// Fields Thanos ignores, as `hashring "x": field "y"`; reported by `validate`.
-    pub unknown_fields: Vec<String>,
+    /// Fields Thanos ignores, as (hashring label, field); reported by `validate`.
+    pub unknown_fields: Vec<(String, String)>,
 }
 
 /// Thanos' `HashringConfig` as `encoding/json` sees it.
@@ -577,10 +577,10 @@ impl HashringsConfig {
                 });
             }
         }
-        for f in &self.unknown_fields {
+        for (hashring, field) in &self.unknown_fields {
             problems.push(Problem {
-                hashring: String::new(),
-                kind: ProblemKind::UnknownField(f.clone()),
+                hashring: hashring.clone(),
+                kind: ProblemKind::UnknownField(field.clone()),
             });
         }
         problems
@@ -588,7 +588,7 @@ impl HashringsConfig {
 }
 
 /// Top-level fields of each hashring that Thanos' schema does not have.
-fn unknown_fields(text: &str) -> Vec<String> {
+fn unknown_fields(text: &str) -> Vec<(String, String)> {
     let Ok(serde_json::Value::Array(rings)) = serde_json::from_str::<serde_json::Value>(text)
     else {
         return Vec::new();
@@ -599,7 +599,7 @@ fn unknown_fields(text: &str) -> Vec<String> {
         let name = obj.get("hashring").and_then(|v| v.as_str()).unwrap_or("");
         for key in obj.keys() {
             if !KNOWN_FIELDS.contains(&key.as_str()) {
-                out.push(format!("{}.{key}", ring_label(i, name)));
+                out.push((ring_label(i, name), key.clone()));
             }
         }
     }
@@ -818,7 +818,7 @@ mod tests {
                 },
                 &ProblemKind::DuplicateName,
                 &ProblemKind::DuplicateName,
-                &ProblemKind::UnknownField("hashring \"team-b\".tenant".into()),
+                &ProblemKind::UnknownField("tenant".into()),
             ]
         );
 

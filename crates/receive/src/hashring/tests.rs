@@ -4,6 +4,12 @@ use super::analysis::{exact_movement, synthetic_series, Distribution, Movement};
 use super::ring::{HashmodRing, KetamaRing};
 use super::*;
 
+/// A series' labels (or endpoints with zones) in a test table.
+type Pairs = [(&'static str, &'static str)];
+
+/// (endpoints, algorithm, replication factor, series index, expected owners)
+type PlacementRow<'a> = (&'a Vec<Endpoint>, Algorithm, usize, usize, &'a [&'a str]);
+
 fn endpoints(addresses: &[&str]) -> Vec<Endpoint> {
     addresses.iter().map(|a| Endpoint::new(a)).collect()
 }
@@ -37,7 +43,7 @@ fn series_hash_is_xxhash64_of_tenant_and_labels_with_0xff_separators() {
     assert_eq!(series_hash("t", [("a", "b"), ("c", "d")]), manual);
     // Values from an independent implementation of Thanos' labelpb.HashWithPrefix (Python's
     // xxhash binding over the same byte sequence).
-    let cases: &[(&str, &[(&str, &str)], u64)] = &[
+    let cases: &[(&str, &Pairs, u64)] = &[
         (
             "default-tenant",
             &[
@@ -183,7 +189,7 @@ fn placement_table() {
     let mix4 = zoned(MIX4);
     // "receive-N" stands for E3/E5's long addresses.
     #[rustfmt::skip]
-    let table: &[(&Vec<Endpoint>, Algorithm, usize, usize, &[&str])] = &[
+    let table: &[PlacementRow] = &[
         (&e3, Algorithm::Ketama, 3, 0, &["receive-1", "receive-0", "receive-2"]),
         (&e3, Algorithm::Ketama, 3, 1, &["receive-1", "receive-0", "receive-2"]),
         (&e3, Algorithm::Ketama, 3, 2, &["receive-1", "receive-2", "receive-0"]),
@@ -497,7 +503,7 @@ fn ketama_spreads_replicas_evenly_across_zones() {
 /// and the consistency tests: growing a ring never gives old endpoints series they did not have.
 #[test]
 fn ketama_even_node_spread_and_growth_consistency() {
-    let cases: &[(&[(&str, &str)], usize, u64)] = &[
+    let cases: &[(&Pairs, usize, u64)] = &[
         (&[("a", "1"), ("b", "2"), ("c", "1"), ("d", "2")], 2, 1000),
         (&[("a", ""), ("b", ""), ("c", ""), ("d", "")], 2, 1000),
         (
