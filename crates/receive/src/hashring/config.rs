@@ -765,7 +765,7 @@ mod tests {
         assert_eq!(p[0].hashring, "hashring \"a\"");
         assert_eq!(p[1].hashring, "hashring \"b\"");
         assert!(p.iter().all(|p| p.severity() == Severity::Refused));
-        // A 4-entry ring with a duplicate is still big enough for RF 3 by count.
+        // Zones are fine with ketama (the default here), refused with hashmod.
         let az = parse(r#"[{"endpoints": [{"address": "a", "az": "1"}, "b"]}]"#);
         assert!(az.refusals(Algorithm::Ketama, 1).is_empty());
         assert_eq!(

@@ -102,7 +102,8 @@ impl Hashring {
     }
 
     /// Indexes into [`Hashring::endpoints`] of the owners of a series hash, replica 0 first;
-    /// as many as the replication factor, all distinct.
+    /// as many as the replication factor, all distinct (except, as in Thanos, for a hashmod
+    /// hash within the replication factor of 2⁶⁴, where the wrapping addition can repeat one).
     pub fn owner_indices(&self, hash: u64) -> OwnerIndices<'_> {
         let start = match self {
             Hashring::Hashmod(_) => 0,

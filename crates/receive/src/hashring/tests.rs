@@ -758,3 +758,15 @@ fn movement_on_add_and_remove_is_close_to_k_over_n() {
         (10, 10, 10)
     );
 }
+
+#[test]
+fn ketama_placement_does_not_depend_on_file_order() {
+    let hashes = synthetic_hashes("team-a", 5000);
+    let mut reversed = zoned(AZ6);
+    reversed.reverse();
+    let a = Hashring::new(Algorithm::Ketama, zoned(AZ6), 3).unwrap();
+    let b = Hashring::new(Algorithm::Ketama, reversed, 3).unwrap();
+    for &h in &hashes {
+        assert_eq!(owners_of(&a, h), owners_of(&b, h));
+    }
+}
