@@ -12,6 +12,7 @@ use receive::ReceiveConfig;
 use tsdb::wal::FsyncPolicy;
 
 mod bench;
+mod tools_hashring;
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +57,9 @@ enum ToolsCommand {
         #[arg(long, default_value_t = 10)]
         cost: u32,
     },
+    /// Validate, plan and compare hashrings files.
+    #[command(subcommand)]
+    Hashring(tools_hashring::HashringCommand),
 }
 
 #[derive(Args, Clone)]
@@ -230,6 +234,7 @@ fn run_tool(tool: ToolsCommand) -> anyhow::Result<()> {
             };
             println!("{}", bcrypt::hash(secret, cost).context("hashing")?);
         }
+        ToolsCommand::Hashring(command) => tools_hashring::run(command)?,
     }
     Ok(())
 }
