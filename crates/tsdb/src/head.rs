@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::chunkenc::{XorChunk, ENCODING_XOR, SAMPLES_PER_CHUNK};
+use crate::labels::IdentityHash;
 use crate::matcher::{postings_for_matchers, Matcher, PostingsIndex};
 use crate::querier::{names_of, values_of, ChunkData, Querier, Series};
 use crate::wal::{Record, RefSample, Wal};
@@ -181,7 +182,7 @@ impl MemSeries {
 #[derive(Default)]
 struct HeadIndex {
     /// Series by label hash (a Vec for the rare collisions), so labels are stored only once.
-    by_hash: HashMap<u64, Vec<Arc<MemSeries>>>,
+    by_hash: HashMap<u64, Vec<Arc<MemSeries>>, IdentityHash>,
     by_ref: BTreeMap<u64, Arc<MemSeries>>,
     postings: HashMap<Arc<str>, HashMap<Arc<str>, Vec<u64>>>,
     symbols: HashSet<Arc<str>>,
@@ -387,7 +388,7 @@ impl Head {
         Appender {
             head: self,
             held: Vec::new(),
-            held_by_ref: HashMap::new(),
+            held_by_ref: HashMap::default(),
             pending: Vec::new(),
         }
     }
@@ -811,7 +812,7 @@ pub struct Appender<'a> {
     head: &'a Head,
     /// Series this appender raised the pending count of, once each.
     held: Vec<HeldSeries>,
-    held_by_ref: HashMap<u64, usize>,
+    held_by_ref: HashMap<u64, usize, IdentityHash>,
     pending: Vec<(u32, i64, f64)>,
 }
 

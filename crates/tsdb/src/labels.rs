@@ -130,17 +130,52 @@ impl Labels {
     }
 }
 
-/// Hashes name/value pairs (in the order given) the way [`Labels::stable_hash`] does.
+/// Hashes name/value pairs (in the order given) the way [`Labels::stable_hash`] does: XXH3 over
+/// the strings, each followed by 0xff (a byte UTF-8 never contains, so pairs cannot alias).
 pub fn hash_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> u64 {
-    use std::hash::Hasher;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
     for (name, value) in pairs {
-        h.write(name.as_bytes());
-        h.write_u8(0xff);
-        h.write(value.as_bytes());
-        h.write_u8(0xff);
+        h.update(name.as_bytes());
+        h.update(&[0xff]);
+        h.update(value.as_bytes());
+        h.update(&[0xff]);
     }
-    h.finish()
+    h.digest()
+}
+
+/// A `BuildHasher` for maps whose keys already are good 64-bit hashes or unique ids (series
+/// refs, label-set hashes): the key is used as its own hash, no second hashing.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct IdentityHash;
+
+/// The hasher behind [`IdentityHash`]; only `u64` (and smaller integer) keys are supported.
+#[derive(Default)]
+pub struct IdentityHasher(u64);
+
+impl std::hash::Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by integer keys; fold bytes in so misuse still hashes something sensible.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        // Spread ids (which are small and sequential) over the high bits hashbrown uses.
+        self.0 = v.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+}
+
+impl std::hash::BuildHasher for IdentityHash {
+    type Hasher = IdentityHasher;
+    fn build_hasher(&self) -> IdentityHasher {
+        IdentityHasher::default()
+    }
 }
 
 impl<'a> IntoIterator for &'a Labels {
