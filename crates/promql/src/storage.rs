@@ -163,4 +163,21 @@ pub trait Queryable: Send + Sync {
     /// Returns every series matching all `matchers`, with at least the samples in
     /// `[hints.start, hints.end]`, sorted by labels.
     fn select(&self, hints: &SelectHints, matchers: &[Matcher]) -> Result<Vec<Series>, Error>;
+
+    /// The same series as [`select`](Queryable::select), in the same order, handed to `f` one
+    /// at a time with their samples borrowed, so that storage which decodes (or fetches) series
+    /// can reuse one buffer instead of holding every series' samples at once. The engine uses
+    /// this where it consumes a selector's series one by one (range functions, instant
+    /// selectors). The default calls `select`.
+    fn select_each(
+        &self,
+        hints: &SelectHints,
+        matchers: &[Matcher],
+        f: &mut dyn FnMut(Labels, &[Sample]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        for s in self.select(hints, matchers)? {
+            f(s.labels, &s.samples)?;
+        }
+        Ok(())
+    }
 }

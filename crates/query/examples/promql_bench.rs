@@ -10,7 +10,8 @@
 //! - `free-port`: prints a loopback port nobody listens on;
 //! - `run <meta.json> <blocks dir> <prometheus url>`: opens the blocks with `tsdb::block::Block`,
 //!   runs every query once against Prometheus and once in-process and checks the results are
-//!   equal, then times each query `RUNS` times on both sides and prints the table.
+//!   equal, then times each query `RUNS` times on both sides and prints the table. With `-`
+//!   as the URL it times Cairn alone, unchecked (for profiling).
 //!
 //! Prometheus' time is its own `execTotalTime` (`stats=all`), so HTTP and JSON are not counted
 //! against it; the HTTP wall time is printed for reference. Cairn's time is the evaluation of the
@@ -544,6 +545,8 @@ fn run(meta_path: &Path, blocks_dir: &Path, prom: &str) -> Result<u8, String> {
     let runs = env_num("RUNS", 5)? as usize;
     let step = env_num("STEP", 60)? as i64 * 1000;
     let only = std::env::var("QUERIES").ok();
+    // `-` instead of a URL: time Cairn alone, without checking (for profiling).
+    let cairn_only = prom == "-";
 
     // Start an hour in (full windows for the 1 h increase and the 30 m subquery), half a minute
     // past a minute; end at the last step inside the data.
@@ -595,14 +598,31 @@ fn run(meta_path: &Path, blocks_dir: &Path, prom: &str) -> Result<u8, String> {
             }
         }
         let expr = promql::parse(q).map_err(|e| format!("{q}: {e}"))?;
-        // Warm-up and check: both sides once, compare.
-        let want = prom_query_range(prom, q, start, end, step, true)?;
         let got = engine
             .range_query_expr(&storage, &expr, start, end, step, None)
             .map_err(|e| format!("Cairn failed on {q}: {e}"))?;
         let QueryValue::Matrix(m) = &got.value else {
             return Err(format!("{q}: Cairn did not return a matrix"));
         };
+        if cairn_only {
+            let mut cairn = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                let t0 = Instant::now();
+                let r = engine
+                    .range_query_expr(&storage, &expr, start, end, step, None)
+                    .map_err(|e| format!("Cairn failed on {q}: {e}"))?;
+                cairn.push(t0.elapsed().as_secs_f64() * 1e3);
+                drop(r);
+            }
+            let min = cairn.iter().cloned().fold(f64::INFINITY, f64::min);
+            println!(
+                "{name}: Cairn median {:.1} ms, min {min:.1} ms",
+                median(&mut cairn)
+            );
+            continue;
+        }
+        // Warm-up and check: both sides once, compare.
+        let want = prom_query_range(prom, q, start, end, step, true)?;
         let (nseries, points) = match compare(m, &want.result) {
             Ok(n) => (m.len(), n),
             Err(e) => {
@@ -649,6 +669,9 @@ fn run(meta_path: &Path, blocks_dir: &Path, prom: &str) -> Result<u8, String> {
         rows.push(row);
     }
 
+    if cairn_only {
+        return Ok(0);
+    }
     println!();
     println!("| query | series | points | Prometheus exec ms | Prometheus HTTP ms | Cairn ms | speedup |");
     println!("|---|---:|---:|---:|---:|---:|---:|");

@@ -8,7 +8,8 @@
 
 use promql::{MatchOp, Matcher, Queryable, Sample, SelectHints, Series};
 use tsdb::matcher::{MatchType, Matcher as TsdbMatcher};
-use tsdb::querier::Querier;
+use tsdb::querier::{ChunkData, Querier, Series as TsdbSeries};
+use tsdb::Labels;
 
 /// A [`Queryable`] over a TSDB [`Querier`] (a `HeadQuerier`, a `BlockQuerier`, a `MergeQuerier`).
 pub struct TsdbQueryable<Q> {
@@ -46,12 +47,61 @@ fn storage_err(e: tsdb::Error) -> promql::Error {
     promql::Error::Storage(e.to_string())
 }
 
+/// Decodes the samples of `s` within `[mint, maxt]` into `buf` (cleared first).
+fn decode_into(s: &TsdbSeries, mint: i64, maxt: i64, buf: &mut Vec<Sample>) {
+    buf.clear();
+    let overlapping = s.chunks.windows(2).any(|w| w[1].min_time <= w[0].max_time);
+    if overlapping {
+        // Overlapping chunks need the merge the TSDB's iterator does.
+        buf.extend(s.iter(mint, maxt).map(|x| Sample::float(x.t, x.v)));
+        return;
+    }
+    let inside = |c: &&ChunkData| c.max_time >= mint && c.min_time <= maxt;
+    // The chunks' sample counts bound what the span can hold.
+    buf.reserve(
+        s.chunks
+            .iter()
+            .filter(inside)
+            .map(|c| c.num_samples())
+            .sum(),
+    );
+    for c in s.chunks.iter().filter(inside) {
+        if c.min_time >= mint && c.max_time <= maxt {
+            buf.extend(c.samples().map(|(t, v)| Sample::float(t, v)));
+        } else {
+            buf.extend(
+                c.samples()
+                    .filter(|&(t, _)| t >= mint && t <= maxt)
+                    .map(|(t, v)| Sample::float(t, v)),
+            );
+        }
+    }
+}
+
 impl<Q: Querier> Queryable for TsdbQueryable<Q> {
     fn select(
         &self,
         hints: &SelectHints,
         matchers: &[Matcher],
     ) -> Result<Vec<Series>, promql::Error> {
+        let mut out = Vec::new();
+        self.select_each(hints, matchers, &mut |labels, samples| {
+            out.push(Series {
+                labels,
+                samples: samples.into(),
+            });
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Decodes one series at a time into a buffer reused across series.
+    fn select_each(
+        &self,
+        hints: &SelectHints,
+        matchers: &[Matcher],
+        f: &mut dyn FnMut(Labels, &[Sample]) -> Result<(), promql::Error>,
+    ) -> Result<(), promql::Error> {
         let matchers = matchers
             .iter()
             .map(to_tsdb_matcher)
@@ -61,28 +111,14 @@ impl<Q: Querier> Queryable for TsdbQueryable<Q> {
             .querier
             .select(&matchers, mint, maxt)
             .map_err(storage_err)?;
-        let mut out = Vec::with_capacity(selected.len());
         let mut buf: Vec<Sample> = Vec::new();
         for s in selected {
-            buf.clear();
-            // The chunks' sample counts bound what the span can hold.
-            let cap: usize = s
-                .chunks
-                .iter()
-                .filter(|c| c.max_time >= mint && c.min_time <= maxt)
-                .map(|c| c.num_samples())
-                .sum();
-            buf.reserve(cap);
-            buf.extend(s.iter(mint, maxt).map(|x| Sample::float(x.t, x.v)));
-            if buf.is_empty() {
-                continue;
+            decode_into(&s, mint, maxt, &mut buf);
+            if !buf.is_empty() {
+                f(s.labels, &buf)?;
             }
-            out.push(Series {
-                labels: s.labels,
-                samples: buf.as_slice().into(),
-            });
         }
-        Ok(out)
+        Ok(())
     }
 }
 
