@@ -19,10 +19,11 @@
 //! the same work `execTotalTime` covers).
 //!
 //! Data shape (knobs: `TARGETS`, `HOURS`, `SCRAPE`): every target has its own scrape offset
-//! (never a multiple of the scrape interval), and queries start half a minute past a minute
-//! boundary, an hour into the data. So no sample sits on a window boundary and every window
-//! is full: Prometheus 2.42 (closed windows, 2.x extrapolation at series starts) and Cairn
-//! (Prometheus 3 semantics: left-open windows) must then agree on every value.
+//! (never within 100 ms of a multiple of the scrape interval) plus a few ms of jitter, and
+//! queries start half a minute past a minute boundary, an hour into the data. So no sample sits
+//! on a window boundary and every window is full: Prometheus 2.42 (closed windows, 2.x
+//! extrapolation at series starts) and Cairn (Prometheus 3 semantics: left-open windows) must
+//! then agree on every value.
 
 use std::collections::BTreeMap;
 use std::f64::consts::PI;
@@ -179,14 +180,19 @@ impl Shape {
         })
     }
 
-    /// Scrape offset of a target within the interval: 1 ms .. interval - 1 ms, so never on
-    /// the grid that query windows start and end on.
+    /// Scrape offset of a target within the interval: 100 ms .. interval - 100 ms, so that
+    /// with the jitter below no sample is on the grid query windows start and end on.
     fn offset(&self, target: u64) -> i64 {
-        1 + (mix(target ^ 0xabc) % (self.scrape_ms as u64 - 1)) as i64
+        100 + (mix(target ^ 0xabc) % (self.scrape_ms as u64 - 200)) as i64
     }
 
+    /// Scrape time: the target's offset plus up to 25 ms of jitter either way, as real scrapes
+    /// have. Without jitter every full window would have the same extrapolation factor, rates
+    /// would be integer multiples of one constant, and ties (which `topk` breaks in an
+    /// unspecified order) would be common.
     fn ts(&self, target: u64, p: u64) -> i64 {
-        DATA_START + p as i64 * self.scrape_ms + self.offset(target)
+        let jitter = (mix(target.wrapping_mul(0x1_0000_0001) ^ p) % 51) as i64 - 25;
+        DATA_START + p as i64 * self.scrape_ms + self.offset(target) + jitter
     }
 
     /// Targets restart (counters go back to zero) at this point, if they do.
@@ -494,11 +500,18 @@ fn compare(
             return Err(format!("series {} is not in Prometheus' answer", s.labels));
         };
         if want.len() != s.samples.len() {
+            let first_diff = s
+                .samples
+                .iter()
+                .map(|p| p.t)
+                .zip(want.iter().map(|p| p.0))
+                .find(|(a, b)| a != b);
             return Err(format!(
-                "{}: Cairn has {} points, Prometheus {}",
+                "{}: Cairn has {} points, Prometheus {} (first difference at {:?})",
                 s.labels,
                 s.samples.len(),
-                want.len()
+                want.len(),
+                first_diff
             ));
         }
         for (got, &(t, f)) in s.samples.iter().zip(want) {
