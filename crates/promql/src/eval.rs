@@ -130,6 +130,15 @@ pub(crate) struct Evaluator<'a> {
     pub subquery_step: i64,
 }
 
+/// Receives a selector's series one at a time (see [`Evaluator::select_each`]).
+pub(crate) type SelectSink<'f, 'a> =
+    dyn FnMut(&mut Evaluator<'a>, Labels, &[Sample]) -> Result<()> + 'f;
+
+/// Receives a range selector's series one at a time, with whether any sample is a native
+/// histogram (see [`Evaluator::range_selector_each`]).
+pub(crate) type RangeSink<'f, 'a> =
+    dyn FnMut(&mut Evaluator<'a>, Labels, &[Sample], bool) -> Result<()> + 'f;
+
 pub(crate) fn offset_ms(o: &Option<Offset>) -> i64 {
     match o {
         None => 0,
@@ -181,7 +190,7 @@ pub(crate) fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>
     Ok(out)
 }
 
-impl Evaluator<'_> {
+impl<'a> Evaluator<'a> {
     pub fn check(&self) -> Result<()> {
         if let Some(c) = &self.cancel {
             if c.is_cancelled() {
@@ -251,7 +260,7 @@ impl Evaluator<'_> {
         (mint, maxt): (i64, i64),
         range: i64,
         hint: &HintCtx,
-        f: &mut dyn FnMut(&mut Self, Labels, &[Sample]) -> Result<()>,
+        f: &mut SelectSink<'_, 'a>,
     ) -> Result<()> {
         self.check()?;
         let groups = selector_matchers(vs)?;
@@ -406,7 +415,7 @@ impl Evaluator<'_> {
         range: i64,
         steps: Steps,
         hint: &HintCtx,
-        f: &mut dyn FnMut(&mut Self, Labels, &[Sample], bool) -> Result<()>,
+        f: &mut RangeSink<'_, 'a>,
     ) -> Result<()> {
         let off = offset_ms(&vs.offset);
         let (mint, maxt) = match self.at_ms(&vs.at) {

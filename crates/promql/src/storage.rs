@@ -158,6 +158,10 @@ pub struct SelectHints {
     pub by: bool,
 }
 
+/// Receives series one at a time from [`Queryable::select_each`]: labels, and samples sorted by
+/// time (borrowed for the call only).
+pub type SeriesSink<'f> = dyn FnMut(Labels, &[Sample]) -> Result<(), Error> + 'f;
+
 /// A source of series.
 pub trait Queryable: Send + Sync {
     /// Returns every series matching all `matchers`, with at least the samples in
@@ -173,7 +177,7 @@ pub trait Queryable: Send + Sync {
         &self,
         hints: &SelectHints,
         matchers: &[Matcher],
-        f: &mut dyn FnMut(Labels, &[Sample]) -> Result<(), Error>,
+        f: &mut SeriesSink<'_>,
     ) -> Result<(), Error> {
         for s in self.select(hints, matchers)? {
             f(s.labels, &s.samples)?;

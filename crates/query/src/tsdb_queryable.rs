@@ -6,10 +6,9 @@
 //! in the span into [`promql::Sample`]s. Stale markers keep their NaN bit pattern, so the engine
 //! sees them as stale. Series without a sample in the span are left out.
 
-use promql::{MatchOp, Matcher, Queryable, Sample, SelectHints, Series};
+use promql::{MatchOp, Matcher, Queryable, Sample, SelectHints, Series, SeriesSink};
 use tsdb::matcher::{MatchType, Matcher as TsdbMatcher};
 use tsdb::querier::{ChunkData, Querier, Series as TsdbSeries};
-use tsdb::Labels;
 
 /// A [`Queryable`] over a TSDB [`Querier`] (a `HeadQuerier`, a `BlockQuerier`, a `MergeQuerier`).
 pub struct TsdbQueryable<Q> {
@@ -100,7 +99,7 @@ impl<Q: Querier> Queryable for TsdbQueryable<Q> {
         &self,
         hints: &SelectHints,
         matchers: &[Matcher],
-        f: &mut dyn FnMut(Labels, &[Sample]) -> Result<(), promql::Error>,
+        f: &mut SeriesSink<'_>,
     ) -> Result<(), promql::Error> {
         let matchers = matchers
             .iter()
