@@ -14,7 +14,7 @@
 #   HOURS [8]          hours of data (queries cover all but the first hour)
 #   SCRAPE [15]        seconds between samples
 #   STEP [60]          query step in seconds
-#   RUNS [5]           timed runs per query and side (medians are reported)
+#   RUNS [7]           timed runs per query and side, interleaved (medians are reported)
 #   QUERIES            comma-separated query names to run (default: all; see the table)
 #   WORKDIR            keep data here and reuse it when the shape matches (default: a temp dir,
 #                      removed at exit)
@@ -28,7 +28,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export TARGETS=${TARGETS:-100} HOURS=${HOURS:-8} SCRAPE=${SCRAPE:-15}
-export STEP=${STEP:-60} RUNS=${RUNS:-5}
+export STEP=${STEP:-60} RUNS=${RUNS:-7}
 PROMETHEUS_BIN=${PROMETHEUS_BIN:-/usr/bin/prometheus}
 PROMTOOL_BIN=${PROMTOOL_BIN:-/usr/bin/promtool}
 READY_TIMEOUT=${READY_TIMEOUT:-120}
