@@ -19,11 +19,12 @@
 //! the same work `execTotalTime` covers).
 //!
 //! Data shape (knobs: `TARGETS`, `HOURS`, `SCRAPE`): every target has its own scrape offset
-//! (never within 100 ms of a multiple of the scrape interval) plus a few ms of jitter, and
-//! queries start half a minute past a minute boundary, an hour into the data. So no sample sits
-//! on a window boundary and every window is full: Prometheus 2.42 (closed windows, 2.x
+//! plus a few ms of jitter, no sample is at .000 s or .500 s, and queries start at .500 s an
+//! hour into the data. So no sample sits on a window boundary, no subquery step on an outer
+//! window boundary, and every window is full: Prometheus 2.42 (closed windows, 2.x
 //! extrapolation at series starts) and Cairn (Prometheus 3 semantics: left-open windows) must
-//! then agree on every value.
+//! then agree on every value. `topk` is compared up to ties at the cut (see
+//! `compare_ranked`).
 
 use std::collections::BTreeMap;
 use std::f64::consts::PI;
@@ -180,8 +181,7 @@ impl Shape {
         })
     }
 
-    /// Scrape offset of a target within the interval: 100 ms .. interval - 100 ms, so that
-    /// with the jitter below no sample is on the grid query windows start and end on.
+    /// Scrape offset of a target within the interval: 100 ms .. interval - 100 ms.
     fn offset(&self, target: u64) -> i64 {
         100 + (mix(target ^ 0xabc) % (self.scrape_ms as u64 - 200)) as i64
     }
@@ -190,9 +190,15 @@ impl Shape {
     /// have. Without jitter every full window would have the same extrapolation factor, rates
     /// would be integer multiples of one constant, and ties (which `topk` breaks in an
     /// unspecified order) would be common.
+    /// Never at .000 s or .500 s, where query windows start and end (see `run`).
     fn ts(&self, target: u64, p: u64) -> i64 {
         let jitter = (mix(target.wrapping_mul(0x1_0000_0001) ^ p) % 51) as i64 - 25;
-        DATA_START + p as i64 * self.scrape_ms + self.offset(target) + jitter
+        let t = DATA_START + p as i64 * self.scrape_ms + self.offset(target) + jitter;
+        if t % 500 == 0 {
+            t + 1
+        } else {
+            t
+        }
     }
 
     /// Targets restart (counters go back to zero) at this point, if they do.
@@ -527,6 +533,79 @@ fn compare(
     Ok(n)
 }
 
+/// Checks a `topk`/`bottomk` answer step by step: the same number of elements with the same
+/// values (within tolerance), and the same series except where the values at the cut tie.
+/// Exact ties in real arithmetic are common with counter data (integer increases over the same
+/// interval); Prometheus 2.42 sums without compensation and breaks ties in map order, Cairn sums
+/// with Kahan compensation, so either may pick either series. Returns (points, ties).
+fn compare_ranked(
+    cairn: &[RangeSeries],
+    prom: &BTreeMap<Labels, Vec<(i64, f64)>>,
+) -> Result<(usize, usize), String> {
+    type Steps<'a> = BTreeMap<i64, Vec<(&'a Labels, f64)>>;
+    let mut a: Steps = BTreeMap::new();
+    for s in cairn {
+        for p in &s.samples {
+            a.entry(p.t).or_default().push((&s.labels, p.f));
+        }
+    }
+    let mut b: Steps = BTreeMap::new();
+    for (l, points) in prom {
+        for &(t, f) in points {
+            b.entry(t).or_default().push((l, f));
+        }
+    }
+    if a.len() != b.len() {
+        return Err(format!(
+            "Cairn has {} steps with data, Prometheus {}",
+            a.len(),
+            b.len()
+        ));
+    }
+    let (mut points, mut ties) = (0, 0);
+    for ((t, x), (tb, y)) in a.iter().zip(&b) {
+        if t != tb || x.len() != y.len() {
+            return Err(format!(
+                "step {t}: Cairn has {} elements, Prometheus {} at {tb}",
+                x.len(),
+                y.len()
+            ));
+        }
+        let sorted = |v: &[(&Labels, f64)]| {
+            let mut f: Vec<f64> = v.iter().map(|e| e.1).collect();
+            f.sort_by(|p, q| q.total_cmp(p));
+            f
+        };
+        let (fx, fy) = (sorted(x), sorted(y));
+        if let Some((p, q)) = fx.iter().zip(&fy).find(|(p, q)| !close(**p, **q)) {
+            return Err(format!("step {t}: Cairn ranks {p}, Prometheus {q}"));
+        }
+        for &(l, f) in x {
+            match y.iter().find(|e| e.0 == l) {
+                Some(&(_, g)) if close(f, g) => {}
+                Some(&(_, g)) => {
+                    return Err(format!("step {t}: {l}: Cairn {f}, Prometheus {g}"));
+                }
+                None => {
+                    // Picked by Cairn only: fine if Prometheus picked another series instead
+                    // with the same value.
+                    let tie = y
+                        .iter()
+                        .any(|e| close(e.1, f) && !x.iter().any(|o| o.0 == e.0));
+                    if !tie {
+                        return Err(format!(
+                            "step {t}: Cairn picks {l} ({f}), Prometheus does not"
+                        ));
+                    }
+                    ties += 1;
+                }
+            }
+        }
+        points += x.len();
+    }
+    Ok((points, ties))
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
@@ -561,9 +640,11 @@ fn run(meta_path: &Path, blocks_dir: &Path, prom: &str) -> Result<u8, String> {
     // `-` instead of a URL: time Cairn alone, without checking (for profiling).
     let cairn_only = prom == "-";
 
-    // Start an hour in (full windows for the 1 h increase and the 30 m subquery), half a minute
-    // past a minute; end at the last step inside the data.
-    let start = (data_start + 3_600_000).div_euclid(60_000) * 60_000 + 60_000 + 30_000;
+    // Start an hour in (full windows for the 1 h increase and the 30 m subquery), half a second
+    // past a whole second: windows then start and end at .500 s, subquery steps at .000 s, and
+    // samples are at neither, so closed (2.42) and left-open (3.x) windows hold the same
+    // samples. End at the last step inside the data.
+    let start = (data_start + 3_600_000).div_euclid(60_000) * 60_000 + 60_000 + 30_500;
     let end = start + (data_end - 1 - start) / step * step;
     let steps = (end - start) / step + 1;
 
@@ -636,7 +717,18 @@ fn run(meta_path: &Path, blocks_dir: &Path, prom: &str) -> Result<u8, String> {
         }
         // Warm-up and check: both sides once, compare.
         let want = prom_query_range(prom, q, start, end, step, true)?;
-        let (nseries, points) = match compare(m, &want.result) {
+        let ranked = q.starts_with("topk") || q.starts_with("bottomk");
+        let checked = if ranked {
+            compare_ranked(m, &want.result).map(|(n, ties)| {
+                if ties > 0 {
+                    eprintln!("{name}: {ties} tie(s) at the cut picked differently (same values)");
+                }
+                n
+            })
+        } else {
+            compare(m, &want.result)
+        };
+        let (nseries, points) = match checked {
             Ok(n) => (m.len(), n),
             Err(e) => {
                 eprintln!("MISMATCH {name}: {q}\n  {e}");
