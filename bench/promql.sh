@@ -39,6 +39,7 @@ log() { echo "== $*" >&2; }
 for v in TARGETS HOURS SCRAPE STEP RUNS READY_TIMEOUT; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
+command -v curl >/dev/null || die "curl is required"
 
 # --- Prometheus and promtool: install the Debian package if missing ---------------------------
 if [[ ! -x $PROMETHEUS_BIN || ! -x $PROMTOOL_BIN ]]; then
@@ -119,8 +120,7 @@ PROM_PID=$!
 ready=0
 for _ in $(seq 1 $((READY_TIMEOUT * 5))); do
   kill -0 "$PROM_PID" 2>/dev/null || { tail -20 "$WORK/prometheus.log" >&2; die "Prometheus exited"; }
-  if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null &&
-    [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/-/ready" || true) == 200 ]]; then
+  if [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/-/ready" || true) == 200 ]]; then
     ready=1
     break
   fi
