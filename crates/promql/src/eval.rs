@@ -4,7 +4,10 @@
 //! Every instant-vector node produces a list of [`Series`], each holding at most one point per
 //! evaluation step (a point's timestamp is the step's timestamp). Scalars are one value per step.
 //! Selectors read each storage series once, with cursors that only move forward, so a range query
-//! costs one pass over the data per selector rather than one per step.
+//! costs one pass over the data per selector rather than one per step. Instant selectors and
+//! range functions over a selector take storage's series one at a time
+//! ([`Queryable::select_each`](crate::Queryable::select_each)) and turn each into its
+//! per-step points right away.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -5,6 +5,11 @@
 //! how the data will be used). Storage may use the hints to prune or pre-aggregate, but must
 //! always return every sample inside `[start, end]` of every matching series; samples outside the
 //! bounds are allowed and ignored.
+//!
+//! Selectors whose series are consumed one at a time (instant selectors, range functions over
+//! a selector) go through [`Queryable::select_each`] instead, which hands series over one by
+//! one with borrowed samples: a storage that decodes series can then reuse a single buffer, and
+//! the engine never holds every selected series' samples at once.
 
 use std::fmt;
 use std::sync::Arc;
