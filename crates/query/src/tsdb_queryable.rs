@@ -364,6 +364,14 @@ mod tests {
                 Box::new(TsdbQueryable::new(BlockQuerier(one[0].clone()))),
             ),
             ("three blocks", Box::new(TsdbQueryable::new(merged(&three)))),
+            (
+                // Every sample twice, in overlapping chunks: the merging decode path.
+                "head and a block",
+                Box::new(TsdbQueryable::new(MergeQuerier::new(vec![
+                    Box::new(HeadQuerier(head.clone())),
+                    Box::new(BlockQuerier(one[0].clone())),
+                ]))),
+            ),
         ];
         let engine = Engine::default();
         let (start, end) = (START + 1_800_000 + 30_000, START + 5 * 3_600_000);
