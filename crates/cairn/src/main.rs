@@ -11,6 +11,9 @@ use receive::config::{parse_duration, parse_fsync, parse_label, RequestLimits};
 use receive::ReceiveConfig;
 use tsdb::wal::FsyncPolicy;
 
+mod bench;
+mod tools_hashring;
+
 #[derive(Parser)]
 #[command(
     name = "cairn",
@@ -36,6 +39,9 @@ enum Command {
     Receive(Box<ReceiveArgs>),
     /// Run every component in one process on embedded defaults (data under ./data).
     Up(UpArgs),
+    /// Load generators for benchmarking receivers.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Operator tools.
     #[command(subcommand)]
     Tools(ToolsCommand),
@@ -51,6 +57,9 @@ enum ToolsCommand {
         #[arg(long, default_value_t = 10)]
         cost: u32,
     },
+    /// Validate, plan and compare hashrings files.
+    #[command(subcommand)]
+    Hashring(tools_hashring::HashringCommand),
 }
 
 #[derive(Args, Clone)]
@@ -61,7 +70,8 @@ struct ReceiveArgs {
     /// Address of the HTTP endpoint (/metrics, /-/healthy, /-/ready).
     #[arg(long = "http-address", default_value = "0.0.0.0:10902")]
     http_address: SocketAddr,
-    /// Address of the gRPC endpoint (StoreAPI; not served yet, reserved).
+    /// Address of the gRPC endpoint (Thanos StoreAPI: thanos.Store and thanos.info.Info over
+    /// every tenant's head and local blocks).
     #[arg(long = "grpc-address", default_value = "0.0.0.0:10901")]
     grpc_address: SocketAddr,
     /// Directory of the per-tenant TSDBs.
@@ -117,6 +127,16 @@ struct ReceiveArgs {
     /// CA bundle (PEM) for client certificates on the HTTP listener.
     #[arg(long = "http.server-tls-client-ca", requires = "http_tls_cert")]
     http_tls_client_ca: Option<PathBuf>,
+    /// Object storage configuration file (Thanos' objstore.yml: S3 or FILESYSTEM). Without it,
+    /// blocks stay local.
+    #[arg(long = "objstore.config-file", conflicts_with = "objstore_config")]
+    objstore_config_file: Option<PathBuf>,
+    /// Object storage configuration as YAML text (alternative to --objstore.config-file).
+    #[arg(long = "objstore.config")]
+    objstore_config: Option<String>,
+    /// How often new blocks are looked for and uploaded.
+    #[arg(long = "shipper.interval", default_value = "30s", value_parser = parse_duration)]
+    shipper_interval: Duration,
     /// Writers' credentials (YAML: users with bcrypt password hashes, bearer tokens, optional
     /// tenant binding). Without it, writes are anonymous.
     #[arg(long = "remote-write.auth-file")]
@@ -137,14 +157,23 @@ struct UpArgs {
     /// Address of the receiver's HTTP endpoint.
     #[arg(long = "http-address", default_value = "127.0.0.1:10902")]
     http_address: SocketAddr,
+    /// Address of the receiver's StoreAPI (gRPC).
+    #[arg(long = "grpc-address", default_value = "127.0.0.1:10901")]
+    grpc_address: SocketAddr,
 }
 
 impl ReceiveArgs {
-    fn config(&self) -> ReceiveConfig {
+    fn config(&self) -> anyhow::Result<ReceiveConfig> {
         let defaults = RequestLimits::default();
-        ReceiveConfig {
+        let objstore = match (&self.objstore_config_file, &self.objstore_config) {
+            (Some(path), _) => Some(objstore::BucketConfig::from_file(path)?),
+            (None, Some(text)) => Some(objstore::BucketConfig::parse(text)?),
+            (None, None) => None,
+        };
+        Ok(ReceiveConfig {
             remote_write_address: self.remote_write_address,
             http_address: self.http_address,
+            grpc_address: self.grpc_address,
             tsdb_path: self.tsdb_path.clone(),
             retention: (!self.retention.is_zero()).then_some(self.retention),
             block_duration: self.block_duration,
@@ -172,9 +201,11 @@ impl ReceiveArgs {
                 &self.http_tls_client_ca,
             ),
             auth_file: self.auth_file.clone(),
+            objstore,
+            shipper_interval: self.shipper_interval,
             maintenance_interval: (self.block_duration / 4)
                 .clamp(Duration::from_millis(100), Duration::from_secs(5)),
-        }
+        })
     }
 }
 
@@ -203,6 +234,7 @@ fn run_tool(tool: ToolsCommand) -> anyhow::Result<()> {
             };
             println!("{}", bcrypt::hash(secret, cost).context("hashing")?);
         }
+        ToolsCommand::Hashring(command) => tools_hashring::run(command)?,
     }
     Ok(())
 }
@@ -232,15 +264,20 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Receive(args) => {
-                receive::http::run(args.config(), shutdown_signal())
+                receive::http::run(args.config()?, shutdown_signal())
                     .await
                     .context("receiver failed")?;
             }
+            Command::Bench(cmd) => bench::run(cmd).await?,
             Command::Up(args) => {
                 let config = ReceiveConfig {
                     remote_write_address: args.remote_write_address,
                     http_address: args.http_address,
+                    grpc_address: args.grpc_address,
                     tsdb_path: args.data_dir.join("receive"),
+                    objstore: Some(objstore::BucketConfig::filesystem(
+                        args.data_dir.join("bucket"),
+                    )),
                     ..ReceiveConfig::default()
                 };
                 println!("Cairn is up (data in {}):", args.data_dir.display());
@@ -249,7 +286,9 @@ fn main() -> anyhow::Result<()> {
                     args.remote_write_address
                 );
                 println!("  metrics:      http://{}/metrics", args.http_address);
+                println!("  bucket:       {}", args.data_dir.join("bucket").display());
                 println!("  health:       http://{}/-/healthy", args.http_address);
+                println!("  StoreAPI:     grpc://{}", args.grpc_address);
                 receive::http::run(config, shutdown_signal())
                     .await
                     .context("receiver failed")?;

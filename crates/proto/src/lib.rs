@@ -5,7 +5,45 @@
 //! strings: labels borrow from the request buffer, which is what lets a receiver decode millions
 //! of samples a second per core. It also encodes requests, for clients, tests and benchmarks.
 //!
+//! [`thanos`] and [`prometheus`] are generated (prost + tonic, by `build.rs` with `protox`) from
+//! the .proto files under `proto/`, which follow Thanos' and Prometheus' definitions with the same
+//! package, service and message names and field numbers, so the bytes and the gRPC paths are
+//! Thanos':
+//!
+//! - [`thanos`]: the StoreAPI (`thanos.Store`: [`thanos::store_client::StoreClient`],
+//!   [`thanos::store_server::StoreServer`] and the [`thanos::store_server::Store`] trait), its
+//!   messages ([`thanos::SeriesRequest`], [`thanos::SeriesResponse`], [`thanos::AggrChunk`], ...)
+//!   and the receiver-to-receiver write service (`thanos.WriteableStore`:
+//!   [`thanos::writeable_store_client`], [`thanos::writeable_store_server`],
+//!   [`thanos::WriteRequest`]).
+//! - [`thanos::info`]: discovery (`thanos.info.Info`), [`thanos::info::InfoResponse`].
+//! - [`prometheus`]: the remote-write types (`prometheus.WriteRequest`, `TimeSeries`, `Sample`,
+//!   `Histogram`, ...), carried by `thanos.WriteRequest`.
+//!
+//! Generated clients are transport-agnostic: build one with `StoreClient::new(channel)` from a
+//! `tonic::transport::Channel` (the crate enables no tonic transport itself).
+//!
 //! It does not own HTTP, snappy or validation: the receiver does those.
 
 pub mod remote_write;
 mod wire;
+
+/// Prometheus remote-write messages (package `prometheus`), generated from `proto/prompb/`.
+#[allow(clippy::all, missing_docs)]
+pub mod prometheus {
+    include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
+}
+
+/// Thanos messages and services (package `thanos`), generated from `proto/store/`.
+#[allow(clippy::all, missing_docs)]
+pub mod thanos {
+    include!(concat!(env!("OUT_DIR"), "/thanos.rs"));
+
+    /// The Info service (package `thanos.info`), generated from `proto/info/infopb/rpc.proto`.
+    pub mod info {
+        include!(concat!(env!("OUT_DIR"), "/thanos.info.rs"));
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -301,7 +301,7 @@ fn read_refs(r: &mut Reader<'_>, wire_type: u8, out: &mut Vec<u64>) -> Result<()
 }
 
 fn labels_from_refs<'a>(refs: &[u64], symbols: &[&'a str]) -> Result<Vec<Label<'a>>, DecodeError> {
-    if refs.len() % 2 != 0 {
+    if !refs.len().is_multiple_of(2) {
         return Err(DecodeError::OddLabelRefs(refs.len()));
     }
     refs.chunks_exact(2)

@@ -32,6 +32,8 @@ impl Default for RequestLimits {
 pub struct ReceiveConfig {
     pub remote_write_address: SocketAddr,
     pub http_address: SocketAddr,
+    /// StoreAPI (gRPC) listener over every tenant's TSDB.
+    pub grpc_address: SocketAddr,
     pub tsdb_path: PathBuf,
     pub retention: Option<Duration>,
     pub block_duration: Duration,
@@ -52,6 +54,10 @@ pub struct ReceiveConfig {
     pub http_tls: Option<crate::tls::TlsFiles>,
     /// Writers' credentials (`--remote-write.auth-file`); None accepts anonymous writes.
     pub auth_file: Option<PathBuf>,
+    /// Where blocks are shipped (`--objstore.config-file`); None keeps them local only.
+    pub objstore: Option<objstore::BucketConfig>,
+    /// How often the shipper looks for new blocks.
+    pub shipper_interval: Duration,
 }
 
 /// The header the design document configures on its Prometheus agents; honoured when the
@@ -63,6 +69,7 @@ impl Default for ReceiveConfig {
         ReceiveConfig {
             remote_write_address: ([0, 0, 0, 0], 19291).into(),
             http_address: ([0, 0, 0, 0], 10902).into(),
+            grpc_address: ([0, 0, 0, 0], 10901).into(),
             tsdb_path: PathBuf::from("./data"),
             retention: Some(Duration::from_secs(15 * 24 * 3600)),
             block_duration: Duration::from_secs(2 * 3600),
@@ -77,46 +84,13 @@ impl Default for ReceiveConfig {
             remote_write_tls: None,
             http_tls: None,
             auth_file: None,
+            objstore: None,
+            shipper_interval: Duration::from_secs(30),
         }
     }
 }
 
-/// Parses a Prometheus-style duration: `15d`, `2h`, `90s`, `500ms`, `1h30m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let mut total_ms: u128 = 0;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err("empty duration".into());
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!("invalid duration {s:?}: expected a number"));
-        }
-        let n: u128 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit_ms: u128 = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 7 * 86_400_000,
-            "y" => 365 * 86_400_000,
-            u => return Err(format!("invalid duration {s:?}: unknown unit {u:?}")),
-        };
-        total_ms += n * unit_ms;
-        rest = &rest[unit_len..];
-    }
-    Ok(Duration::from_millis(total_ms as u64))
-}
+pub use objstore::config::parse_duration;
 
 /// Parses `name="value"` (or `name=value`), as Thanos' `--label`.
 pub fn parse_label(s: &str) -> Result<(String, String), String> {

@@ -75,8 +75,14 @@ impl AppState {
             .as_deref()
             .map(Authenticator::from_file)
             .transpose()?;
+        let bucket = config
+            .objstore
+            .as_ref()
+            .map(|c| c.build())
+            .transpose()
+            .map_err(|e| e.to_string())?;
         Ok(Arc::new(AppState {
-            tenants: Arc::new(Tenants::new(config.clone())),
+            tenants: Arc::new(Tenants::new(config.clone(), bucket)),
             config,
             metrics: Arc::new(Metrics::new()),
             limits: Limits::default(),
@@ -407,6 +413,38 @@ fn written(status: StatusCode, samples: usize, exemplars: usize, body: String) -
     resp
 }
 
+/// One shipper pass over every tenant; false if any upload failed.
+async fn ship_all(state: &AppState) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64;
+    let mut ok = true;
+    for (tenant, db) in state.tenants.all() {
+        let Some(shipper) = state.tenants.shipper(&tenant) else {
+            continue;
+        };
+        let metas: Vec<_> = db.blocks().iter().map(|b| b.meta().clone()).collect();
+        let stats = shipper.sync(&metas, now).await;
+        let l = vec![("tenant".to_string(), tenant.clone())];
+        let m = &state.metrics;
+        m.shipper_uploads
+            .get_or_create(&l)
+            .inc_by(stats.uploaded as u64);
+        m.shipper_bytes.get_or_create(&l).inc_by(stats.bytes);
+        m.shipper_queue.get_or_create(&l).set(stats.pending as i64);
+        m.shipper_oldest_age
+            .get_or_create(&l)
+            .set(stats.oldest_pending_max_time.map_or(0, |ms| ms / 1000));
+        if let Some(e) = &stats.failed {
+            ok = false;
+            m.shipper_failures.get_or_create(&l).inc();
+            tracing::warn!(tenant, pending = stats.pending, error = %e, "upload failed; will retry with backoff");
+        }
+    }
+    ok
+}
+
 /// Serves `router` on `listener`, over TLS when configured, until `stop` resolves.
 fn spawn_server(
     listener: tokio::net::TcpListener,
@@ -441,7 +479,8 @@ pub async fn run(
     let state = AppState::new(config.clone()).map_err(std::io::Error::other)?;
     let rw_listener = tokio::net::TcpListener::bind(config.remote_write_address).await?;
     let http_listener = tokio::net::TcpListener::bind(config.http_address).await?;
-    serve(state, rw_listener, http_listener, shutdown).await
+    let grpc_listener = tokio::net::TcpListener::bind(config.grpc_address).await?;
+    serve(state, rw_listener, http_listener, grpc_listener, shutdown).await
 }
 
 /// Like [`run`] with listeners already bound (tests bind port 0).
@@ -449,11 +488,13 @@ pub async fn serve(
     state: Arc<AppState>,
     rw_listener: tokio::net::TcpListener,
     http_listener: tokio::net::TcpListener,
+    grpc_listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tracing::info!(
         remote_write = %rw_listener.local_addr()?,
         http = %http_listener.local_addr()?,
+        grpc = %grpc_listener.local_addr()?,
         tsdb = %state.config.tsdb_path.display(),
         "receiver starting"
     );
@@ -492,8 +533,56 @@ pub async fn serve(
         })
     };
 
+    let shipping = state.config.objstore.is_some().then(|| {
+        let state = state.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut failures = 0u32;
+            loop {
+                let delay = if failures == 0 {
+                    state.config.shipper_interval
+                } else {
+                    objstore::shipper::backoff(
+                        failures,
+                        state
+                            .config
+                            .shipper_interval
+                            .max(std::time::Duration::from_secs(30)),
+                    )
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => break,
+                }
+                if ship_all(&state).await {
+                    failures = 0;
+                } else {
+                    failures += 1;
+                }
+            }
+        })
+    });
+
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stopped| *stopped).await;
+    };
+    // The StoreAPI over every tenant's TSDB (heads and local blocks), with its external labels.
+    let grpc = {
+        let tenants = state.tenants.clone();
+        let source = move || {
+            tenants
+                .all()
+                .into_iter()
+                .map(|(t, db)| (tenants.external_labels(&t), db))
+                .collect::<Vec<_>>()
+        };
+        let server = store::TsdbStore::new(source);
+        let stop = wait(stop_rx.clone());
+        tokio::spawn(async move {
+            if let Err(e) = server.serve(grpc_listener, stop).await {
+                tracing::error!(error = %e, "StoreAPI server failed");
+            }
+        })
     };
     let rw = spawn_server(
         rw_listener,
@@ -513,14 +602,27 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let _ = rw.await;
     let _ = http.await;
+    let _ = grpc.await;
     let _ = maintenance.await;
     if let Some(t) = limits_task {
         t.abort();
+    }
+    if let Some(t) = shipping {
+        let _ = t.await;
     }
     let tenants = state.tenants.clone();
     tokio::task::spawn_blocking(move || tenants.close_all())
         .await
         .map_err(std::io::Error::other)?;
+    if state.config.objstore.is_some() {
+        // The flushed heads are blocks now: one last, bounded, pass ships them.
+        let last = tokio::time::timeout(std::time::Duration::from_secs(60), ship_all(&state)).await;
+        if !matches!(last, Ok(true)) {
+            tracing::warn!(
+                "some blocks are not in the bucket yet; they are shipped after the next start"
+            );
+        }
+    }
     tracing::info!("receiver stopped");
     Ok(())
 }

@@ -5,11 +5,12 @@
 //! TSDBs and their maintenance (block cuts, retention), and the receiver's metrics.
 //!
 //! Does not own the storage format (the `tsdb` crate) nor the wire decoding (the `proto`
-//! crate). Hashring routing and replication, TLS, authentication and the limits file are not
-//! here yet.
+//! crate). The hashrings file and series placement are here ([`hashring`]); routing writes
+//! to their owners and replication are not yet.
 
 pub mod auth;
 pub mod config;
+pub mod hashring;
 pub mod http;
 pub mod limits;
 pub mod metrics;

@@ -32,6 +32,11 @@ pub struct Metrics {
     pub blocks_bytes: Family<Labels, Gauge>,
     pub head_min_time: Family<Labels, Gauge>,
     pub head_max_time: Family<Labels, Gauge>,
+    pub shipper_uploads: Family<Labels, Counter>,
+    pub shipper_failures: Family<Labels, Counter>,
+    pub shipper_bytes: Family<Labels, Counter>,
+    pub shipper_queue: Family<Labels, Gauge>,
+    pub shipper_oldest_age: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -100,8 +105,43 @@ impl Metrics {
             "Newest timestamp (ms) in a tenant's head.",
             head_max_time.clone(),
         );
+        let shipper_uploads = Family::<Labels, Counter>::default();
+        registry.register(
+            "thanos_shipper_uploads",
+            "Blocks uploaded to the bucket, per tenant.",
+            shipper_uploads.clone(),
+        );
+        let shipper_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "thanos_shipper_upload_failures",
+            "Failed upload passes, per tenant.",
+            shipper_failures.clone(),
+        );
+        let shipper_bytes = Family::<Labels, Counter>::default();
+        registry.register(
+            "cairn_shipper_uploaded_bytes",
+            "Bytes uploaded to the bucket, per tenant.",
+            shipper_bytes.clone(),
+        );
+        let shipper_queue = Family::<Labels, Gauge>::default();
+        registry.register(
+            "cairn_shipper_queue_blocks",
+            "Local blocks not yet in the bucket, per tenant.",
+            shipper_queue.clone(),
+        );
+        let shipper_oldest_age = Family::<Labels, Gauge>::default();
+        registry.register(
+            "cairn_shipper_oldest_pending_block_age_seconds",
+            "Age of the oldest block not yet uploaded (by its maxTime), per tenant.",
+            shipper_oldest_age.clone(),
+        );
         Metrics {
             registry,
+            shipper_uploads,
+            shipper_failures,
+            shipper_bytes,
+            shipper_queue,
+            shipper_oldest_age,
             http_requests,
             http_request_duration,
             samples_ingested,

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
+use objstore::shipper::Shipper;
 use tsdb::db::{Db, DbOptions};
 use tsdb::meta::{ThanosMeta, SOURCE_RECEIVE};
 use tsdb::wal::WalOptions;
@@ -45,14 +46,24 @@ pub fn validate_tenant(name: &str) -> Result<(), TenantError> {
 pub struct Tenants {
     config: ReceiveConfig,
     dbs: RwLock<HashMap<String, Arc<Db>>>,
+    /// The bucket blocks are shipped to, when object storage is configured.
+    bucket: Option<objstore::Bucket>,
+    shippers: RwLock<HashMap<String, Arc<Shipper>>>,
 }
 
 impl Tenants {
-    pub fn new(config: ReceiveConfig) -> Self {
+    pub fn new(config: ReceiveConfig, bucket: Option<objstore::Bucket>) -> Self {
         Tenants {
             config,
             dbs: RwLock::new(HashMap::new()),
+            bucket,
+            shippers: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// The shipper of a tenant (None without object storage).
+    pub fn shipper(&self, tenant: &str) -> Option<Arc<Shipper>> {
+        self.shippers.read().unwrap().get(tenant).cloned()
     }
 
     /// Opens every tenant directory that already exists.
@@ -98,6 +109,17 @@ impl Tenants {
             "tenant TSDB open"
         );
         let db = Arc::new(db);
+        if let Some(bucket) = &self.bucket {
+            // Blocks are bucketed under the tenant's own prefix-free layout, as Thanos does
+            // (external labels tell tenants apart); local retention waits for the upload.
+            let shipper = Arc::new(Shipper::new(&dir, bucket.clone()));
+            let veto = shipper.clone();
+            db.set_deletion_veto(Arc::new(move |meta| veto.is_uploaded(meta)));
+            self.shippers
+                .write()
+                .unwrap()
+                .insert(tenant.to_string(), shipper);
+        }
         dbs.insert(tenant.to_string(), db.clone());
         Ok(db)
     }
@@ -152,10 +174,9 @@ impl Tenants {
         }
     }
 
-    /// Flushes every head to blocks (shutdown).
+    /// Flushes every head to blocks (shutdown). The TSDBs stay open for a last upload pass.
     pub fn close_all(&self) {
-        let dbs: Vec<(String, Arc<Db>)> = self.dbs.write().unwrap().drain().collect();
-        for (tenant, db) in dbs {
+        for (tenant, db) in self.all() {
             match db.flush() {
                 Ok(blocks) => tracing::info!(tenant, blocks = blocks.len(), "flushed head"),
                 Err(e) => {

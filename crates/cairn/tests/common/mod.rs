@@ -186,6 +186,7 @@ pub struct Cairn {
     pub proc: Proc,
     pub remote_write: SocketAddr,
     pub http: SocketAddr,
+    pub grpc: SocketAddr,
     pub tsdb_path: PathBuf,
 }
 
@@ -229,6 +230,7 @@ impl Cairn {
             proc,
             remote_write,
             http: http_addr,
+            grpc,
             tsdb_path,
         }
     }
@@ -458,4 +460,65 @@ pub fn vmagent(
             .args(extra_args),
         dir,
     )
+}
+
+/// The s3s-fs S3 server binary (`cargo install s3s-fs --features binary`; scripts/test-all
+/// installs it). Missing means failure.
+pub fn s3s_fs_binary() -> PathBuf {
+    let candidates = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("s3s-fs"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .chain(std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/s3s-fs")));
+    for c in candidates {
+        if c.exists() {
+            return c;
+        }
+    }
+    panic!("s3s-fs not found: `cargo install s3s-fs@0.14.1 --locked --features binary` (scripts/test-all does)");
+}
+
+/// An S3-compatible server (s3s-fs) on loopback, serving bucket `bucket` from `root`.
+pub struct S3Server {
+    pub proc: Proc,
+    pub port: u16,
+    pub root: PathBuf,
+}
+
+pub const S3_ACCESS_KEY: &str = "cairn-test";
+pub const S3_SECRET_KEY: &str = "cairn-test-secret";
+
+impl S3Server {
+    pub fn start(dir: &Path, root: &Path, port: u16, bucket: &str) -> S3Server {
+        std::fs::create_dir_all(root.join(bucket)).unwrap();
+        let proc = Proc::spawn(
+            "s3s-fs",
+            Command::new(s3s_fs_binary())
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+                .arg(root),
+            dir,
+        );
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_until(Duration::from_secs(20), "s3s-fs listening", || {
+            TcpStream::connect(addr).is_ok()
+        });
+        S3Server {
+            proc,
+            port,
+            root: root.to_path_buf(),
+        }
+    }
+
+    /// objstore.yml text for this server.
+    pub fn objstore_yaml(&self, bucket: &str) -> String {
+        format!(
+            "type: S3\nconfig:\n  bucket: {bucket}\n  endpoint: 127.0.0.1:{}\n  region: us-east-1\n  access_key: {S3_ACCESS_KEY}\n  secret_key: {S3_SECRET_KEY}\n  insecure: true\n",
+            self.port
+        )
+    }
 }

@@ -1,0 +1,229 @@
+//! Block upload, listing and deletion marks, in Thanos' bucket layout:
+//!
+//! ```text
+//! <ULID>/meta.json            present only once every other file of the block is uploaded
+//! <ULID>/index
+//! <ULID>/chunks/000001 ...
+//! <ULID>/deletion-mark.json   {"id": ULID, "deletion_time": unix seconds, "version": 1}
+//! ```
+
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use tsdb::meta::BlockMeta;
+use ulid::Ulid;
+
+use crate::{Error, Result};
+
+pub type Bucket = Arc<dyn ObjectStore>;
+
+pub const DELETION_MARK_FILENAME: &str = "deletion-mark.json";
+/// Files above this size are uploaded in parts of this size (the design's 5 MB parts).
+pub const MULTIPART_PART_SIZE: usize = 5 * 1024 * 1024;
+
+fn bucket_err<'a>(
+    op: &'static str,
+    path: &'a ObjectPath,
+) -> impl FnOnce(object_store::Error) -> Error + 'a {
+    move |source| Error::Bucket {
+        op,
+        path: path.to_string(),
+        source,
+    }
+}
+
+fn io_err(context: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Io { context, source }
+}
+
+/// Bytes uploaded per file, for progress and metrics.
+#[derive(Debug, Default, Clone)]
+pub struct UploadStats {
+    pub files: usize,
+    pub bytes: u64,
+}
+
+/// The files of a local block in upload order: chunks, index, tombstones... and meta.json last.
+fn block_files(dir: &Path) -> Result<Vec<String>> {
+    let mut files = Vec::new();
+    let chunks = dir.join(tsdb::block::CHUNKS_DIRNAME);
+    let mut names: Vec<String> = std::fs::read_dir(&chunks)
+        .map_err(io_err(format!("listing {}", chunks.display())))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    files.extend(
+        names
+            .into_iter()
+            .map(|n| format!("{}/{n}", tsdb::block::CHUNKS_DIRNAME)),
+    );
+    files.push(tsdb::block::INDEX_FILENAME.to_string());
+    if dir.join(tsdb::block::TOMBSTONES_FILENAME).exists() {
+        files.push(tsdb::block::TOMBSTONES_FILENAME.to_string());
+    }
+    files.push(tsdb::meta::META_FILENAME.to_string());
+    Ok(files)
+}
+
+/// Uploads one file, in parts when it is large.
+async fn upload_file(bucket: &Bucket, local: &Path, remote: &ObjectPath) -> Result<u64> {
+    let size = std::fs::metadata(local)
+        .map_err(io_err(format!("reading {}", local.display())))?
+        .len();
+    if size as usize <= MULTIPART_PART_SIZE {
+        let data = tokio::fs::read(local)
+            .await
+            .map_err(io_err(format!("reading {}", local.display())))?;
+        bucket
+            .put(remote, PutPayload::from(data))
+            .await
+            .map_err(bucket_err("put", remote))?;
+        return Ok(size);
+    }
+    let upload = bucket
+        .put_multipart(remote)
+        .await
+        .map_err(bucket_err("start multipart upload", remote))?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART_SIZE);
+    let mut file = tokio::fs::File::open(local)
+        .await
+        .map_err(io_err(format!("opening {}", local.display())))?;
+    let mut buf = vec![0u8; MULTIPART_PART_SIZE];
+    let mut sent = 0u64;
+    loop {
+        use tokio::io::AsyncReadExt;
+        let n = file
+            .read(&mut buf)
+            .await
+            .map_err(io_err(format!("reading {}", local.display())))?;
+        if n == 0 {
+            break;
+        }
+        if let Err(e) = writer.wait_for_capacity(4).await {
+            let _ = writer.abort().await;
+            return Err(bucket_err("upload part", remote)(e));
+        }
+        writer.write(&buf[..n]);
+        sent += n as u64;
+        tracing::debug!(file = %remote, sent, size, "upload progress");
+    }
+    writer
+        .finish()
+        .await
+        .map_err(bucket_err("finish multipart upload", remote))?;
+    Ok(size)
+}
+
+/// Uploads a local block directory: every file, then meta.json last, so the block only
+/// becomes visible (to readers that look for meta.json) once complete.
+pub async fn upload_block(bucket: &Bucket, block_dir: &Path) -> Result<UploadStats> {
+    let meta = BlockMeta::read(block_dir)?;
+    let mut stats = UploadStats::default();
+    for rel in block_files(block_dir)? {
+        let remote = ObjectPath::from(format!("{}/{rel}", meta.ulid));
+        let bytes = upload_file(bucket, &block_dir.join(&rel), &remote).await?;
+        stats.files += 1;
+        stats.bytes += bytes;
+    }
+    Ok(stats)
+}
+
+/// Is the block complete in the bucket (its meta.json present)?
+pub async fn block_exists(bucket: &Bucket, ulid: Ulid) -> Result<bool> {
+    let path = ObjectPath::from(format!("{ulid}/{}", tsdb::meta::META_FILENAME));
+    match bucket.head(&path).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(bucket_err("head", &path)(e)),
+    }
+}
+
+/// Reads a block's meta.json from the bucket.
+pub async fn read_meta(bucket: &Bucket, ulid: Ulid) -> Result<BlockMeta> {
+    let path = ObjectPath::from(format!("{ulid}/{}", tsdb::meta::META_FILENAME));
+    let data = bucket
+        .get(&path)
+        .await
+        .map_err(bucket_err("get", &path))?
+        .bytes()
+        .await
+        .map_err(bucket_err("read", &path))?;
+    serde_json::from_slice(&data).map_err(|e| Error::InvalidBlock(format!("{path}: {e}")))
+}
+
+/// Complete blocks in the bucket (directories with a meta.json), oldest first.
+pub async fn list_blocks(bucket: &Bucket) -> Result<Vec<BlockMeta>> {
+    let root = bucket
+        .list_with_delimiter(None)
+        .await
+        .map_err(bucket_err("list", &ObjectPath::from("")))?;
+    let mut metas = Vec::new();
+    for prefix in root.common_prefixes {
+        let Ok(ulid) = Ulid::from_string(prefix.as_ref()) else {
+            continue;
+        };
+        if block_exists(bucket, ulid).await? {
+            metas.push(read_meta(bucket, ulid).await?);
+        }
+    }
+    metas.sort_by_key(|m| (m.min_time, m.ulid));
+    Ok(metas)
+}
+
+/// Every object of a block with its size.
+pub async fn block_objects(bucket: &Bucket, ulid: Ulid) -> Result<Vec<(String, u64)>> {
+    let prefix = ObjectPath::from(ulid.to_string());
+    let mut out = Vec::new();
+    let mut stream = bucket.list(Some(&prefix));
+    while let Some(item) = stream.next().await {
+        let meta = item.map_err(bucket_err("list", &prefix))?;
+        out.push((meta.location.to_string(), meta.size));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Writes `<ULID>/deletion-mark.json` (Thanos' convention: the compactor deletes the block
+/// after the delete delay).
+pub async fn mark_for_deletion(bucket: &Bucket, ulid: Ulid, details: &str) -> Result<()> {
+    let path = ObjectPath::from(format!("{ulid}/{DELETION_MARK_FILENAME}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let body = serde_json::json!({"id": ulid.to_string(), "deletion_time": now, "version": 1, "details": details});
+    bucket
+        .put(&path, PutPayload::from(body.to_string().into_bytes()))
+        .await
+        .map_err(bucket_err("put", &path))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn large_files_go_up_in_parts_byte_identical() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket: Bucket = crate::BucketConfig::filesystem(dir.path().join("bucket"))
+            .build()
+            .unwrap();
+        let local = dir.path().join("big");
+        let data: Vec<u8> = (0..(MULTIPART_PART_SIZE * 2 + 12345))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        std::fs::write(&local, &data).unwrap();
+        let remote = ObjectPath::from("x/big");
+        assert_eq!(
+            upload_file(&bucket, &local, &remote).await.unwrap(),
+            data.len() as u64
+        );
+        let back = bucket.get(&remote).await.unwrap().bytes().await.unwrap();
+        assert!(back == data);
+    }
+}

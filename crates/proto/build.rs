@@ -1,0 +1,24 @@
+//! Compiles the vendored .proto files in pure Rust (`protox`, no `protoc`) and generates prost
+//! messages plus tonic clients and servers from them.
+
+const PROTOS: &[&str] = &[
+    "prompb/types.proto",
+    "prompb/remote.proto",
+    "store/labelpb/types.proto",
+    "store/storepb/types.proto",
+    "store/storepb/rpc.proto",
+    "info/infopb/rpc.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let fds = protox::compile(PROTOS, ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        // Chunk bytes are shared, not copied: the server hands out the TSDB's chunk buffers and
+        // a client's decoded chunks slice the received message.
+        .bytes(".thanos.Chunk.data")
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,320 @@
+//! Round trips through the generated types, and a cross-check of the generated
+//! `prometheus.WriteRequest` against the hand-written remote-write codec.
+
+use prost::Message;
+
+use crate::prometheus;
+use crate::remote_write::{self, Exemplar, Label, Metadata, MetricType, Sample, TimeSeries};
+use crate::thanos::{self, label_matcher, series_response};
+
+#[test]
+fn series_request_round_trips() {
+    let req = thanos::SeriesRequest {
+        min_time: -5,
+        max_time: i64::MAX,
+        matchers: vec![
+            thanos::LabelMatcher {
+                r#type: label_matcher::Type::Eq as i32,
+                name: "__name__".into(),
+                value: "up".into(),
+            },
+            thanos::LabelMatcher {
+                r#type: label_matcher::Type::Nre as i32,
+                name: "job".into(),
+                value: "node|prom".into(),
+            },
+        ],
+        aggregates: vec![thanos::Aggr::Raw as i32, thanos::Aggr::Counter as i32],
+        partial_response_strategy: thanos::PartialResponseStrategy::Abort as i32,
+        skip_chunks: true,
+        hints: Some(prost_types::Any {
+            type_url: "type.googleapis.com/hintspb.SeriesRequestHints".into(),
+            value: vec![1, 2, 3],
+        }),
+        query_hints: Some(thanos::QueryHints {
+            step_millis: 30_000,
+            func: Some(thanos::Func {
+                name: "rate".into(),
+            }),
+            range: Some(thanos::Range { millis: 300_000 }),
+            ..Default::default()
+        }),
+        without_replica_labels: vec!["replica".into()],
+        limit: 10,
+        response_batch_size: 64,
+        ..Default::default()
+    };
+    let bytes = req.encode_to_vec();
+    let back = thanos::SeriesRequest::decode(bytes.as_slice()).unwrap();
+    assert_eq!(back, req);
+    assert_eq!(
+        back.matchers[1].r#type(),
+        label_matcher::Type::Nre,
+        "enum accessor"
+    );
+}
+
+#[test]
+fn series_request_field_numbers_are_thanos() {
+    // min_time=1 (varint 7), skip_chunks=8 (true), limit=15 (3), without_replica_labels=14.
+    let req = thanos::SeriesRequest {
+        min_time: 7,
+        skip_chunks: true,
+        without_replica_labels: vec!["r".into()],
+        limit: 3,
+        ..Default::default()
+    };
+    assert_eq!(
+        req.encode_to_vec(),
+        vec![0x08, 7, 0x40, 1, 0x72, 1, b'r', 0x78, 3]
+    );
+}
+
+#[test]
+fn series_response_with_chunks_round_trips() {
+    let resp = thanos::SeriesResponse {
+        result: Some(series_response::Result::Series(thanos::Series {
+            labels: vec![
+                thanos::Label {
+                    name: "__name__".into(),
+                    value: "up".into(),
+                },
+                thanos::Label {
+                    name: "tenant_id".into(),
+                    value: "a".into(),
+                },
+            ],
+            chunks: vec![thanos::AggrChunk {
+                min_time: 1000,
+                max_time: 2000,
+                raw: Some(thanos::Chunk {
+                    r#type: thanos::chunk::Encoding::Xor as i32,
+                    data: bytes::Bytes::from_static(&[0, 1, 2, 3]),
+                    hash: 0,
+                }),
+                ..Default::default()
+            }],
+        })),
+    };
+    let back = thanos::SeriesResponse::decode(resp.encode_to_vec().as_slice()).unwrap();
+    assert_eq!(back, resp);
+}
+
+#[test]
+fn thanos_write_request_round_trips() {
+    let ts = prometheus::TimeSeries {
+        labels: vec![
+            prometheus::Label {
+                name: "__name__".into(),
+                value: "up".into(),
+            },
+            prometheus::Label {
+                name: "job".into(),
+                value: "node".into(),
+            },
+        ],
+        samples: vec![
+            prometheus::Sample {
+                value: 1.0,
+                timestamp: 1000,
+            },
+            prometheus::Sample {
+                value: f64::from_bits(0x7ff0_0000_0000_0002),
+                timestamp: 2000,
+            },
+        ],
+        exemplars: vec![prometheus::Exemplar {
+            labels: vec![prometheus::Label {
+                name: "trace_id".into(),
+                value: "abc".into(),
+            }],
+            value: 0.5,
+            timestamp: 1500,
+        }],
+        histograms: vec![prometheus::Histogram {
+            count: Some(prometheus::histogram::Count::CountInt(3)),
+            sum: 4.5,
+            schema: -2,
+            zero_count: Some(prometheus::histogram::ZeroCount::ZeroCountInt(1)),
+            positive_spans: vec![prometheus::BucketSpan {
+                offset: -1,
+                length: 2,
+            }],
+            positive_deltas: vec![1, -1],
+            timestamp: 1000,
+            ..Default::default()
+        }],
+    };
+    let req = thanos::WriteRequest {
+        timeseries: vec![ts.clone()],
+        tenant: "team-a".into(),
+        replica: 2,
+        timeseries_tenant_data: vec![thanos::TimeSeriesTenantTuple {
+            timeseries: vec![ts],
+            tenant: "team-b".into(),
+        }],
+    };
+    let bytes = req.encode_to_vec();
+    let back = thanos::WriteRequest::decode(bytes.as_slice()).unwrap();
+    // Compare through bytes: the stale NaN makes the structs unequal under PartialEq.
+    assert_eq!(back.encode_to_vec(), bytes);
+    assert_eq!(back.tenant, "team-a");
+    assert_eq!(back.replica, 2);
+    assert_eq!(
+        back.timeseries[0].samples[1].value.to_bits(),
+        0x7ff0_0000_0000_0002
+    );
+    assert_eq!(back.timeseries_tenant_data[0].tenant, "team-b");
+    assert_eq!(
+        back.timeseries_tenant_data[0].timeseries[0].labels[1].value,
+        "node"
+    );
+}
+
+#[test]
+fn info_response_round_trips() {
+    use crate::thanos::info;
+    let resp = info::InfoResponse {
+        label_sets: vec![thanos::ZLabelSet {
+            labels: vec![thanos::Label {
+                name: "tenant_id".into(),
+                value: "a".into(),
+            }],
+        }],
+        component_type: "receive".into(),
+        store: Some(info::StoreInfo {
+            min_time: 0,
+            max_time: i64::MAX,
+            supports_without_replica_labels: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let back = info::InfoResponse::decode(resp.encode_to_vec().as_slice()).unwrap();
+    assert_eq!(back, resp);
+}
+
+fn label<'a>(name: &'a str, value: &'a str) -> Label<'a> {
+    Label { name, value }
+}
+
+/// The hand-written encoder and the generated decoder agree on `prometheus.WriteRequest`, and so
+/// do the generated encoder and the hand-written decoder.
+#[test]
+fn remote_write_v1_codecs_agree() {
+    let req = remote_write::WriteRequest {
+        timeseries: vec![
+            TimeSeries {
+                labels: vec![label("__name__", "up"), label("job", "node")],
+                samples: vec![
+                    Sample {
+                        value: 1.0,
+                        timestamp: 1000,
+                    },
+                    Sample {
+                        value: -0.0,
+                        timestamp: -2000,
+                    },
+                    Sample {
+                        value: f64::INFINITY,
+                        timestamp: 0,
+                    },
+                ],
+                exemplars: vec![Exemplar {
+                    labels: vec![label("trace_id", "abc")],
+                    value: 2.5,
+                    timestamp: 1500,
+                }],
+                ..Default::default()
+            },
+            TimeSeries {
+                labels: vec![label("__name__", "ünïcode_metric"), label("a", "")],
+                samples: vec![Sample {
+                    value: 3.25,
+                    timestamp: i64::MAX,
+                }],
+                ..Default::default()
+            },
+        ],
+        metadata: vec![Metadata {
+            metric_type: MetricType::Counter,
+            metric_family_name: "http_requests_total",
+            help: "Requests.",
+            unit: "requests",
+        }],
+    };
+    let hand = remote_write::encode_v1(&req);
+    let gen = prometheus::WriteRequest::decode(hand.as_slice()).unwrap();
+
+    assert_eq!(gen.timeseries.len(), req.timeseries.len());
+    for (g, h) in gen.timeseries.iter().zip(&req.timeseries) {
+        let g_labels: Vec<(&str, &str)> = g
+            .labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect();
+        let h_labels: Vec<(&str, &str)> = h.labels.iter().map(|l| (l.name, l.value)).collect();
+        assert_eq!(g_labels, h_labels);
+        let g_samples: Vec<(i64, u64)> = g
+            .samples
+            .iter()
+            .map(|s| (s.timestamp, s.value.to_bits()))
+            .collect();
+        let h_samples: Vec<(i64, u64)> = h
+            .samples
+            .iter()
+            .map(|s| (s.timestamp, s.value.to_bits()))
+            .collect();
+        assert_eq!(g_samples, h_samples);
+        assert_eq!(g.exemplars.len(), h.exemplars.len());
+        for (ge, he) in g.exemplars.iter().zip(&h.exemplars) {
+            assert_eq!(ge.value, he.value);
+            assert_eq!(ge.timestamp, he.timestamp);
+            assert_eq!(ge.labels[0].name, he.labels[0].name);
+            assert_eq!(ge.labels[0].value, he.labels[0].value);
+        }
+        assert!(g.histograms.is_empty());
+    }
+    assert_eq!(gen.metadata.len(), 1);
+    let md = &gen.metadata[0];
+    assert_eq!(
+        md.r#type(),
+        prometheus::metric_metadata::MetricType::Counter
+    );
+    assert_eq!(md.metric_family_name, "http_requests_total");
+    assert_eq!(md.help, "Requests.");
+    assert_eq!(md.unit, "requests");
+
+    // And back: the generated encoding decodes with the hand-written decoder to the same request
+    // (compared with f64 `==`: prost writes -0.0 as an absent field, see below).
+    let gen_bytes = gen.encode_to_vec();
+    let hand_again = remote_write::decode_v1(&gen_bytes).unwrap();
+    assert_eq!(hand_again, req);
+}
+
+/// prost treats a proto3 double equal to 0.0 as the default and leaves it out, so -0.0 arrives
+/// as +0.0; Go's protobuf (and `remote_write::encode_v1`) compare bits and keep the sign. A
+/// forwarder built on the generated types loses the sign of zero; nothing else differs.
+#[test]
+fn prost_writes_negative_zero_as_absent() {
+    let s = prometheus::Sample {
+        value: -0.0,
+        timestamp: 1,
+    };
+    assert_eq!(s.encode_to_vec(), vec![0x10, 1]);
+    let hand = remote_write::encode_v1(&remote_write::WriteRequest {
+        timeseries: vec![TimeSeries {
+            samples: vec![Sample {
+                value: -0.0,
+                timestamp: 1,
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let gen = prometheus::WriteRequest::decode(hand.as_slice()).unwrap();
+    assert_eq!(
+        gen.timeseries[0].samples[0].value.to_bits(),
+        (-0.0f64).to_bits()
+    );
+}

@@ -1,0 +1,483 @@
+//! The StoreAPI's reads over a set of TSDBs: select and merge series, stream them in frames,
+//! list label names and values. Everything here is synchronous (the TSDB is): the service runs
+//! it on tokio's blocking pool.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use proto::thanos::{self, chunk, series_response, SeriesResponse};
+use tonic::Status;
+use tsdb::chunkenc::{ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, ENCODING_XOR};
+use tsdb::db::Db;
+use tsdb::matcher::Matcher;
+use tsdb::querier::{ChunkData, Querier};
+use tsdb::Labels;
+
+use crate::matchers::matchers_for_tsdb;
+use crate::ExternalLabels;
+
+/// A frame carries one series' labels and chunks up to about this many bytes; a longer series
+/// continues in the next frames (Thanos' TSDB store uses the same bound).
+pub(crate) const MAX_FRAME_BYTES: usize = 1 << 20;
+
+/// A series as it leaves the store: full labels (series + external, minus replica labels) and
+/// its chunks in time order.
+#[derive(Debug)]
+pub(crate) struct StoreSeries {
+    pub labels: Labels,
+    pub chunks: Vec<ChunkData>,
+}
+
+/// A parsed Series request.
+pub(crate) struct SeriesQuery {
+    pub matchers: Vec<Matcher>,
+    pub min_time: i64,
+    pub max_time: i64,
+    pub skip_chunks: bool,
+    pub without: Vec<String>,
+    /// 0: no limit.
+    pub limit: usize,
+}
+
+/// Labels of a series as served: its own labels without the replica labels, plus the TSDB's
+/// external labels without the replica labels; an external label replaces a series label of the
+/// same name (Thanos' `ExtendSortedLabels`).
+pub(crate) fn full_labels(
+    series: &Labels,
+    external: &ExternalLabels,
+    without: &[String],
+) -> Labels {
+    let keep = |name: &str| !without.iter().any(|w| w == name);
+    let own = series
+        .iter()
+        .filter(|l| keep(&l.name))
+        .map(|l| (l.name.clone(), l.value.clone()));
+    let ext = external
+        .iter()
+        .filter(|(k, _)| keep(k))
+        .map(|(k, v)| (Arc::<str>::from(k.as_str()), Arc::<str>::from(v.as_str())));
+    // from_pairs sorts stably and keeps the last of equal names: the external label.
+    Labels::from_pairs(own.chain(ext))
+}
+
+/// Describes a TSDB in error messages by its external labels.
+pub(crate) fn describe(external: &ExternalLabels) -> String {
+    let inner: Vec<String> = external.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{{{}}}", inner.join(", "))
+}
+
+/// Maps a TSDB error to a gRPC status that says which TSDB failed.
+pub(crate) fn tsdb_status(err: tsdb::Error, external: &ExternalLabels) -> Status {
+    let msg = format!("reading the TSDB {}: {err}", describe(external));
+    match err {
+        tsdb::Error::Corruption { .. } => Status::data_loss(msg),
+        tsdb::Error::InvalidMatcher(_) => Status::invalid_argument(msg),
+        tsdb::Error::Closed => Status::unavailable(msg),
+        _ => Status::internal(msg),
+    }
+}
+
+/// Selects the matching series of every TSDB, sorted by full labels, series with equal labels
+/// merged (chunks in time order, identical chunks once), at most `limit` of them.
+pub(crate) fn select(
+    tsdbs: &[(ExternalLabels, Arc<Db>)],
+    q: &SeriesQuery,
+) -> Result<Vec<StoreSeries>, Status> {
+    let mut all: Vec<StoreSeries> = Vec::new();
+    for (external, db) in tsdbs {
+        let Some(matchers) = matchers_for_tsdb(&q.matchers, external) else {
+            continue;
+        };
+        let series = db
+            .querier(q.min_time, q.max_time)
+            .select(&matchers, q.min_time, q.max_time)
+            .map_err(|e| tsdb_status(e, external))?;
+        all.extend(series.into_iter().map(|s| StoreSeries {
+            labels: full_labels(&s.labels, external, &q.without),
+            chunks: if q.skip_chunks { Vec::new() } else { s.chunks },
+        }));
+    }
+    // Stable: series with equal labels keep the order of the TSDBs.
+    all.sort_by(|a, b| a.labels.cmp(&b.labels));
+
+    let mut merged: Vec<StoreSeries> = Vec::with_capacity(all.len());
+    for s in all {
+        match merged.last_mut() {
+            Some(last) if last.labels == s.labels => last.chunks.extend(s.chunks),
+            _ => {
+                if q.limit > 0 && merged.len() == q.limit {
+                    break;
+                }
+                merged.push(s);
+            }
+        }
+    }
+    for s in &mut merged {
+        s.chunks.sort_by_key(|c| (c.min_time, c.max_time));
+        s.chunks.dedup_by(|a, b| {
+            a.min_time == b.min_time
+                && a.max_time == b.max_time
+                && a.encoding == b.encoding
+                && a.data == b.data
+        });
+    }
+    Ok(merged)
+}
+
+/// The StoreAPI chunk type of a TSDB chunk encoding (one less, as in Thanos).
+fn chunk_type(encoding: u8) -> Option<chunk::Encoding> {
+    match encoding {
+        ENCODING_XOR => Some(chunk::Encoding::Xor),
+        ENCODING_HISTOGRAM => Some(chunk::Encoding::Histogram),
+        ENCODING_FLOAT_HISTOGRAM => Some(chunk::Encoding::FloatHistogram),
+        _ => None,
+    }
+}
+
+fn aggr_chunk(c: ChunkData) -> Result<thanos::AggrChunk, Status> {
+    let Some(kind) = chunk_type(c.encoding) else {
+        return Err(Status::internal(format!(
+            "chunk [{}, {}] has unknown encoding {}",
+            c.min_time, c.max_time, c.encoding
+        )));
+    };
+    Ok(thanos::AggrChunk {
+        min_time: c.min_time,
+        max_time: c.max_time,
+        raw: Some(thanos::Chunk {
+            r#type: kind as i32,
+            // Shares the TSDB's buffer: no copy.
+            data: Bytes::from_owner(c.data),
+            hash: 0,
+        }),
+        ..Default::default()
+    })
+}
+
+fn proto_labels(labels: &Labels) -> Vec<thanos::Label> {
+    labels
+        .iter()
+        .map(|l| thanos::Label {
+            name: l.name.to_string(),
+            value: l.value.to_string(),
+        })
+        .collect()
+}
+
+/// Turns selected series into `thanos.Series` frames of at most about [`MAX_FRAME_BYTES`]; a
+/// series that does not fit is split over consecutive frames with the same labels.
+pub(crate) struct Frames {
+    series: std::vec::IntoIter<StoreSeries>,
+    current: Option<(Vec<thanos::Label>, usize, std::vec::IntoIter<ChunkData>)>,
+}
+
+impl Frames {
+    pub(crate) fn new(series: Vec<StoreSeries>) -> Self {
+        Frames {
+            series: series.into_iter(),
+            current: None,
+        }
+    }
+}
+
+impl Iterator for Frames {
+    type Item = Result<thanos::Series, Status>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.current.is_none() {
+            let s = self.series.next()?;
+            let labels = proto_labels(&s.labels);
+            if s.chunks.is_empty() {
+                return Some(Ok(thanos::Series {
+                    labels,
+                    chunks: Vec::new(),
+                }));
+            }
+            let size: usize = labels
+                .iter()
+                .map(|l| l.name.len() + l.value.len() + 4)
+                .sum();
+            self.current = Some((labels, size, s.chunks.into_iter()));
+        }
+        let (labels, labels_size, chunks) = self.current.as_mut().expect("set above");
+        let mut left = MAX_FRAME_BYTES.saturating_sub(*labels_size);
+        let mut out = Vec::new();
+        for c in chunks.by_ref() {
+            let ac = match aggr_chunk(c) {
+                Ok(ac) => ac,
+                Err(e) => {
+                    self.current = None;
+                    return Some(Err(e));
+                }
+            };
+            left = left.saturating_sub(prost::Message::encoded_len(&ac));
+            out.push(ac);
+            if left == 0 {
+                break;
+            }
+        }
+        let labels = if chunks.len() == 0 {
+            let (labels, _, _) = self.current.take().expect("set above");
+            labels
+        } else {
+            labels.clone()
+        };
+        Some(Ok(thanos::Series {
+            labels,
+            chunks: out,
+        }))
+    }
+}
+
+/// The stream of a Series call (as an iterator): wraps frames into `SeriesResponse`s: one series each, or `batch_size` series per
+/// `SeriesBatch` when the client asked for batches (`response_batch_size` > 1).
+pub struct Responses {
+    frames: Frames,
+    batch_size: usize,
+}
+
+impl Responses {
+    pub(crate) fn new(series: Vec<StoreSeries>, batch_size: usize) -> Self {
+        Responses {
+            frames: Frames::new(series),
+            batch_size,
+        }
+    }
+}
+
+impl Iterator for Responses {
+    type Item = Result<SeriesResponse, Status>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.batch_size <= 1 {
+            return self.frames.next().map(|r| {
+                r.map(|s| SeriesResponse {
+                    result: Some(series_response::Result::Series(s)),
+                })
+            });
+        }
+        let mut batch = Vec::with_capacity(self.batch_size);
+        for frame in self.frames.by_ref() {
+            match frame {
+                Ok(s) => batch.push(s),
+                Err(e) => return Some(Err(e)),
+            }
+            if batch.len() == self.batch_size {
+                break;
+            }
+        }
+        (!batch.is_empty()).then(|| {
+            Ok(SeriesResponse {
+                result: Some(series_response::Result::Batch(thanos::SeriesBatch {
+                    series: batch,
+                })),
+            })
+        })
+    }
+}
+
+fn truncate(mut v: Vec<String>, limit: usize) -> Vec<String> {
+    v.sort();
+    v.dedup();
+    if limit > 0 {
+        v.truncate(limit);
+    }
+    v
+}
+
+/// Label names of the matching series in [start, end], with the external labels of the TSDBs
+/// that have any, without the replica labels.
+pub(crate) fn label_names(
+    tsdbs: &[(ExternalLabels, Arc<Db>)],
+    matchers: &[Matcher],
+    start: i64,
+    end: i64,
+    without: &[String],
+    limit: usize,
+) -> Result<Vec<String>, Status> {
+    let keep = |name: &str| !without.iter().any(|w| w == name);
+    let mut names = Vec::new();
+    for (external, db) in tsdbs {
+        let Some(matchers) = matchers_for_tsdb(matchers, external) else {
+            continue;
+        };
+        let found = db
+            .querier(start, end)
+            .label_names(&matchers, start, end)
+            .map_err(|e| tsdb_status(e, external))?;
+        if found.is_empty() {
+            continue;
+        }
+        names.extend(found.into_iter().filter(|n| keep(n)));
+        names.extend(external.keys().filter(|n| keep(n)).cloned());
+    }
+    Ok(truncate(names, limit))
+}
+
+/// Values of label `name` among the matching series in [start, end]. For an external label the
+/// value is the TSDB's, listed when the TSDB has a matching series in the range.
+pub(crate) fn label_values(
+    tsdbs: &[(ExternalLabels, Arc<Db>)],
+    name: &str,
+    matchers: &[Matcher],
+    start: i64,
+    end: i64,
+    limit: usize,
+) -> Result<Vec<String>, Status> {
+    let mut values = Vec::new();
+    for (external, db) in tsdbs {
+        let Some(matchers) = matchers_for_tsdb(matchers, external) else {
+            continue;
+        };
+        let querier = db.querier(start, end);
+        match external.get(name).filter(|v| !v.is_empty()) {
+            Some(value) => {
+                let any = !querier
+                    .label_names(&matchers, start, end)
+                    .map_err(|e| tsdb_status(e, external))?
+                    .is_empty();
+                if any {
+                    values.push(value.clone());
+                }
+            }
+            None => values.extend(
+                querier
+                    .label_values(name, &matchers, start, end)
+                    .map_err(|e| tsdb_status(e, external))?,
+            ),
+        }
+    }
+    Ok(truncate(values, limit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(min_time: i64, len: usize, encoding: u8) -> ChunkData {
+        ChunkData {
+            min_time,
+            max_time: min_time + 10,
+            encoding,
+            data: vec![7u8; len].into(),
+        }
+    }
+
+    fn labels(p: &[(&str, &str)]) -> Labels {
+        Labels::from_pairs(p.iter().copied())
+    }
+
+    #[test]
+    fn external_labels_are_added_win_and_replica_labels_go() {
+        let ext: ExternalLabels = [("replica", "r1"), ("tenant_id", "a"), ("zone", "z")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let s = labels(&[("__name__", "up"), ("tenant_id", "own"), ("pod", "p")]);
+        assert_eq!(
+            full_labels(&s, &ext, &[]),
+            labels(&[
+                ("__name__", "up"),
+                ("pod", "p"),
+                ("replica", "r1"),
+                ("tenant_id", "a"),
+                ("zone", "z")
+            ])
+        );
+        assert_eq!(
+            full_labels(&s, &ext, &["replica".into(), "pod".into()]),
+            labels(&[("__name__", "up"), ("tenant_id", "a"), ("zone", "z")])
+        );
+    }
+
+    #[test]
+    fn a_long_series_is_split_over_frames_with_the_same_labels() {
+        // 25 chunks of 100 kB: about 10 per 1 MiB frame.
+        let chunks: Vec<ChunkData> = (0..25)
+            .map(|i| chunk(i * 100, 100_000, ENCODING_XOR))
+            .collect();
+        let series = vec![
+            StoreSeries {
+                labels: labels(&[("__name__", "big")]),
+                chunks,
+            },
+            StoreSeries {
+                labels: labels(&[("__name__", "small")]),
+                chunks: vec![chunk(0, 10, ENCODING_XOR)],
+            },
+        ];
+        let frames: Vec<thanos::Series> = Frames::new(series).map(Result::unwrap).collect();
+        assert_eq!(
+            frames.len(),
+            4,
+            "three frames for the big series, one for the small"
+        );
+        let sizes: Vec<usize> = frames.iter().map(|f| f.chunks.len()).collect();
+        assert_eq!(sizes.iter().take(3).sum::<usize>(), 25);
+        assert!(sizes[0] >= 10 && sizes[0] <= 11, "{sizes:?}");
+        for f in &frames[..3] {
+            assert_eq!(f.labels[0].value, "big");
+            assert!(prost::Message::encoded_len(f) <= MAX_FRAME_BYTES + 110_000);
+        }
+        let starts: Vec<i64> = frames[..3]
+            .iter()
+            .flat_map(|f| f.chunks.iter().map(|c| c.min_time))
+            .collect();
+        assert_eq!(starts, (0..25).map(|i| i * 100).collect::<Vec<_>>());
+        assert_eq!(frames[3].labels[0].value, "small");
+    }
+
+    #[test]
+    fn chunk_types_are_one_less_than_tsdb_encodings_and_unknown_ones_fail() {
+        let series = vec![StoreSeries {
+            labels: labels(&[("a", "b")]),
+            chunks: vec![
+                chunk(0, 3, ENCODING_XOR),
+                chunk(20, 3, ENCODING_HISTOGRAM),
+                chunk(40, 3, ENCODING_FLOAT_HISTOGRAM),
+            ],
+        }];
+        let f = Frames::new(series).next().unwrap().unwrap();
+        let types: Vec<i32> = f
+            .chunks
+            .iter()
+            .map(|c| c.raw.as_ref().unwrap().r#type)
+            .collect();
+        assert_eq!(types, [0, 1, 2]);
+
+        let series = vec![StoreSeries {
+            labels: labels(&[("a", "b")]),
+            chunks: vec![chunk(0, 3, 9)],
+        }];
+        let err = Frames::new(series).next().unwrap().unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Internal);
+        assert!(err.message().contains("unknown encoding 9"));
+    }
+
+    #[test]
+    fn batches_hold_up_to_n_series() {
+        let series: Vec<StoreSeries> = (0..5)
+            .map(|i| StoreSeries {
+                labels: labels(&[("i", &i.to_string())]),
+                chunks: Vec::new(),
+            })
+            .collect();
+        let sizes: Vec<usize> = Responses::new(series, 2)
+            .map(|r| match r.unwrap().result.unwrap() {
+                series_response::Result::Batch(b) => b.series.len(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(sizes, [2, 2, 1]);
+    }
+
+    #[test]
+    fn describes_tsdbs_by_external_labels() {
+        let ext: ExternalLabels = [("tenant_id".to_string(), "a".to_string())].into();
+        let s = tsdb_status(tsdb::Error::corruption("/x/index", "bad crc"), &ext);
+        assert_eq!(s.code(), tonic::Code::DataLoss);
+        assert!(s
+            .message()
+            .starts_with("reading the TSDB {tenant_id=\"a\"}: corruption"));
+    }
+}
