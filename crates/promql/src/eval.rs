@@ -4,7 +4,10 @@
 //! Every instant-vector node produces a list of [`Series`], each holding at most one point per
 //! evaluation step (a point's timestamp is the step's timestamp). Scalars are one value per step.
 //! Selectors read each storage series once, with cursors that only move forward, so a range query
-//! costs one pass over the data per selector rather than one per step.
+//! costs one pass over the data per selector rather than one per step. Instant selectors and
+//! range functions over a selector take storage's series one at a time
+//! ([`Queryable::select_each`](crate::Queryable::select_each)) and turn each into its
+//! per-step points right away.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +20,7 @@ use tsdb::Labels;
 
 use crate::error::{Error, Result};
 use crate::planner;
-use crate::storage::{MatchOp, Matcher, Queryable, Sample};
+use crate::storage::{MatchOp, Matcher, Queryable, Sample, Series as StorageSeries};
 use crate::value::Annotations;
 
 /// An instant-vector series inside the evaluator.
@@ -29,9 +32,18 @@ pub(crate) struct Series {
     pub drop_name: bool,
 }
 
+/// One series of a range-vector input.
+pub(crate) struct RangeSeries {
+    pub labels: Labels,
+    pub points: Vec<Sample>,
+    pub drop_name: bool,
+    /// Whether any point is a native histogram.
+    pub has_histograms: bool,
+}
+
 /// A range-vector input: raw samples per series plus how to window them.
 pub(crate) struct RangeInput {
-    pub series: Vec<Series>,
+    pub series: Vec<RangeSeries>,
     pub range: i64,
     pub offset: i64,
     pub at: Option<i64>,
@@ -121,6 +133,15 @@ pub(crate) struct Evaluator<'a> {
     pub subquery_step: i64,
 }
 
+/// Receives a selector's series one at a time (see [`Evaluator::select_each`]).
+pub(crate) type SelectSink<'f, 'a> =
+    dyn FnMut(&mut Evaluator<'a>, Labels, &[Sample]) -> Result<()> + 'f;
+
+/// Receives a range selector's series one at a time, with whether any sample is a native
+/// histogram (see [`Evaluator::range_selector_each`]).
+pub(crate) type RangeSink<'f, 'a> =
+    dyn FnMut(&mut Evaluator<'a>, Labels, &[Sample], bool) -> Result<()> + 'f;
+
 pub(crate) fn offset_ms(o: &Option<Offset>) -> i64 {
     match o {
         None => 0,
@@ -172,7 +193,7 @@ pub(crate) fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>
     Ok(out)
 }
 
-impl Evaluator<'_> {
+impl<'a> Evaluator<'a> {
     pub fn check(&self) -> Result<()> {
         if let Some(c) = &self.cancel {
             if c.is_cancelled() {
@@ -204,7 +225,8 @@ impl Evaluator<'_> {
         }
     }
 
-    /// Fetches the series of a selector for the time span `[mint, maxt]`.
+    /// Fetches the series of a selector for the time span `[mint, maxt]` (storage's samples,
+    /// not copied).
     pub fn select(
         &mut self,
         vs: &VectorSelector,
@@ -212,28 +234,50 @@ impl Evaluator<'_> {
         maxt: i64,
         range: i64,
         hint: &HintCtx,
-    ) -> Result<Vec<Series>> {
+    ) -> Result<Vec<StorageSeries>> {
         self.check()?;
         let groups = selector_matchers(vs)?;
         let hints = planner::hints(mint, maxt, self.query_step, range, hint);
-        let mut out: Vec<Series> = Vec::new();
+        if groups.len() == 1 {
+            return self.storage.select(&hints, &groups[0]);
+        }
+        let mut out: Vec<StorageSeries> = Vec::new();
         let mut seen: HashMap<Labels, ()> = HashMap::new();
         for ms in &groups {
             for s in self.storage.select(&hints, ms)? {
-                if groups.len() > 1 && seen.insert(s.labels.clone(), ()).is_some() {
+                if seen.insert(s.labels.clone(), ()).is_some() {
                     continue;
                 }
-                out.push(Series {
-                    labels: s.labels,
-                    points: s.samples.to_vec(),
-                    drop_name: false,
-                });
+                out.push(s);
             }
         }
-        if groups.len() > 1 {
-            out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        }
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(out)
+    }
+
+    /// Hands the series of a selector for `[mint, maxt]` to `f` one at a time, in label
+    /// order, with the samples storage returned (borrowed: storage may reuse its buffer).
+    pub fn select_each(
+        &mut self,
+        vs: &VectorSelector,
+        (mint, maxt): (i64, i64),
+        range: i64,
+        hint: &HintCtx,
+        f: &mut SelectSink<'_, 'a>,
+    ) -> Result<()> {
+        self.check()?;
+        let groups = selector_matchers(vs)?;
+        if groups.len() == 1 {
+            let hints = planner::hints(mint, maxt, self.query_step, range, hint);
+            let storage = self.storage;
+            return storage.select_each(&hints, &groups[0], &mut |labels, samples| {
+                f(self, labels, samples)
+            });
+        }
+        for s in self.select(vs, mint, maxt, range, hint)? {
+            f(self, s.labels, &s.samples)?;
+        }
+        Ok(())
     }
 
     /// Evaluates an expression over `steps`.
@@ -301,13 +345,12 @@ impl Evaluator<'_> {
             Some(a) => (a - off - self.lookback + 1, a - off),
             None => (steps.start - off - self.lookback + 1, steps.end - off),
         };
-        let raw = self.select(vs, mint, maxt, 0, hint)?;
         let n = steps.len();
-        let mut out = Vec::with_capacity(raw.len());
+        let lookback = self.lookback;
+        let mut out = Vec::new();
         let mut total = 0;
-        for s in raw {
-            self.check()?;
-            let samples = &s.points;
+        self.select_each(vs, (mint, maxt), 0, hint, &mut |ev, labels, samples| {
+            ev.check()?;
             let mut pts = Vec::new();
             let lookup = |idx: &mut usize, reft: i64| -> Option<&Sample> {
                 while *idx < samples.len() && samples[*idx].t <= reft {
@@ -317,7 +360,7 @@ impl Evaluator<'_> {
                     return None;
                 }
                 let p = &samples[*idx - 1];
-                if p.t <= reft - self.lookback || p.is_stale() {
+                if p.t <= reft - lookback || p.is_stale() {
                     return None;
                 }
                 Some(p)
@@ -355,14 +398,55 @@ impl Evaluator<'_> {
             if !pts.is_empty() {
                 total += pts.len();
                 out.push(Series {
-                    labels: s.labels,
+                    labels,
                     points: pts,
                     drop_name: false,
                 });
             }
-        }
+            Ok(())
+        })?;
         self.add_samples(total)?;
         Ok(out)
+    }
+
+    /// Hands the series of a range selector to `f` one at a time: each series' samples in the
+    /// span the windows of all `steps` cover, stale markers removed, and whether any of them is
+    /// a native histogram. Series without samples there are skipped.
+    pub fn range_selector_each(
+        &mut self,
+        vs: &VectorSelector,
+        range: i64,
+        steps: Steps,
+        hint: &HintCtx,
+        f: &mut RangeSink<'_, 'a>,
+    ) -> Result<()> {
+        let off = offset_ms(&vs.offset);
+        let (mint, maxt) = match self.at_ms(&vs.at) {
+            Some(a) => (a - off - range + 1, a - off),
+            None => (steps.start - off - range + 1, steps.end - off),
+        };
+        let mut scratch: Vec<Sample> = Vec::new();
+        self.select_each(vs, (mint, maxt), range, hint, &mut |ev, labels, all| {
+            let lo = all.partition_point(|p| p.t < mint);
+            let hi = all.partition_point(|p| p.t <= maxt);
+            if lo >= hi {
+                return Ok(());
+            }
+            let window = &all[lo..hi];
+            let has_histograms = window.iter().any(|p| p.h.is_some());
+            let pts = if window.iter().any(|p| p.is_stale()) {
+                scratch.clear();
+                scratch.extend(window.iter().filter(|p| !p.is_stale()).cloned());
+                if scratch.is_empty() {
+                    return Ok(());
+                }
+                &scratch[..]
+            } else {
+                window
+            };
+            ev.add_samples(pts.len())?;
+            f(ev, labels, pts, has_histograms)
+        })
     }
 
     /// Raw samples for a range selector, for the windows of all `steps`.
@@ -373,26 +457,21 @@ impl Evaluator<'_> {
         steps: Steps,
         hint: &HintCtx,
     ) -> Result<RangeInput> {
-        let off = offset_ms(&vs.offset);
-        let at = self.at_ms(&vs.at);
-        let (mint, maxt) = match at {
-            Some(a) => (a - off - range + 1, a - off),
-            None => (steps.start - off - range + 1, steps.end - off),
-        };
-        let mut series = self.select(vs, mint, maxt, range, hint)?;
-        let mut total = 0;
-        for s in &mut series {
-            s.points
-                .retain(|p| !p.is_stale() && p.t >= mint && p.t <= maxt);
-            total += s.points.len();
-        }
-        series.retain(|s| !s.points.is_empty());
-        self.add_samples(total)?;
+        let mut series = Vec::new();
+        self.range_selector_each(vs, range, steps, hint, &mut |_, labels, pts, hh| {
+            series.push(RangeSeries {
+                labels,
+                points: pts.to_vec(),
+                drop_name: false,
+                has_histograms: hh,
+            });
+            Ok(())
+        })?;
         Ok(RangeInput {
             series,
             range,
-            offset: off,
-            at,
+            offset: offset_ms(&vs.offset),
+            at: self.at_ms(&vs.at),
         })
     }
 
@@ -440,8 +519,10 @@ impl Evaluator<'_> {
             .into_iter()
             .filter(|s| !s.points.is_empty())
             .map(|mut s| {
+                let mut has_histograms = false;
                 for p in s.points.iter_mut() {
                     if let Some(h) = &p.h {
+                        has_histograms = true;
                         if matches!(
                             h.counter_reset_hint,
                             crate::histogram::CounterResetHint::Reset
@@ -451,7 +532,12 @@ impl Evaluator<'_> {
                         }
                     }
                 }
-                s
+                RangeSeries {
+                    labels: s.labels,
+                    points: s.points,
+                    drop_name: s.drop_name,
+                    has_histograms,
+                }
             })
             .collect();
         Ok(RangeInput {
@@ -467,10 +553,19 @@ impl Evaluator<'_> {
         let end = input.window_end(steps.end);
         let start = end - input.range;
         let mut out = Vec::new();
-        for mut s in input.series {
-            s.points.retain(|p| p.t > start && p.t <= end);
-            if !s.points.is_empty() {
-                out.push(s);
+        for s in input.series {
+            let points: Vec<Sample> = s
+                .points
+                .iter()
+                .filter(|p| p.t > start && p.t <= end)
+                .cloned()
+                .collect();
+            if !points.is_empty() {
+                out.push(Series {
+                    labels: s.labels,
+                    points,
+                    drop_name: s.drop_name,
+                });
             }
         }
         Ok(out)

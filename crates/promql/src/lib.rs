@@ -40,7 +40,7 @@ pub use parser::parse;
 pub use promql_parser;
 pub use promql_parser::parser::Expr;
 pub use storage::{
-    is_stale_nan, stale_nan, MatchOp, Matcher, Queryable, Sample, SelectHints, Series,
+    is_stale_nan, stale_nan, MatchOp, Matcher, Queryable, Sample, SelectHints, Series, SeriesSink,
     STALE_NAN_BITS,
 };
 pub use value::{Annotations, InstantSample, QueryResult, QueryValue, RangeSeries};

@@ -5,6 +5,11 @@
 //! how the data will be used). Storage may use the hints to prune or pre-aggregate, but must
 //! always return every sample inside `[start, end]` of every matching series; samples outside the
 //! bounds are allowed and ignored.
+//!
+//! Selectors whose series are consumed one at a time (instant selectors, range functions over
+//! a selector) go through [`Queryable::select_each`] instead, which hands series over one by
+//! one with borrowed samples: a storage that decodes series can then reuse a single buffer, and
+//! the engine never holds every selected series' samples at once.
 
 use std::fmt;
 use std::sync::Arc;
@@ -158,9 +163,30 @@ pub struct SelectHints {
     pub by: bool,
 }
 
+/// Receives series one at a time from [`Queryable::select_each`]: labels, and samples sorted by
+/// time (borrowed for the call only).
+pub type SeriesSink<'f> = dyn FnMut(Labels, &[Sample]) -> Result<(), Error> + 'f;
+
 /// A source of series.
 pub trait Queryable: Send + Sync {
     /// Returns every series matching all `matchers`, with at least the samples in
     /// `[hints.start, hints.end]`, sorted by labels.
     fn select(&self, hints: &SelectHints, matchers: &[Matcher]) -> Result<Vec<Series>, Error>;
+
+    /// The same series as [`select`](Queryable::select), in the same order, handed to `f` one
+    /// at a time with their samples borrowed, so that storage which decodes (or fetches) series
+    /// can reuse one buffer instead of holding every series' samples at once. The engine uses
+    /// this where it consumes a selector's series one by one (range functions, instant
+    /// selectors). The default calls `select`.
+    fn select_each(
+        &self,
+        hints: &SelectHints,
+        matchers: &[Matcher],
+        f: &mut SeriesSink<'_>,
+    ) -> Result<(), Error> {
+        for s in self.select(hints, matchers)? {
+            f(s.labels, &s.samples)?;
+        }
+        Ok(())
+    }
 }
