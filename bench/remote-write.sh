@@ -7,7 +7,7 @@
 # samples/s, RSS and the Cairn ratios closes the run. See bench/README.md.
 #
 # Environment (defaults in brackets):
-#   SERIES [100000] ROUNDS [60] CONCURRENCY [4] SAMPLES_PER_SERIES [1] BATCH_SERIES [500]
+#   SERIES [100000] ROUNDS [60] CONCURRENCY [8] SAMPLES_PER_SERIES [1] BATCH_SERIES [500]
 #   INTERVAL [15s]              sample spacing within a series (the run must span <= 1h)
 #   PEERS ["cairn prometheus victoria-metrics"]   which peers, in this order
 #   CAIRN_WAL_FSYNC [always]    Cairn's --tsdb.wal-fsync
@@ -30,7 +30,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SERIES=${SERIES:-100000}
 ROUNDS=${ROUNDS:-60}
-CONCURRENCY=${CONCURRENCY:-4}
+CONCURRENCY=${CONCURRENCY:-8}
 SAMPLES_PER_SERIES=${SAMPLES_PER_SERIES:-1}
 BATCH_SERIES=${BATCH_SERIES:-500}
 INTERVAL=${INTERVAL:-15s}

@@ -99,6 +99,12 @@ impl<'a> Reader<'a> {
     pub fn str(&mut self) -> Result<&'a str, WireError> {
         let at = self.offset();
         let (b, _) = self.bytes()?;
+        // Label strings are short and nearly always ASCII: an inlined ASCII check is much
+        // cheaper than the general validator's call for each of them.
+        if b.is_ascii() {
+            // SAFETY: ASCII bytes are valid UTF-8.
+            return Ok(unsafe { std::str::from_utf8_unchecked(b) });
+        }
         std::str::from_utf8(b).map_err(|_| WireError {
             offset: at,
             what: "string is not valid UTF-8",

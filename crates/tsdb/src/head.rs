@@ -36,6 +36,8 @@ use crate::{Error, Label, Labels, Result};
 pub struct MemSeries {
     pub series_ref: u64,
     pub labels: Labels,
+    /// `labels.identity_hash()`, kept to find the series from borrowed labels.
+    identity: u128,
     samples: Mutex<SeriesSamples>,
     /// Appenders holding this series: truncation never drops a series someone is about to
     /// append to (it would otherwise lose the samples to an orphaned series).
@@ -181,30 +183,28 @@ impl MemSeries {
 
 #[derive(Default)]
 struct HeadIndex {
-    /// Series by label hash (a Vec for the rare collisions), so labels are stored only once.
-    by_hash: HashMap<u64, Vec<Arc<MemSeries>>, IdentityHash>,
+    /// Series by the upper 64 bits of their identity hash (one pointer per series: the hot
+    /// lookup of every incoming sample touches this map and the series only)...
+    by_hash: HashMap<u64, Arc<MemSeries>, IdentityHash>,
+    /// ...and the rare series whose upper 64 bits are taken by another series.
+    collisions: HashMap<u64, Vec<Arc<MemSeries>>, IdentityHash>,
     by_ref: BTreeMap<u64, Arc<MemSeries>>,
     postings: HashMap<Arc<str>, HashMap<Arc<str>, Vec<u64>>>,
     symbols: HashSet<Arc<str>>,
 }
 
 impl HeadIndex {
-    fn get(&self, hash: u64, labels: &Labels) -> Option<&Arc<MemSeries>> {
-        self.by_hash
-            .get(&hash)
-            .and_then(|v| v.iter().find(|s| &s.labels == labels))
-    }
-
-    fn get_pairs(&self, hash: u64, pairs: &[(&str, &str)]) -> Option<&Arc<MemSeries>> {
-        self.by_hash.get(&hash).and_then(|v| {
-            v.iter().find(|s| {
-                s.labels.len() == pairs.len()
-                    && s.labels
-                        .iter()
-                        .zip(pairs)
-                        .all(|(l, (n, v))| &*l.name == *n && &*l.value == *v)
-            })
-        })
+    /// The series with this identity hash (see [`crate::labels::identity_hash_pairs`]).
+    fn get(&self, identity: u128) -> Option<&Arc<MemSeries>> {
+        let key = (identity >> 64) as u64;
+        match self.by_hash.get(&key) {
+            Some(s) if s.identity == identity => Some(s),
+            Some(_) => self
+                .collisions
+                .get(&key)
+                .and_then(|v| v.iter().find(|s| s.identity == identity)),
+            None => None,
+        }
     }
 
     fn intern(&mut self, s: &Arc<str>) -> Arc<str> {
@@ -224,9 +224,11 @@ impl HeadIndex {
             })
             .collect();
         let labels = Labels::from_sorted(interned);
+        let identity = labels.identity_hash();
         let series = Arc::new(MemSeries {
             series_ref,
             labels,
+            identity,
             samples: Mutex::new(SeriesSamples::default()),
             pending: AtomicU32::new(0),
         });
@@ -246,10 +248,15 @@ impl HeadIndex {
                 _ => list.push(series_ref),
             }
         }
-        self.by_hash
-            .entry(series.labels.stable_hash())
-            .or_default()
-            .push(series.clone());
+        let key = (identity >> 64) as u64;
+        match self.by_hash.entry(key) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(series.clone());
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collisions.entry(key).or_default().push(series.clone())
+            }
+        }
         self.by_ref.insert(series_ref, series.clone());
         series
     }
@@ -258,11 +265,26 @@ impl HeadIndex {
         let mut touched: HashSet<(Arc<str>, Arc<str>)> = HashSet::new();
         for s in removed {
             self.by_ref.remove(&s.series_ref);
-            let h = s.labels.stable_hash();
-            if let Some(v) = self.by_hash.get_mut(&h) {
+            let key = (s.identity >> 64) as u64;
+            if self
+                .by_hash
+                .get(&key)
+                .is_some_and(|x| x.series_ref == s.series_ref)
+            {
+                self.by_hash.remove(&key);
+                // Promote a colliding series into the primary slot.
+                if let Some(v) = self.collisions.get_mut(&key) {
+                    if let Some(next) = v.pop() {
+                        self.by_hash.insert(key, next);
+                    }
+                    if v.is_empty() {
+                        self.collisions.remove(&key);
+                    }
+                }
+            } else if let Some(v) = self.collisions.get_mut(&key) {
                 v.retain(|x| x.series_ref != s.series_ref);
                 if v.is_empty() {
-                    self.by_hash.remove(&h);
+                    self.collisions.remove(&key);
                 }
             }
             for l in &s.labels {
@@ -396,8 +418,8 @@ impl Head {
     /// Like [`Head::get_or_create`] for borrowed, sorted, valid pairs: a known series is found
     /// without allocating anything.
     fn get_or_create_pairs(&self, pairs: &[(&str, &str)]) -> Result<Arc<MemSeries>> {
-        let hash = crate::labels::hash_pairs(pairs.iter().copied());
-        if let Some(s) = self.index.read().unwrap().get_pairs(hash, pairs) {
+        let identity = crate::labels::identity_hash_pairs(pairs.iter().copied());
+        if let Some(s) = self.index.read().unwrap().get(identity) {
             s.pending.fetch_add(1, Ordering::AcqRel);
             return Ok(s.clone());
         }
@@ -409,13 +431,13 @@ impl Head {
     /// with its pending count raised (under the index lock, so truncation cannot drop it in
     /// between); the caller lowers it when done.
     fn get_or_create(&self, labels: &Labels) -> Result<Arc<MemSeries>> {
-        let hash = labels.stable_hash();
-        if let Some(s) = self.index.read().unwrap().get(hash, labels) {
+        let identity = labels.identity_hash();
+        if let Some(s) = self.index.read().unwrap().get(identity) {
             s.pending.fetch_add(1, Ordering::AcqRel);
             return Ok(s.clone());
         }
         let mut index = self.index.write().unwrap();
-        if let Some(s) = index.get(hash, labels) {
+        if let Some(s) = index.get(identity) {
             s.pending.fetch_add(1, Ordering::AcqRel);
             return Ok(s.clone());
         }
@@ -445,7 +467,7 @@ impl Head {
                 if index.by_ref.contains_key(&series_ref) {
                     return;
                 }
-                if index.get(labels.stable_hash(), &labels).is_some() {
+                if index.get(labels.identity_hash()).is_some() {
                     // The same labels under a second ref cannot be produced by one head; if a
                     // damaged log holds it, the first ref wins and the second's samples count
                     // as unknown.
@@ -673,8 +695,8 @@ impl Head {
 
     /// Is there a series with exactly these (sorted) pairs?
     pub fn contains_pairs(&self, pairs: &[(&str, &str)]) -> bool {
-        let hash = crate::labels::hash_pairs(pairs.iter().copied());
-        self.index.read().unwrap().get_pairs(hash, pairs).is_some()
+        let identity = crate::labels::identity_hash_pairs(pairs.iter().copied());
+        self.index.read().unwrap().get(identity).is_some()
     }
 
     /// Is there a series with exactly these labels?
@@ -682,7 +704,7 @@ impl Head {
         self.index
             .read()
             .unwrap()
-            .get(labels.stable_hash(), labels)
+            .get(labels.identity_hash())
             .is_some()
     }
 }

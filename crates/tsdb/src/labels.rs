@@ -126,21 +126,41 @@ impl Labels {
     /// [`hash_pairs`] over the same pairs, so borrowed labels can be looked up without
     /// building a `Labels`.
     pub fn stable_hash(&self) -> u64 {
-        hash_pairs(self.0.iter().map(|l| (&*l.name, &*l.value)))
+        (self.identity_hash() >> 64) as u64
+    }
+
+    /// The 128-bit identity hash, see [`identity_hash_pairs`].
+    pub fn identity_hash(&self) -> u128 {
+        identity_hash_pairs(self.0.iter().map(|l| (&*l.name, &*l.value)))
     }
 }
 
-/// Hashes name/value pairs (in the order given) the way [`Labels::stable_hash`] does: XXH3 over
-/// the strings, each followed by 0xff (a byte UTF-8 never contains, so pairs cannot alias).
-pub fn hash_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> u64 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    for (name, value) in pairs {
-        h.update(name.as_bytes());
-        h.update(&[0xff]);
-        h.update(value.as_bytes());
-        h.update(&[0xff]);
+/// The 128-bit identity hash of name/value pairs (in the order given): XXH3-128 over the
+/// strings, each followed by 0xff (a byte UTF-8 never contains, so pairs cannot alias).
+///
+/// The head identifies a series arriving with borrowed labels by this hash alone (no string
+/// comparison): two different label sets sharing a 128-bit XXH3 hash is far less likely than a
+/// disk flipping a bit, and a writer could at most merge two series of a tenant it may write to.
+pub fn identity_hash_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> u128 {
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    h.digest()
+    BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        buf.clear();
+        for (name, value) in pairs {
+            buf.extend_from_slice(name.as_bytes());
+            buf.push(0xff);
+            buf.extend_from_slice(value.as_bytes());
+            buf.push(0xff);
+        }
+        xxhash_rust::xxh3::xxh3_128(&buf)
+    })
+}
+
+/// The upper 64 bits of [`identity_hash_pairs`]: what [`Labels::stable_hash`] returns.
+pub fn hash_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> u64 {
+    (identity_hash_pairs(pairs) >> 64) as u64
 }
 
 /// A `BuildHasher` for maps whose keys already are good 64-bit hashes or unique ids (series
