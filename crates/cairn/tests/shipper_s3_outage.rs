@@ -11,8 +11,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{free_port, http, snappy, wait_until, Cairn, S3Server};
-use object_store::path::Path as ObjectPath;
-use object_store::ObjectStoreExt;
 use proto::remote_write::{encode_v1, Label, Sample, TimeSeries, WriteRequest};
 
 fn body(t: i64) -> Vec<u8> {
@@ -72,25 +70,10 @@ fn assert_shipped(
 ) {
     rt.block_on(async {
         for ulid in blocks {
-            let objects = objstore::bucket::block_objects(bucket, ulid.parse().unwrap())
+            let diff = objstore::bucket::diff_with_local(bucket, &tsdb.join(ulid))
                 .await
                 .unwrap();
-            assert!(
-                objects.iter().any(|(p, _)| p.ends_with("meta.json")),
-                "{ulid} has no meta.json in the bucket"
-            );
-            for (path, _) in &objects {
-                let rel = path.strip_prefix(&format!("{ulid}/")).unwrap();
-                let local = std::fs::read(tsdb.join(ulid).join(rel)).unwrap();
-                let remote = bucket
-                    .get(&ObjectPath::from(path.as_str()))
-                    .await
-                    .unwrap()
-                    .bytes()
-                    .await
-                    .unwrap();
-                assert!(remote == local, "{path} differs from the local copy");
-            }
+            assert!(diff.is_empty(), "block {ulid}: {diff:?}");
         }
     });
 }

@@ -187,6 +187,48 @@ pub async fn block_objects(bucket: &Bucket, ulid: Ulid) -> Result<Vec<(String, u
     Ok(out)
 }
 
+/// Compares a block in the bucket with its local directory, file by file and byte by byte.
+/// Returns what differs (empty when the bucket holds exactly the local block).
+pub async fn diff_with_local(bucket: &Bucket, block_dir: &Path) -> Result<Vec<String>> {
+    let meta = BlockMeta::read(block_dir)?;
+    let ulid = meta.ulid.to_string();
+    let mut problems = Vec::new();
+    let remote: std::collections::BTreeMap<String, u64> = block_objects(bucket, meta.ulid)
+        .await?
+        .into_iter()
+        .collect();
+    let local = block_files(block_dir)?;
+    for rel in &local {
+        let path = format!("{ulid}/{rel}");
+        if !remote.contains_key(&path) {
+            problems.push(format!("{path} is missing from the bucket"));
+            continue;
+        }
+        let object = ObjectPath::from(path.as_str());
+        let data = bucket
+            .get(&object)
+            .await
+            .map_err(bucket_err("get", &object))?
+            .bytes()
+            .await
+            .map_err(bucket_err("read", &object))?;
+        let mine = std::fs::read(block_dir.join(rel))
+            .map_err(io_err(format!("reading {}", block_dir.join(rel).display())))?;
+        if data != mine {
+            problems.push(format!("{path} differs from the local copy"));
+        }
+    }
+    for path in remote.keys() {
+        let rel = path.strip_prefix(&format!("{ulid}/")).unwrap_or(path);
+        if rel != DELETION_MARK_FILENAME && !local.iter().any(|l| l == rel) {
+            problems.push(format!(
+                "{path} is in the bucket but not in the local block"
+            ));
+        }
+    }
+    Ok(problems)
+}
+
 /// Writes `<ULID>/deletion-mark.json` (Thanos' convention: the compactor deletes the block
 /// after the delete delay).
 pub async fn mark_for_deletion(bucket: &Bucket, ulid: Ulid, details: &str) -> Result<()> {
