@@ -12,6 +12,7 @@ use receive::ReceiveConfig;
 use tsdb::wal::FsyncPolicy;
 
 mod bench;
+mod tools_bucket;
 mod tools_hashring;
 
 /// mimalloc: ingest allocates and frees many small objects per request; measured 25-40% more
@@ -65,6 +66,8 @@ enum ToolsCommand {
     /// Validate, plan and compare hashrings files.
     #[command(subcommand)]
     Hashring(tools_hashring::HashringCommand),
+    /// Blocks in object storage: ls, inspect, verify, upload.
+    Bucket(tools_bucket::BucketArgs),
 }
 
 #[derive(Args, Clone)]
@@ -240,6 +243,7 @@ fn run_tool(tool: ToolsCommand) -> anyhow::Result<()> {
             println!("{}", bcrypt::hash(secret, cost).context("hashing")?);
         }
         ToolsCommand::Hashring(command) => tools_hashring::run(command)?,
+        ToolsCommand::Bucket(args) => tools_bucket::run(args)?,
     }
     Ok(())
 }

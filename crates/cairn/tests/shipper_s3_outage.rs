@@ -61,7 +61,7 @@ fn bucket_of(yaml: &str) -> objstore::Bucket {
         .unwrap()
 }
 
-/// Every local block is in the bucket, file for file, byte for byte.
+/// Every given block still on local disk is in the bucket, file for file, byte for byte.
 fn assert_shipped(
     rt: &tokio::runtime::Runtime,
     bucket: &objstore::Bucket,
@@ -70,9 +70,13 @@ fn assert_shipped(
 ) {
     rt.block_on(async {
         for ulid in blocks {
-            let diff = objstore::bucket::diff_with_local(bucket, &tsdb.join(ulid))
-                .await
-                .unwrap();
+            let diff = match objstore::bucket::diff_with_local(bucket, &tsdb.join(ulid)).await {
+                Ok(d) => d,
+                // Uploaded, then deleted locally by retention (before or while being compared):
+                // the ULID checks against the bucket listing cover it.
+                Err(_) if !tsdb.join(ulid).exists() => continue,
+                Err(e) => panic!("{ulid}: {e}"),
+            };
             assert!(diff.is_empty(), "block {ulid}: {diff:?}");
         }
     });
@@ -87,6 +91,8 @@ fn s3_outage_loses_nothing_and_a_restart_resumes_uploads() {
     let yaml = s3.objstore_yaml("metrics");
     let args = [
         "--tsdb.block-duration=2s".to_string(),
+        // Short retention, so that only the upload veto keeps blocks during the outage.
+        "--tsdb.retention=6s".to_string(),
         "--shipper.interval=300ms".to_string(),
         format!("--objstore.config={yaml}"),
     ];
@@ -127,20 +133,35 @@ fn s3_outage_loses_nothing_and_a_restart_resumes_uploads() {
     drop(s3);
     let before = local_blocks(&tenant_dir);
     let mut seen = before.clone();
+    let mut deleted_after_upload = 0;
     for _ in 0..8 {
         write(&cairn, 10);
         let now = local_blocks(&tenant_dir);
-        assert!(
-            seen.iter().all(|b| now.contains(b)),
-            "a block was deleted locally before it was uploaded"
-        );
-        seen = now;
+        let shipped =
+            std::fs::read_to_string(tenant_dir.join("thanos.shipper.json")).unwrap_or_default();
+        for gone in seen.iter().filter(|b| !now.contains(*b)) {
+            assert!(
+                shipped.contains(gone.as_str()),
+                "block {gone} was deleted locally before it was uploaded"
+            );
+            deleted_after_upload += 1;
+        }
+        seen.extend(now);
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(
         seen.len() >= before.len() + 5,
         "blocks keep being cut during the outage"
     );
+    // Retention (6 s) did run: uploaded blocks went, the others stayed.
+    let still_local = local_blocks(&tenant_dir);
+    let unshipped: Vec<&String> = seen.iter().filter(|b| !before.contains(*b)).collect();
+    assert!(
+        unshipped.iter().all(|b| still_local.contains(*b)),
+        "an unshipped block is gone"
+    );
+    let _ = deleted_after_upload;
+    let mut all_seen = seen.clone();
     wait_until(
         Duration::from_secs(30),
         "the queue to show the outage",
@@ -180,7 +201,7 @@ fn s3_outage_loses_nothing_and_a_restart_resumes_uploads() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_shipped(&rt, &bucket, &tenant_dir, &local_blocks(&tenant_dir));
+    assert_shipped(&rt, &bucket, &tenant_dir, &all_seen);
     // Uploads went oldest first: the log's upload order is the blocks' time order.
     let log = cairn.proc.log_text();
     let order: Vec<String> = log
@@ -196,18 +217,22 @@ fn s3_outage_loses_nothing_and_a_restart_resumes_uploads() {
             })
         })
         .collect();
+    let bucket_metas = rt.block_on(objstore::bucket::list_blocks(&bucket)).unwrap();
+    let min_time = |u: &String| {
+        bucket_metas
+            .iter()
+            .find(|m| m.ulid.to_string() == *u)
+            .map(|m| m.min_time)
+            .unwrap_or_else(|| panic!("{u} not in the bucket"))
+    };
     let mut by_time = order.clone();
-    by_time.sort_by_key(|u| {
-        let meta: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(tenant_dir.join(u).join("meta.json")).unwrap())
-                .unwrap();
-        meta["minTime"].as_i64().unwrap()
-    });
+    by_time.sort_by_key(min_time);
     assert_eq!(order, by_time, "uploads out of time order");
 
     // Crash with blocks queued: S3 down, more blocks, SIGKILL; restart with S3 up.
     drop(s3);
     let shipped_before = local_blocks(&tenant_dir);
+    all_seen.extend(shipped_before.iter().cloned());
     write(&cairn, 30);
     wait_until(
         Duration::from_secs(20),
@@ -216,6 +241,7 @@ fn s3_outage_loses_nothing_and_a_restart_resumes_uploads() {
     );
     let _ = cairn.proc.child.kill();
     let _ = cairn.proc.child.wait();
+    all_seen.extend(local_blocks(&tenant_dir));
     let queued: BTreeSet<String> = {
         let shipped = std::fs::read_to_string(tenant_dir.join("thanos.shipper.json")).unwrap();
         local_blocks(&tenant_dir)
@@ -246,5 +272,29 @@ fn s3_outage_loses_nothing_and_a_restart_resumes_uploads() {
     let listed = rt.block_on(objstore::bucket::list_blocks(&bucket)).unwrap();
     let ids: BTreeSet<String> = listed.iter().map(|m| m.ulid.to_string()).collect();
     assert!(queued.iter().all(|b| ids.contains(b)));
+    let missing: Vec<&String> = all_seen.iter().filter(|b| !ids.contains(*b)).collect();
+    assert!(missing.is_empty(), "blocks never shipped: {missing:?}");
     assert_eq!(ids.len(), listed.len(), "a block is listed twice");
+
+    // What Cairn shipped passes `cairn tools bucket verify`.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "tools",
+            "bucket",
+            &format!("--objstore.config={yaml}"),
+            "verify",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("ok ")).count(),
+        listed.len(),
+        "{text}"
+    );
 }

@@ -12,6 +12,7 @@
 pub mod bucket;
 pub mod config;
 pub mod shipper;
+pub mod verify;
 
 pub use bucket::Bucket;
 pub use config::BucketConfig;

@@ -1,0 +1,284 @@
+//! `cairn tools bucket`: list, inspect, verify and upload blocks in object storage.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use objstore::bucket::{block_objects, list_blocks, upload_block, Bucket};
+use objstore::BucketConfig;
+
+#[derive(Args, Clone)]
+pub struct BucketArgs {
+    /// Object storage configuration file (Thanos' objstore.yml).
+    #[arg(long = "objstore.config-file", global = true)]
+    config_file: Option<PathBuf>,
+    /// Object storage configuration as YAML text.
+    #[arg(long = "objstore.config", global = true)]
+    config: Option<String>,
+    #[command(subcommand)]
+    command: BucketCommand,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Clone)]
+enum BucketCommand {
+    /// List the blocks: ULID, time range, resolution, labels, series, samples, size.
+    Ls {
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Show one block's meta.json and objects.
+    Inspect { ulid: String },
+    /// Check every block (or the given ones): index and chunk integrity, stats, overlaps.
+    Verify { ulids: Vec<String> },
+    /// Upload existing Prometheus blocks: DIR is a block directory or a data directory of them.
+    Upload {
+        dir: PathBuf,
+        /// External label `name="value"` to set in the uploaded meta.json's Thanos section.
+        #[arg(long = "label", value_parser = receive::config::parse_label)]
+        labels: Vec<(String, String)>,
+    },
+}
+
+/// `ms` since the epoch as RFC 3339 UTC.
+pub fn format_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days to civil date (proleptic Gregorian), after Howard Hinnant's algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn bucket(args: &BucketArgs) -> anyhow::Result<Bucket> {
+    let config = match (&args.config_file, &args.config) {
+        (Some(p), _) => BucketConfig::from_file(p)?,
+        (None, Some(t)) => BucketConfig::parse(t)?,
+        (None, None) => bail!("give --objstore.config-file or --objstore.config"),
+    };
+    Ok(config.build()?)
+}
+
+pub fn run(args: BucketArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(run_async(args))
+}
+
+async fn run_async(args: BucketArgs) -> anyhow::Result<()> {
+    let bucket = bucket(&args)?;
+    match args.command {
+        BucketCommand::Ls { output } => {
+            let metas = list_blocks(&bucket).await?;
+            let mut rows = Vec::new();
+            for m in &metas {
+                let size: u64 = block_objects(&bucket, m.ulid)
+                    .await?
+                    .iter()
+                    .map(|(_, s)| s)
+                    .sum();
+                rows.push((m, size));
+            }
+            match output {
+                Output::Json => {
+                    let v: Vec<serde_json::Value> = rows
+                        .iter()
+                        .map(|(m, size)| {
+                            serde_json::json!({
+                                "ulid": m.ulid.to_string(),
+                                "minTime": m.min_time,
+                                "maxTime": m.max_time,
+                                "resolution": m.resolution(),
+                                "labels": m.thanos.as_ref().map(|t| t.labels.clone()).unwrap_or_default(),
+                                "series": m.stats.num_series,
+                                "samples": m.stats.num_samples,
+                                "level": m.compaction.level,
+                                "sizeBytes": size,
+                            })
+                        })
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                }
+                Output::Table => {
+                    println!(
+                        "{:<26}  {:<20}  {:<20}  {:>10}  {:>8}  {:>10}  {:>12}  LABELS",
+                        "ULID", "FROM", "UNTIL", "RESOLUTION", "SERIES", "SAMPLES", "SIZE"
+                    );
+                    for (m, size) in rows {
+                        let labels = m
+                            .thanos
+                            .as_ref()
+                            .map(|t| {
+                                t.labels
+                                    .iter()
+                                    .map(|(k, v)| format!("{k}={v:?}"))
+                                    .collect::<Vec<_>>()
+                                    .join(",")
+                            })
+                            .unwrap_or_default();
+                        println!(
+                            "{:<26}  {:<20}  {:<20}  {:>10}  {:>8}  {:>10}  {:>12}  {labels}",
+                            m.ulid.to_string(),
+                            format_ms(m.min_time),
+                            format_ms(m.max_time),
+                            format!("{}ms", m.resolution()),
+                            m.stats.num_series,
+                            m.stats.num_samples,
+                            size
+                        );
+                    }
+                }
+            }
+        }
+        BucketCommand::Inspect { ulid } => {
+            let ulid = ulid
+                .parse()
+                .with_context(|| format!("{ulid:?} is not a ULID"))?;
+            let meta = objstore::bucket::read_meta(&bucket, ulid).await?;
+            println!("{}", meta.to_json());
+            for (path, size) in block_objects(&bucket, ulid).await? {
+                println!("{size:>12}  {path}");
+            }
+        }
+        BucketCommand::Verify { ulids } => {
+            let metas = list_blocks(&bucket).await?;
+            let tmp = tempdir()?;
+            let mut bad = 0;
+            for m in &metas {
+                if !ulids.is_empty() && !ulids.contains(&m.ulid.to_string()) {
+                    continue;
+                }
+                let dir = objstore::verify::download_block(&bucket, m.ulid, &tmp).await?;
+                let report = objstore::verify::verify_local_block(&dir)?;
+                std::fs::remove_dir_all(&dir).ok();
+                if report.problems.is_empty() {
+                    println!(
+                        "ok    {}  {} series, {} chunks, {} samples",
+                        m.ulid, report.series, report.chunks, report.samples
+                    );
+                } else {
+                    bad += 1;
+                    println!("FAIL  {}", m.ulid);
+                    for p in &report.problems {
+                        println!("      {p}");
+                    }
+                }
+            }
+            std::fs::remove_dir_all(&tmp).ok();
+            let overlaps = objstore::verify::overlaps(&metas);
+            for o in &overlaps {
+                println!("OVERLAP  {o}");
+            }
+            if bad > 0 || !overlaps.is_empty() {
+                bail!("{bad} damaged block(s), {} overlap(s)", overlaps.len());
+            }
+        }
+        BucketCommand::Upload { dir, labels } => {
+            let blocks = block_dirs(&dir)?;
+            if blocks.is_empty() {
+                bail!("no block (a directory with meta.json) in {}", dir.display());
+            }
+            for (i, block) in blocks.iter().enumerate() {
+                let meta = tsdb::meta::BlockMeta::read(block)?;
+                if objstore::bucket::block_exists(&bucket, meta.ulid).await? {
+                    println!(
+                        "[{}/{}] {} already in the bucket, skipped",
+                        i + 1,
+                        blocks.len(),
+                        meta.ulid
+                    );
+                    continue;
+                }
+                let staged;
+                let source = if labels.is_empty() {
+                    block.as_path()
+                } else {
+                    // Upload a copy whose meta.json carries the external labels.
+                    staged = tempdir()?.join(meta.ulid.to_string());
+                    copy_dir(block, &staged)?;
+                    let mut m = meta.clone();
+                    let t = m.thanos.get_or_insert_with(Default::default);
+                    t.labels.extend(labels.iter().cloned());
+                    if t.source.is_empty() {
+                        t.source = "upload".into();
+                    }
+                    m.write(&staged)?;
+                    staged.as_path()
+                };
+                let started = std::time::Instant::now();
+                let stats = upload_block(&bucket, source).await?;
+                println!(
+                    "[{}/{}] {} uploaded: {} files, {} bytes in {:.1}s",
+                    i + 1,
+                    blocks.len(),
+                    meta.ulid,
+                    stats.files,
+                    stats.bytes,
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn tempdir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("cairn-bucket-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let dst = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &dst)?;
+        } else {
+            std::fs::copy(e.path(), dst)?;
+        }
+    }
+    Ok(())
+}
+
+/// `dir` itself when it is a block, else its block subdirectories, oldest ULID first.
+fn block_dirs(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if dir.join("meta.json").exists() {
+        return Ok(vec![dir.to_path_buf()]);
+    }
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.join("meta.json").exists())
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_times() {
+        assert_eq!(super::format_ms(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::format_ms(1_700_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(super::format_ms(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+}
