@@ -109,7 +109,7 @@ async fn upload_file(bucket: &Bucket, local: &Path, remote: &ObjectPath) -> Resu
         }
         writer.write(&buf[..n]);
         sent += n as u64;
-        tracing::debug!(file = %remote, sent, size, "upload progress");
+        tracing::info!(file = %remote, sent, size, "upload progress");
     }
     writer
         .finish()

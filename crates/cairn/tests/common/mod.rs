@@ -516,9 +516,80 @@ impl S3Server {
 
     /// objstore.yml text for this server.
     pub fn objstore_yaml(&self, bucket: &str) -> String {
+        Self::objstore_yaml_for_port(self.port, bucket)
+    }
+
+    /// objstore.yml text for an S3 endpoint on a loopback port (this server, or a proxy to it).
+    pub fn objstore_yaml_for_port(port: u16, bucket: &str) -> String {
         format!(
-            "type: S3\nconfig:\n  bucket: {bucket}\n  endpoint: 127.0.0.1:{}\n  region: us-east-1\n  access_key: {S3_ACCESS_KEY}\n  secret_key: {S3_SECRET_KEY}\n  insecure: true\n",
-            self.port
+            "type: S3\nconfig:\n  bucket: {bucket}\n  endpoint: 127.0.0.1:{port}\n  region: us-east-1\n  access_key: {S3_ACCESS_KEY}\n  secret_key: {S3_SECRET_KEY}\n  insecure: true\n"
         )
+    }
+}
+
+/// A TCP proxy that forwards client bytes to `upstream` at most `bytes_per_sec` (to catch an
+/// upload in the middle); counts what it forwarded.
+pub struct SlowProxy {
+    pub port: u16,
+    pub forwarded: Arc<std::sync::atomic::AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl SlowProxy {
+    pub fn start(upstream: SocketAddr, bytes_per_sec: u64) -> SlowProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let forwarded = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (fwd, flag) = (forwarded.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let (mut c_read, mut s_write) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut s_read, mut c_write) = (server, client);
+                let (fwd, flag) = (fwd.clone(), flag.clone());
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 256];
+                    let pause = Duration::from_micros(256 * 1_000_000 / bytes_per_sec.max(1));
+                    while !flag.load(Ordering::Relaxed) {
+                        match c_read.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if s_write.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                                fwd.fetch_add(n as u64, Ordering::Relaxed);
+                                std::thread::sleep(pause);
+                            }
+                        }
+                    }
+                    let _ = s_write.shutdown(std::net::Shutdown::Both);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s_read, &mut c_write);
+                    let _ = c_write.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        SlowProxy {
+            port,
+            forwarded,
+            stop,
+        }
+    }
+}
+
+impl Drop for SlowProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
