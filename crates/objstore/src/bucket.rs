@@ -268,4 +268,23 @@ mod tests {
         let back = bucket.get(&remote).await.unwrap().bytes().await.unwrap();
         assert!(back == data);
     }
+
+    #[tokio::test]
+    async fn deletion_marks_follow_thanos() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket: Bucket = crate::BucketConfig::filesystem(dir.path().join("bucket"))
+            .build()
+            .unwrap();
+        let ulid = Ulid::new();
+        mark_for_deletion(&bucket, ulid, "compacted").await.unwrap();
+        let path = ObjectPath::from(format!("{ulid}/{DELETION_MARK_FILENAME}"));
+        let mark: serde_json::Value =
+            serde_json::from_slice(&bucket.get(&path).await.unwrap().bytes().await.unwrap())
+                .unwrap();
+        assert_eq!(mark["id"], ulid.to_string());
+        assert_eq!(mark["version"], 1);
+        assert!(mark["deletion_time"].as_u64().unwrap() > 1_700_000_000);
+        // A marked block without meta.json is not listed as a block.
+        assert!(list_blocks(&bucket).await.unwrap().is_empty());
+    }
 }

@@ -74,6 +74,8 @@ impl Reason {
 pub struct WriteOutcome {
     pub total_samples: usize,
     pub accepted_samples: usize,
+    /// Exemplars stored. Exemplars are accepted but not stored yet, so this stays 0 and the
+    /// `X-Prometheus-Remote-Write-Exemplars-Written` header says so.
     pub accepted_exemplars: usize,
     /// Rejected samples (or series, for label errors) per reason.
     pub rejected: Vec<(Reason, usize)>,
@@ -234,7 +236,6 @@ pub fn write(db: &Db, req: &WriteRequest<'_>, head_series_limit: Option<u64>) ->
                 }
             }
         }
-        out.accepted_exemplars += series.exemplars.len();
     }
     match app.commit() {
         Ok(stats) => {
