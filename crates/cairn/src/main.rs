@@ -265,6 +265,7 @@ fn main() -> anyhow::Result<()> {
                 .context("invalid --log.level")?,
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Command::Tools(tool) = cli.command {
         return run_tool(tool);
