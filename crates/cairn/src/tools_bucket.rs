@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
-use objstore::bucket::{block_objects, list_blocks, upload_block, Bucket};
+use objstore::bucket::{block_objects, list_blocks, Bucket};
 use objstore::BucketConfig;
 
 #[derive(Args, Clone)]
@@ -222,7 +222,18 @@ async fn run_async(args: BucketArgs) -> anyhow::Result<()> {
                     staged.as_path()
                 };
                 let started = std::time::Instant::now();
-                let stats = upload_block(&bucket, source).await?;
+                let interactive = std::io::IsTerminal::is_terminal(&std::io::stderr());
+                let label = format!("[{}/{}] {}", i + 1, blocks.len(), meta.ulid);
+                let mut bar = |done: u64, total: u64| {
+                    if interactive {
+                        eprint!("\r{}", progress_bar(&label, done, total));
+                    }
+                };
+                let stats =
+                    objstore::bucket::upload_block_with_progress(&bucket, source, &mut bar).await?;
+                if interactive {
+                    eprintln!();
+                }
                 println!(
                     "[{}/{}] {} uploaded: {} files, {} bytes in {:.1}s",
                     i + 1,
@@ -236,6 +247,25 @@ async fn run_async(args: BucketArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `label [#########           ]  45%  12.3 / 27.0 MB`
+fn progress_bar(label: &str, done: u64, total: u64) -> String {
+    const WIDTH: usize = 30;
+    let fraction = if total == 0 {
+        1.0
+    } else {
+        done as f64 / total as f64
+    };
+    let filled = ((fraction * WIDTH as f64).round() as usize).min(WIDTH);
+    format!(
+        "{label} [{}{}] {:>3.0}%  {:.1} / {:.1} MB",
+        "#".repeat(filled),
+        " ".repeat(WIDTH - filled),
+        fraction * 100.0,
+        done as f64 / 1e6,
+        total as f64 / 1e6
+    )
 }
 
 fn tempdir() -> anyhow::Result<PathBuf> {
@@ -275,6 +305,15 @@ fn block_dirs(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn draws_progress() {
+        assert_eq!(
+            super::progress_bar("b", 15, 30),
+            "b [###############               ]  50%  0.0 / 0.0 MB"
+        );
+        assert!(super::progress_bar("b", 0, 0).contains("100%"));
+    }
+
     #[test]
     fn formats_times() {
         assert_eq!(super::format_ms(0), "1970-01-01T00:00:00Z");

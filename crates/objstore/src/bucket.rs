@@ -121,13 +121,30 @@ async fn upload_file(bucket: &Bucket, local: &Path, remote: &ObjectPath) -> Resu
 /// Uploads a local block directory: every file, then meta.json last, so the block only
 /// becomes visible (to readers that look for meta.json) once complete.
 pub async fn upload_block(bucket: &Bucket, block_dir: &Path) -> Result<UploadStats> {
+    upload_block_with_progress(bucket, block_dir, &mut |_, _| {}).await
+}
+
+/// [`upload_block`], calling `progress(bytes uploaded, bytes in the block)` after each file.
+pub async fn upload_block_with_progress(
+    bucket: &Bucket,
+    block_dir: &Path,
+    progress: &mut (dyn FnMut(u64, u64) + Send),
+) -> Result<UploadStats> {
     let meta = BlockMeta::read(block_dir)?;
+    let files = block_files(block_dir)?;
+    let total: u64 = files
+        .iter()
+        .filter_map(|rel| std::fs::metadata(block_dir.join(rel)).ok())
+        .map(|m| m.len())
+        .sum();
     let mut stats = UploadStats::default();
-    for rel in block_files(block_dir)? {
+    progress(0, total);
+    for rel in files {
         let remote = ObjectPath::from(format!("{}/{rel}", meta.ulid));
         let bytes = upload_file(bucket, &block_dir.join(&rel), &remote).await?;
         stats.files += 1;
         stats.bytes += bytes;
+        progress(stats.bytes, total);
     }
     Ok(stats)
 }
