@@ -14,6 +14,25 @@ use crate::histogram::{CounterResetHint, FloatHistogram};
 use crate::storage::Sample;
 
 /// Neumaier-compensated addition: returns the new sum and compensation.
+/// The labels a `by (...)`/`on (...)` keeps, or a `without (...)`/`ignoring (...)` leaves
+/// (which also drops the metric name): shared by aggregation grouping and vector matching.
+pub(crate) fn labels_for_modifier(l: &Labels, modifier: &LabelModifier) -> Labels {
+    match modifier {
+        LabelModifier::Include(names) => Labels::from_sorted(
+            l.iter()
+                .filter(|x| names.labels.iter().any(|n| n == &*x.name))
+                .cloned()
+                .collect(),
+        ),
+        LabelModifier::Exclude(names) => Labels::from_sorted(
+            l.iter()
+                .filter(|x| &*x.name != "__name__" && !names.labels.iter().any(|n| n == &*x.name))
+                .cloned()
+                .collect(),
+        ),
+    }
+}
+
 pub(crate) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
     let t = sum + inc;
     if t.is_infinite() {
@@ -70,18 +89,7 @@ pub(crate) fn format_float(f: f64) -> String {
 fn grouping_labels(l: &Labels, modifier: &Option<LabelModifier>) -> Labels {
     match modifier {
         None => Labels::default(),
-        Some(LabelModifier::Include(names)) => Labels::from_sorted(
-            l.iter()
-                .filter(|x| names.labels.iter().any(|n| n == &*x.name))
-                .cloned()
-                .collect(),
-        ),
-        Some(LabelModifier::Exclude(names)) => Labels::from_sorted(
-            l.iter()
-                .filter(|x| &*x.name != "__name__" && !names.labels.iter().any(|n| n == &*x.name))
-                .cloned()
-                .collect(),
-        ),
+        Some(m) => labels_for_modifier(l, m),
     }
 }
 

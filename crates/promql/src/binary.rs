@@ -370,18 +370,7 @@ fn vector_scalar(
 /// The matching signature of a series.
 fn signature(l: &Labels, matching: &Option<LabelModifier>) -> Labels {
     match matching {
-        Some(LabelModifier::Include(names)) => Labels::from_sorted(
-            l.iter()
-                .filter(|x| names.labels.iter().any(|n| n == &*x.name))
-                .cloned()
-                .collect(),
-        ),
-        Some(LabelModifier::Exclude(names)) => Labels::from_sorted(
-            l.iter()
-                .filter(|x| &*x.name != "__name__" && !names.labels.iter().any(|n| n == &*x.name))
-                .cloned()
-                .collect(),
-        ),
+        Some(m) => crate::aggregate::labels_for_modifier(l, m),
         None => l.without(&["__name__"]),
     }
 }

@@ -325,24 +325,7 @@ pub(crate) fn eval_call(
         }
         "absent" => {
             let v = vector_arg(ev, args[0], steps, &fhint)?;
-            let mut present = vec![false; n];
-            for s in &v {
-                for p in &s.points {
-                    present[steps.idx(p.t)] = true;
-                }
-            }
-            let points: Vec<Sample> = (0..n)
-                .filter(|i| !present[*i])
-                .map(|i| Sample::float(steps.ts(i), 1.0))
-                .collect();
-            if points.is_empty() {
-                return Ok(Val::Vector(Vec::new()));
-            }
-            Ok(Val::Vector(vec![Series {
-                labels: absent_labels(args[0]),
-                points,
-                drop_name: false,
-            }]))
+            Ok(absent_result(&v, steps, absent_labels(args[0]), false))
         }
         "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => {
             if steps.start != steps.end {
@@ -1332,29 +1315,34 @@ fn eval_range_call(
         _ => unreachable!(),
     }
     ev.add_samples(rf.total)?;
-    let n = steps.len();
     let out = rf.out;
     if name == "absent_over_time" {
-        let mut present = vec![false; n];
-        for s in &out {
-            for p in &s.points {
-                present[steps.idx(p.t)] = true;
-            }
-        }
-        let points: Vec<Sample> = (0..n)
-            .filter(|i| !present[*i])
-            .map(|i| Sample::float(steps.ts(i), 1.0))
-            .collect();
-        if points.is_empty() {
-            return Ok(Val::Vector(Vec::new()));
-        }
-        return Ok(Val::Vector(vec![Series {
-            labels: absent_labels(args[ri]),
-            points,
-            drop_name: true,
-        }]));
+        return Ok(absent_result(&out, steps, absent_labels(args[ri]), true));
     }
     Ok(Val::Vector(out))
+}
+
+/// `absent`/`absent_over_time`: 1 at every step where no input series has a point.
+fn absent_result(input: &[Series], steps: Steps, labels: Labels, drop_name: bool) -> Val {
+    let n = steps.len();
+    let mut present = vec![false; n];
+    for s in input {
+        for p in &s.points {
+            present[steps.idx(p.t)] = true;
+        }
+    }
+    let points: Vec<Sample> = (0..n)
+        .filter(|i| !present[*i])
+        .map(|i| Sample::float(steps.ts(i), 1.0))
+        .collect();
+    if points.is_empty() {
+        return Val::Vector(Vec::new());
+    }
+    Val::Vector(vec![Series {
+        labels,
+        points,
+        drop_name,
+    }])
 }
 
 /// A range function applied series by series over all steps.
