@@ -152,6 +152,37 @@ struct ReceiveArgs {
     /// Most samples in one request (more: 413).
     #[arg(long = "receive.max-request-samples", default_value_t = RequestLimits::default().max_samples)]
     max_request_samples: usize,
+    /// Thanos' hashrings.json: which receivers own which tenants' series. With it, writes are
+    /// routed to their owners and replicated; re-read when it changes.
+    #[arg(long = "receive.hashrings-file")]
+    hashrings_file: Option<PathBuf>,
+    /// Placement of hashrings that do not name an algorithm: ketama or hashmod.
+    #[arg(long = "receive.hashrings-algorithm", default_value = "ketama")]
+    hashrings_algorithm: receive::hashring::Algorithm,
+    /// How often the hashrings file is re-read (changes are also noticed within a second).
+    #[arg(long = "receive.hashrings-file-refresh-interval", default_value = "5m", value_parser = parse_duration)]
+    hashrings_refresh: Duration,
+    /// This receiver's endpoint as the hashrings file lists it (its gRPC address). Without
+    /// it, a receiver with a hashrings file only routes (router mode).
+    #[arg(long = "receive.local-endpoint")]
+    local_endpoint: Option<String>,
+    /// How many receivers store each series; writes succeed when floor(RF/2)+1 did.
+    #[arg(long = "receive.replication-factor", default_value_t = 1)]
+    replication_factor: usize,
+    /// How long a write forwarded to another receiver may take.
+    #[arg(long = "receive-forward-timeout", default_value = "5s", value_parser = parse_duration)]
+    forward_timeout: Duration,
+    /// How long writes a replica missed are kept for it (hinted handoff); 0 turns it off.
+    #[arg(long = "receive.hinted-handoff.window", default_value = "2h", value_parser = parse_duration)]
+    hints_window: Duration,
+    /// Samples up to this far behind a series' newest sample are still accepted and inserted
+    /// in place. Default: 0s with replication factor 1, 10m above (replicas that lag behind a
+    /// quorum receive samples out of order).
+    #[arg(long = "tsdb.out-of-order.time-window", value_parser = parse_duration)]
+    out_of_order_window: Option<Duration>,
+    /// Most bytes of missed writes kept per replica; the oldest are dropped beyond it.
+    #[arg(long = "receive.hinted-handoff.max-bytes", default_value_t = 1 << 30)]
+    hints_max_bytes: u64,
 }
 
 #[derive(Args)]
@@ -213,6 +244,23 @@ impl ReceiveArgs {
             shipper_interval: self.shipper_interval,
             maintenance_interval: (self.block_duration / 4)
                 .clamp(Duration::from_millis(100), Duration::from_secs(5)),
+            out_of_order_window: self.out_of_order_window.unwrap_or(
+                if self.replication_factor > 1 {
+                    Duration::from_secs(600)
+                } else {
+                    Duration::ZERO
+                },
+            ),
+            hashrings_file: self.hashrings_file.clone(),
+            hashrings_algorithm: self.hashrings_algorithm,
+            hashrings_refresh: self.hashrings_refresh,
+            replication: receive::replicate::ReplicationConfig {
+                local_endpoint: self.local_endpoint.clone(),
+                replication_factor: self.replication_factor.max(1),
+                forward_timeout: self.forward_timeout,
+                hints_window: self.hints_window,
+                hints_max_bytes: self.hints_max_bytes,
+            },
         })
     }
 }

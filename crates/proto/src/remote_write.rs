@@ -394,35 +394,60 @@ fn put_sample(out: &mut Vec<u8>, field: u32, s: &Sample) {
     });
 }
 
+/// Encodes one `prometheus.TimeSeries` as field `field` of a message (histograms are not
+/// encoded).
+fn put_series(out: &mut Vec<u8>, field: u32, ts: &TimeSeries<'_>) {
+    put_message(out, field, |m| {
+        for l in &ts.labels {
+            put_message(m, 1, |lm| {
+                put_bytes(lm, 1, l.name.as_bytes());
+                put_bytes(lm, 2, l.value.as_bytes());
+            });
+        }
+        for s in &ts.samples {
+            put_sample(m, 2, s);
+        }
+        for e in &ts.exemplars {
+            put_message(m, 3, |em| {
+                for l in &e.labels {
+                    put_message(em, 1, |lm| {
+                        put_bytes(lm, 1, l.name.as_bytes());
+                        put_bytes(lm, 2, l.value.as_bytes());
+                    });
+                }
+                put_tag(em, 2, wire::FIXED64);
+                em.extend_from_slice(&e.value.to_bits().to_le_bytes());
+                put_tag(em, 3, wire::VARINT);
+                put_varint(em, e.timestamp as u64);
+            });
+        }
+    });
+}
+
+/// Encodes a Thanos `thanos.WriteRequest` (receiver-to-receiver forwarding): the series, the
+/// tenant and the 1-based replica number (0: not replicated yet).
+pub fn encode_thanos_write<'a, 'b: 'a>(
+    tenant: &str,
+    replica: u64,
+    series: impl IntoIterator<Item = &'a TimeSeries<'b>>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    for ts in series {
+        put_series(&mut out, 1, ts);
+    }
+    put_bytes(&mut out, 2, tenant.as_bytes());
+    if replica != 0 {
+        put_tag(&mut out, 3, wire::VARINT);
+        put_varint(&mut out, replica);
+    }
+    out
+}
+
 /// Encodes a Remote Write 1.0 `WriteRequest` (histograms are not encoded).
 pub fn encode_v1(req: &WriteRequest<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(req.timeseries.len() * 64);
     for ts in &req.timeseries {
-        put_message(&mut out, 1, |m| {
-            for l in &ts.labels {
-                put_message(m, 1, |lm| {
-                    put_bytes(lm, 1, l.name.as_bytes());
-                    put_bytes(lm, 2, l.value.as_bytes());
-                });
-            }
-            for s in &ts.samples {
-                put_sample(m, 2, s);
-            }
-            for e in &ts.exemplars {
-                put_message(m, 3, |em| {
-                    for l in &e.labels {
-                        put_message(em, 1, |lm| {
-                            put_bytes(lm, 1, l.name.as_bytes());
-                            put_bytes(lm, 2, l.value.as_bytes());
-                        });
-                    }
-                    put_tag(em, 2, wire::FIXED64);
-                    em.extend_from_slice(&e.value.to_bits().to_le_bytes());
-                    put_tag(em, 3, wire::VARINT);
-                    put_varint(em, e.timestamp as u64);
-                });
-            }
-        });
+        put_series(&mut out, 1, ts);
     }
     for md in &req.metadata {
         put_message(&mut out, 3, |m| {

@@ -318,3 +318,61 @@ fn prost_writes_negative_zero_as_absent() {
         (-0.0f64).to_bits()
     );
 }
+
+#[test]
+fn thanos_write_request_encodes_like_prost() {
+    use crate::remote_write::{encode_thanos_write, Label, Sample, TimeSeries};
+    use prost::Message;
+    let series = vec![
+        TimeSeries {
+            labels: vec![
+                Label {
+                    name: "__name__",
+                    value: "up",
+                },
+                Label {
+                    name: "job",
+                    value: "a",
+                },
+            ],
+            samples: vec![
+                Sample {
+                    value: 1.0,
+                    timestamp: 1000,
+                },
+                Sample {
+                    value: 0.0,
+                    timestamp: 2000,
+                },
+            ],
+            ..Default::default()
+        },
+        TimeSeries {
+            labels: vec![Label {
+                name: "__name__",
+                value: "x",
+            }],
+            samples: vec![Sample {
+                value: -2.5,
+                timestamp: -5,
+            }],
+            ..Default::default()
+        },
+    ];
+    let bytes = encode_thanos_write("team-a", 2, &series);
+    let got = crate::thanos::WriteRequest::decode(bytes.as_slice()).unwrap();
+    assert_eq!(got.tenant, "team-a");
+    assert_eq!(got.replica, 2);
+    assert_eq!(got.timeseries.len(), 2);
+    assert_eq!(got.timeseries[0].labels[1].name, "job");
+    assert_eq!(got.timeseries[0].samples[1].timestamp, 2000);
+    assert_eq!(got.timeseries[1].samples[0].value, -2.5);
+    assert_eq!(got.timeseries[1].samples[0].timestamp, -5);
+    let want = crate::thanos::WriteRequest {
+        timeseries: got.timeseries.clone(),
+        tenant: "team-a".into(),
+        replica: 2,
+        timeseries_tenant_data: vec![],
+    };
+    assert_eq!(want.encode_to_vec(), bytes);
+}

@@ -58,6 +58,17 @@ pub struct ReceiveConfig {
     pub objstore: Option<objstore::BucketConfig>,
     /// How often the shipper looks for new blocks.
     pub shipper_interval: Duration,
+    /// `--receive.hashrings-file`: routes and replicates writes when set.
+    pub hashrings_file: Option<PathBuf>,
+    /// `--receive.hashrings-algorithm`, for hashrings that do not name one.
+    pub hashrings_algorithm: crate::hashring::Algorithm,
+    /// `--receive.hashrings-file-refresh-interval`.
+    pub hashrings_refresh: Duration,
+    /// `--tsdb.out-of-order.time-window`: how far behind a series' newest sample a sample is
+    /// still accepted (a lagging replica receives samples out of order).
+    pub out_of_order_window: Duration,
+    /// Replication factor, local endpoint, forwarding and hinted handoff settings.
+    pub replication: crate::replicate::ReplicationConfig,
 }
 
 /// The header the design document configures on its Prometheus agents; honoured when the
@@ -86,6 +97,11 @@ impl Default for ReceiveConfig {
             auth_file: None,
             objstore: None,
             shipper_interval: Duration::from_secs(30),
+            hashrings_file: None,
+            hashrings_algorithm: crate::hashring::Algorithm::Ketama,
+            hashrings_refresh: Duration::from_secs(5 * 60),
+            replication: Default::default(),
+            out_of_order_window: Duration::ZERO,
         }
     }
 }

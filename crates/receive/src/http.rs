@@ -15,8 +15,10 @@ use axum::Router;
 
 use crate::auth::Authenticator;
 use crate::config::PROMETHEUS_TENANT_HEADER;
+use crate::hashring::{HashringWatcher, WatchStatus};
 use crate::limits::{Limits, LimitsWatcher};
 use crate::metrics::Metrics;
+use crate::replicate::{Plan, ReplicaResult, Replicator};
 use crate::tenants::Tenants;
 use crate::tls::TlsListener;
 use crate::writer::{self, WriteOutcome};
@@ -66,6 +68,11 @@ pub struct AppState {
     pub limits: Limits,
     pub auth: Option<Authenticator>,
     pub ready: AtomicBool,
+    /// Routes and replicates writes (a hashrings file is configured).
+    pub replicator: Option<Arc<Replicator>>,
+    /// The hashrings file watcher, taken by [`serve`] to run it.
+    watcher: std::sync::Mutex<Option<HashringWatcher>>,
+    pub hashring_status: Option<Arc<WatchStatus>>,
 }
 
 impl AppState {
@@ -81,13 +88,43 @@ impl AppState {
             .map(|c| c.build())
             .transpose()
             .map_err(|e| e.to_string())?;
+        let mut metrics = Metrics::new();
+        let (replicator, watcher, hashring_status) = match &config.hashrings_file {
+            None => (None, None, None),
+            Some(path) => {
+                let rep = &config.replication;
+                let watcher = HashringWatcher::load(
+                    path.clone(),
+                    config.hashrings_algorithm,
+                    rep.replication_factor,
+                )?;
+                let handoff = if rep.hints_window.is_zero() {
+                    None
+                } else {
+                    let dir = config.tsdb_path.join(".hints");
+                    let h =
+                        crate::handoff::Handoff::open(dir, rep.hints_window, rep.hints_max_bytes)
+                            .map_err(|e| format!("cannot open the hint queues: {e}"))?;
+                    Some(Arc::new(h))
+                };
+                let replication_metrics =
+                    crate::replicate::ReplicationMetrics::register(metrics.registry_mut());
+                let replicator =
+                    Replicator::new(watcher.shared(), rep.clone(), handoff, replication_metrics);
+                let status = watcher.status();
+                (Some(replicator), Some(watcher), Some(status))
+            }
+        };
         Ok(Arc::new(AppState {
             tenants: Arc::new(Tenants::new(config.clone(), bucket)),
             config,
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(metrics),
             limits: Limits::default(),
             auth,
             ready: AtomicBool::new(false),
+            replicator,
+            watcher: std::sync::Mutex::new(watcher),
+            hashring_status,
         }))
     }
 
@@ -227,6 +264,14 @@ fn api_error(status: StatusCode, kind: &str, message: &str) -> Response {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     state.metrics.update_tsdb(&state.tenants);
+    if let Some(status) = &state.hashring_status {
+        state.metrics.update_hashrings(&status.snapshot());
+    }
+    if let Some(handoff) = state.replicator.as_ref().and_then(|r| r.handoff.as_ref()) {
+        if let Some(r) = &state.replicator {
+            r.metrics.update_queues(handoff);
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -283,16 +328,70 @@ async fn handle(state: &Arc<AppState>, tenant: &str, headers: &HeaderMap, body: 
             );
         }
     }
-    let state = state.clone();
+    let st = state.clone();
     let tenant = tenant.to_string();
     // Decoding and appending are CPU work ending in an fsync: run them on this worker thread
     // (tokio moves other tasks elsewhere meanwhile) rather than handing them to the blocking
     // pool, which costs two context switches per request.
-    tokio::task::block_in_place(move || ingest(&state, &tenant, version, &body))
+    match tokio::task::block_in_place(move || ingest(&st, &tenant, version, &body)) {
+        Ingested::Done(r) => r,
+        Ingested::Replicate(plan, local, samples) => {
+            let Some(replicator) = &state.replicator else {
+                return error(500, "no replicator".into());
+            };
+            let answer = replicator.execute(plan, local).await;
+            if answer.status >= 300 {
+                tracing::debug!(status = answer.status, message = %answer.message, "replicated write failed");
+            }
+            let status =
+                StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let written_samples = if answer.status < 300 { samples } else { 0 };
+            written(status, written_samples, 0, answer.message)
+        }
+    }
 }
 
-/// Decompresses, decodes, checks limits and writes; runs on a blocking thread (fsync).
-fn ingest(state: &AppState, tenant: &str, version: ProtoVersion, body: &[u8]) -> Response {
+/// What [`ingest`] did: answered, or wrote the local share and left the rest to replicate.
+enum Ingested {
+    Done(Response),
+    Replicate(Plan, Option<ReplicaResult>, usize),
+}
+
+/// Writes the local share of a routed request; None when this node owns none of it.
+pub(crate) fn write_local_share(
+    state: &AppState,
+    plan: &Plan,
+    req: &proto::remote_write::WriteRequest<'_>,
+    head_series_limit: Option<u64>,
+) -> Option<ReplicaResult> {
+    let batch = plan.local.as_ref()?;
+    Some(match state.tenants.get_or_open(&plan.tenant) {
+        Ok(db) => {
+            let outcome =
+                writer::write_series(&db, Replicator::local_series(req, batch), head_series_limit);
+            record(state, &plan.tenant, &outcome);
+            ReplicaResult::of_outcome(&outcome)
+        }
+        Err(e) => ReplicaResult::Unavailable(e.to_string()),
+    })
+}
+
+/// Decompresses, decodes, checks limits and writes (or plans replication); runs on a blocking
+/// thread (fsync).
+fn ingest(state: &AppState, tenant: &str, version: ProtoVersion, body: &[u8]) -> Ingested {
+    match ingest_inner(state, tenant, version, body) {
+        Ok(i) => i,
+        Err(r) => Ingested::Done(r),
+    }
+}
+
+#[allow(clippy::result_large_err)] // one per request; boxing buys nothing
+fn ingest_inner(
+    state: &AppState,
+    tenant: &str,
+    version: ProtoVersion,
+    body: &[u8],
+) -> Result<Ingested, Response> {
     let limits = &state.config.limits;
     let tenant_limits = state.limits.for_tenant(tenant);
     let tighter = |flag: usize, file: Option<u64>| file.map_or(flag, |f| flag.min(f as usize));
@@ -300,30 +399,30 @@ fn ingest(state: &AppState, tenant: &str, version: ProtoVersion, body: &[u8]) ->
     let max_series = tighter(limits.max_series, tenant_limits.series);
     let max_samples = tighter(limits.max_samples, tenant_limits.samples);
     if body.len() > max_body {
-        return error(
+        return Err(error(
             413,
             format!(
                 "request too large: {} bytes, the limit is {max_body}",
                 body.len()
             ),
-        );
+        ));
     }
     let decoded_len = match snap::raw::decompress_len(body) {
         Ok(n) => n,
-        Err(e) => return error(400, format!("invalid snappy body: {e}")),
+        Err(e) => return Err(error(400, format!("invalid snappy body: {e}"))),
     };
     if decoded_len > limits.max_decoded_bytes {
-        return error(
+        return Err(error(
             413,
             format!(
                 "request too large: {decoded_len} bytes uncompressed, the limit is {}",
                 limits.max_decoded_bytes
             ),
-        );
+        ));
     }
     let raw = match snap::raw::Decoder::new().decompress_vec(body) {
         Ok(r) => r,
-        Err(e) => return error(400, format!("invalid snappy body: {e}")),
+        Err(e) => return Err(error(400, format!("invalid snappy body: {e}"))),
     };
     let decoded = match version {
         ProtoVersion::V1 => proto::remote_write::decode_v1(&raw),
@@ -331,33 +430,47 @@ fn ingest(state: &AppState, tenant: &str, version: ProtoVersion, body: &[u8]) ->
     };
     let req = match decoded {
         Ok(r) => r,
-        Err(e) => return error(400, format!("invalid remote-write protobuf: {e}")),
+        Err(e) => return Err(error(400, format!("invalid remote-write protobuf: {e}"))),
     };
     if req.timeseries.len() > max_series {
-        return error(
+        return Err(error(
             413,
             format!(
                 "request too large: {} series, the limit is {}",
                 req.timeseries.len(),
                 max_series
             ),
-        );
+        ));
     }
     let samples = req.num_samples();
     if samples > max_samples {
-        return error(
+        return Err(error(
             413,
             format!("request too large: {samples} samples, the limit is {max_samples}"),
-        );
+        ));
     }
     if req.timeseries.is_empty() {
         // Metadata-only requests (Prometheus sends metadata separately): accepted.
-        return written(StatusCode::NO_CONTENT, 0, 0, String::new());
+        return Ok(Ingested::Done(written(
+            StatusCode::NO_CONTENT,
+            0,
+            0,
+            String::new(),
+        )));
+    }
+    if let Err(e @ crate::tenants::TenantError::InvalidName(_)) =
+        crate::tenants::validate_tenant(tenant)
+    {
+        return Err(error(400, e.to_string()));
+    }
+    if let Some(replicator) = &state.replicator {
+        let plan = replicator.plan(tenant, &req).map_err(|e| error(500, e))?;
+        let local = write_local_share(state, &plan, &req, tenant_limits.head_series);
+        return Ok(Ingested::Replicate(plan, local, samples));
     }
     let db = match state.tenants.get_or_open(tenant) {
         Ok(db) => db,
-        Err(e @ crate::tenants::TenantError::InvalidName(_)) => return error(400, e.to_string()),
-        Err(e) => return error(500, e.to_string()),
+        Err(e) => return Err(error(500, e.to_string())),
     };
     let outcome = writer::write(&db, &req, tenant_limits.head_series);
     record(state, tenant, &outcome);
@@ -366,15 +479,15 @@ fn ingest(state: &AppState, tenant: &str, version: ProtoVersion, body: &[u8]) ->
     if outcome.error.is_some() {
         tracing::debug!(tenant, status = status.as_u16(), message = %outcome.message(), "remote write rejected");
     }
-    written(
+    Ok(Ingested::Done(written(
         status,
         outcome.accepted_samples,
         outcome.accepted_exemplars,
         outcome.message(),
-    )
+    )))
 }
 
-fn record(state: &AppState, tenant: &str, outcome: &WriteOutcome) {
+pub(crate) fn record(state: &AppState, tenant: &str, outcome: &WriteOutcome) {
     let t = ("tenant".to_string(), tenant.to_string());
     state
         .metrics
@@ -575,14 +688,31 @@ pub async fn serve(
                 .map(|(t, db)| (tenants.external_labels(&t), db))
                 .collect::<Vec<_>>()
         };
-        let server = store::TsdbStore::new(source);
+        let store = store::TsdbStore::new(source);
+        let writes = crate::grpc_write::WriteService::server(state.clone());
         let stop = wait(stop_rx.clone());
         tokio::spawn(async move {
-            if let Err(e) = server.serve(grpc_listener, stop).await {
-                tracing::error!(error = %e, "StoreAPI server failed");
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+            let served = tonic::transport::Server::builder()
+                .layer(crate::grpc_snappy::SnappyDecompressLayer)
+                .add_service(store.store_server())
+                .add_service(store.info_server())
+                .add_service(writes)
+                .serve_with_incoming_shutdown(incoming, stop)
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "gRPC server failed");
             }
         })
     };
+    let watcher_task = state.watcher.lock().unwrap().take().map(|w| {
+        tracing::info!(path = %w.path().display(), "watching the hashrings file");
+        tokio::spawn(w.run(state.config.hashrings_refresh))
+    });
+    if let Some(r) = &state.replicator {
+        r.start();
+    }
     let rw = spawn_server(
         rw_listener,
         state.config.remote_write_tls.as_ref(),
@@ -604,6 +734,9 @@ pub async fn serve(
     let _ = grpc.await;
     let _ = maintenance.await;
     if let Some(t) = limits_task {
+        t.abort();
+    }
+    if let Some(t) = watcher_task {
         t.abort();
     }
     if let Some(t) = shipping {

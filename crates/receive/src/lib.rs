@@ -10,10 +10,14 @@
 
 pub mod auth;
 pub mod config;
+pub mod grpc_snappy;
+pub mod grpc_write;
+pub mod handoff;
 pub mod hashring;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod replicate;
 pub mod tenants;
 pub mod tls;
 pub mod writer;

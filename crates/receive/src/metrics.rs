@@ -37,6 +37,20 @@ pub struct Metrics {
     pub shipper_bytes: Family<Labels, Counter>,
     pub shipper_queue: Family<Labels, Gauge>,
     pub shipper_oldest_age: Family<Labels, Gauge>,
+    hashring: HashringMetrics,
+}
+
+/// Thanos' hashrings-file metrics, mirrored from the watcher's status on each scrape.
+#[derive(Default)]
+struct HashringMetrics {
+    refreshes: Counter,
+    changes: Counter,
+    errors: Counter,
+    last_successful: Gauge,
+    last_success_seconds: Gauge,
+    config_hash: Gauge<f64, std::sync::atomic::AtomicU64>,
+    nodes: Family<Labels, Gauge>,
+    tenants: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -135,7 +149,53 @@ impl Metrics {
             "Age of the oldest block not yet uploaded (by its maxTime), per tenant.",
             shipper_oldest_age.clone(),
         );
+        let hashring = HashringMetrics::default();
+        for (name, help, c) in [
+            (
+                "thanos_receive_hashrings_file_refreshes",
+                "Re-reads of the hashrings file.",
+                &hashring.refreshes,
+            ),
+            (
+                "thanos_receive_hashrings_file_changes",
+                "Hashrings file changes applied.",
+                &hashring.changes,
+            ),
+            (
+                "thanos_receive_hashrings_file_errors",
+                "Hashrings file reads that failed or were refused.",
+                &hashring.errors,
+            ),
+        ] {
+            registry.register(name, help, c.clone());
+        }
+        registry.register(
+            "thanos_receive_config_last_reload_successful",
+            "Whether the last hashrings file reload succeeded.",
+            hashring.last_successful.clone(),
+        );
+        registry.register(
+            "thanos_receive_config_last_reload_success_timestamp_seconds",
+            "When the hashrings file was last applied.",
+            hashring.last_success_seconds.clone(),
+        );
+        registry.register(
+            "thanos_receive_config_hash",
+            "Hash of the applied hashrings file.",
+            hashring.config_hash.clone(),
+        );
+        registry.register(
+            "thanos_receive_hashring_nodes",
+            "Endpoints per hashring.",
+            hashring.nodes.clone(),
+        );
+        registry.register(
+            "thanos_receive_hashring_tenants",
+            "Tenants per hashring.",
+            hashring.tenants.clone(),
+        );
         Metrics {
+            hashring,
             registry,
             shipper_uploads,
             shipper_failures,
@@ -152,6 +212,39 @@ impl Metrics {
             head_min_time,
             head_max_time,
         }
+    }
+
+    /// Mirrors the hashrings watcher's status.
+    pub fn update_hashrings(&self, snap: &crate::hashring::watch::WatchSnapshot) {
+        let h = &self.hashring;
+        for (c, v) in [
+            (&h.refreshes, snap.refreshes),
+            (&h.changes, snap.changes),
+            (&h.errors, snap.errors),
+        ] {
+            c.inc_by(v.saturating_sub(c.get()));
+        }
+        h.last_successful.set(snap.last_reload_successful as i64);
+        if let Some(t) = snap.last_success {
+            let secs = t
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            h.last_success_seconds.set(secs as i64);
+        }
+        h.config_hash.set(snap.config_hash);
+        h.nodes.clear();
+        h.tenants.clear();
+        for r in &snap.hashrings {
+            let l = vec![("name".to_string(), r.name.clone())];
+            h.nodes.get_or_create(&l).set(r.nodes as i64);
+            h.tenants.get_or_create(&l).set(r.tenants as i64);
+        }
+    }
+
+    /// For other parts of the receiver to register their metrics.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
     }
 
     /// Refreshes the per-tenant TSDB gauges.

@@ -31,8 +31,8 @@ pub enum TenantError {
 pub fn validate_tenant(name: &str) -> Result<(), TenantError> {
     let ok = !name.is_empty()
         && name.len() <= 128
-        && name != "."
-        && name != ".."
+        // Hidden names are the receiver's own directories (`.hints`).
+        && !name.starts_with('.')
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
@@ -144,6 +144,7 @@ impl Tenants {
                 fsync: self.config.fsync,
                 ..Default::default()
             },
+            out_of_order_window: self.config.out_of_order_window.as_millis() as i64,
             thanos: Some(ThanosMeta {
                 labels: self.external_labels(tenant),
                 source: SOURCE_RECEIVE.into(),

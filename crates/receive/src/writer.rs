@@ -172,14 +172,26 @@ pub fn validate_labels(series: &TimeSeries<'_>) -> Result<(), String> {
 /// Appends a request's samples to `db` as one commit. With `head_series_limit`, a tenant whose
 /// head holds that many series accepts samples of existing series only.
 pub fn write(db: &Db, req: &WriteRequest<'_>, head_series_limit: Option<u64>) -> WriteOutcome {
+    write_series(db, req.timeseries.iter(), head_series_limit)
+}
+
+/// [`write`] for some of a request's series (the share a receiver owns).
+pub fn write_series<'a, 'b: 'a, I>(
+    db: &Db,
+    series: I,
+    head_series_limit: Option<u64>,
+) -> WriteOutcome
+where
+    I: Iterator<Item = &'a TimeSeries<'b>> + Clone,
+{
     let mut out = WriteOutcome {
-        total_samples: req.num_samples(),
+        total_samples: series.clone().map(|s| s.samples.len()).sum(),
         ..Default::default()
     };
     let at_limit = head_series_limit.filter(|&l| db.head().num_series() as u64 >= l);
     let mut app = db.appender();
     let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(16);
-    for series in &req.timeseries {
+    for series in series {
         if series.histograms > 0 {
             out.reject(Reason::NativeHistogram, series.histograms, || {
                 format!(

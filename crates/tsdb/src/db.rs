@@ -42,6 +42,8 @@ pub struct DbOptions {
     pub wal: WalOptions,
     /// When set, every block's meta.json carries this Thanos section (labels, source).
     pub thanos: Option<ThanosMeta>,
+    /// Out-of-order samples up to this many ms behind a series' newest are accepted (0: none).
+    pub out_of_order_window: i64,
 }
 
 impl Default for DbOptions {
@@ -51,6 +53,7 @@ impl Default for DbOptions {
             retention: Some(15 * 24 * 3600 * 1000),
             wal: WalOptions::default(),
             thanos: None,
+            out_of_order_window: 0,
         }
     }
 }
@@ -87,6 +90,7 @@ impl Db {
         let mut head = Head::new(
             HeadOptions {
                 chunk_range: opts.block_duration,
+                out_of_order_window: opts.out_of_order_window,
             },
             None,
         );

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::chunkenc::{XorChunk, ENCODING_XOR, SAMPLES_PER_CHUNK};
+use crate::chunkenc::{XorChunk, XorIterator, ENCODING_XOR, SAMPLES_PER_CHUNK};
 use crate::labels::IdentityHash;
 use crate::matcher::{postings_for_matchers, Matcher, PostingsIndex};
 use crate::querier::{names_of, values_of, ChunkData, Querier, Series};
@@ -81,6 +81,95 @@ impl SeriesSamples {
                 }
             }
             _ => Ok(true),
+        }
+    }
+
+    /// Inserts a sample older than the newest one in place, re-encoding the one chunk it
+    /// joins. `Ok(false)` is an exact duplicate. Chunks stay time-ordered, non-overlapping and
+    /// within one `chunk_range` bucket each.
+    fn insert_out_of_order(&mut self, t: i64, v: f64, chunk_range: i64) -> Result<bool> {
+        let bucket = range_start(t, chunk_range);
+        let n_closed = self.closed.len();
+        // (index in closed + open, min, max) of every chunk.
+        let spans: Vec<(i64, i64)> = self.iter().map(|(lo, hi, _)| (lo, hi)).collect();
+        // The chunk holding t, else the one before it in the same bucket, else the next one in
+        // the same bucket, else a new chunk.
+        let pos = spans.partition_point(|&(_, hi)| hi < t);
+        let target = if pos < spans.len() && spans[pos].0 <= t {
+            Some(pos)
+        } else if pos > 0 && range_start(spans[pos - 1].0, chunk_range) == bucket {
+            Some(pos - 1)
+        } else if pos < spans.len() && range_start(spans[pos].0, chunk_range) == bucket {
+            Some(pos)
+        } else {
+            None
+        };
+        let Some(i) = target else {
+            let mut c = XorChunk::new();
+            c.append(t, v);
+            self.closed.insert(
+                pos.min(n_closed),
+                ClosedChunk {
+                    min_t: t,
+                    max_t: t,
+                    data: c.into_bytes().into_boxed_slice(),
+                },
+            );
+            return Ok(true);
+        };
+        let bytes: &[u8] = if i < n_closed {
+            &self.closed[i].data
+        } else {
+            self.open
+                .as_ref()
+                .expect("span of the open chunk")
+                .chunk
+                .bytes()
+        };
+        let mut samples: Vec<(i64, f64)> = XorIterator::new(bytes).collect();
+        let at = samples.partition_point(|&(st, _)| st < t);
+        if let Some(&(st, sv)) = samples.get(at) {
+            if st == t {
+                return if sv.to_bits() == v.to_bits() {
+                    Ok(false)
+                } else {
+                    Err(Error::DuplicateTimestamp { t })
+                };
+            }
+        }
+        samples.insert(at, (t, v));
+        let mut c = XorChunk::new();
+        for &(st, sv) in &samples {
+            c.append(st, sv);
+        }
+        let (min_t, max_t) = (samples[0].0, samples[samples.len() - 1].0);
+        if i < n_closed {
+            self.closed[i] = ClosedChunk {
+                min_t,
+                max_t,
+                data: c.into_bytes().into_boxed_slice(),
+            };
+        } else {
+            self.open = Some(OpenChunk {
+                min_t,
+                max_t,
+                chunk: c,
+            });
+        }
+        Ok(true)
+    }
+
+    /// Stores a sample: appended when newest, inserted when out of order within `window`.
+    fn add(&mut self, t: i64, v: f64, chunk_range: i64, window: i64) -> Result<bool> {
+        match self.check(t, v) {
+            Ok(true) => {
+                self.push(t, v, chunk_range);
+                Ok(true)
+            }
+            Err(Error::OutOfOrder { newest, .. }) if window > 0 && t >= newest - window => {
+                self.insert_out_of_order(t, v, chunk_range)
+            }
+            other => other,
         }
     }
 
@@ -315,12 +404,16 @@ impl HeadIndex {
 pub struct HeadOptions {
     /// Block duration in milliseconds: chunks never cross a multiple of it.
     pub chunk_range: i64,
+    /// How far (ms) behind a series' newest sample an older sample is still accepted and
+    /// inserted in place (0: out-of-order samples are refused).
+    pub out_of_order_window: i64,
 }
 
 impl Default for HeadOptions {
     fn default() -> Self {
         HeadOptions {
             chunk_range: 2 * 3600 * 1000,
+            out_of_order_window: 0,
         }
     }
 }
@@ -506,8 +599,7 @@ impl Head {
             return true;
         }
         let mut s = series.samples.lock().unwrap();
-        if let Ok(true) = s.check(t, v) {
-            s.push(t, v, self.opts.chunk_range);
+        if let Ok(true) = s.add(t, v, self.opts.chunk_range, self.opts.out_of_order_window) {
             drop(s);
             self.update_time_bounds(t, t);
         }
@@ -888,8 +980,14 @@ impl Appender<'_> {
         if t < min_valid {
             return Err(Error::OutOfBounds { t, min_valid });
         }
+        let window = self.head.opts.out_of_order_window;
         let held = &mut self.held[h.0];
         let store = match held.last_pending {
+            // Within the window, out-of-order samples are staged; commit inserts them.
+            Some((last, _)) if t < last && window > 0 && t >= last - window => {
+                self.pending.push((h.0 as u32, t, v));
+                return Ok(());
+            }
             Some((last, _)) if t < last => return Err(Error::OutOfOrder { t, newest: last }),
             Some((last, bits)) if t == last => {
                 if bits != v.to_bits() {
@@ -898,7 +996,13 @@ impl Appender<'_> {
                 false
             }
             Some(_) => true,
-            None => held.series.samples.lock().unwrap().check(t, v)?,
+            None => match held.series.samples.lock().unwrap().check(t, v) {
+                Err(Error::OutOfOrder { newest, .. }) if window > 0 && t >= newest - window => {
+                    self.pending.push((h.0 as u32, t, v));
+                    return Ok(());
+                }
+                other => other?,
+            },
         };
         if store {
             held.last_pending = Some((t, v.to_bits()));
@@ -944,6 +1048,7 @@ impl Appender<'_> {
         }
         let (mut mint, mut maxt) = (i64::MAX, i64::MIN);
         let range = self.head.opts.chunk_range;
+        let window = self.head.opts.out_of_order_window;
         // Samples of one series are usually consecutive: lock each run once.
         let mut i = 0;
         while i < self.pending.len() {
@@ -951,9 +1056,8 @@ impl Appender<'_> {
             let mut s = self.held[h as usize].series.samples.lock().unwrap();
             while i < self.pending.len() && self.pending[i].0 == h {
                 let (_, t, v) = self.pending[i];
-                match s.check(t, v) {
+                match s.add(t, v, range, window) {
                     Ok(true) => {
-                        s.push(t, v, range);
                         stats.samples += 1;
                         mint = mint.min(t);
                         maxt = maxt.max(t);
@@ -975,6 +1079,50 @@ impl Appender<'_> {
 mod tests {
     use super::*;
     use crate::labels;
+
+    #[test]
+    fn out_of_order_samples_within_the_window_are_inserted_in_place() {
+        let head = Head::new(
+            HeadOptions {
+                chunk_range: 1000,
+                out_of_order_window: 500,
+            },
+            None,
+        );
+        let l = labels!("__name__" => "x");
+        let mut app = head.appender();
+        for t in [100, 200, 400, 1200, 1300] {
+            app.append(&l, t, t as f64).unwrap();
+        }
+        // Staged in the same commit, before and after newer samples.
+        app.append(&l, 1250, 1250.0).unwrap();
+        assert!(matches!(
+            app.append(&l, 700, 7.0),
+            Err(Error::OutOfOrder { .. })
+        ));
+        app.commit().unwrap();
+        let mut app = head.appender();
+        app.append(&l, 900, 900.0).unwrap(); // after the 0..1000 chunk, same bucket
+        app.append(&l, 300, 300.0).unwrap_err(); // older than newest - window
+        app.append(&l, 1300, 1300.0).unwrap(); // exact duplicate
+        app.commit().unwrap();
+        let mut app = head.appender();
+        app.append(&l, 1250, 1.0).unwrap(); // staged; conflicts at commit
+        let stats = app.commit().unwrap();
+        assert_eq!(stats.rejected_late, 1);
+
+        let series = head.all_series_sorted();
+        let chunks = series[0].chunks(i64::MIN, i64::MAX);
+        let mut got = Vec::new();
+        let mut prev_max = i64::MIN;
+        for c in &chunks {
+            assert!(c.min_time > prev_max, "chunks overlap: {chunks:?}");
+            assert_eq!(range_start(c.min_time, 1000), range_start(c.max_time, 1000));
+            prev_max = c.max_time;
+            got.extend(XorIterator::new(&c.data).map(|(t, _)| t));
+        }
+        assert_eq!(got, vec![100, 200, 400, 900, 1200, 1250, 1300]);
+    }
 
     #[test]
     fn ordering_rules() {
@@ -1020,6 +1168,7 @@ mod tests {
         let head = Head::new(
             HeadOptions {
                 chunk_range: 1_000_000,
+                ..Default::default()
             },
             None,
         );

@@ -181,6 +181,31 @@ impl Drop for Proc {
     }
 }
 
+/// The listen addresses of one receiver.
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    pub remote_write: SocketAddr,
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+}
+
+impl Ports {
+    pub fn new() -> Ports {
+        let addr = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().unwrap() };
+        Ports {
+            remote_write: addr(),
+            http: addr(),
+            grpc: addr(),
+        }
+    }
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Ports::new()
+    }
+}
+
 /// A `cairn receive` process.
 pub struct Cairn {
     pub proc: Proc,
@@ -198,9 +223,16 @@ impl Cairn {
     /// Starts `cairn receive`; readiness is polled on the (plain) HTTP port, so TLS on the
     /// remote-write port does not matter here.
     pub fn receive_with_scheme(dir: &Path, extra: &[&str]) -> Cairn {
-        let remote_write: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let http_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Self::receive_on(dir, Ports::new(), extra)
+    }
+
+    /// Starts `cairn receive` on given ports (a node of a pool, or a restart).
+    pub fn receive_on(dir: &Path, ports: Ports, extra: &[&str]) -> Cairn {
+        let Ports {
+            remote_write,
+            http: http_addr,
+            grpc,
+        } = ports;
         let tsdb_path = dir.join("tsdb");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
         cmd.arg("receive")
@@ -233,6 +265,26 @@ impl Cairn {
             grpc,
             tsdb_path,
         }
+    }
+
+    pub fn ports(&self) -> Ports {
+        Ports {
+            remote_write: self.remote_write,
+            http: self.http,
+            grpc: self.grpc,
+        }
+    }
+
+    /// Sum of every metric line starting with `prefix` on /metrics.
+    pub fn metric_sum(&self, prefix: &str) -> f64 {
+        let Ok(m) = get(self.http, "/metrics") else {
+            return f64::NAN;
+        };
+        m.body
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     /// Value of a metric line on /metrics (first line starting with `prefix`).
@@ -592,4 +644,170 @@ impl Drop for SlowProxy {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// A TCP proxy that delivers client bytes to `upstream` only `delay` after they arrived (a slow
+/// network path to one node); answers come back undelayed.
+pub struct DelayProxy {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl DelayProxy {
+    pub fn start(upstream: SocketAddr, delay: Duration) -> DelayProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let (mut c_read, mut s_write) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut s_read, mut c_write) = (server, client);
+                let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        match c_read.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                });
+                std::thread::spawn(move || {
+                    for (at, bytes) in rx {
+                        let due = at + delay;
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                        if s_write.write_all(&bytes).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s_write.shutdown(std::net::Shutdown::Both);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s_read, &mut c_write);
+                    let _ = c_write.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        DelayProxy { addr, stop }
+    }
+}
+
+impl Drop for DelayProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A series to write: its labels (sorted, with `__name__`) and samples (timestamp, value).
+pub type TestSeries = (Vec<(String, String)>, Vec<(i64, f64)>);
+
+/// Sends one remote-write 1.0 request of `series` for `tenant`.
+pub fn remote_write(
+    addr: SocketAddr,
+    tenant: &str,
+    series: &[TestSeries],
+) -> std::io::Result<HttpResponse> {
+    use proto::remote_write::{encode_v1, Label, Sample, TimeSeries, WriteRequest};
+    let req = WriteRequest {
+        timeseries: series
+            .iter()
+            .map(|(labels, samples)| TimeSeries {
+                labels: labels
+                    .iter()
+                    .map(|(n, v)| Label { name: n, value: v })
+                    .collect(),
+                samples: samples
+                    .iter()
+                    .map(|&(timestamp, value)| Sample { value, timestamp })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect(),
+        metadata: vec![],
+    };
+    let body = snappy(&encode_v1(&req));
+    http(
+        addr,
+        "POST",
+        "/api/v1/receive",
+        &[
+            ("THANOS-TENANT", tenant),
+            ("Content-Type", "application/x-protobuf"),
+            ("Content-Encoding", "snappy"),
+        ],
+        &body,
+    )
+}
+
+/// Every series a receiver's StoreAPI returns for `{__name__=~name_re}`: labels (without the
+/// external labels named in `drop`) -> samples as (timestamp, value bits).
+pub fn store_samples(
+    grpc: SocketAddr,
+    name_re: &str,
+    drop: &[&str],
+) -> std::collections::BTreeMap<String, Vec<(i64, u64)>> {
+    use proto::thanos::store_client::StoreClient;
+    use proto::thanos::{label_matcher, LabelMatcher, SeriesRequest};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let req = SeriesRequest {
+            min_time: i64::MIN,
+            max_time: i64::MAX,
+            matchers: vec![LabelMatcher {
+                r#type: label_matcher::Type::Re as i32,
+                name: "__name__".into(),
+                value: name_re.into(),
+            }],
+            ..Default::default()
+        };
+        let mut stream = StoreClient::new(channel)
+            .max_decoding_message_size(256 << 20)
+            .series(req)
+            .await
+            .unwrap()
+            .into_inner();
+        let mut out = std::collections::BTreeMap::new();
+        while let Some(msg) = stream.message().await.unwrap() {
+            if let Some(proto::thanos::series_response::Result::Series(s)) = msg.result {
+                let labels: Vec<String> = s
+                    .labels
+                    .iter()
+                    .filter(|l| !drop.contains(&l.name.as_str()))
+                    .map(|l| format!("{}={}", l.name, l.value))
+                    .collect();
+                let samples: &mut Vec<(i64, u64)> = out.entry(labels.join(",")).or_default();
+                for c in &s.chunks {
+                    for (t, v) in tsdb::chunkenc::XorIterator::new(&c.raw.as_ref().unwrap().data) {
+                        samples.push((t, v.to_bits()));
+                    }
+                }
+            }
+        }
+        out
+    })
 }

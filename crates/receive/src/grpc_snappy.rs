@@ -1,0 +1,238 @@
+//! Snappy message compression for gRPC, the way Thanos receivers compress forwarded writes
+//! (`grpc-encoding: snappy`, each message a snappy *framed* stream, the gRPC frame's
+//! compressed flag set).
+//!
+//! tonic only knows gzip, deflate and zstd, so this sits around tonic instead of inside it:
+//! - [`SnappyChannel`] wraps a client channel and compresses every outgoing message;
+//! - [`SnappyDecompressLayer`] wraps the server and turns compressed incoming messages back
+//!   into plain ones before tonic sees them.
+//!
+//! Both collect the (unary) request body first; forwarded writes are bounded by the receiver's
+//! request limits, so that costs one buffer per request.
+
+use std::future::Future;
+use std::io::{Read, Write};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http_body_util::BodyExt;
+use tonic::body::Body;
+
+pub const ENCODING: &str = "snappy";
+const GRPC_ENCODING: &str = "grpc-encoding";
+const GRPC_ACCEPT_ENCODING: &str = "grpc-accept-encoding";
+
+/// Snappy framed-format compression of one message.
+pub fn compress(msg: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut enc = snap::write::FrameEncoder::new(Vec::with_capacity(msg.len() / 2 + 64));
+    enc.write_all(msg)?;
+    enc.into_inner().map_err(|e| e.into_error())
+}
+
+/// Inverse of [`compress`].
+pub fn decompress(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(data.len() * 2);
+    snap::read::FrameDecoder::new(data).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Rewrites every length-prefixed gRPC message of `body` with `f(compressed_flag, message)`,
+/// which returns the new flag and message.
+fn rewrite_frames(
+    mut body: Bytes,
+    mut f: impl FnMut(u8, Bytes) -> std::io::Result<(u8, Bytes)>,
+) -> std::io::Result<Bytes> {
+    let mut out = BytesMut::with_capacity(body.len() + 16);
+    while body.has_remaining() {
+        if body.len() < 5 {
+            return Err(std::io::Error::other("truncated gRPC frame header"));
+        }
+        let flag = body.get_u8();
+        let len = body.get_u32() as usize;
+        if body.len() < len {
+            return Err(std::io::Error::other("truncated gRPC message"));
+        }
+        let (flag, msg) = f(flag, body.split_to(len))?;
+        out.put_u8(flag);
+        out.put_u32(msg.len() as u32);
+        out.put_slice(&msg);
+    }
+    Ok(out.freeze())
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A client channel that compresses requests with snappy.
+#[derive(Clone, Debug)]
+pub struct SnappyChannel<S> {
+    inner: S,
+}
+
+impl<S> SnappyChannel<S> {
+    pub fn new(inner: S) -> Self {
+        SnappyChannel { inner }
+    }
+}
+
+impl<S> tower_service::Service<http::Request<Body>> for SnappyChannel<S>
+where
+    S: tower_service::Service<http::Request<Body>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        // The ready service is the one polled; keep it and leave a clone behind.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            let bytes = body
+                .collect()
+                .await
+                .map_err(Into::<BoxError>::into)?
+                .to_bytes();
+            let bytes = rewrite_frames(bytes, |flag, msg| {
+                if flag != 0 {
+                    return Ok((flag, msg));
+                }
+                Ok((1, Bytes::from(compress(&msg)?)))
+            })?;
+            parts
+                .headers
+                .insert(GRPC_ENCODING, http::HeaderValue::from_static(ENCODING));
+            let req = http::Request::from_parts(parts, Body::new(http_body_util::Full::new(bytes)));
+            inner.call(req).await.map_err(Into::into)
+        })
+    }
+}
+
+/// Server layer: accepts `grpc-encoding: snappy` requests.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SnappyDecompressLayer;
+
+impl<S> tower_layer::Layer<S> for SnappyDecompressLayer {
+    type Service = SnappyDecompress<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SnappyDecompress { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SnappyDecompress<S> {
+    inner: S,
+}
+
+impl<S, ResBody> tower_service::Service<http::Request<Body>> for SnappyDecompress<S>
+where
+    S: tower_service::Service<http::Request<Body>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    ResBody: Default + Send + 'static,
+{
+    type Response = http::Response<ResBody>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let snappy = req
+            .headers()
+            .get(GRPC_ENCODING)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(ENCODING.as_bytes()));
+        if !snappy {
+            return Box::pin(async move { inner.call(req).await.map_err(Into::into) });
+        }
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            let bytes = body
+                .collect()
+                .await
+                .map_err(Into::<BoxError>::into)?
+                .to_bytes();
+            let rewritten = rewrite_frames(bytes, |flag, msg| {
+                if flag == 0 {
+                    return Ok((0, msg));
+                }
+                Ok((0, Bytes::from(decompress(&msg)?)))
+            });
+            let bytes = match rewritten {
+                Ok(b) => b,
+                Err(e) => return Ok(grpc_error(3, &format!("bad snappy message: {e}"))),
+            };
+            parts.headers.remove(GRPC_ENCODING);
+            parts.headers.remove(GRPC_ACCEPT_ENCODING);
+            let req = http::Request::from_parts(parts, Body::new(http_body_util::Full::new(bytes)));
+            inner.call(req).await.map_err(Into::into)
+        })
+    }
+}
+
+/// A trailers-only gRPC error response.
+fn grpc_error<B: Default>(code: i32, message: &str) -> http::Response<B> {
+    let mut resp = http::Response::new(B::default());
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", http::HeaderValue::from(code));
+    if let Ok(v) = http::HeaderValue::from_str(&message.replace(|c: char| !c.is_ascii(), "?")) {
+        h.insert("grpc-message", v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_through_snappy() {
+        let msgs: [&[u8]; 3] = [b"", b"hello hello hello hello", &[7u8; 100_000]];
+        let mut body = BytesMut::new();
+        for m in msgs {
+            body.put_u8(0);
+            body.put_u32(m.len() as u32);
+            body.put_slice(m);
+        }
+        let plain = body.freeze();
+        let packed =
+            rewrite_frames(plain.clone(), |_, m| Ok((1, Bytes::from(compress(&m)?)))).unwrap();
+        assert!(packed.len() < plain.len());
+        let back = rewrite_frames(packed, |_, m| Ok((0, Bytes::from(decompress(&m)?)))).unwrap();
+        assert_eq!(back, plain);
+    }
+
+    #[test]
+    fn truncated_frames_are_errors() {
+        assert!(rewrite_frames(Bytes::from_static(&[0, 0, 0]), |f, m| Ok((f, m))).is_err());
+        assert!(
+            rewrite_frames(Bytes::from_static(&[0, 0, 0, 0, 9, 1]), |f, m| Ok((f, m))).is_err()
+        );
+    }
+
+    #[test]
+    fn framed_format_has_the_stream_identifier() {
+        // A snappy framed stream starts with the stream identifier chunk "sNaPpY".
+        let c = compress(b"abc").unwrap();
+        assert_eq!(&c[..10], b"\xff\x06\x00\x00sNaPpY");
+    }
+}

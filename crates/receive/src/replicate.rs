@@ -1,0 +1,871 @@
+//! Routing and replication: each series goes to the `replication_factor` endpoints that own it
+//! on the tenant's hashring; this node writes its own share and forwards the rest in parallel
+//! over gRPC `thanos.WriteableStore/RemoteWrite` (snappy-compressed, with a replica number so
+//! the peer writes locally and never forwards again).
+//!
+//! A write is acknowledged once every series has reached quorum (`floor(RF/2)+1` owners), so a
+//! slow replica does not delay the answer; its forward goes on in the background. The answer
+//! is classed per series: no quorum -> 503 (the client retries); otherwise the most severe
+//! rejection a replica reported (409 conflicts, 400, 429), or 204.
+//!
+//! A forward that fails is retried with backoff for that peer; with hinted handoff on, it is
+//! queued on disk and delivered when the peer answers again ([`crate::handoff`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use proto::remote_write::{TimeSeries, WriteRequest};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::grpc_snappy::SnappyChannel;
+use crate::handoff::{Handoff, HintQueue};
+use crate::hashring::SharedHashrings;
+use crate::writer::{Severity, WriteOutcome};
+
+type Labels = Vec<(String, String)>;
+
+/// The gRPC method of receiver-to-receiver writes.
+pub const REMOTE_WRITE_PATH: &str = "/thanos.WriteableStore/RemoteWrite";
+
+/// How one replica's share of a request went.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReplicaResult {
+    /// Stored.
+    Ok,
+    /// Processed, with some samples refused for a reason a retry cannot fix (409/400/429).
+    Rejected(Severity, String),
+    /// Not stored: the peer is down, slow, failing, or storage failed.
+    Unavailable(String),
+}
+
+impl ReplicaResult {
+    /// The result of a local write.
+    pub fn of_outcome(out: &WriteOutcome) -> ReplicaResult {
+        match &out.error {
+            None => ReplicaResult::Ok,
+            Some((Severity::Internal, m)) => ReplicaResult::Unavailable(m.clone()),
+            Some((s, _)) => ReplicaResult::Rejected(*s, out.message()),
+        }
+    }
+
+    /// A peer's gRPC status, classed as Thanos' receivers class them.
+    pub fn of_status(status: &Status) -> ReplicaResult {
+        let msg = status.message().to_string();
+        match status.code() {
+            Code::Ok => ReplicaResult::Ok,
+            Code::AlreadyExists => ReplicaResult::Rejected(Severity::Conflict, msg),
+            Code::InvalidArgument => ReplicaResult::Rejected(Severity::BadRequest, msg),
+            Code::ResourceExhausted => ReplicaResult::Rejected(Severity::TooManyRequests, msg),
+            _ => ReplicaResult::Unavailable(format!("{:?}: {msg}", status.code())),
+        }
+    }
+
+    /// The gRPC status a receiver answers a forwarded write with.
+    pub fn to_status(out: &WriteOutcome) -> Result<(), Status> {
+        match &out.error {
+            None => Ok(()),
+            Some((Severity::Conflict, _)) => Err(Status::already_exists(out.message())),
+            Some((Severity::BadRequest, _)) => Err(Status::invalid_argument(out.message())),
+            Some((Severity::TooManyRequests, _)) => Err(Status::resource_exhausted(out.message())),
+            Some((Severity::Internal, _)) => Err(Status::internal(out.message())),
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            ReplicaResult::Ok => "success",
+            ReplicaResult::Rejected(..) => "rejected",
+            ReplicaResult::Unavailable(_) => "error",
+        }
+    }
+}
+
+/// Passes pre-encoded request bytes through tonic; the response (`WriteResponse{}`) is empty.
+#[derive(Clone, Copy, Debug, Default)]
+struct RawCodec;
+
+struct RawEncoder;
+struct EmptyDecoder;
+
+impl Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl Decoder for EmptyDecoder {
+    type Item = ();
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, Status> {
+        let n = src.remaining();
+        src.advance(n);
+        Ok(Some(()))
+    }
+}
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = ();
+    type Encoder = RawEncoder;
+    type Decoder = EmptyDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> EmptyDecoder {
+        EmptyDecoder
+    }
+}
+
+/// Backoff of a failing peer: 200 ms doubling up to 10 s.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(200u64.saturating_mul(1 << failures.min(6).saturating_sub(1)))
+        .min(Duration::from_secs(10))
+}
+
+#[derive(Debug, Default)]
+struct Health {
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+/// Another receiver.
+pub struct Peer {
+    pub address: String,
+    channel: Channel,
+    health: Mutex<Health>,
+}
+
+impl Peer {
+    fn new(address: &str) -> Result<Peer, String> {
+        let uri = if address.contains("://") {
+            address.to_string()
+        } else {
+            format!("http://{address}")
+        };
+        let channel = Channel::from_shared(uri)
+            .map_err(|e| format!("bad endpoint {address:?}: {e}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(Peer {
+            address: address.to_string(),
+            channel,
+            health: Mutex::new(Health::default()),
+        })
+    }
+
+    /// Whether the peer failed recently and its backoff has not passed.
+    pub fn backing_off(&self) -> Option<Duration> {
+        let h = self.health.lock().unwrap();
+        h.retry_at
+            .and_then(|t| t.checked_duration_since(Instant::now()))
+    }
+
+    fn succeeded(&self) {
+        let mut h = self.health.lock().unwrap();
+        h.failures = 0;
+        h.retry_at = None;
+    }
+
+    fn failed(&self) {
+        let mut h = self.health.lock().unwrap();
+        h.failures = h.failures.saturating_add(1);
+        h.retry_at = Some(Instant::now() + backoff(h.failures));
+    }
+
+    /// Sends an encoded `thanos.WriteRequest`.
+    pub async fn send(&self, payload: Bytes, timeout: Duration) -> ReplicaResult {
+        let mut grpc = tonic::client::Grpc::new(SnappyChannel::new(self.channel.clone()));
+        let call = async {
+            grpc.ready()
+                .await
+                .map_err(|e| Status::unavailable(format!("connecting: {e}")))?;
+            let mut req = tonic::Request::new(payload);
+            req.set_timeout(timeout);
+            grpc.unary(
+                req,
+                http::uri::PathAndQuery::from_static(REMOTE_WRITE_PATH),
+                RawCodec,
+            )
+            .await
+        };
+        let result = match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(_)) => ReplicaResult::Ok,
+            Ok(Err(status)) => ReplicaResult::of_status(&status),
+            Err(_) => ReplicaResult::Unavailable(format!("no answer within {timeout:?}")),
+        };
+        match &result {
+            ReplicaResult::Unavailable(_) => self.failed(),
+            _ => self.succeeded(),
+        }
+        result
+    }
+}
+
+/// Settings of the distributed write path.
+#[derive(Clone, Debug)]
+pub struct ReplicationConfig {
+    /// This node's address as the hashrings file lists it; None makes a router only.
+    pub local_endpoint: Option<String>,
+    pub replication_factor: usize,
+    /// How long a forward may take.
+    pub forward_timeout: Duration,
+    /// How long a missed write is kept for a replica (0 turns hinted handoff off).
+    pub hints_window: Duration,
+    /// The most bytes of hints kept per peer.
+    pub hints_max_bytes: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            local_endpoint: None,
+            replication_factor: 1,
+            forward_timeout: Duration::from_secs(5),
+            hints_window: Duration::from_secs(2 * 3600),
+            hints_max_bytes: 1 << 30,
+        }
+    }
+}
+
+/// Replication metrics (Thanos' names where Thanos has them).
+#[derive(Clone)]
+pub struct ReplicationMetrics {
+    pub replications: Family<Labels, Counter>,
+    pub replication_requests: Family<Labels, Counter>,
+    pub forward_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    pub forward_requests: Family<Labels, Counter>,
+    pub hints_queued: Family<Labels, Counter>,
+    pub hints_delivered: Family<Labels, Counter>,
+    pub hints_dropped: Family<Labels, Counter>,
+    pub hints_pending: Family<Labels, Gauge>,
+    pub hints_pending_bytes: Family<Labels, Gauge>,
+    pub hints_oldest_age: Family<Labels, Gauge>,
+}
+
+fn forward_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+impl ReplicationMetrics {
+    pub fn register(registry: &mut Registry) -> ReplicationMetrics {
+        let m = ReplicationMetrics {
+            replications: Family::default(),
+            replication_requests: Family::default(),
+            forward_duration: Family::new_with_constructor(forward_histogram),
+            forward_requests: Family::default(),
+            hints_queued: Family::default(),
+            hints_delivered: Family::default(),
+            hints_dropped: Family::default(),
+            hints_pending: Family::default(),
+            hints_pending_bytes: Family::default(),
+            hints_oldest_age: Family::default(),
+        };
+        registry.register(
+            "thanos_receive_replications",
+            "Series replicated (reached quorum or not), by result.",
+            m.replications.clone(),
+        );
+        registry.register(
+            "thanos_receive_replication_requests",
+            "Write requests that needed replication, by result.",
+            m.replication_requests.clone(),
+        );
+        registry.register(
+            "thanos_receive_forward_duration_seconds",
+            "Latency of writes forwarded to a peer.",
+            m.forward_duration.clone(),
+        );
+        registry.register(
+            "thanos_receive_forward_requests",
+            "Writes forwarded to peers, by peer and result.",
+            m.forward_requests.clone(),
+        );
+        registry.register(
+            "cairn_receive_hints_queued",
+            "Writes a peer missed, queued for hinted handoff.",
+            m.hints_queued.clone(),
+        );
+        registry.register(
+            "cairn_receive_hints_delivered",
+            "Queued writes delivered to their peer.",
+            m.hints_delivered.clone(),
+        );
+        registry.register(
+            "cairn_receive_hints_dropped",
+            "Queued writes given up, by peer and reason (expired, full, rejected, io).",
+            m.hints_dropped.clone(),
+        );
+        registry.register(
+            "cairn_receive_hints_pending",
+            "Writes waiting in a peer's hint queue.",
+            m.hints_pending.clone(),
+        );
+        registry.register(
+            "cairn_receive_hints_pending_bytes",
+            "Bytes waiting in a peer's hint queue.",
+            m.hints_pending_bytes.clone(),
+        );
+        registry.register(
+            "cairn_receive_hints_oldest_age_seconds",
+            "Age of the oldest write waiting in a peer's hint queue.",
+            m.hints_oldest_age.clone(),
+        );
+        m
+    }
+
+    fn peer(peer: &str) -> Labels {
+        vec![("peer".into(), peer.into())]
+    }
+
+    fn dropped(&self, peer: &str, reason: &str, n: u64) {
+        if n > 0 {
+            self.hints_dropped
+                .get_or_create(&vec![
+                    ("peer".into(), peer.into()),
+                    ("reason".into(), reason.into()),
+                ])
+                .inc_by(n);
+        }
+    }
+
+    /// Refreshes the queue gauges.
+    pub fn update_queues(&self, handoff: &Handoff) {
+        let now = crate::handoff::now_millis();
+        for q in handoff.queues() {
+            let s = q.stats();
+            let l = Self::peer(&q.peer);
+            self.hints_pending.get_or_create(&l).set(s.pending as i64);
+            self.hints_pending_bytes
+                .get_or_create(&l)
+                .set(s.pending_bytes as i64);
+            self.hints_oldest_age
+                .get_or_create(&l)
+                .set(s.oldest_millis.map_or(0, |t| (now - t).max(0) / 1000));
+        }
+    }
+}
+
+/// One request's share for one endpoint.
+pub struct Batch {
+    pub endpoint: String,
+    /// Indices into the request's series.
+    pub series: Vec<u32>,
+    /// Encoded `thanos.WriteRequest` (empty for the local batch).
+    pub payload: Bytes,
+}
+
+/// Where a request's series go.
+pub struct Plan {
+    pub tenant: String,
+    /// Owners per series (how many of each series' writes are expected).
+    pub owners_per_series: usize,
+    pub series: usize,
+    pub local: Option<Batch>,
+    pub remote: Vec<Batch>,
+}
+
+/// Tracks quorum per series as replica results arrive.
+struct Tracker {
+    quorum: u32,
+    owners: u32,
+    ok: Vec<u32>,
+    failed: Vec<u32>,
+    undecided: usize,
+    no_quorum: usize,
+    first_failure: Option<String>,
+    rejection: Option<(Severity, String)>,
+}
+
+impl Tracker {
+    fn new(series: usize, owners: usize) -> Tracker {
+        Tracker {
+            quorum: (owners / 2 + 1) as u32,
+            owners: owners as u32,
+            ok: vec![0; series],
+            failed: vec![0; series],
+            undecided: series,
+            no_quorum: 0,
+            first_failure: None,
+            rejection: None,
+        }
+    }
+
+    fn apply(&mut self, endpoint: &str, series: &[u32], result: &ReplicaResult) {
+        match result {
+            ReplicaResult::Ok => {}
+            ReplicaResult::Rejected(sev, msg) => {
+                if self.rejection.as_ref().is_none_or(|(s, _)| sev > s) {
+                    self.rejection = Some((*sev, format!("{endpoint}: {msg}")));
+                }
+            }
+            ReplicaResult::Unavailable(msg) => {
+                if self.first_failure.is_none() {
+                    self.first_failure = Some(format!("{endpoint}: {msg}"));
+                }
+            }
+        }
+        let ok = !matches!(result, ReplicaResult::Unavailable(_));
+        for &i in series {
+            let i = i as usize;
+            let decided_before = self.decided(i);
+            if ok {
+                self.ok[i] += 1;
+            } else {
+                self.failed[i] += 1;
+            }
+            if !decided_before && self.decided(i) {
+                self.undecided -= 1;
+                if self.ok[i] < self.quorum {
+                    self.no_quorum += 1;
+                }
+            }
+        }
+    }
+
+    fn decided(&self, i: usize) -> bool {
+        self.ok[i] >= self.quorum || self.failed[i] > self.owners - self.quorum
+    }
+}
+
+/// The answer to a replicated write.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub message: String,
+    /// Series that reached quorum.
+    pub series_ok: usize,
+}
+
+/// The distributed write path of one node.
+pub struct Replicator {
+    pub rings: SharedHashrings,
+    pub config: ReplicationConfig,
+    peers: Mutex<HashMap<String, Arc<Peer>>>,
+    pub handoff: Option<Arc<Handoff>>,
+    pub metrics: ReplicationMetrics,
+}
+
+impl Replicator {
+    pub fn new(
+        rings: SharedHashrings,
+        config: ReplicationConfig,
+        handoff: Option<Arc<Handoff>>,
+        metrics: ReplicationMetrics,
+    ) -> Arc<Replicator> {
+        Arc::new(Replicator {
+            rings,
+            config,
+            peers: Mutex::new(HashMap::new()),
+            handoff,
+            metrics,
+        })
+    }
+
+    /// Starts delivering the hints a previous run left (needs a tokio runtime).
+    pub fn start(self: &Arc<Self>) {
+        if let Some(h) = &self.handoff {
+            for q in h.queues() {
+                self.clone().spawn_drainer(q);
+            }
+        }
+    }
+
+    fn peer(&self, address: &str) -> Result<Arc<Peer>, String> {
+        let mut peers = self.peers.lock().unwrap();
+        if let Some(p) = peers.get(address) {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(Peer::new(address)?);
+        peers.insert(address.to_string(), p.clone());
+        Ok(p)
+    }
+
+    fn is_local(&self, endpoint: &str) -> bool {
+        self.config.local_endpoint.as_deref() == Some(endpoint)
+    }
+
+    /// Splits a request by owner. Err is a 500 message (no hashring for the tenant).
+    pub fn plan(&self, tenant: &str, req: &WriteRequest<'_>) -> Result<Plan, String> {
+        let rings = self.rings.get();
+        let ring = rings
+            .hashring_for(tenant)
+            .ok_or_else(|| format!("no hashring matches tenant {tenant:?}"))?;
+        let endpoints = ring.ring.endpoints();
+        let mut per_endpoint: Vec<Vec<u32>> = vec![Vec::new(); endpoints.len()];
+        let mut first_replica: Vec<u64> = vec![0; endpoints.len()];
+        let mut owners_per_series = rings.replication_factor();
+        for (i, ts) in req.timeseries.iter().enumerate() {
+            let hash =
+                crate::hashring::series_hash(tenant, ts.labels.iter().map(|l| (l.name, l.value)));
+            let mut n = 0;
+            for (replica, e) in ring.ring.owner_indices(hash).enumerate() {
+                if per_endpoint[e].is_empty() {
+                    first_replica[e] = replica as u64 + 1;
+                }
+                per_endpoint[e].push(i as u32);
+                n += 1;
+            }
+            owners_per_series = n;
+        }
+        let mut plan = Plan {
+            tenant: tenant.to_string(),
+            owners_per_series,
+            series: req.timeseries.len(),
+            local: None,
+            remote: Vec::new(),
+        };
+        for (e, series) in per_endpoint.into_iter().enumerate() {
+            if series.is_empty() {
+                continue;
+            }
+            let endpoint = endpoints[e].address.clone();
+            if self.is_local(&endpoint) {
+                plan.local = Some(Batch {
+                    endpoint,
+                    series,
+                    payload: Bytes::new(),
+                });
+                continue;
+            }
+            let payload = proto::remote_write::encode_thanos_write(
+                tenant,
+                first_replica[e],
+                series.iter().map(|&i| &req.timeseries[i as usize]),
+            );
+            plan.remote.push(Batch {
+                endpoint,
+                series,
+                payload: Bytes::from(payload),
+            });
+        }
+        Ok(plan)
+    }
+
+    /// The local batch's series, for the local write.
+    pub fn local_series<'r, 'a>(
+        req: &'r WriteRequest<'a>,
+        batch: &'r Batch,
+    ) -> impl Iterator<Item = &'r TimeSeries<'a>> + Clone + 'r {
+        batch
+            .series
+            .iter()
+            .map(move |&i| &req.timeseries[i as usize])
+    }
+
+    /// Sends the remote batches, applies the local result, and answers once every series has
+    /// reached quorum or cannot. Forwards still running then finish in the background.
+    pub async fn execute(self: &Arc<Self>, plan: Plan, local: Option<ReplicaResult>) -> Answer {
+        let started = Instant::now();
+        let mut tracker = Tracker::new(plan.series, plan.owners_per_series);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let tenant: Arc<str> = plan.tenant.as_str().into();
+        let mut batches = Vec::with_capacity(plan.remote.len());
+        for (i, batch) in plan.remote.into_iter().enumerate() {
+            let this = self.clone();
+            let tx = tx.clone();
+            let tenant = tenant.clone();
+            let endpoint = batch.endpoint.clone();
+            let payload = batch.payload.clone();
+            tokio::spawn(async move {
+                let r = this.forward(&tenant, &endpoint, payload).await;
+                let _ = tx.send((i, r));
+            });
+            batches.push(batch);
+        }
+        drop(tx);
+        if let (Some(batch), Some(result)) = (&plan.local, &local) {
+            tracker.apply(&batch.endpoint, &batch.series, result);
+        }
+        let deadline =
+            tokio::time::Instant::now() + self.config.forward_timeout + Duration::from_millis(500);
+        while tracker.undecided > 0 {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some((i, result))) => {
+                    let b: &Batch = &batches[i];
+                    tracker.apply(&b.endpoint, &b.series, &result);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let undecided = tracker.undecided;
+        let failed = tracker.no_quorum + undecided;
+        let ok = plan.series - failed;
+        self.metrics
+            .replications
+            .get_or_create(&vec![("result".into(), "success".into())])
+            .inc_by(ok as u64);
+        self.metrics
+            .replications
+            .get_or_create(&vec![("result".into(), "error".into())])
+            .inc_by(failed as u64);
+        let result = if failed > 0 { "error" } else { "success" };
+        self.metrics
+            .replication_requests
+            .get_or_create(&vec![("result".into(), result.into())])
+            .inc();
+        if failed > 0 {
+            let why = tracker
+                .first_failure
+                .unwrap_or_else(|| "replicas did not answer in time".into());
+            return Answer {
+                status: 503,
+                message: format!(
+                    "quorum ({} of {}) not reached for {failed} of {} series after {:?}; first failure: {why}",
+                    tracker.quorum,
+                    tracker.owners,
+                    plan.series,
+                    started.elapsed()
+                ),
+                series_ok: ok,
+            };
+        }
+        match tracker.rejection {
+            Some((sev, msg)) => Answer {
+                status: sev.status(),
+                message: msg,
+                series_ok: ok,
+            },
+            None => Answer {
+                status: 204,
+                message: String::new(),
+                series_ok: ok,
+            },
+        }
+    }
+
+    /// Sends one batch to its peer, or queues it as a hint when the peer is failing or still
+    /// catching up on earlier hints.
+    async fn forward(
+        self: &Arc<Self>,
+        tenant: &str,
+        endpoint: &str,
+        payload: Bytes,
+    ) -> ReplicaResult {
+        let peer = match self.peer(endpoint) {
+            Ok(p) => p,
+            Err(e) => return ReplicaResult::Unavailable(e),
+        };
+        let labels = vec![("peer".to_string(), endpoint.to_string())];
+        let catching_up = self
+            .handoff
+            .as_ref()
+            .and_then(|h| h.get(endpoint))
+            .is_some_and(|q| !q.is_empty());
+        let result = if catching_up {
+            ReplicaResult::Unavailable("peer is catching up on hinted writes".into())
+        } else if let Some(wait) = peer.backing_off() {
+            ReplicaResult::Unavailable(format!("peer failed recently; next try in {wait:?}"))
+        } else {
+            let started = Instant::now();
+            let r = peer
+                .send(payload.clone(), self.config.forward_timeout)
+                .await;
+            self.metrics
+                .forward_duration
+                .get_or_create(&labels)
+                .observe(started.elapsed().as_secs_f64());
+            r
+        };
+        self.metrics
+            .forward_requests
+            .get_or_create(&vec![
+                ("peer".into(), endpoint.into()),
+                ("result".into(), result.label().into()),
+            ])
+            .inc();
+        if let ReplicaResult::Unavailable(why) = &result {
+            self.hint(tenant, endpoint, &payload, why);
+        }
+        result
+    }
+
+    fn hint(self: &Arc<Self>, tenant: &str, endpoint: &str, payload: &[u8], why: &str) {
+        let Some(handoff) = &self.handoff else {
+            return;
+        };
+        match handoff.queue(endpoint) {
+            Ok((q, created)) => {
+                match q.push(tenant, payload) {
+                    Ok(dropped) => {
+                        self.metrics
+                            .hints_queued
+                            .get_or_create(&ReplicationMetrics::peer(endpoint))
+                            .inc();
+                        self.metrics.dropped(endpoint, "full", dropped);
+                    }
+                    Err(e) => {
+                        tracing::warn!(peer = endpoint, error = %e, "cannot queue hint");
+                        self.metrics.dropped(endpoint, "io", 1);
+                    }
+                }
+                if created {
+                    tracing::info!(
+                        peer = endpoint,
+                        reason = why,
+                        "peer missed writes; queueing hints"
+                    );
+                    self.clone().spawn_drainer(q);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(peer = endpoint, error = %e, "cannot open hint queue");
+                self.metrics.dropped(endpoint, "io", 1);
+            }
+        }
+    }
+
+    /// Delivers a peer's hints, oldest first, whenever the peer answers.
+    fn spawn_drainer(self: Arc<Self>, queue: Arc<HintQueue>) {
+        tokio::spawn(async move {
+            let Some(handoff) = self.handoff.clone() else {
+                return;
+            };
+            let peer = match self.peer(&queue.peer) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(peer = queue.peer, error = %e, "cannot deliver hints");
+                    return;
+                }
+            };
+            let deliver_timeout = self.config.forward_timeout.max(Duration::from_secs(30));
+            loop {
+                let batch = {
+                    let q = queue.clone();
+                    let expire = handoff.expire_before();
+                    tokio::task::spawn_blocking(move || q.next_batch(4 << 20, expire)).await
+                };
+                let batch = match batch {
+                    Ok(Ok(Some(b))) => b,
+                    Ok(Ok(None)) => {
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(1), queue.notify.notified())
+                                .await;
+                        continue;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(peer = queue.peer, error = %e, "cannot read hints");
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(peer = queue.peer, error = %e, "cannot read hints");
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        continue;
+                    }
+                };
+                self.metrics.dropped(&queue.peer, "expired", batch.expired);
+                if batch.hints > 0 {
+                    if let Some(wait) = peer.backing_off() {
+                        tokio::time::sleep(wait).await;
+                    }
+                    match peer
+                        .send(Bytes::from(batch.payload.clone()), deliver_timeout)
+                        .await
+                    {
+                        ReplicaResult::Ok => {
+                            self.metrics
+                                .hints_delivered
+                                .get_or_create(&ReplicationMetrics::peer(&queue.peer))
+                                .inc_by(batch.hints);
+                        }
+                        ReplicaResult::Rejected(_, msg) => {
+                            tracing::warn!(
+                                peer = queue.peer,
+                                hints = batch.hints,
+                                error = msg,
+                                "peer refused hinted writes; dropping them"
+                            );
+                            self.metrics.dropped(&queue.peer, "rejected", batch.hints);
+                        }
+                        ReplicaResult::Unavailable(_) => continue,
+                    }
+                }
+                let q = queue.clone();
+                let done = tokio::task::spawn_blocking(move || q.commit(&batch)).await;
+                if !matches!(done, Ok(Ok(()))) {
+                    tracing::warn!(
+                        peer = queue.peer,
+                        "cannot record hint delivery; hints may be sent twice"
+                    );
+                }
+                if queue.is_empty() {
+                    tracing::info!(peer = queue.peer, "hint queue drained");
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_is_reached_without_the_slowest_replica() {
+        let mut t = Tracker::new(2, 3);
+        t.apply("a", &[0, 1], &ReplicaResult::Ok);
+        assert_eq!(t.undecided, 2);
+        t.apply("b", &[0], &ReplicaResult::Ok);
+        assert_eq!(t.undecided, 1);
+        t.apply("c", &[1], &ReplicaResult::Unavailable("down".into()));
+        assert_eq!(t.undecided, 1);
+        t.apply("d", &[1], &ReplicaResult::Ok);
+        assert_eq!((t.undecided, t.no_quorum), (0, 0));
+    }
+
+    #[test]
+    fn two_failures_of_three_lose_quorum() {
+        let mut t = Tracker::new(1, 3);
+        t.apply("a", &[0], &ReplicaResult::Unavailable("x".into()));
+        assert_eq!(t.undecided, 1);
+        t.apply("b", &[0], &ReplicaResult::Unavailable("y".into()));
+        assert_eq!((t.undecided, t.no_quorum), (0, 1));
+        assert_eq!(t.first_failure.as_deref(), Some("a: x"));
+    }
+
+    #[test]
+    fn rejections_count_toward_quorum_and_keep_the_worst() {
+        let mut t = Tracker::new(1, 3);
+        t.apply(
+            "a",
+            &[0],
+            &ReplicaResult::Rejected(Severity::Conflict, "ooo".into()),
+        );
+        t.apply(
+            "b",
+            &[0],
+            &ReplicaResult::Rejected(Severity::BadRequest, "bad".into()),
+        );
+        assert_eq!((t.undecided, t.no_quorum), (0, 0));
+        assert_eq!(t.rejection, Some((Severity::BadRequest, "b: bad".into())));
+    }
+
+    #[test]
+    fn rf1_needs_its_one_owner() {
+        let mut t = Tracker::new(1, 1);
+        t.apply("a", &[0], &ReplicaResult::Unavailable("x".into()));
+        assert_eq!(t.no_quorum, 1);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_millis(200));
+        assert_eq!(backoff(2), Duration::from_millis(400));
+        assert!(backoff(30) <= Duration::from_secs(10));
+    }
+}
