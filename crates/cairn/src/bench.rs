@@ -31,7 +31,8 @@ pub enum BenchCommand {
 
 #[derive(Args, Clone, Debug)]
 pub struct RemoteWriteArgs {
-    /// Remote-write endpoint, e.g. http://127.0.0.1:19291/api/v1/receive.
+    /// Remote-write endpoint, e.g. http://127.0.0.1:19291/api/v1/receive. Several,
+    /// comma-separated, spread the workers over a pool of receivers.
     #[arg(long)]
     pub url: String,
     /// Number of distinct series.
@@ -435,7 +436,8 @@ async fn remote_write(a: RemoteWriteArgs) -> anyhow::Result<()> {
     if a.concurrency == 0 || a.batch_series == 0 {
         bail!("--concurrency and --batch-series must be at least 1");
     }
-    if !a.url.starts_with("http://") {
+    let urls: Vec<Arc<str>> = a.url.split(',').map(|u| Arc::from(u.trim())).collect();
+    if urls.iter().any(|u| !u.starts_with("http://")) {
         bail!("--url must be an http:// URL (this client speaks plain HTTP only)");
     }
     let headers = header_map(&a)?;
@@ -465,7 +467,6 @@ async fn remote_write(a: RemoteWriteArgs) -> anyhow::Result<()> {
         .tcp_nodelay(true)
         .build()
         .context("building the HTTP client")?;
-    let url: Arc<str> = Arc::from(a.url.as_str());
     let mut total = WorkerStats::default();
     let (requests, samples) = (plan.requests, plan.samples);
 
@@ -475,10 +476,10 @@ async fn remote_write(a: RemoteWriteArgs) -> anyhow::Result<()> {
     for round in plan.rounds {
         let queue: Queue = Arc::new(Mutex::new(round.into_iter()));
         let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..a.concurrency {
+        for w in 0..a.concurrency {
             tasks.spawn(worker(
                 client.clone(),
-                url.clone(),
+                urls[w % urls.len()].clone(),
                 headers.clone(),
                 queue.clone(),
             ));
