@@ -313,6 +313,12 @@ fn a_replica_slowed_by_5s_does_not_delay_answers() {
     let want = expected(0..100);
     assert_eq!(pool.samples(0), want);
     assert_eq!(pool.samples(1), want);
+    // The slow replica was in the path all along, and catches up.
+    let started = Instant::now();
+    wait_until(Duration::from_secs(90), "the slow replica to catch up", || {
+        pool.samples(2) == want
+    });
+    eprintln!("the slow replica caught up after {:?}", started.elapsed());
 }
 
 #[test]
@@ -345,6 +351,37 @@ fn the_pool_grows_from_3_to_5_nodes_while_writes_run() {
             "node {i} uses the grown ring"
         );
     }
+    // A broken edit is refused: the old (grown) ring stays and writes go on.
+    std::fs::write(
+        &pool.ring_file,
+        ring_json(&[pool.endpoints[0].clone(), pool.endpoints[0].clone()]),
+    )
+    .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the broken file to be refused",
+        || {
+            pool.node(0)
+                .metric_sum("thanos_receive_hashrings_file_errors_total")
+                >= 1.0
+        },
+    );
+    assert_eq!(
+        pool.node(0)
+            .metric_sum("thanos_receive_config_last_reload_successful"),
+        0.0
+    );
+    assert_eq!(
+        pool.node(0).metric_sum("thanos_receive_hashring_nodes{"),
+        5.0
+    );
+    assert_eq!(write_round(pool.node(1).remote_write, 80).status, 204);
+    assert!(pool
+        .node(0)
+        .proc
+        .log_text()
+        .contains("hashrings file refused"));
+
     // The new nodes took their share, and the last round sits on exactly three nodes per series.
     let held: Vec<BTreeMap<String, Vec<(i64, u64)>>> = (0..5).map(|i| pool.samples(i)).collect();
     for (i, h) in held.iter().enumerate().skip(3) {
@@ -354,7 +391,7 @@ fn the_pool_grows_from_3_to_5_nodes_while_writes_run() {
             h.len()
         );
     }
-    let last_ts = base_ts() + 79 * 1000;
+    let last_ts = base_ts() + 80 * 1000;
     for key in expected(0..1).keys() {
         let copies = held
             .iter()
