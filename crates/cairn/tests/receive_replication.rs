@@ -315,9 +315,11 @@ fn a_replica_slowed_by_5s_does_not_delay_answers() {
     assert_eq!(pool.samples(1), want);
     // The slow replica was in the path all along, and catches up.
     let started = Instant::now();
-    wait_until(Duration::from_secs(90), "the slow replica to catch up", || {
-        pool.samples(2) == want
-    });
+    wait_until(
+        Duration::from_secs(90),
+        "the slow replica to catch up",
+        || pool.samples(2) == want,
+    );
     eprintln!("the slow replica caught up after {:?}", started.elapsed());
 }
 
@@ -402,4 +404,32 @@ fn the_pool_grows_from_3_to_5_nodes_while_writes_run() {
             .count();
         assert_eq!(copies, 3, "{key}");
     }
+}
+
+#[test]
+fn a_router_only_node_forwards_everything_and_stores_nothing() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut pool = Pool::new(dir.path(), 3, None);
+    write_ring(&pool.ring_file, &pool.endpoints);
+    for i in 0..3 {
+        pool.start(i);
+    }
+    // No --receive.local-endpoint: router mode.
+    let router_dir = dir.path().join("router");
+    std::fs::create_dir_all(&router_dir).unwrap();
+    let ring = format!("--receive.hashrings-file={}", pool.ring_file.display());
+    let router = Cairn::receive(&router_dir, &[&ring, "--receive.replication-factor=3"]);
+    for r in 0..5 {
+        let resp = write_round(router.remote_write, r);
+        assert_eq!(resp.status, 204, "{}", resp.body);
+    }
+    let want = expected(0..5);
+    wait_until(
+        Duration::from_secs(10),
+        "all three ingestors to hold every sample",
+        || (0..3).all(|i| pool.samples(i) == want),
+    );
+    assert!(store_samples(router.grpc, "test_metric", &[]).is_empty());
+    assert!(router.metric_sum("thanos_receive_forward_requests_total{") >= 15.0);
 }
