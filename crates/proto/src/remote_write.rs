@@ -194,6 +194,54 @@ pub fn decode_v1(buf: &[u8]) -> Result<WriteRequest<'_>, DecodeError> {
     Ok(req)
 }
 
+/// A decoded Thanos `thanos.WriteRequest` (receiver-to-receiver forwarding), borrowing from
+/// the buffer: each tenant's series (`timeseries` + `tenant`, and every
+/// `timeseriesTenantData` entry) and the replica number.
+#[derive(Debug, Default)]
+pub struct ThanosWrite<'a> {
+    pub replica: i64,
+    pub tenants: Vec<(&'a str, WriteRequest<'a>)>,
+}
+
+/// Decodes a `thanos.WriteRequest` without copying label strings.
+pub fn decode_thanos_write(buf: &[u8]) -> Result<ThanosWrite<'_>, DecodeError> {
+    let mut out = ThanosWrite::default();
+    let mut main = WriteRequest::default();
+    let mut tenant = "";
+    let mut r = Reader::new(buf, 0);
+    while !r.done() {
+        match r.tag()? {
+            (1, wire::LEN) => {
+                let (b, base) = r.bytes()?;
+                main.timeseries.push(decode_series_v1(b, base)?);
+            }
+            (2, wire::LEN) => tenant = r.str()?,
+            (3, wire::VARINT) => out.replica = r.varint()? as i64,
+            (4, wire::LEN) => {
+                let (b, base) = r.bytes()?;
+                let mut tr = Reader::new(b, base);
+                let (mut t, mut req) = ("", WriteRequest::default());
+                while !tr.done() {
+                    match tr.tag()? {
+                        (1, wire::LEN) => {
+                            let (sb, sbase) = tr.bytes()?;
+                            req.timeseries.push(decode_series_v1(sb, sbase)?);
+                        }
+                        (2, wire::LEN) => t = tr.str()?,
+                        (_, wt) => tr.skip(wt)?,
+                    }
+                }
+                out.tenants.push((t, req));
+            }
+            (_, wt) => r.skip(wt)?,
+        }
+    }
+    if out.tenants.is_empty() || !main.timeseries.is_empty() {
+        out.tenants.insert(0, (tenant, main));
+    }
+    Ok(out)
+}
+
 fn decode_series_v1(buf: &[u8], base: usize) -> Result<TimeSeries<'_>, WireError> {
     let mut ts = TimeSeries::default();
     let mut r = Reader::new(buf, base);

@@ -376,3 +376,65 @@ fn thanos_write_request_encodes_like_prost() {
     };
     assert_eq!(want.encode_to_vec(), bytes);
 }
+
+#[test]
+fn thanos_write_request_decodes_without_copies() {
+    use crate::remote_write::{
+        decode_thanos_write, encode_thanos_write, Label, Sample, TimeSeries,
+    };
+    use prost::Message;
+    let series = vec![TimeSeries {
+        labels: vec![Label {
+            name: "__name__",
+            value: "up",
+        }],
+        samples: vec![Sample {
+            value: 3.0,
+            timestamp: 7,
+        }],
+        ..Default::default()
+    }];
+    let bytes = encode_thanos_write("t1", 3, &series);
+    let got = decode_thanos_write(&bytes).unwrap();
+    assert_eq!(got.replica, 3);
+    assert_eq!(got.tenants.len(), 1);
+    assert_eq!(got.tenants[0].0, "t1");
+    assert_eq!(got.tenants[0].1.timeseries, series);
+
+    // Several tenants in timeseriesTenantData (newer Thanos senders), as prost encodes them.
+    let prom = |name: &str| crate::prometheus::TimeSeries {
+        labels: vec![crate::prometheus::Label {
+            name: "__name__".into(),
+            value: name.into(),
+        }],
+        samples: vec![crate::prometheus::Sample {
+            value: 1.0,
+            timestamp: 5,
+        }],
+        ..Default::default()
+    };
+    let multi = crate::thanos::WriteRequest {
+        timeseries: vec![],
+        tenant: String::new(),
+        replica: 1,
+        timeseries_tenant_data: vec![
+            crate::thanos::TimeSeriesTenantTuple {
+                timeseries: vec![prom("a")],
+                tenant: "x".into(),
+            },
+            crate::thanos::TimeSeriesTenantTuple {
+                timeseries: vec![prom("b"), prom("c")],
+                tenant: "y".into(),
+            },
+        ],
+    }
+    .encode_to_vec();
+    let got = decode_thanos_write(&multi).unwrap();
+    let shape: Vec<(&str, usize)> = got
+        .tenants
+        .iter()
+        .map(|(t, r)| (*t, r.timeseries.len()))
+        .collect();
+    assert_eq!(shape, vec![("x", 1), ("y", 2)]);
+    assert_eq!(got.tenants[1].1.timeseries[1].labels[0].value, "c");
+}

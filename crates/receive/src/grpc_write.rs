@@ -2,60 +2,127 @@
 //! gRPC client). A request with a replica number is written locally and never forwarded
 //! again; one without is routed like an HTTP write when this node has a hashring.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use proto::remote_write::{Label, Sample, TimeSeries, WriteRequest};
-use proto::thanos::writeable_store_server::{WriteableStore, WriteableStoreServer};
-use proto::thanos::{WriteRequest as ThanosWriteRequest, WriteResponse};
+use bytes::{Buf, Bytes};
+use proto::remote_write::WriteRequest;
+use tonic::body::Body;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Request, Response, Status};
 
 use crate::http::AppState;
 use crate::replicate::ReplicaResult;
 use crate::writer;
 
-/// The service over a receiver's state.
+/// The service over a receiver's state: `thanos.WriteableStore`, decoding requests without
+/// copying label strings (a generated prost server would allocate one `String` per label).
 #[derive(Clone)]
 pub struct WriteService {
     state: Arc<AppState>,
+    max_message: usize,
 }
 
 impl WriteService {
-    pub fn server(state: Arc<AppState>) -> WriteableStoreServer<WriteService> {
+    pub fn new(state: Arc<AppState>) -> WriteService {
         // Forwarded batches and concatenated hints may exceed tonic's 4 MiB default.
-        let limit = state.config.limits.max_decoded_bytes.max(64 << 20);
-        WriteableStoreServer::new(WriteService { state }).max_decoding_message_size(limit)
+        let max_message = state.config.limits.max_decoded_bytes.max(64 << 20);
+        WriteService { state, max_message }
     }
 }
 
-/// Borrows a decoded `prometheus.TimeSeries` list as the writer's request type.
-fn borrow(series: &[proto::prometheus::TimeSeries]) -> WriteRequest<'_> {
-    WriteRequest {
-        timeseries: series
-            .iter()
-            .map(|ts| TimeSeries {
-                labels: ts
-                    .labels
-                    .iter()
-                    .map(|l| Label {
-                        name: &l.name,
-                        value: &l.value,
-                    })
-                    .collect(),
-                samples: ts
-                    .samples
-                    .iter()
-                    .map(|s| Sample {
-                        value: s.value,
-                        timestamp: s.timestamp,
-                    })
-                    .collect(),
-                exemplars: Vec::new(),
-                histograms: ts.histograms.len(),
-                metadata: None,
-            })
-            .collect(),
-        metadata: Vec::new(),
+impl tonic::server::NamedService for WriteService {
+    const NAME: &'static str = "thanos.WriteableStore";
+}
+
+/// Server codec: requests arrive as raw bytes, the response (`WriteResponse{}`) is empty.
+#[derive(Clone, Copy, Default)]
+struct RawServerCodec;
+struct EmptyEncoder;
+struct BytesDecoder;
+
+impl Encoder for EmptyEncoder {
+    type Item = ();
+    type Error = Status;
+    fn encode(&mut self, _: (), _: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        Ok(())
+    }
+}
+
+impl Decoder for BytesDecoder {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        let n = src.remaining();
+        Ok(Some(src.copy_to_bytes(n)))
+    }
+}
+
+impl Codec for RawServerCodec {
+    type Encode = ();
+    type Decode = Bytes;
+    type Encoder = EmptyEncoder;
+    type Decoder = BytesDecoder;
+    fn encoder(&mut self) -> EmptyEncoder {
+        EmptyEncoder
+    }
+    fn decoder(&mut self) -> BytesDecoder {
+        BytesDecoder
+    }
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'static>>;
+
+struct RemoteWriteMethod(WriteService);
+
+impl tonic::server::UnaryService<Bytes> for RemoteWriteMethod {
+    type Response = ();
+    type Future = BoxFuture<Response<()>, Status>;
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let svc = self.0.clone();
+        Box::pin(async move {
+            svc.remote_write(request.into_inner())
+                .await
+                .map(Response::new)
+        })
+    }
+}
+
+impl tower_service::Service<http::Request<Body>> for WriteService {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        if req.uri().path() != crate::replicate::REMOTE_WRITE_PATH {
+            return Box::pin(async move {
+                let mut resp = http::Response::new(Body::default());
+                resp.headers_mut().insert(
+                    Status::GRPC_STATUS,
+                    (tonic::Code::Unimplemented as i32).into(),
+                );
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    tonic::metadata::GRPC_CONTENT_TYPE,
+                );
+                Ok(resp)
+            });
+        }
+        let method = RemoteWriteMethod(self.clone());
+        let max = self.max_message;
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(RawServerCodec)
+                .apply_max_message_size_config(Some(max), None);
+            Ok(grpc.unary(method, req).await)
+        })
     }
 }
 
@@ -64,7 +131,7 @@ impl WriteService {
         &self,
         tenant: &str,
         replica: i64,
-        series: &[proto::prometheus::TimeSeries],
+        req: &WriteRequest<'_>,
     ) -> Result<(), Status> {
         let tenant = if tenant.is_empty() {
             self.state.config.default_tenant.as_str()
@@ -83,13 +150,11 @@ impl WriteService {
         let limit = self.state.limits.for_tenant(tenant).head_series;
         if replica == 0 {
             if let Some(replicator) = &self.state.replicator {
-                let req = borrow(series);
-                let plan = replicator.plan(tenant, &req).map_err(Status::internal)?;
+                let plan = replicator.plan(tenant, req).map_err(Status::internal)?;
                 let state = self.state.clone();
                 let local = tokio::task::block_in_place(|| {
-                    crate::http::write_local_share(&state, &plan, &req, limit)
+                    crate::http::write_local_share(&state, &plan, req, limit)
                 });
-                drop(req);
                 let answer = replicator.execute(plan, local).await;
                 return match answer.status {
                     200..=299 => Ok(()),
@@ -106,34 +171,22 @@ impl WriteService {
                 .tenants
                 .get_or_open(tenant)
                 .map_err(|e| Status::internal(e.to_string()))?;
-            let req = borrow(series);
-            let outcome = writer::write(&db, &req, limit);
+            let outcome = writer::write(&db, req, limit);
             crate::http::record(&state, tenant, &outcome);
             Ok::<_, Status>(outcome)
         })?;
         ReplicaResult::to_status(&outcome)
     }
-}
 
-#[tonic::async_trait]
-impl WriteableStore for WriteService {
-    async fn remote_write(
-        &self,
-        request: Request<ThanosWriteRequest>,
-    ) -> Result<Response<WriteResponse>, Status> {
+    async fn remote_write(&self, body: Bytes) -> Result<(), Status> {
         if !self.state.ready.load(Ordering::Acquire) {
             return Err(Status::unavailable("receiver is not ready"));
         }
-        let r = request.into_inner();
-        if r.timeseries_tenant_data.is_empty() {
-            self.write_tenant(&r.tenant, r.replica, &r.timeseries)
-                .await?;
-        } else {
-            for t in &r.timeseries_tenant_data {
-                self.write_tenant(&t.tenant, r.replica, &t.timeseries)
-                    .await?;
-            }
+        let decoded = proto::remote_write::decode_thanos_write(&body)
+            .map_err(|e| Status::invalid_argument(format!("invalid thanos.WriteRequest: {e}")))?;
+        for (tenant, req) in &decoded.tenants {
+            self.write_tenant(tenant, decoded.replica, req).await?;
         }
-        Ok(Response::new(WriteResponse {}))
+        Ok(())
     }
 }

@@ -689,7 +689,7 @@ pub async fn serve(
                 .collect::<Vec<_>>()
         };
         let store = store::TsdbStore::new(source);
-        let writes = crate::grpc_write::WriteService::server(state.clone());
+        let writes = crate::grpc_write::WriteService::new(state.clone());
         let stop = wait(stop_rx.clone());
         tokio::spawn(async move {
             let incoming =
