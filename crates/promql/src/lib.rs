@@ -20,6 +20,7 @@
 
 mod aggregate;
 mod binary;
+mod diag;
 mod engine;
 mod error;
 mod eval;
