@@ -263,10 +263,120 @@ fn go_float(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Whether a regex label matcher value compiles, with Go's `regexp/syntax` error otherwise.
-fn check_regex(value: &str) -> Result<(), String> {
-    let _ = value;
+/// Whether a regex label matcher value parses, with Go's `regexp/syntax` error otherwise (the
+/// common errors: parentheses, brackets, ranges, repetitions, escapes).
+fn check_regex(re: &str) -> Result<(), String> {
+    let fail = |code: &str, expr: &str| Err(format!("error parsing regexp: {code}: `{expr}`"));
+    let b = re.as_bytes();
+    let mut depth = 0usize;
+    // Whether the previous item can take a repetition operator.
+    let mut operand = false;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => {
+                let Some(&c) = b.get(i + 1) else {
+                    return fail("trailing backslash at end of expression", "");
+                };
+                if !(c.is_ascii_punctuation() || b"dDwWsSbBAzaftnrvxpPQ0".contains(&c)) {
+                    let end = re[i + 1..]
+                        .chars()
+                        .next()
+                        .map_or(i + 2, |c| i + 1 + c.len_utf8());
+                    return fail("invalid escape sequence", &re[i..end]);
+                }
+                i += 2;
+                operand = true;
+                continue;
+            }
+            b'[' => {
+                let start = i;
+                i += 1;
+                if b.get(i) == Some(&b'^') {
+                    i += 1;
+                }
+                let mut first = true;
+                loop {
+                    let Some(&c) = b.get(i) else {
+                        return fail("missing closing ]", &re[start..]);
+                    };
+                    if c == b']' && !first {
+                        break;
+                    }
+                    first = false;
+                    if c == b'[' && b.get(i + 1) == Some(&b':') {
+                        if let Some(e) = re[i + 2..].find(":]") {
+                            i += e + 4;
+                            continue;
+                        }
+                    }
+                    let lo_start = i;
+                    let lo = class_char(re, &mut i);
+                    if b.get(i) == Some(&b'-') && b.get(i + 1).is_some_and(|&c| c != b']') {
+                        i += 1;
+                        let hi = class_char(re, &mut i);
+                        if hi < lo {
+                            return fail("invalid character class range", &re[lo_start..i]);
+                        }
+                    }
+                }
+                operand = true;
+            }
+            b'(' => {
+                depth += 1;
+                operand = false;
+                if b.get(i + 1) == Some(&b'?') {
+                    i += 1;
+                }
+            }
+            b')' => {
+                if depth == 0 {
+                    return fail("unexpected )", re);
+                }
+                depth -= 1;
+                operand = true;
+            }
+            b'|' => operand = false,
+            b'*' | b'+' | b'?' => {
+                if !operand {
+                    let end = if b.get(i + 1) == Some(&b'?') {
+                        i + 2
+                    } else {
+                        i + 1
+                    };
+                    return fail("missing argument to repetition operator", &re[i..end]);
+                }
+            }
+            _ => operand = true,
+        }
+        i += 1;
+    }
+    if depth > 0 {
+        return fail("missing closing )", re);
+    }
     Ok(())
+}
+
+/// One character of a bracket class (escapes decoded roughly), advancing `i`.
+fn class_char(re: &str, i: &mut usize) -> u32 {
+    let rest = &re[*i..];
+    let mut chars = rest.chars();
+    let c = chars.next().unwrap_or('\0');
+    if c == '\\' {
+        let e = chars.next().unwrap_or('\\');
+        *i += 1 + e.len_utf8();
+        return match e {
+            'n' => '\n' as u32,
+            't' => '\t' as u32,
+            'r' => '\r' as u32,
+            'f' => 0xc,
+            'v' => 0xb,
+            'a' => 7,
+            e => e as u32,
+        };
+    }
+    *i += c.len_utf8();
+    c as u32
 }
 
 #[cfg(test)]

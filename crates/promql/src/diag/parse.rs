@@ -333,7 +333,9 @@ fn parse_duration(s: &str) -> Result<f64, String> {
 }
 
 fn duration_out_of_range(v: f64) -> bool {
-    v > 9_223_372_036.854_775_807 || v < -9_223_372_036.854_775_808
+    // Seconds that still fit an int64 count of nanoseconds.
+    let limit = 9_223_372_036_854_775_808.0 / 1e9;
+    v.abs() > limit
 }
 
 pub(super) struct Parser<'a> {
@@ -788,8 +790,12 @@ impl<'a> Parser<'a> {
                 } else {
                     Card::OneToMany
                 };
-                if self.peek() == T::LeftParen {
+                // `maybe_grouping_labels`: empty only before what may follow it.
+                let t = self.peek();
+                if t == T::LeftParen {
                     m.include = self.grouping_labels()?;
+                } else if !can_start_expr(t) && !matches!(t, T::Fill | T::FillLeft | T::FillRight) {
+                    return Err(self.fail_next(Some((GROUPING, "\"(\""))));
                 }
             }
         }
@@ -982,10 +988,8 @@ impl<'a> Parser<'a> {
                 return Ok(None);
             }
             let mut sign = 1.0;
-            if matches!(t, T::Add | T::Sub) {
-                if p.next().typ == T::Sub {
-                    sign = -1.0;
-                }
+            if matches!(t, T::Add | T::Sub) && p.next().typ == T::Sub {
+                sign = -1.0;
             }
             if !matches!(p.peek(), T::Number | T::Duration) {
                 return Err(p.fail_next(None));

@@ -201,6 +201,15 @@ const GRAMMAR_CASES: &[(&str, &str)] = &[
     ("foo offset 1y1x", r#"1:12: parse error: bad number or duration syntax: "1y1""#),
     ("abs(foo,)", "1:8: parse error: trailing commas not allowed in function call args"),
     ("abs(foo, *)", "1:8: parse error: trailing commas not allowed in function call args"),
+    ("a + on(b) group_left", "1:21: parse error: unexpected end of input in grouping opts, expected \"(\""),
+    (r#"foo{a=~"("}"#, "1:5: parse error: error parsing regexp: missing closing ): `(`"),
+    (r#"foo{a="b", c!~"x)"}"#, "1:12: parse error: error parsing regexp: unexpected ): `x)`"),
+    (r#"{"a"=~"[z-a]"}"#, "1:2: parse error: error parsing regexp: invalid character class range: `z-a`"),
+    (r#"foo{a=~"[ab"}"#, "1:5: parse error: error parsing regexp: missing closing ]: `[ab`"),
+    (r#"foo{a=~"*a"}"#, "1:5: parse error: error parsing regexp: missing argument to repetition operator: `*`"),
+    (r#"foo{a=~"a\\"}"#, "1:5: parse error: error parsing regexp: trailing backslash at end of expression: ``"),
+    (r#"foo{a=~"\\q"}"#, r"1:5: parse error: error parsing regexp: invalid escape sequence: `\q`"),
+    ("a + on(b) group_left * c", "1:22: parse error: unexpected <op:*> in grouping opts, expected \"(\""),
 ];
 
 fn run(cases: &[(&str, &str)], opts: Options) {
@@ -244,7 +253,46 @@ fn valid_queries_have_no_error() {
         "{\"foo\", bar=\"baz\",}",
         "foo # comment\n+ bar",
         "label_join(foo, \"a\", \",\", \"b\", \"c\")",
+        "a + on(b) group_left c",
+        "a + on(b) group_right fill(0) c",
     ] {
         assert_eq!(describe(q, Options::default()), None, "{q}");
     }
+}
+
+/// Every query of the conformance scripts that `promql-parser` accepts, Prometheus accepts too.
+#[test]
+fn no_error_where_promql_parser_accepts() {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/conformance/promql/testdata"
+    );
+    let (mut n, mut wrong) = (0, Vec::new());
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let text = std::fs::read_to_string(&p).unwrap();
+        for line in text.lines() {
+            let l = line.trim();
+            let q = if let Some(r) = l.strip_prefix("eval instant at ") {
+                r.split_once(' ').map(|x| x.1)
+            } else if let Some(r) = l.strip_prefix("eval_fail instant at ") {
+                r.split_once(' ').map(|x| x.1)
+            } else if let Some(r) = l.strip_prefix("eval range from ") {
+                r.split_once(" step ")
+                    .and_then(|x| x.1.split_once(' '))
+                    .map(|x| x.1)
+            } else {
+                None
+            };
+            let Some(q) = q else { continue };
+            n += 1;
+            if promql_parser::parser::parse(q).is_ok() {
+                if let Some(d) = describe(q, Options::default()) {
+                    wrong.push(format!("{q}: {d}"));
+                }
+            }
+        }
+    }
+    assert!(n > 1000, "only {n} queries found in {dir}");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
