@@ -1,5 +1,7 @@
-//! Parser glue: the `promql-parser` crate does the parsing and type checking; this module maps
-//! its errors to ours.
+//! Parser glue: the `promql-parser` crate does the parsing and type checking; when it rejects a
+//! query, [`crate::diag`] works out the error Prometheus reports, with its position
+//! (`1:16: parse error: unclosed left parenthesis`), falling back to `promql-parser`'s message
+//! where Prometheus would accept the query (syntax `promql-parser` lacks).
 //!
 //! One gap is patched before parsing: `promql-parser` decodes `\xNN` (and octal) escapes in
 //! string literals as the code point U+00NN, where Go (and so Prometheus) produces the raw

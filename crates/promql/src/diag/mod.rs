@@ -52,6 +52,7 @@ pub(crate) fn diagnose(query: &str, opts: Options) -> Option<Diag> {
             p.check(&mut tree);
         }
     }
+    // Past the limits only an error found before giving up is known to be the first.
     p.first
 }
 

@@ -347,7 +347,15 @@ pub(super) struct Parser<'a> {
     frames: Vec<Frame>,
     opts: Options,
     pub(super) first: Option<Diag>,
+    /// Current nesting of sub-expressions, and operands read so far.
+    depth: usize,
+    operands: usize,
 }
+
+/// Nesting (parentheses, unary operators, `^` chains, calls) the diagnosis follows.
+const MAX_DEPTH: usize = 100;
+/// Operands the diagnosis follows (the tree's height is at most this).
+const MAX_OPERANDS: usize = 300;
 
 impl<'a> Parser<'a> {
     pub(super) fn new(input: &'a str, opts: Options) -> Self {
@@ -360,6 +368,8 @@ impl<'a> Parser<'a> {
             frames: Vec::new(),
             opts,
             first: None,
+            depth: 0,
+            operands: 0,
         }
     }
 
@@ -471,6 +481,24 @@ impl<'a> Parser<'a> {
     }
 
     fn expr(&mut self, min_prec: u8) -> PResult<Node> {
+        self.depth += 1;
+        let r = self.expr_inner(min_prec);
+        self.depth -= 1;
+        r
+    }
+
+    /// Gives up (without an error of its own) past the nesting and size limits, which keep the
+    /// recursion here and in the type check within any thread's stack. Prometheus' parser has
+    /// no such limits; Cairn then reports `promql-parser`'s error.
+    fn budget(&mut self) -> PResult<()> {
+        self.operands += 1;
+        if self.depth > MAX_DEPTH || self.operands > MAX_OPERANDS {
+            return Err(Abort);
+        }
+        Ok(())
+    }
+
+    fn expr_inner(&mut self, min_prec: u8) -> PResult<Node> {
         let mut lhs = self.unary()?;
         loop {
             let op = self.peek();
@@ -498,6 +526,7 @@ impl<'a> Parser<'a> {
     }
 
     fn unary(&mut self) -> PResult<Node> {
+        self.budget()?;
         if matches!(self.peek(), T::Add | T::Sub) {
             let op = self.next();
             // `unary_op expr %prec MUL`: only `^` binds tighter.
@@ -1257,6 +1286,14 @@ impl<'a> Parser<'a> {
     }
 
     fn duration_expr(&mut self, min_prec: u8) -> PResult<Node> {
+        self.depth += 1;
+        let r = self.duration_expr_inner(min_prec);
+        self.depth -= 1;
+        r
+    }
+
+    fn duration_expr_inner(&mut self, min_prec: u8) -> PResult<Node> {
+        self.budget()?;
         let mut lhs = match self.peek() {
             T::Number | T::Duration => {
                 let tok = self.next();

@@ -296,3 +296,86 @@ fn no_error_where_promql_parser_accepts() {
     assert!(n > 1000, "only {n} queries found in {dir}");
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+#[test]
+/// Arbitrary input never makes the diagnosis panic.
+fn never_panics() {
+    let alphabet: Vec<char> = "abz_:019.eExp+-*/%^=!~<>()[]{},@\"'`\\# \n\té☺sumbyoffsetstepmax_of"
+        .chars()
+        .collect();
+    let words = [
+        "sum",
+        "by",
+        "offset",
+        "@",
+        "start()",
+        "step()",
+        "[5m]",
+        "[5m:1m]",
+        "{a=\"b\"}",
+        "rate(",
+        "topk(",
+        "on(a)",
+        "group_left",
+        "bool",
+        "fill(0)",
+        "max_of(",
+        "1e",
+        "0x",
+        "\"\\",
+        "`",
+        "=~\"(\"",
+        "-",
+        "(",
+        ")",
+    ];
+    let mut seed: u64 = 0x1234_5678;
+    let mut rnd = |n: usize| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((seed >> 33) as usize) % n
+    };
+    for _ in 0..50_000 {
+        let mut q = String::new();
+        for _ in 0..rnd(12) {
+            if rnd(3) == 0 {
+                q.push_str(words[rnd(words.len())]);
+            } else {
+                q.push(alphabet[rnd(alphabet.len())]);
+            }
+        }
+        let _ = describe(&q, Options::default());
+        let _ = describe(&q, PROMETHEUS_TEST_OPTIONS);
+    }
+}
+
+/// Deeply nested or very long queries stay within a small thread stack: the diagnosis gives
+/// up past its limits (Cairn then reports `promql-parser`'s error).
+#[test]
+fn deep_queries_stay_within_the_stack() {
+    let queries = [
+        format!("({}){}", "-{}-1".repeat(10000), "[1m:]".repeat(1000)),
+        format!("{}a )", "a + ".repeat(100_000)),
+        format!("{}a", "(".repeat(100_000)),
+        format!("{}a )", "-".repeat(100_000)),
+        format!("{}\"s\"", "a ^ ".repeat(10_000)),
+        format!("{}\"s\"", "a + ".repeat(10_000)),
+        format!("{}a{}", "rate(".repeat(10_000), "[1m:])".repeat(10_000)),
+        format!("{}\"s\"", "a + ".repeat(299)),
+    ];
+    let found = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            queries
+                .iter()
+                .map(|q| describe(q, Options::default()).is_some())
+                .collect::<Vec<_>>()
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(
+        found,
+        [false, false, false, false, false, false, false, true]
+    );
+}
