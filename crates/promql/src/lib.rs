@@ -8,7 +8,10 @@
 //! - the storage contract it evaluates against ([`Queryable`], [`Matcher`], [`SelectHints`]) and
 //!   an in-memory implementation ([`MemoryStorage`]);
 //! - limits: max samples per query, timeout, cancellation ([`CancelToken`]);
-//! - pushing matchers, time bounds and hints (function, range, step, grouping) down to storage.
+//! - pushing matchers, time bounds and hints (function, range, step, grouping) down to storage;
+//! - parse errors as Prometheus reports them, `line:col: parse error: ...` (worked out only when
+//!   `promql-parser` rejects a query, by re-reading it the way Prometheus' lexer, grammar and
+//!   type check do);
 //!
 //! What it does not own: parsing (done by the `promql-parser` crate, wrapped in [`parse`]),
 //! the on-disk TSDB, HTTP/gRPC APIs.
@@ -20,6 +23,7 @@
 
 mod aggregate;
 mod binary;
+mod diag;
 mod engine;
 mod error;
 mod eval;

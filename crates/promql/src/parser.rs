@@ -1,5 +1,7 @@
-//! Parser glue: the `promql-parser` crate does the parsing and type checking; this module maps
-//! its errors to ours.
+//! Parser glue: the `promql-parser` crate does the parsing and type checking; when it rejects a
+//! query, [`crate::diag`] works out the error Prometheus reports, with its position
+//! (`1:16: parse error: unclosed left parenthesis`), falling back to `promql-parser`'s message
+//! where Prometheus would accept the query (syntax `promql-parser` lacks).
 //!
 //! One gap is patched before parsing: `promql-parser` decodes `\xNN` (and octal) escapes in
 //! string literals as the code point U+00NN, where Go (and so Prometheus) produces the raw
@@ -10,6 +12,7 @@
 
 use promql_parser::parser::Expr;
 
+use crate::diag;
 use crate::error::{Error, Result};
 
 /// Invalid UTF-8 byte `b` of a string literal is carried as the char `INVALID_BYTE_BASE + b`.
@@ -57,7 +60,13 @@ pub(crate) fn go_quote(s: &str) -> String {
 /// Parses a PromQL expression.
 pub fn parse(query: &str) -> Result<Expr> {
     let fixed = fix_byte_escapes(query);
-    promql_parser::parser::parse(&fixed).map_err(|e| Error::Parse(format!("parse error: {e}")))
+    promql_parser::parser::parse(&fixed).map_err(|e| {
+        // Only now, on the error path, work out Prometheus' wording and position.
+        Error::Parse(
+            diag::describe(query, diag::Options::default())
+                .unwrap_or_else(|| format!("parse error: {e}")),
+        )
+    })
 }
 
 /// Decodes a quoted literal body Go-style into bytes; `None` if it has no byte escapes or is

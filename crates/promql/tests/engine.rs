@@ -156,4 +156,13 @@ fn many_to_many_is_an_error() {
 fn parse_errors_are_reported() {
     let err = promql::parse("sum(").unwrap_err();
     assert!(matches!(err, Error::Parse(_)));
+    // Worded and positioned as Prometheus reports them.
+    for (query, want) in [
+        ("sum(", "1:5: parse error: unclosed left parenthesis"),
+        ("foo{a=b}", "1:7: parse error: unexpected identifier \"b\" in label matching, expected string"),
+        ("rate(foo)", "1:6: parse error: expected type range vector in call to function \"rate\", got instant vector"),
+        ("1 +\n  * 2", "2:3: parse error: unexpected <op:*>"),
+    ] {
+        assert_eq!(promql::parse(query).unwrap_err().to_string(), want, "{query}");
+    }
 }
