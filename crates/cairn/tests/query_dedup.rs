@@ -9,10 +9,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{remote_write, wait_until, Cairn, CairnQuery};
+use common::{remote_write, wait_until, Cairn, CairnQuery, WriteSeries};
 use serde_json::Value;
-
-type Series = (Vec<(String, String)>, Vec<(i64, f64)>);
 
 const STEP_MS: i64 = 15_000;
 const POINTS: i64 = 60;
@@ -25,7 +23,7 @@ fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 /// Two counters (one with a reset) and a gauge, every 15 s for 15 minutes ending about now.
-fn data(start: i64) -> Vec<Series> {
+fn data(start: i64) -> Vec<WriteSeries> {
     let mut out = Vec::new();
     for (i, instance) in ["a", "b"].into_iter().enumerate() {
         let mut v = 100.0 * i as f64;
@@ -185,7 +183,10 @@ fn three_replicas_are_merged_and_survive_a_dead_receiver() {
     assert!(series.iter().all(|s| s.get("replica").is_none()));
     let (status, v) = query.get_json("/api/v1/labels", &[]);
     let names = success(status, &v).clone();
-    assert!(!names.as_array().unwrap().contains(&"replica".into()), "{names}");
+    assert!(
+        !names.as_array().unwrap().contains(&"replica".into()),
+        "{names}"
+    );
     let (status, v) = query.get_json("/api/v1/labels", &[("dedup", "false")]);
     assert!(success(status, &v)
         .as_array()
@@ -216,9 +217,7 @@ fn three_replicas_are_merged_and_survive_a_dead_receiver() {
     assert_eq!(after, want);
     let warnings = v["warnings"].as_array().expect("a warning about r2");
     assert!(
-        warnings
-            .iter()
-            .any(|w| w.as_str().unwrap().contains(&dead)),
+        warnings.iter().any(|w| w.as_str().unwrap().contains(&dead)),
         "{warnings:?}"
     );
     let (merged_after, _) = range("sum by (instance) (rate(test_requests_total[5m]))", &[]);

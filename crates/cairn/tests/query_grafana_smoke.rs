@@ -26,8 +26,10 @@ fn point(p: &Value) -> (f64, &str) {
     let a = p.as_array().unwrap_or_else(|| panic!("not a pair: {p}"));
     assert_eq!(a.len(), 2, "{p}");
     (
-        a[0].as_f64().unwrap_or_else(|| panic!("timestamp is not a number: {p}")),
-        a[1].as_str().unwrap_or_else(|| panic!("value is not a string: {p}")),
+        a[0].as_f64()
+            .unwrap_or_else(|| panic!("timestamp is not a number: {p}")),
+        a[1].as_str()
+            .unwrap_or_else(|| panic!("value is not a string: {p}")),
     )
 }
 
@@ -171,7 +173,14 @@ fn grafana_requests_get_prometheus_shaped_answers() {
     // Build info, metadata.
     let (status, v) = query.get_json("/api/v1/status/buildinfo", &[]);
     assert_eq!(status, 200);
-    for k in ["branch", "buildDate", "buildUser", "goVersion", "revision", "version"] {
+    for k in [
+        "branch",
+        "buildDate",
+        "buildUser",
+        "goVersion",
+        "revision",
+        "version",
+    ] {
         assert!(v["data"][k].is_string(), "{k}: {v}");
     }
     let (status, v) = query.get_json("/api/v1/metadata", &[]);
@@ -192,7 +201,12 @@ fn grafana_requests_get_prometheus_shaped_answers() {
         .starts_with("invalid parameter \"query\": "));
     let (status, v) = query.get_json(
         "/api/v1/query_range",
-        &[("query", "up"), ("start", "10"), ("end", "5"), ("step", "1")],
+        &[
+            ("query", "up"),
+            ("start", "10"),
+            ("end", "5"),
+            ("step", "1"),
+        ],
     );
     assert_eq!(status, 400);
     error(&v, "bad_data");
@@ -214,10 +228,7 @@ fn grafana_requests_get_prometheus_shaped_answers() {
     );
     assert_eq!(status, 422, "{v}");
     error(&v, "execution");
-    let (status, v) = query.get_json(
-        "/api/v1/query",
-        &[("query", "up"), ("dedup", "maybe")],
-    );
+    let (status, v) = query.get_json("/api/v1/query", &[("query", "up"), ("dedup", "maybe")]);
     assert_eq!(status, 400);
     error(&v, "bad_data");
 

@@ -65,12 +65,7 @@ fn om_ts(t: i64) -> String {
 fn openmetrics() -> String {
     let points = HOURS * 3_600_000 / SCRAPE_MS;
     let mut out = String::new();
-    let target_labels = |t: u64| {
-        (
-            ["api", "web"][(t % 2) as usize],
-            format!("10.0.0.{t}:9100"),
-        )
-    };
+    let target_labels = |t: u64| (["api", "web"][(t % 2) as usize], format!("10.0.0.{t}:9100"));
     let restart = |t: u64, p: i64| t == 3 && p == points / 2;
     out.push_str("# HELP cmp_requests Requests.\n# TYPE cmp_requests counter\n");
     for t in 0..TARGETS {
@@ -102,7 +97,11 @@ fn openmetrics() -> String {
                 }
                 let share = [0.2, 0.45, 0.8, 0.97, 1.0][bi] - 0.05 * unit(t, p as u64, 5);
                 let n = observations(p);
-                v += if *le == "+Inf" { n } else { (n * share).floor() };
+                v += if *le == "+Inf" {
+                    n
+                } else {
+                    (n * share).floor()
+                };
                 let _ = writeln!(
                     out,
                     "cmp_latency_seconds_bucket{{job=\"{job}\",instance=\"{inst}\",le=\"{le}\"}} {v} {}",
@@ -117,7 +116,11 @@ fn openmetrics() -> String {
                     v = 0.0;
                 }
                 let n = observations(p);
-                v += if part == "sum" { n * 0.11 * (1.0 + unit(t, p as u64, 9)) } else { n };
+                v += if part == "sum" {
+                    n * 0.11 * (1.0 + unit(t, p as u64, 9))
+                } else {
+                    n
+                };
                 let _ = writeln!(
                     out,
                     "cmp_latency_seconds_{part}{{job=\"{job}\",instance=\"{inst}\"}} {v} {}",
@@ -227,7 +230,10 @@ fn parse_answer(v: &Value, what: &str) -> (String, BTreeMap<String, Points>) {
                     Some(vs) => vs.as_array().unwrap().iter().map(point).collect(),
                     None => vec![point(&s["value"])],
                 };
-                assert!(out.insert(metric, points).is_none(), "{what}: duplicate series");
+                assert!(
+                    out.insert(metric, points).is_none(),
+                    "{what}: duplicate series"
+                );
             }
         }
         other => panic!("{what}: unexpected result type {other}"),

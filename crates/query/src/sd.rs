@@ -127,7 +127,7 @@ mod tests {
         assert_eq!(names, ["a.yml", "b.yml"]);
         assert_eq!(expand(&dir.path().join("?.json")).unwrap().len(), 1);
         let plain = dir.path().join("c.json");
-        assert_eq!(expand(&plain).unwrap(), [plain.clone()]);
+        assert_eq!(expand(&plain).unwrap(), vec![plain]);
 
         std::fs::write(dir.path().join("bad.yml"), "{{{").unwrap();
         let (found, errors) = read(&dir.path().join("*.yml"));

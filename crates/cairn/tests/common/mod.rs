@@ -594,13 +594,12 @@ impl Drop for SlowProxy {
     }
 }
 
-/// Remote-writes `series` (labels as name/value pairs, samples as (ms, value)) to a receiver in
-/// one request, optionally for a tenant; panics unless the receiver answers 2xx.
-pub fn remote_write(
-    addr: SocketAddr,
-    tenant: Option<&str>,
-    series: &[(Vec<(String, String)>, Vec<(i64, f64)>)],
-) {
+/// A series to write: labels as name/value pairs, samples as (ms, value).
+pub type WriteSeries = (Vec<(String, String)>, Vec<(i64, f64)>);
+
+/// Remote-writes `series` to a receiver in one request, optionally for a tenant; panics unless
+/// the receiver answers 2xx.
+pub fn remote_write(addr: SocketAddr, tenant: Option<&str>, series: &[WriteSeries]) {
     use proto::remote_write::{encode_v1, Label, Sample, TimeSeries, WriteRequest};
     let timeseries = series
         .iter()
@@ -687,7 +686,10 @@ impl CairnQuery {
                 break;
             }
             if let Some(status) = proc.child.try_wait().unwrap() {
-                panic!("cairn query exited early ({status}); log:\n{}", proc.log_text());
+                panic!(
+                    "cairn query exited early ({status}); log:\n{}",
+                    proc.log_text()
+                );
             }
             assert!(
                 Instant::now() < deadline,
@@ -732,8 +734,8 @@ pub fn get_json(addr: SocketAddr, path: &str, params: &[(&str, &str)]) -> (u16, 
         format!("{path}?{}", query_string(params))
     };
     let r = get(addr, &url).unwrap();
-    let v = serde_json::from_str(&r.body)
-        .unwrap_or_else(|e| panic!("GET {url}: {e}: {:?}", r.body));
+    let v =
+        serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("GET {url}: {e}: {:?}", r.body));
     (r.status, v)
 }
 
@@ -761,9 +763,11 @@ impl PrometheusServer {
                 .arg(format!("--web.listen-address={http_addr}")),
             dir,
         );
-        wait_until(Duration::from_secs(60), "Prometheus ready", || {
-            matches!(get(http_addr, "/-/ready"), Ok(r) if r.status == 200)
-        });
+        wait_until(
+            Duration::from_secs(60),
+            "Prometheus ready",
+            || matches!(get(http_addr, "/-/ready"), Ok(r) if r.status == 200),
+        );
         PrometheusServer {
             proc,
             http: http_addr,
