@@ -404,6 +404,9 @@ fn main() -> anyhow::Result<()> {
                     http_address: args.query_http_address,
                     endpoints: query::endpoints::EndpointConfig {
                         static_endpoints: vec![args.grpc_address.to_string()],
+                        // In-process and cheap: a first write (or a new tenant) is queryable
+                        // within a second.
+                        info_interval: Duration::from_secs(1),
                         ..Default::default()
                     },
                     ..Default::default()

@@ -9,6 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{remote_write, Cairn, CairnQuery};
 use serde_json::Value;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 fn keys(v: &Value) -> Vec<&str> {
     let mut k: Vec<&str> = v
@@ -241,4 +243,49 @@ fn grafana_requests_get_prometheus_shaped_answers() {
     let index = common::get(query.http, "/").unwrap();
     assert_eq!(index.status, 200);
     assert!(index.body.contains("api/v1/stores"));
+}
+
+/// `cairn up` answers PromQL over what was written to it.
+#[test]
+fn cairn_up_serves_promql_over_its_receiver() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = || -> SocketAddr {
+        format!("127.0.0.1:{}", common::free_port())
+            .parse()
+            .unwrap()
+    };
+    let (rw, http, grpc, promql) = (addr(), addr(), addr(), addr());
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"));
+    cmd.arg("up")
+        .arg(format!("--data-dir={}", dir.path().join("data").display()))
+        .arg(format!("--remote-write.address={rw}"))
+        .arg(format!("--http-address={http}"))
+        .arg(format!("--grpc-address={grpc}"))
+        .arg(format!("--query.http-address={promql}"));
+    let _up = common::Proc::spawn("cairn-up", &mut cmd, dir.path());
+    common::wait_until(Duration::from_secs(30), "cairn up ready", || {
+        matches!(common::get(http, "/-/ready"), Ok(r) if r.status == 200)
+            && matches!(common::get(promql, "/-/ready"), Ok(r) if r.status == 200)
+    });
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    remote_write(
+        rw,
+        None,
+        &[(
+            vec![("__name__".into(), "up_test".into())],
+            vec![(now - 1000, 42.0)],
+        )],
+    );
+    let t = format!("{}", now as f64 / 1000.0);
+    common::wait_until(Duration::from_secs(10), "the sample via PromQL", || {
+        let (status, v) = common::get_json(
+            promql,
+            "/api/v1/query",
+            &[("query", "up_test"), ("time", &t)],
+        );
+        status == 200 && v["data"]["result"][0]["value"][1] == "42"
+    });
 }

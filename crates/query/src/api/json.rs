@@ -68,7 +68,12 @@ pub fn format_value(f: f64) -> String {
 
 fn push_value(out: &mut String, f: f64) {
     out.push('"');
-    out.push_str(&format_value(f));
+    if f.is_finite() {
+        // Straight into the output: large matrices have a value per point.
+        let _ = write!(out, "{f}");
+    } else {
+        out.push_str(&format_value(f));
+    }
     out.push('"');
 }
 
