@@ -43,6 +43,9 @@ struct Cli {
 enum Command {
     /// Accept Prometheus Remote Write and store samples in per-tenant TSDBs.
     Receive(Box<ReceiveArgs>),
+    /// Answer PromQL over StoreAPI endpoints (receivers, ...) with the Prometheus HTTP API,
+    /// de-duplicating replicas.
+    Query(Box<QueryArgs>),
     /// Run every component in one process on embedded defaults (data under ./data).
     Up(UpArgs),
     /// Load generators for benchmarking receivers.
@@ -185,6 +188,91 @@ struct ReceiveArgs {
     hints_max_bytes: u64,
 }
 
+#[derive(Args, Clone)]
+struct QueryArgs {
+    /// Address of the HTTP endpoint (Prometheus HTTP API, /api/v1/stores, UI, /metrics,
+    /// /-/healthy, /-/ready).
+    #[arg(long = "http-address", default_value = "0.0.0.0:10904")]
+    http_address: SocketAddr,
+    /// StoreAPI endpoint to query (`host:port` of a receiver's --grpc-address); repeatable.
+    #[arg(long = "endpoint")]
+    endpoints: Vec<String>,
+    /// File listing StoreAPI endpoints (Prometheus file SD format: a YAML or JSON list of
+    /// `{targets: [...]}`); `*` and `?` allowed in the file name; repeatable.
+    #[arg(long = "endpoint.sd-files")]
+    sd_files: Vec<PathBuf>,
+    /// How often the --endpoint.sd-files are re-read.
+    #[arg(long = "endpoint.sd-interval", default_value = "30s", value_parser = parse_duration)]
+    sd_interval: Duration,
+    /// How often each endpoint is asked for its label sets and time range (Info).
+    #[arg(long = "endpoint.info-interval", default_value = "5s", value_parser = parse_duration)]
+    info_interval: Duration,
+    /// Longest an Info call may take before the endpoint counts as down.
+    #[arg(long = "endpoint.info-timeout", default_value = "5s", value_parser = parse_duration)]
+    info_timeout: Duration,
+    /// Label that tells replicas apart (e.g. `replica`); series that differ only in replica
+    /// labels are merged (dedup=false in a request shows every replica). Repeatable or
+    /// comma-separated.
+    #[arg(long = "query.replica-label", value_delimiter = ',')]
+    replica_labels: Vec<String>,
+    /// Longest a query may run.
+    #[arg(long = "query.timeout", default_value = "2m", value_parser = parse_duration)]
+    timeout: Duration,
+    /// How far back an instant selector looks for a sample.
+    #[arg(long = "query.lookback-delta", default_value = "5m", value_parser = parse_duration)]
+    lookback_delta: Duration,
+    /// Most samples a query may hold in memory at once.
+    #[arg(long = "query.max-samples", default_value_t = 50_000_000)]
+    max_samples: usize,
+    /// Most queries evaluated at once; more wait for a turn.
+    #[arg(long = "query.max-concurrent", default_value_t = 20)]
+    max_concurrent: usize,
+    /// Step of subqueries that give none.
+    #[arg(long = "query.default-evaluation-interval", default_value = "1m", value_parser = parse_duration)]
+    default_evaluation_interval: Duration,
+    /// Fail queries when an endpoint fails, unless a request says partial_response=true
+    /// (by default a failing endpoint is a warning).
+    #[arg(long = "no-query.partial-response")]
+    no_partial_response: bool,
+    /// Longest one endpoint may take to answer before it counts as failed (0: only the
+    /// query's timeout applies).
+    #[arg(long = "store.response-timeout", default_value = "0s", value_parser = parse_duration)]
+    response_timeout: Duration,
+}
+
+impl QueryArgs {
+    fn config(&self) -> query::QueryConfig {
+        query::QueryConfig {
+            http_address: self.http_address,
+            endpoints: query::endpoints::EndpointConfig {
+                static_endpoints: self.endpoints.clone(),
+                sd_files: self.sd_files.clone(),
+                info_interval: self.info_interval,
+                info_timeout: self.info_timeout,
+                sd_interval: self.sd_interval,
+            },
+            api: query::api::ApiConfig {
+                replica_labels: self
+                    .replica_labels
+                    .iter()
+                    .map(|l| l.trim().to_string())
+                    .filter(|l| !l.is_empty())
+                    .collect(),
+                engine: promql::EngineOpts {
+                    lookback_delta: self.lookback_delta,
+                    max_samples: self.max_samples,
+                    timeout: Some(self.timeout),
+                    default_subquery_step: self.default_evaluation_interval,
+                },
+                partial_response: !self.no_partial_response,
+                response_timeout: (!self.response_timeout.is_zero())
+                    .then_some(self.response_timeout),
+                max_concurrent: self.max_concurrent,
+            },
+        }
+    }
+}
+
 #[derive(Args)]
 struct UpArgs {
     /// Data directory of every component.
@@ -199,6 +287,9 @@ struct UpArgs {
     /// Address of the receiver's StoreAPI (gRPC).
     #[arg(long = "grpc-address", default_value = "127.0.0.1:10901")]
     grpc_address: SocketAddr,
+    /// Address of the query layer's HTTP endpoint (Prometheus HTTP API and UI).
+    #[arg(long = "query.http-address", default_value = "127.0.0.1:9090")]
+    query_http_address: SocketAddr,
 }
 
 impl ReceiveArgs {
@@ -327,6 +418,11 @@ fn main() -> anyhow::Result<()> {
                     .context("receiver failed")?;
             }
             Command::Bench(cmd) => bench::run(cmd).await?,
+            Command::Query(args) => {
+                query::run(args.config(), shutdown_signal())
+                    .await
+                    .context("query failed")?;
+            }
             Command::Up(args) => {
                 let config = ReceiveConfig {
                     remote_write_address: args.remote_write_address,
@@ -347,9 +443,41 @@ fn main() -> anyhow::Result<()> {
                 println!("  bucket:       {}", args.data_dir.join("bucket").display());
                 println!("  health:       http://{}/-/healthy", args.http_address);
                 println!("  StoreAPI:     grpc://{}", args.grpc_address);
-                receive::http::run(config, shutdown_signal())
+                println!(
+                    "  PromQL:       http://{}/api/v1/query (Prometheus HTTP API, UI at /)",
+                    args.query_http_address
+                );
+                // The query layer over the receiver's own StoreAPI, with one shutdown for both.
+                let query_config = query::QueryConfig {
+                    http_address: args.query_http_address,
+                    endpoints: query::endpoints::EndpointConfig {
+                        static_endpoints: vec![args.grpc_address.to_string()],
+                        // In-process and cheap: a first write (or a new tenant) is queryable
+                        // within a second.
+                        info_interval: Duration::from_secs(1),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                let query_listener = tokio::net::TcpListener::bind(args.query_http_address)
                     .await
-                    .context("receiver failed")?;
+                    .with_context(|| {
+                        format!("binding the query address {}", args.query_http_address)
+                    })?;
+                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    shutdown_signal().await;
+                    let _ = stop_tx.send(true);
+                });
+                let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                let (received, queried) = tokio::join!(
+                    receive::http::run(config, stopped(stop_rx.clone())),
+                    query::serve(query_config, query_listener, stopped(stop_rx)),
+                );
+                received.context("receiver failed")?;
+                queried.context("query failed")?;
             }
             Command::Tools(_) => unreachable!("tools run without the runtime"),
         }

@@ -12,7 +12,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{
-    remote_write, store_samples, vmagent, wait_until, Cairn, DelayProxy, ExpositionServer, Ports,
+    remote_write_request, store_samples, vmagent, wait_until, Cairn, DelayProxy, ExpositionServer,
+    Ports,
 };
 
 /// These tests start several processes each; run them one at a time.
@@ -112,7 +113,7 @@ impl Pool {
 }
 
 /// Round `r` of the test load: one sample per series at `base_ts() + r s`.
-fn round(r: i64) -> Vec<common::TestSeries> {
+fn round(r: i64) -> Vec<common::WriteSeries> {
     (0..SERIES)
         .map(|i| {
             (
@@ -141,7 +142,7 @@ fn expected(rounds: std::ops::Range<i64>) -> BTreeMap<String, Vec<(i64, u64)>> {
 }
 
 fn write_round(addr: std::net::SocketAddr, r: i64) -> common::HttpResponse {
-    remote_write(addr, TENANT, &round(r)).unwrap()
+    remote_write_request(addr, TENANT, &round(r)).unwrap()
 }
 
 #[test]

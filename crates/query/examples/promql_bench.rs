@@ -13,6 +13,10 @@
 //!   equal, then times each query `RUNS` times on both sides and prints the table. With `-`
 //!   as the URL it times Cairn alone, unchecked (for profiling).
 //!
+//! - `http <meta.json> <prometheus url> <cairn query url>`: the same queries over both HTTP
+//!   APIs (`bench/query.sh` puts `cairn query` over three receivers in front): checks the
+//!   answers are equal, then times each query's HTTP round trip on both sides, interleaved.
+//!
 //! Prometheus' time is its own `execTotalTime` (`stats=all`), so HTTP and JSON are not counted
 //! against it; the HTTP wall time is printed for reference. Cairn's time is the evaluation of the
 //! parsed query with the blocks already open (index lookups, chunk decoding and evaluation:
@@ -103,8 +107,17 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some("http") if args.len() == 4 => {
+            return match run_http(Path::new(&args[1]), &args[2], &args[3]) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("promql_bench: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         _ => Err(
-            "usage: promql_bench generate <file.om> <meta.json> | free-port | run <meta.json> <blocks dir> <prometheus url>"
+            "usage: promql_bench generate <file.om> <meta.json> | free-port | run <meta.json> <blocks dir> <prometheus url> | http <meta.json> <prometheus url> <cairn query url>"
                 .to_string(),
         ),
     };
@@ -448,9 +461,13 @@ fn prom_query_range(
     if status != 200 || v["status"] != "success" {
         return Err(format!("Prometheus answered {status} for {q}: {v}"));
     }
+    // Prometheus reports its own execution time; other APIs (Cairn's) may not.
     let exec_s = v["data"]["stats"]["timings"]["execTotalTime"]
         .as_f64()
-        .ok_or_else(|| format!("no data.stats.timings.execTotalTime for {q}"))?;
+        .unwrap_or(f64::NAN);
+    if exec_s.is_nan() && v["data"]["stats"].is_object() {
+        return Err(format!("no data.stats.timings.execTotalTime for {q}"));
+    }
     let mut result = BTreeMap::new();
     if parse {
         for s in v["data"]["result"].as_array().ok_or("no data.result")? {
@@ -632,20 +649,12 @@ fn run(meta_path: &Path, blocks_dir: &Path, prom: &str) -> Result<u8, String> {
         &std::fs::read(meta_path).map_err(|e| format!("reading {}: {e}", meta_path.display()))?,
     )
     .map_err(|e| e.to_string())?;
-    let data_start = meta["data_start_ms"].as_i64().ok_or("bad meta")?;
-    let data_end = meta["data_end_ms"].as_i64().ok_or("bad meta")?;
     let runs = env_num("RUNS", 7)? as usize;
     let step = env_num("STEP", 60)? as i64 * 1000;
     let only = std::env::var("QUERIES").ok();
     // `-` instead of a URL: time Cairn alone, without checking (for profiling).
     let cairn_only = prom == "-";
-
-    // Start an hour in (full windows for the 1 h increase and the 30 m subquery), half a second
-    // past a whole second: windows then start and end at .500 s, subquery steps at .000 s, and
-    // samples are at neither, so closed (2.42) and left-open (3.x) windows hold the same
-    // samples. End at the last step inside the data.
-    let start = (data_start + 3_600_000).div_euclid(60_000) * 60_000 + 60_000 + 30_500;
-    let end = start + (data_end - 1 - start) / step * step;
+    let (start, end) = query_range_of(&meta, step)?;
     let steps = (end - start) / step + 1;
 
     let blocks: Vec<Arc<Block>> = block_dirs(blocks_dir)?
@@ -817,4 +826,134 @@ fn run(meta_path: &Path, blocks_dir: &Path, prom: &str) -> Result<u8, String> {
     } else {
         0
     })
+}
+
+/// The query range `run` and `run_http` use. Start an hour in (full windows for the 1 h increase
+/// and the 30 m subquery), half a second past a whole second: windows then start and end at
+/// .500 s, subquery steps at .000 s, and samples are at neither, so closed (2.42) and left-open
+/// (3.x) windows hold the same samples. End at the last step inside the data.
+fn query_range_of(meta: &Value, step: i64) -> Result<(i64, i64), String> {
+    let data_start = meta["data_start_ms"].as_i64().ok_or("bad meta")?;
+    let data_end = meta["data_end_ms"].as_i64().ok_or("bad meta")?;
+    let start = (data_start + 3_600_000).div_euclid(60_000) * 60_000 + 60_000 + 30_500;
+    let end = start + (data_end - 1 - start) / step * step;
+    Ok((start, end))
+}
+
+/// Converts a Prometheus answer into the matrix shape `compare` takes.
+fn as_range_series(m: &BTreeMap<Labels, Vec<(i64, f64)>>) -> Vec<RangeSeries> {
+    m.iter()
+        .map(|(labels, points)| RangeSeries {
+            labels: labels.clone(),
+            samples: points
+                .iter()
+                .map(|&(t, f)| promql::Sample::float(t, f))
+                .collect(),
+        })
+        .collect()
+}
+
+/// Both HTTP APIs: check the answers agree, then time the round trips.
+fn run_http(meta_path: &Path, prom: &str, cairn: &str) -> Result<u8, String> {
+    let meta: Value = serde_json::from_slice(
+        &std::fs::read(meta_path).map_err(|e| format!("reading {}: {e}", meta_path.display()))?,
+    )
+    .map_err(|e| e.to_string())?;
+    let runs = env_num("RUNS", 7)? as usize;
+    let step = env_num("STEP", 60)? as i64 * 1000;
+    let only = std::env::var("QUERIES").ok();
+    let (start, end) = query_range_of(&meta, step)?;
+    println!(
+        "data: {} series, {} samples; queries: {} steps of {} s over {:.1} h, {runs} timed runs each",
+        meta["series"],
+        meta["samples"],
+        (end - start) / step + 1,
+        step / 1000,
+        (end - start) as f64 / 3.6e6
+    );
+
+    struct Row {
+        name: &'static str,
+        prom: f64,
+        prom_exec: f64,
+        cairn: f64,
+        series: usize,
+    }
+    let mut rows = Vec::new();
+    let mut failed = false;
+    for &(name, q) in QUERIES {
+        if let Some(only) = &only {
+            if !only.split(',').any(|x| x.trim() == name) {
+                continue;
+            }
+        }
+        // Warm-up and check.
+        let want = prom_query_range(prom, q, start, end, step, true)?;
+        let got = prom_query_range(cairn, q, start, end, step, true)?;
+        let got_matrix = as_range_series(&got.result);
+        let ranked = q.starts_with("topk") || q.starts_with("bottomk");
+        let checked = if ranked {
+            compare_ranked(&got_matrix, &want.result).map(|(n, _)| n)
+        } else {
+            compare(&got_matrix, &want.result)
+        };
+        if let Err(e) = checked {
+            eprintln!("MISMATCH {name}: {q}\n  {e}");
+            failed = true;
+            continue;
+        }
+        if got_matrix.is_empty() {
+            eprintln!("EMPTY {name}: {q} selects nothing");
+            failed = true;
+            continue;
+        }
+        let (mut p, mut pe, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let a = prom_query_range(prom, q, start, end, step, false)?;
+            p.push(a.wall.as_secs_f64() * 1e3);
+            pe.push(a.exec_s * 1e3);
+            let b = prom_query_range(cairn, q, start, end, step, false)?;
+            c.push(b.wall.as_secs_f64() * 1e3);
+        }
+        let row = Row {
+            name,
+            prom: median(&mut p),
+            prom_exec: median(&mut pe),
+            cairn: median(&mut c),
+            series: got_matrix.len(),
+        };
+        eprintln!(
+            "{name}: Prometheus {:.1} ms, cairn query {:.1} ms",
+            row.prom, row.cairn
+        );
+        rows.push(row);
+    }
+    println!();
+    println!("| query | series | Prometheus ms (exec) | cairn query ms | Prometheus / Cairn |");
+    println!("|---|---:|---:|---:|---:|");
+    let mut ratios = Vec::new();
+    for r in &rows {
+        let ratio = r.prom / r.cairn;
+        ratios.push(ratio);
+        println!(
+            "| {} | {} | {:.1} ({:.1}) | {:.1} | {:.2}x |",
+            r.name, r.series, r.prom, r.prom_exec, r.cairn, ratio
+        );
+    }
+    println!();
+    if failed {
+        println!("RESULT: some answers differ (see above); no verdict");
+        return Ok(2);
+    }
+    if ratios.is_empty() {
+        return Err("no queries ran".into());
+    }
+    let med = median(&mut ratios.clone());
+    let slowest = ratios.iter().cloned().fold(f64::INFINITY, f64::min);
+    println!(
+        "median Prometheus / Cairn latency ratio {med:.2}x (target >= 1: {}); lowest {slowest:.2}x",
+        if med >= 1.0 { "met" } else { "MISSED" }
+    );
+    let require = std::env::var("REQUIRE_TARGETS").is_ok_and(|v| v == "1");
+    Ok(if require && med < 1.0 { 3 } else { 0 })
 }

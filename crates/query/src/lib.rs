@@ -1,12 +1,33 @@
-//! The query layer: storage adapters for the PromQL engine; later fan-out, dedup and the HTTP API.
+//! The query layer: what `cairn query` is made of, and storage adapters for the PromQL engine.
 //!
-//! What this crate owns today:
-//! - [`TsdbQueryable`], which lets the PromQL engine ([`promql::Engine`]) evaluate over anything
-//!   that implements the TSDB's read interface ([`tsdb::querier::Querier`]: the head, a block,
-//!   or their merge).
+//! What this crate owns:
+//! - the endpoint set ([`endpoints`]): StoreAPI endpoints from flags and file SD ([`sd`]),
+//!   their Info (label sets, time range) and health, and routing by time and external labels;
+//! - the fan-out ([`fanout`]): Series, LabelNames and LabelValues to every endpoint that can
+//!   answer, in parallel, with time-outs and partial responses;
+//! - replica de-duplication ([`dedup`], [`series_set`]): series that differ only in replica
+//!   labels merged with Thanos' penalty algorithm and counter adjustment;
+//! - [`FanoutQueryable`], which lets the PromQL engine ([`promql::Engine`]) evaluate over the
+//!   fan-out, and [`TsdbQueryable`], which lets it evaluate over a local TSDB
+//!   ([`tsdb::querier::Querier`]: the head, a block, or their merge);
+//! - the Prometheus HTTP API with Thanos' parameters ([`api`]), the UI routes ([`ui`]) and the
+//!   server that runs them ([`server`]).
 //!
-//! What it does not own: PromQL evaluation (the `promql` crate) and storage (the `tsdb` crate).
+//! What it does not own: PromQL evaluation (the `promql` crate), storage (`tsdb`), the
+//! StoreAPI server (`store`), the command line (`cairn`). See `docs/components/query.md`.
 
+pub mod api;
+pub mod dedup;
+pub mod endpoints;
+pub mod fanout;
+mod fanout_queryable;
+pub mod metrics;
+pub mod sd;
+pub mod series_set;
+pub mod server;
 mod tsdb_queryable;
+pub mod ui;
 
+pub use fanout_queryable::{FanoutQueryable, ReadOptions};
+pub use server::{run, serve, QueryConfig};
 pub use tsdb_queryable::{to_tsdb_matcher, TsdbQueryable};

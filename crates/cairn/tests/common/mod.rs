@@ -715,14 +715,12 @@ impl Drop for DelayProxy {
     }
 }
 
-/// A series to write: its labels (sorted, with `__name__`) and samples (timestamp, value).
-pub type TestSeries = (Vec<(String, String)>, Vec<(i64, f64)>);
-
-/// Sends one remote-write 1.0 request of `series` for `tenant`.
-pub fn remote_write(
+/// Sends one remote-write 1.0 request of `series` (sorted labels with `__name__`, samples)
+/// for `tenant` and returns the answer, whatever it is.
+pub fn remote_write_request(
     addr: SocketAddr,
     tenant: &str,
-    series: &[TestSeries],
+    series: &[WriteSeries],
 ) -> std::io::Result<HttpResponse> {
     use proto::remote_write::{encode_v1, Label, Sample, TimeSeries, WriteRequest};
     let req = WriteRequest {
@@ -810,4 +808,185 @@ pub fn store_samples(
         }
         out
     })
+}
+
+/// A series to write: labels as name/value pairs, samples as (ms, value).
+pub type WriteSeries = (Vec<(String, String)>, Vec<(i64, f64)>);
+
+/// Remote-writes `series` to a receiver in one request, optionally for a tenant; panics unless
+/// the receiver answers 2xx.
+pub fn remote_write(addr: SocketAddr, tenant: Option<&str>, series: &[WriteSeries]) {
+    use proto::remote_write::{encode_v1, Label, Sample, TimeSeries, WriteRequest};
+    let timeseries = series
+        .iter()
+        .map(|(labels, samples)| TimeSeries {
+            labels: labels
+                .iter()
+                .map(|(n, v)| Label {
+                    name: n.as_str(),
+                    value: v.as_str(),
+                })
+                .collect(),
+            samples: samples
+                .iter()
+                .map(|&(timestamp, value)| Sample { value, timestamp })
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    let body = snappy(&encode_v1(&WriteRequest {
+        timeseries,
+        metadata: vec![],
+    }));
+    let mut headers = vec![
+        ("Content-Type", "application/x-protobuf"),
+        ("Content-Encoding", "snappy"),
+        ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+    ];
+    if let Some(t) = tenant {
+        headers.push(("THANOS-TENANT", t));
+    }
+    let r = http(addr, "POST", "/api/v1/receive", &headers, &body).unwrap();
+    assert!(
+        (200..300).contains(&r.status),
+        "remote write answered {}: {}",
+        r.status,
+        r.body
+    );
+}
+
+/// Percent-encodes a query parameter value.
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A query string from name/value pairs.
+pub fn query_string(params: &[(&str, &str)]) -> String {
+    params
+        .iter()
+        .map(|(k, v)| format!("{}={}", url_encode(k), url_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A `cairn query` process.
+pub struct CairnQuery {
+    pub proc: Proc,
+    pub http: SocketAddr,
+}
+
+impl CairnQuery {
+    /// Starts `cairn query` over `endpoints` (Info asked every 200 ms so that tests see new data
+    /// and dead endpoints quickly) and waits for readiness.
+    pub fn start(dir: &Path, endpoints: &[SocketAddr], extra: &[&str]) -> CairnQuery {
+        let http_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        cmd.arg("query")
+            .arg(format!("--http-address={http_addr}"))
+            .arg("--endpoint.info-interval=200ms")
+            .args(endpoints.iter().map(|e| format!("--endpoint={e}")))
+            .args(extra)
+            .env("CAIRN_LOG", "info");
+        let mut proc = Proc::spawn("cairn-query", &mut cmd, dir);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if matches!(get(http_addr, "/-/ready"), Ok(r) if r.status == 200) {
+                break;
+            }
+            if let Some(status) = proc.child.try_wait().unwrap() {
+                panic!(
+                    "cairn query exited early ({status}); log:\n{}",
+                    proc.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cairn query not ready; log:\n{}",
+                proc.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        CairnQuery {
+            proc,
+            http: http_addr,
+        }
+    }
+
+    /// GET `path?params`, parsed as JSON; returns the status code too.
+    pub fn get_json(&self, path: &str, params: &[(&str, &str)]) -> (u16, serde_json::Value) {
+        get_json(self.http, path, params)
+    }
+
+    /// POST `params` as a form to `path`, parsed as JSON.
+    pub fn post_form(&self, path: &str, params: &[(&str, &str)]) -> (u16, serde_json::Value) {
+        let body = query_string(params);
+        let r = http(
+            self.http,
+            "POST",
+            path,
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            body.as_bytes(),
+        )
+        .unwrap();
+        let v = serde_json::from_str(&r.body)
+            .unwrap_or_else(|e| panic!("POST {path}: {e}: {:?}", r.body));
+        (r.status, v)
+    }
+}
+
+/// GET `path?params` from any Prometheus-compatible HTTP API, parsed as JSON.
+pub fn get_json(addr: SocketAddr, path: &str, params: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let url = if params.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", query_string(params))
+    };
+    let r = get(addr, &url).unwrap();
+    let v =
+        serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("GET {url}: {e}: {:?}", r.body));
+    (r.status, v)
+}
+
+/// Prometheus 2.42 (server mode, no scraping) over the TSDB directory `data`, on a free port.
+pub struct PrometheusServer {
+    pub proc: Proc,
+    pub http: SocketAddr,
+}
+
+impl PrometheusServer {
+    pub fn start(dir: &Path, data: &Path) -> PrometheusServer {
+        let prometheus = require_binary("/usr/bin/prometheus", "prometheus");
+        let cfg = dir.join("prometheus-server.yml");
+        std::fs::write(&cfg, "scrape_configs: []\n").unwrap();
+        let http_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let proc = Proc::spawn(
+            "prometheus-server",
+            Command::new(prometheus)
+                .arg(format!("--config.file={}", cfg.display()))
+                .arg(format!("--storage.tsdb.path={}", data.display()))
+                .arg("--storage.tsdb.retention.time=100y")
+                // Min = max block duration: no compaction, Prometheus reads the blocks as given.
+                .arg("--storage.tsdb.min-block-duration=2h")
+                .arg("--storage.tsdb.max-block-duration=2h")
+                .arg(format!("--web.listen-address={http_addr}")),
+            dir,
+        );
+        wait_until(
+            Duration::from_secs(60),
+            "Prometheus ready",
+            || matches!(get(http_addr, "/-/ready"), Ok(r) if r.status == 200),
+        );
+        PrometheusServer {
+            proc,
+            http: http_addr,
+        }
+    }
 }

@@ -1,0 +1,871 @@
+//! The Prometheus HTTP API over the fan-out, with Thanos' query parameters.
+//!
+//! Endpoints (GET, and POST with a form body where Prometheus accepts it):
+//! `/api/v1/query`, `/api/v1/query_range`, `/api/v1/series`, `/api/v1/labels`,
+//! `/api/v1/label/<name>/values`, `/api/v1/metadata` (always empty: StoreAPI carries no
+//! metadata), `/api/v1/query_exemplars` and `/api/v1/rules` (empty, for Grafana),
+//! `/api/v1/status/buildinfo`, `/api/v1/stores` (Thanos Query's endpoint list), `/metrics`,
+//! `/-/healthy`, `/-/ready`, and the UI routes of [`crate::ui`].
+//!
+//! Answers have Prometheus' envelope: `{"status": "success", "data": ..., "warnings": [...]}`
+//! or `{"status": "error", "errorType": ..., "error": ...}` with its status codes: `bad_data`
+//! 400, `execution` 422, `timeout` and `canceled` 503, `internal` 500. A query that failed
+//! because an endpoint failed with `partial_response=false` is `internal`, as Prometheus
+//! reports storage errors.
+//!
+//! Thanos' parameters: `dedup` (default true: merge series differing only in the replica
+//! labels), `replicaLabels[]` (replace `--query.replica-label` for this request),
+//! `partial_response` (default `--query.partial-response`), `max_source_resolution` (a duration
+//! or `auto`; validated and passed to the stores, which serve raw data only today).
+
+pub mod json;
+pub mod params;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{MatchedPath, Path, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use promql::{CancelToken, Engine, EngineOpts, Matcher, QueryResult, QueryValue};
+use tokio::sync::Semaphore;
+use tsdb::Labels;
+
+use crate::endpoints::{EndpointSet, Health};
+use crate::fanout::{self, FanoutError, FanoutOptions, SeriesQuery};
+use crate::fanout_queryable::{FanoutQueryable, ReadOptions};
+use crate::metrics::Metrics;
+use crate::series_set::group;
+use params::{parse_bool, parse_duration, parse_time, Params, MAX_TIME_MS, MIN_TIME_MS};
+
+/// What the API needs to know from `cairn query`'s flags.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// `--query.replica-label`.
+    pub replica_labels: Vec<String>,
+    /// Engine defaults: `--query.timeout`, `--query.lookback-delta`, `--query.max-samples`.
+    pub engine: EngineOpts,
+    /// `--query.partial-response`: the default of `partial_response`.
+    pub partial_response: bool,
+    /// `--store.response-timeout`.
+    pub response_timeout: Option<Duration>,
+    /// `--query.max-concurrent`: queries evaluated at once; more wait.
+    pub max_concurrent: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            replica_labels: Vec::new(),
+            engine: EngineOpts::default(),
+            partial_response: true,
+            response_timeout: None,
+            max_concurrent: 20,
+        }
+    }
+}
+
+/// The API's state.
+pub struct Api {
+    endpoints: Arc<EndpointSet>,
+    config: ApiConfig,
+    gate: Semaphore,
+    pub metrics: Metrics,
+}
+
+/// The error types of Prometheus' API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorType {
+    BadData,
+    Execution,
+    Timeout,
+    Canceled,
+    Internal,
+}
+
+impl ErrorType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::BadData => "bad_data",
+            ErrorType::Execution => "execution",
+            ErrorType::Timeout => "timeout",
+            ErrorType::Canceled => "canceled",
+            ErrorType::Internal => "internal",
+        }
+    }
+
+    /// Prometheus 2.x's status codes (3.x answers `canceled` with 499).
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorType::BadData => StatusCode::BAD_REQUEST,
+            ErrorType::Execution => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorType::Timeout | ErrorType::Canceled => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// A failed request.
+#[derive(Debug)]
+pub struct ApiError {
+    pub kind: ErrorType,
+    pub message: String,
+    pub warnings: Vec<String>,
+}
+
+impl ApiError {
+    fn new(kind: ErrorType, message: impl Into<String>) -> Self {
+        ApiError {
+            kind,
+            message: message.into(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn bad_data(message: impl Into<String>) -> Self {
+        Self::new(ErrorType::BadData, message)
+    }
+
+    fn invalid_param(name: &str, err: impl std::fmt::Display) -> Self {
+        Self::bad_data(format!("invalid parameter {name:?}: {err}"))
+    }
+}
+
+impl From<promql::Error> for ApiError {
+    fn from(e: promql::Error) -> Self {
+        let kind = match &e {
+            promql::Error::Parse(_) => ErrorType::BadData,
+            promql::Error::Eval(_) | promql::Error::TooManySamples(_) => ErrorType::Execution,
+            promql::Error::Timeout(_) => ErrorType::Timeout,
+            promql::Error::Canceled(_) => ErrorType::Canceled,
+            promql::Error::Storage(_) => ErrorType::Internal,
+        };
+        ApiError::new(kind, e.to_string())
+    }
+}
+
+impl From<FanoutError> for ApiError {
+    fn from(e: FanoutError) -> Self {
+        let kind = match e {
+            FanoutError::Timeout(_) => ErrorType::Timeout,
+            FanoutError::Endpoint(_) => ErrorType::Internal,
+        };
+        ApiError::new(kind, e.to_string())
+    }
+}
+
+/// A successful answer: `data` as JSON, and its warnings and infos.
+struct Answer {
+    data: String,
+    warnings: Vec<String>,
+    infos: Vec<String>,
+}
+
+impl Answer {
+    fn new(data: String, warnings: Vec<String>) -> Self {
+        Answer {
+            data,
+            warnings,
+            infos: Vec::new(),
+        }
+    }
+}
+
+type ApiResult = Result<Answer, ApiError>;
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn respond(result: ApiResult) -> Response {
+    match result {
+        Ok(a) => json_response(
+            StatusCode::OK,
+            json::success(&a.data, &a.warnings, &a.infos),
+        ),
+        Err(e) => json_response(
+            e.kind.status(),
+            json::error(e.kind.as_str(), &e.message, &e.warnings),
+        ),
+    }
+}
+
+/// Cancels a query's evaluation when the request goes away before it finishes.
+struct CancelOnDrop(Option<CancelToken>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.cancel();
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn parse_bool_param(p: &Params, name: &str, default: bool) -> Result<bool, ApiError> {
+    match p.get(name) {
+        None => Ok(default),
+        Some(v) => parse_bool(v).ok_or_else(|| {
+            ApiError::bad_data(format!(
+                "'{name}' parameter: strconv.ParseBool: parsing {v:?}: invalid syntax"
+            ))
+        }),
+    }
+}
+
+fn time_param(p: &Params, name: &str, default: i64) -> Result<i64, ApiError> {
+    match p.get(name) {
+        None => Ok(default),
+        Some(v) => parse_time(v).map_err(|e| {
+            ApiError::invalid_param(name, format!("invalid time value for '{name}': {e}"))
+        }),
+    }
+}
+
+fn limit_param(p: &Params) -> Result<usize, ApiError> {
+    match p.get("limit") {
+        None => Ok(0),
+        Some(v) => match v.parse::<i64>() {
+            Ok(n) if n >= 0 => Ok(n as usize),
+            Ok(_) => Err(ApiError::invalid_param(
+                "limit",
+                "limit must be non-negative",
+            )),
+            Err(_) => Err(ApiError::invalid_param(
+                "limit",
+                format!("strconv.Atoi: parsing {v:?}: invalid syntax"),
+            )),
+        },
+    }
+}
+
+/// The matcher sets of a series selector (`{a="b"}`, `up{job=~"x"}`; `or` inside the braces
+/// gives several sets).
+pub fn parse_selector(s: &str) -> Result<Vec<Vec<Matcher>>, String> {
+    use promql::promql_parser::label::MatchOp as P;
+    use promql::promql_parser::parser::Expr;
+    let expr = promql::parse(s).map_err(|e| e.to_string())?;
+    let Expr::VectorSelector(vs) = expr else {
+        return Err(format!("{s:?} is not a series selector"));
+    };
+    let conv = |m: &promql::promql_parser::label::Matcher| -> Result<Matcher, String> {
+        let op = match &m.op {
+            P::Equal => promql::MatchOp::Equal,
+            P::NotEqual => promql::MatchOp::NotEqual,
+            P::Re(_) => promql::MatchOp::Regex,
+            P::NotRe(_) => promql::MatchOp::NotRegex,
+        };
+        Matcher::new(op, m.name.clone(), m.value.clone()).map_err(|e| e.to_string())
+    };
+    let mut base = Vec::new();
+    if let Some(n) = &vs.name {
+        base.push(
+            Matcher::new(promql::MatchOp::Equal, "__name__", n.clone())
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    for m in &vs.matchers.matchers {
+        base.push(conv(m)?);
+    }
+    if vs.matchers.or_matchers.is_empty() {
+        return Ok(vec![base]);
+    }
+    let mut out = Vec::new();
+    for g in &vs.matchers.or_matchers {
+        let mut set = base.clone();
+        for m in g {
+            set.push(conv(m)?);
+        }
+        out.push(set);
+    }
+    Ok(out)
+}
+
+/// Parses every `match[]` value; each set must have a matcher that does not match the empty
+/// string (Prometheus' rule: no selecting everything).
+fn matcher_sets(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
+    let mut out = Vec::new();
+    for m in p.all("match[]") {
+        let sets = parse_selector(m).map_err(|e| ApiError::invalid_param("match[]", e))?;
+        for set in sets {
+            if !set.iter().any(|m| !m.matches("")) {
+                return Err(ApiError::bad_data(
+                    "match[] must contain at least one non-empty matcher",
+                ));
+            }
+            out.push(set);
+        }
+    }
+    Ok(out)
+}
+
+fn truncate<T>(v: &mut Vec<T>, limit: usize, warnings: &mut Vec<String>) {
+    if limit > 0 && v.len() > limit {
+        v.truncate(limit);
+        warnings.push("results truncated due to limit".to_string());
+    }
+}
+
+impl Api {
+    pub fn new(config: ApiConfig, endpoints: Arc<EndpointSet>) -> Arc<Self> {
+        Arc::new(Api {
+            gate: Semaphore::new(config.max_concurrent.max(1)),
+            endpoints,
+            config,
+            metrics: Metrics::new(),
+        })
+    }
+
+    pub fn endpoints(&self) -> &Arc<EndpointSet> {
+        &self.endpoints
+    }
+
+    /// The engine for a request (`timeout` and `lookback_delta` parameters applied) and the
+    /// query's deadline.
+    fn engine_for(&self, p: &Params) -> Result<(Engine, Instant), ApiError> {
+        let mut opts = self.config.engine.clone();
+        if let Some(v) = p.get("timeout") {
+            let ms = parse_duration(v).map_err(|e| ApiError::invalid_param("timeout", e))?;
+            let asked = Duration::from_millis(ms.max(0) as u64);
+            opts.timeout = Some(opts.timeout.map_or(asked, |t| t.min(asked)));
+        }
+        if let Some(v) = p.get("lookback_delta") {
+            let ms = parse_duration(v).map_err(|e| {
+                ApiError::bad_data(format!("error parsing lookback delta duration: {e}"))
+            })?;
+            if ms > 0 {
+                opts.lookback_delta = Duration::from_millis(ms as u64);
+            }
+        }
+        let deadline =
+            Instant::now() + opts.timeout.unwrap_or(Duration::from_secs(365 * 24 * 3600));
+        Ok((Engine::new(opts), deadline))
+    }
+
+    /// `dedup`, `replicaLabels[]`, `partial_response`, `max_source_resolution`.
+    fn read_options(
+        &self,
+        p: &Params,
+        deadline: Instant,
+        step_ms: i64,
+    ) -> Result<ReadOptions, ApiError> {
+        let dedup = parse_bool_param(p, "dedup", true)?;
+        let partial = parse_bool_param(p, "partial_response", self.config.partial_response)?;
+        let asked: Vec<String> = p
+            .all("replicaLabels[]")
+            .into_iter()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        let replica_labels = if asked.is_empty() {
+            self.config.replica_labels.clone()
+        } else {
+            asked
+        };
+        let max_resolution_window = match p.get("max_source_resolution") {
+            None => 0,
+            Some("auto") => (step_ms / 5).max(0),
+            Some(v) => {
+                let ms = parse_duration(v).map_err(|e| {
+                    ApiError::bad_data(format!("'max_source_resolution' parameter: {e}"))
+                })?;
+                if ms < 0 {
+                    return Err(ApiError::bad_data(
+                        "negative 'max_source_resolution' is not accepted. Try a positive integer",
+                    ));
+                }
+                ms
+            }
+        };
+        Ok(ReadOptions {
+            dedup,
+            replica_labels,
+            fanout: FanoutOptions {
+                partial_response: partial,
+                deadline: Some(deadline),
+                response_timeout: self.config.response_timeout,
+            },
+            max_resolution_window,
+        })
+    }
+
+    /// Runs `eval` on a blocking thread over a fan-out queryable; returns the result and every
+    /// warning (endpoints' first, then the engine's).
+    async fn evaluate<F>(
+        &self,
+        engine: Engine,
+        read: ReadOptions,
+        kind: &'static str,
+        eval: F,
+    ) -> Result<(QueryResult, Vec<String>), ApiError>
+    where
+        F: FnOnce(&Engine, &FanoutQueryable, CancelToken) -> promql::Result<QueryResult>
+            + Send
+            + 'static,
+    {
+        let _permit = self
+            .gate
+            .acquire()
+            .await
+            .map_err(|_| ApiError::new(ErrorType::Internal, "shutting down"))?;
+        let cancel = CancelToken::new();
+        let mut guard = CancelOnDrop(Some(cancel.clone()));
+        let storage = FanoutQueryable::new(
+            self.endpoints.clone(),
+            tokio::runtime::Handle::current(),
+            read,
+            Some(cancel.clone()),
+        );
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = eval(&engine, &storage, cancel);
+            (result, storage.take_warnings())
+        })
+        .await;
+        guard.0 = None;
+        let outcome = |o: &str| {
+            vec![
+                ("kind".to_string(), kind.to_string()),
+                ("outcome".to_string(), o.to_string()),
+            ]
+        };
+        let (result, mut warnings) = match joined {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics
+                    .queries
+                    .get_or_create(&outcome("internal"))
+                    .inc();
+                return Err(ApiError::new(
+                    ErrorType::Internal,
+                    format!("query evaluation failed: {e}"),
+                ));
+            }
+        };
+        if warnings.iter().any(|w| w.starts_with("endpoint ")) {
+            self.metrics.partial_responses.inc();
+        }
+        match result {
+            Ok(r) => {
+                self.metrics
+                    .queries
+                    .get_or_create(&outcome("success"))
+                    .inc();
+                warnings.extend(r.annotations.warnings.iter().cloned());
+                Ok((r, warnings))
+            }
+            Err(e) => {
+                let mut err = ApiError::from(e);
+                self.metrics
+                    .queries
+                    .get_or_create(&outcome(err.kind.as_str()))
+                    .inc();
+                err.warnings = warnings;
+                Err(err)
+            }
+        }
+    }
+
+    async fn query(self: Arc<Self>, p: Params) -> ApiResult {
+        let t = time_param(&p, "time", now_ms())?;
+        let (engine, deadline) = self.engine_for(&p)?;
+        let read = self.read_options(&p, deadline, 0)?;
+        let expr = promql::parse(p.get("query").unwrap_or(""))
+            .map_err(|e| ApiError::invalid_param("query", e))?;
+        let (result, warnings) = self
+            .evaluate(engine, read, "instant", move |engine, storage, cancel| {
+                engine.instant_query_expr(storage, &expr, t, Some(cancel))
+            })
+            .await?;
+        Ok(query_answer(result, warnings))
+    }
+
+    async fn query_range(self: Arc<Self>, p: Params) -> ApiResult {
+        let start = parse_time(p.get("start").unwrap_or(""))
+            .map_err(|e| ApiError::invalid_param("start", e))?;
+        let end = parse_time(p.get("end").unwrap_or(""))
+            .map_err(|e| ApiError::invalid_param("end", e))?;
+        if end < start {
+            return Err(ApiError::invalid_param(
+                "end",
+                "end timestamp must not be before start time",
+            ));
+        }
+        let step = parse_duration(p.get("step").unwrap_or(""))
+            .map_err(|e| ApiError::invalid_param("step", e))?;
+        if step <= 0 {
+            return Err(ApiError::invalid_param(
+                "step",
+                "zero or negative query resolution step widths are not accepted. Try a positive integer",
+            ));
+        }
+        // Prometheus' bound: 60 s resolution for a week, 1 h for a year.
+        if (end - start) / step > 11_000 {
+            return Err(ApiError::bad_data(
+                "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+            ));
+        }
+        let (engine, deadline) = self.engine_for(&p)?;
+        let read = self.read_options(&p, deadline, step)?;
+        let expr = promql::parse(p.get("query").unwrap_or(""))
+            .map_err(|e| ApiError::invalid_param("query", e))?;
+        let (result, warnings) = self
+            .evaluate(engine, read, "range", move |engine, storage, cancel| {
+                engine.range_query_expr(storage, &expr, start, end, step, Some(cancel))
+            })
+            .await?;
+        Ok(query_answer(result, warnings))
+    }
+
+    /// Deadline and read options for the metadata endpoints (no engine involved).
+    fn metadata_options(&self, p: &Params) -> Result<ReadOptions, ApiError> {
+        let (_, deadline) = self.engine_for(p)?;
+        self.read_options(p, deadline, 0)
+    }
+
+    async fn series(self: Arc<Self>, p: Params) -> ApiResult {
+        if p.all("match[]").is_empty() {
+            return Err(ApiError::bad_data("no match[] parameter provided"));
+        }
+        let limit = limit_param(&p)?;
+        let start = time_param(&p, "start", MIN_TIME_MS)?;
+        let end = time_param(&p, "end", MAX_TIME_MS)?;
+        let sets = matcher_sets(&p)?;
+        let read = self.metadata_options(&p)?;
+        let mut found: BTreeSet<Labels> = BTreeSet::new();
+        let mut warnings = Vec::new();
+        for matchers in sets {
+            let q = SeriesQuery {
+                matchers,
+                min_time: start,
+                max_time: end,
+                skip_chunks: true,
+                func: Some("series".into()),
+                ..Default::default()
+            };
+            let g = fanout::series(&self.endpoints, &q, &read.fanout).await?;
+            warnings.extend(g.warnings);
+            for s in group(g.answers, &read.replica_labels, read.dedup_active()) {
+                found.insert(s.labels);
+            }
+        }
+        let mut found: Vec<Labels> = found.into_iter().collect();
+        truncate(&mut found, limit, &mut warnings);
+        let mut data = String::from("[");
+        for (i, l) in found.iter().enumerate() {
+            if i > 0 {
+                data.push(',');
+            }
+            json::push_labels(&mut data, l);
+        }
+        data.push(']');
+        Ok(Answer::new(data, warnings))
+    }
+
+    async fn labels(self: Arc<Self>, p: Params) -> ApiResult {
+        let limit = limit_param(&p)?;
+        let start = time_param(&p, "start", MIN_TIME_MS)?;
+        let end = time_param(&p, "end", MAX_TIME_MS)?;
+        let mut sets = matcher_sets(&p)?;
+        if sets.is_empty() {
+            sets.push(Vec::new());
+        }
+        let read = self.metadata_options(&p)?;
+        let mut names: BTreeSet<String> = BTreeSet::new();
+        let mut warnings = Vec::new();
+        for matchers in sets {
+            let g =
+                fanout::label_names(&self.endpoints, &matchers, start, end, &read.fanout).await?;
+            warnings.extend(g.warnings);
+            names.extend(g.answers.into_iter().flatten());
+        }
+        if read.dedup_active() {
+            names.retain(|n| !read.replica_labels.contains(n));
+        }
+        let mut names: Vec<String> = names.into_iter().collect();
+        truncate(&mut names, limit, &mut warnings);
+        let mut data = String::new();
+        json::push_str_array(&mut data, &names);
+        Ok(Answer::new(data, warnings))
+    }
+
+    async fn label_values(self: Arc<Self>, name: String, p: Params) -> ApiResult {
+        if name.is_empty() {
+            return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
+        }
+        let limit = limit_param(&p)?;
+        let start = time_param(&p, "start", MIN_TIME_MS)?;
+        let end = time_param(&p, "end", MAX_TIME_MS)?;
+        let mut sets = matcher_sets(&p)?;
+        if sets.is_empty() {
+            sets.push(Vec::new());
+        }
+        let read = self.metadata_options(&p)?;
+        let mut values: BTreeSet<String> = BTreeSet::new();
+        let mut warnings = Vec::new();
+        // A replica label has no values once replicas are merged (as in Thanos).
+        if !(read.dedup_active() && read.replica_labels.contains(&name)) {
+            for matchers in sets {
+                let g = fanout::label_values(
+                    &self.endpoints,
+                    &name,
+                    &matchers,
+                    start,
+                    end,
+                    &read.fanout,
+                )
+                .await?;
+                warnings.extend(g.warnings);
+                values.extend(g.answers.into_iter().flatten());
+            }
+        }
+        let mut values: Vec<String> = values.into_iter().collect();
+        truncate(&mut values, limit, &mut warnings);
+        let mut data = String::new();
+        json::push_str_array(&mut data, &values);
+        Ok(Answer::new(data, warnings))
+    }
+
+    fn stores(&self) -> ApiResult {
+        let mut by_type: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for e in self.endpoints.snapshots() {
+            let mut o = String::from("{\"name\":");
+            json::push_str(&mut o, &e.address);
+            o.push_str(",\"health\":");
+            json::push_str(&mut o, e.health.as_str());
+            o.push_str(",\"lastCheck\":");
+            match e.last_check {
+                Some(t) => {
+                    let ms = t
+                        .duration_since(UNIX_EPOCH)
+                        .map(|d| d.as_millis() as i64)
+                        .unwrap_or(0);
+                    json::push_str(&mut o, &params::format_rfc3339(ms));
+                }
+                None => o.push_str("null"),
+            }
+            o.push_str(",\"lastError\":");
+            match (&e.last_error, e.health) {
+                (Some(err), Health::Down) => json::push_str(&mut o, err),
+                _ => o.push_str("null"),
+            }
+            o.push_str(",\"labelSets\":[");
+            let info = e.info.as_ref();
+            for (i, l) in info
+                .map(|i| i.label_sets.as_slice())
+                .unwrap_or(&[])
+                .iter()
+                .enumerate()
+            {
+                if i > 0 {
+                    o.push(',');
+                }
+                json::push_labels(&mut o, l);
+            }
+            o.push(']');
+            match info.and_then(|i| i.store_range) {
+                Some((lo, hi)) => {
+                    o.push_str(&format!(",\"minTime\":{lo},\"maxTime\":{hi}"));
+                }
+                None => o.push_str(",\"minTime\":null,\"maxTime\":null"),
+            }
+            o.push('}');
+            let kind = info
+                .map(|i| i.component_type.clone())
+                .filter(|c| !c.is_empty())
+                .unwrap_or_else(|| "unknown".to_string());
+            by_type.entry(kind).or_default().push(o);
+        }
+        let mut data = String::from("{");
+        for (i, (kind, list)) in by_type.iter().enumerate() {
+            if i > 0 {
+                data.push(',');
+            }
+            json::push_str(&mut data, kind);
+            data.push_str(":[");
+            data.push_str(&list.join(","));
+            data.push(']');
+        }
+        data.push('}');
+        Ok(Answer::new(data, Vec::new()))
+    }
+}
+
+fn query_answer(result: QueryResult, warnings: Vec<String>) -> Answer {
+    let mut data = String::with_capacity(match &result.value {
+        QueryValue::Matrix(m) => 64 + m.iter().map(|s| 100 + s.samples.len() * 24).sum::<usize>(),
+        _ => 256,
+    });
+    json::push_query_data(&mut data, &result.value);
+    Answer {
+        data,
+        warnings,
+        infos: result.annotations.infos,
+    }
+}
+
+/// Reads a request's parameters: the URL query, plus the form body of a POST.
+fn read_params(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Params, ApiError> {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let form = (*method == Method::POST && is_form).then_some(body.as_ref());
+    Params::parse(uri.query(), form)
+        .map_err(|e| ApiError::bad_data(format!("error parsing form values: {e}")))
+}
+
+macro_rules! handler {
+    ($name:ident, $method:ident) => {
+        async fn $name(
+            State(api): State<Arc<Api>>,
+            method: Method,
+            uri: Uri,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> Response {
+            respond(match read_params(&method, &uri, &headers, &body) {
+                Ok(p) => api.$method(p).await,
+                Err(e) => Err(e),
+            })
+        }
+    };
+}
+
+handler!(query_handler, query);
+handler!(query_range_handler, query_range);
+handler!(series_handler, series);
+handler!(labels_handler, labels);
+
+async fn label_values_handler(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    respond(match read_params(&method, &uri, &headers, &body) {
+        Ok(p) => api.label_values(name, p).await,
+        Err(e) => Err(e),
+    })
+}
+
+async fn stores_handler(State(api): State<Arc<Api>>) -> Response {
+    respond(api.stores())
+}
+
+async fn buildinfo_handler() -> Response {
+    let data = format!(
+        "{{\"version\":\"{}\",\"revision\":\"\",\"branch\":\"\",\"buildUser\":\"\",\"buildDate\":\"\",\"goVersion\":\"\",\"application\":\"cairn\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    respond(Ok(Answer::new(data, Vec::new())))
+}
+
+async fn empty_object_handler() -> Response {
+    respond(Ok(Answer::new("{}".into(), Vec::new())))
+}
+
+async fn empty_list_handler() -> Response {
+    respond(Ok(Answer::new("[]".into(), Vec::new())))
+}
+
+async fn rules_handler() -> Response {
+    respond(Ok(Answer::new("{\"groups\":[]}".into(), Vec::new())))
+}
+
+async fn metrics_handler(State(api): State<Arc<Api>>) -> Response {
+    api.metrics.observe_endpoints(&api.endpoints.snapshots());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        api.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn ready_handler(State(api): State<Arc<Api>>) -> Response {
+    if api.endpoints.first_update_done() {
+        (StatusCode::OK, "OK").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: endpoints not asked yet",
+        )
+            .into_response()
+    }
+}
+
+/// Counts and times every request by route.
+async fn track(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
+    let handler = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "other".to_string());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let code = resp.status().as_u16().to_string();
+    api.metrics
+        .http_requests
+        .get_or_create(&vec![
+            ("handler".to_string(), handler.clone()),
+            ("method".to_string(), method.clone()),
+            ("code".to_string(), code),
+        ])
+        .inc();
+    api.metrics
+        .http_request_duration
+        .get_or_create(&vec![
+            ("handler".to_string(), handler),
+            ("method".to_string(), method),
+        ])
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// Every route of `cairn query`'s HTTP port.
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/api/v1/query", get(query_handler).post(query_handler))
+        .route(
+            "/api/v1/query_range",
+            get(query_range_handler).post(query_range_handler),
+        )
+        .route("/api/v1/series", get(series_handler).post(series_handler))
+        .route("/api/v1/labels", get(labels_handler).post(labels_handler))
+        .route("/api/v1/label/{name}/values", get(label_values_handler))
+        .route("/api/v1/metadata", get(empty_object_handler))
+        .route(
+            "/api/v1/query_exemplars",
+            get(empty_list_handler).post(empty_list_handler),
+        )
+        .route("/api/v1/rules", get(rules_handler))
+        .route("/api/v1/status/buildinfo", get(buildinfo_handler))
+        .route("/api/v1/stores", get(stores_handler))
+        .route("/metrics", get(metrics_handler))
+        .route("/-/healthy", get(|| async { "OK" }))
+        .route("/-/ready", get(ready_handler))
+        .merge(crate::ui::routes())
+        .route_layer(middleware::from_fn_with_state(api.clone(), track))
+        .with_state(api)
+}

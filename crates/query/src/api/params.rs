@@ -1,0 +1,359 @@
+//! Request parameters as the Prometheus HTTP API reads them: from the URL query and, for POST,
+//! an `application/x-www-form-urlencoded` body (body values first, as Go's `FormValue`), with
+//! Prometheus' time and duration syntax.
+
+/// The parameters of one request.
+#[derive(Debug, Default)]
+pub struct Params(Vec<(String, String)>);
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes one `application/x-www-form-urlencoded` component (`+` is a space).
+pub fn url_decode(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let (Some(h), Some(l)) = (
+                    b.get(i + 1).copied().and_then(hex),
+                    b.get(i + 2).copied().and_then(hex),
+                ) else {
+                    let end = (i + 3).min(b.len());
+                    return Err(format!(
+                        "invalid URL escape {:?}",
+                        String::from_utf8_lossy(&b[i..end])
+                    ));
+                };
+                out.push(h << 4 | l);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| format!("invalid UTF-8 in {s:?}"))
+}
+
+fn parse_pairs(s: &str, out: &mut Vec<(String, String)>) -> Result<(), String> {
+    for part in s.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        out.push((url_decode(k)?, url_decode(v)?));
+    }
+    Ok(())
+}
+
+impl Params {
+    /// Parses the URL query and a form body (body values come first).
+    pub fn parse(query: Option<&str>, form_body: Option<&[u8]>) -> Result<Params, String> {
+        let mut pairs = Vec::new();
+        if let Some(body) = form_body {
+            let body = std::str::from_utf8(body).map_err(|_| "form body is not UTF-8")?;
+            parse_pairs(body, &mut pairs)?;
+        }
+        if let Some(q) = query {
+            parse_pairs(q, &mut pairs)?;
+        }
+        Ok(Params(pairs))
+    }
+
+    /// The first value of `name`, if any and not empty (Go's `FormValue` then says "").
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// Every value of `name`.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// Prometheus' default start of optional time ranges (its `MinTime`), in ms.
+pub const MIN_TIME_MS: i64 = (i64::MIN / 1000 + 62_135_596_801) * 1000;
+/// Prometheus' default end of optional time ranges (its `MaxTime`), in ms.
+pub const MAX_TIME_MS: i64 = (i64::MAX / 1000 - 62_135_596_801) * 1000 + 999;
+const MIN_TIME_TEXT: &str = "-292273086-05-16T16:47:06Z";
+const MAX_TIME_TEXT: &str = "292277025-08-18T07:12:54.999999999Z";
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day count since 1970-01-01.
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Formats ms since the epoch as RFC 3339 in UTC, with the fraction Go's RFC3339Nano would
+/// print (trailing zeros dropped).
+pub fn format_rfc3339(ms: i64) -> String {
+    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let (y, m, d) = civil_from_days(days);
+    let (h, min, s, frac) = (
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000,
+    );
+    let mut out = format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}");
+    if frac != 0 {
+        let f = format!("{frac:03}");
+        out.push('.');
+        out.push_str(f.trim_end_matches('0'));
+    }
+    out.push('Z');
+    out
+}
+
+fn digits(s: &str, n: usize) -> Option<i64> {
+    (s.len() == n && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
+/// Parses RFC 3339 (`2024-01-02T03:04:05.123Z`, `...+02:00`) into ms (sub-ms digits dropped).
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let (date, rest) = s.split_at_checked(10)?;
+    let mut dp = date.split('-');
+    let (y, mo, d) = (
+        digits(dp.next()?, 4)?,
+        digits(dp.next()?, 2)? as u32,
+        digits(dp.next()?, 2)? as u32,
+    );
+    let rest = rest.strip_prefix(['T', 't'])?;
+    let (hms, rest) = rest.split_at_checked(8)?;
+    let mut tp = hms.split(':');
+    let (h, mi, sec) = (
+        digits(tp.next()?, 2)?,
+        digits(tp.next()?, 2)?,
+        digits(tp.next()?, 2)?,
+    );
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let (mut frac_ms, mut rest) = (0i64, rest);
+    if let Some(f) = rest.strip_prefix('.') {
+        let n = f.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return None;
+        }
+        let digits_ms: String = f[..n].chars().chain("000".chars()).take(3).collect();
+        frac_ms = digits_ms.parse().ok()?;
+        rest = &f[n..];
+    }
+    let offset_min = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (oh, om) = rest[1..].split_once(':')?;
+            sign * (digits(oh, 2)? * 60 + digits(om, 2)?)
+        }
+    };
+    let days = days_from_civil(y, mo, d);
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_min * 60;
+    Some(secs * 1000 + frac_ms)
+}
+
+/// Parses a time parameter: float seconds since the epoch (rounded to ms as Prometheus does),
+/// RFC 3339, or Prometheus' own min/max time strings.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(f) = s.parse::<f64>() {
+        if f.is_finite() {
+            let secs = f.trunc();
+            let frac = ((f - secs) * 1000.0).round();
+            let ms = secs * 1000.0 + frac;
+            if ms.abs() < 9.2e18 {
+                return Ok(ms as i64);
+            }
+        }
+    }
+    if let Some(ms) = parse_rfc3339(s) {
+        return Ok(ms);
+    }
+    match s {
+        MIN_TIME_TEXT => Ok(MIN_TIME_MS),
+        MAX_TIME_TEXT => Ok(MAX_TIME_MS),
+        _ => Err(format!("cannot parse {s:?} to a valid timestamp")),
+    }
+}
+
+/// Parses a Prometheus duration (`1h30m`, `5m`, `10s`, `250ms`; units y w d h m s ms, largest
+/// first, each at most once) into ms.
+pub fn parse_prometheus_duration(s: &str) -> Option<i64> {
+    if s == "0" {
+        return Some(0);
+    }
+    const UNITS: [(&str, i64); 7] = [
+        ("y", 365 * 86_400_000),
+        ("w", 7 * 86_400_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ];
+    let mut rest = s;
+    let mut total: i64 = 0;
+    let mut next_unit = 0;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let n = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return None;
+        }
+        let value: i64 = rest[..n].parse().ok()?;
+        rest = &rest[n..];
+        let u = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
+        let unit = &rest[..u];
+        rest = &rest[u..];
+        let idx = UNITS.iter().position(|(name, _)| *name == unit)?;
+        if idx < next_unit {
+            return None;
+        }
+        next_unit = idx + 1;
+        total = total.checked_add(value.checked_mul(UNITS[idx].1)?)?;
+    }
+    Some(total)
+}
+
+/// Parses a duration parameter: float seconds or a Prometheus duration, into ms.
+pub fn parse_duration(s: &str) -> Result<i64, String> {
+    if let Ok(f) = s.parse::<f64>() {
+        let ms = f * 1000.0;
+        if !ms.is_finite() || ms.abs() > i64::MAX as f64 / 1e6 {
+            return Err(format!(
+                "cannot parse {s:?} to a valid duration. It overflows int64"
+            ));
+        }
+        return Ok(ms.round() as i64);
+    }
+    parse_prometheus_duration(s).ok_or_else(|| format!("cannot parse {s:?} to a valid duration"))
+}
+
+/// Parses a Go `strconv.ParseBool` boolean.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_and_query_values_body_first() {
+        let p = Params::parse(
+            Some("query=up&match%5B%5D=a&match[]=b&x="),
+            Some(b"query=rate%28x%5B5m%5D%29+%2B+1&time=1.5"),
+        )
+        .unwrap();
+        assert_eq!(p.get("query"), Some("rate(x[5m]) + 1"));
+        assert_eq!(p.get("time"), Some("1.5"));
+        assert_eq!(p.all("match[]"), ["a", "b"]);
+        assert_eq!(p.get("x"), None);
+        assert!(Params::parse(Some("a=%zz"), None).is_err());
+    }
+
+    #[test]
+    fn times_like_prometheus() {
+        assert_eq!(parse_time("1435781451.781").unwrap(), 1_435_781_451_781);
+        assert_eq!(parse_time("1435781451").unwrap(), 1_435_781_451_000);
+        assert_eq!(parse_time("-1.5").unwrap(), -1500);
+        assert_eq!(parse_time("1.0006").unwrap(), 1001);
+        assert_eq!(
+            parse_time("2015-07-01T20:10:51.781Z").unwrap(),
+            1_435_781_451_781
+        );
+        assert_eq!(
+            parse_time("2015-07-01T22:10:51.781+02:00").unwrap(),
+            1_435_781_451_781
+        );
+        assert_eq!(parse_time(MIN_TIME_TEXT).unwrap(), MIN_TIME_MS);
+        assert_eq!(parse_time(MAX_TIME_TEXT).unwrap(), MAX_TIME_MS);
+        assert_eq!(
+            parse_time("x").unwrap_err(),
+            "cannot parse \"x\" to a valid timestamp"
+        );
+        assert!(parse_time("2015-13-01T00:00:00Z").is_err());
+    }
+
+    #[test]
+    fn rfc3339_round_trip() {
+        for ms in [
+            0,
+            1_435_781_451_781,
+            1_700_000_000_000,
+            -86_400_001,
+            951_782_400_000,
+        ] {
+            assert_eq!(parse_rfc3339(&format_rfc3339(ms)), Some(ms), "{ms}");
+        }
+        assert_eq!(format_rfc3339(1_435_781_451_780), "2015-07-01T20:10:51.78Z");
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn durations_like_prometheus() {
+        assert_eq!(parse_duration("15").unwrap(), 15_000);
+        assert_eq!(parse_duration("0.5").unwrap(), 500);
+        assert_eq!(parse_duration("5m").unwrap(), 300_000);
+        assert_eq!(parse_duration("1h30m").unwrap(), 5_400_000);
+        assert_eq!(parse_duration("250ms").unwrap(), 250);
+        assert_eq!(parse_duration("1d2h").unwrap(), 93_600_000);
+        assert!(parse_duration("30m1h").is_err());
+        assert!(parse_duration("5x").is_err());
+        assert_eq!(
+            parse_duration("").unwrap_err(),
+            "cannot parse \"\" to a valid duration"
+        );
+    }
+
+    #[test]
+    fn booleans_like_go() {
+        assert_eq!(parse_bool("false"), Some(false));
+        assert_eq!(parse_bool("1"), Some(true));
+        assert_eq!(parse_bool("yes"), None);
+    }
+}

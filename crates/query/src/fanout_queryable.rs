@@ -1,0 +1,184 @@
+//! The PromQL engine over the fan-out: a [`promql::Queryable`] whose selects become StoreAPI
+//! Series requests to the endpoints.
+//!
+//! The engine is synchronous and the fan-out is async: the engine runs on a blocking thread
+//! (the HTTP handler puts it there) and each select waits for its fan-out with
+//! [`tokio::runtime::Handle::block_on`]. A select then groups the answers into series
+//! (replica labels dropped when de-duplicating), decodes and merges the copies of each series
+//! ([`crate::series_set`]) within the select's span, and hands the series to the engine in label
+//! order. Warnings (failed endpoints under partial response, skipped chunks) are collected for
+//! the response.
+
+use std::sync::{Arc, Mutex};
+
+use promql::{CancelToken, Matcher, Queryable, Sample, SelectHints, Series, SeriesSink};
+use tokio::runtime::Handle;
+
+use crate::dedup::is_counter_func;
+use crate::endpoints::EndpointSet;
+use crate::fanout::{self, FanoutError, FanoutOptions, SeriesQuery};
+use crate::series_set::{group, MergeMode, Merger, Skipped};
+
+/// How a query reads: the request's Thanos parameters.
+#[derive(Clone, Debug)]
+pub struct ReadOptions {
+    /// Merge series that differ only in `replica_labels` (`dedup`, default true).
+    pub dedup: bool,
+    pub replica_labels: Vec<String>,
+    pub fanout: FanoutOptions,
+    /// `max_source_resolution` in ms, passed to the stores.
+    pub max_resolution_window: i64,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            dedup: true,
+            replica_labels: Vec::new(),
+            fanout: FanoutOptions::default(),
+            max_resolution_window: 0,
+        }
+    }
+}
+
+impl ReadOptions {
+    /// Whether replicas are merged: asked for, and there are replica labels to merge along.
+    pub fn dedup_active(&self) -> bool {
+        self.dedup && !self.replica_labels.is_empty()
+    }
+}
+
+/// A [`Queryable`] over the endpoints of an [`EndpointSet`], for one query.
+pub struct FanoutQueryable {
+    endpoints: Arc<EndpointSet>,
+    runtime: Handle,
+    opts: ReadOptions,
+    cancel: Option<CancelToken>,
+    warnings: Mutex<Vec<String>>,
+}
+
+pub(crate) fn fanout_error(e: FanoutError) -> promql::Error {
+    match e {
+        FanoutError::Timeout(what) => promql::Error::Timeout(what),
+        FanoutError::Endpoint(msg) => promql::Error::Storage(msg),
+    }
+}
+
+impl FanoutQueryable {
+    /// A queryable whose selects run their fan-out on `runtime` (call them from a thread that
+    /// is not one of its workers).
+    pub fn new(
+        endpoints: Arc<EndpointSet>,
+        runtime: Handle,
+        opts: ReadOptions,
+        cancel: Option<CancelToken>,
+    ) -> Self {
+        FanoutQueryable {
+            endpoints,
+            runtime,
+            opts,
+            cancel,
+            warnings: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The warnings gathered so far, each once, in order.
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap())
+    }
+
+    fn warn(&self, w: String) {
+        let mut ws = self.warnings.lock().unwrap();
+        if !ws.contains(&w) {
+            ws.push(w);
+        }
+    }
+
+    fn skipped_warnings(&self, s: Skipped) {
+        if s.histogram_chunks > 0 {
+            self.warn(format!(
+                "{} native histogram chunk(s) left out: not supported by Cairn yet",
+                s.histogram_chunks
+            ));
+        }
+        if s.aggregate_chunks > 0 {
+            self.warn(format!(
+                "{} downsampled chunk(s) without raw data left out",
+                s.aggregate_chunks
+            ));
+        }
+    }
+}
+
+impl Queryable for FanoutQueryable {
+    fn select(
+        &self,
+        hints: &SelectHints,
+        matchers: &[Matcher],
+    ) -> Result<Vec<Series>, promql::Error> {
+        let mut out = Vec::new();
+        self.select_each(hints, matchers, &mut |labels, samples| {
+            out.push(Series {
+                labels,
+                samples: samples.into(),
+            });
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    fn select_each(
+        &self,
+        hints: &SelectHints,
+        matchers: &[Matcher],
+        f: &mut SeriesSink<'_>,
+    ) -> Result<(), promql::Error> {
+        if self.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+            return Err(promql::Error::Canceled("fetching series"));
+        }
+        let query = SeriesQuery {
+            matchers: matchers.to_vec(),
+            min_time: hints.start,
+            max_time: hints.end,
+            skip_chunks: false,
+            max_resolution_window: self.opts.max_resolution_window,
+            step: hints.step,
+            range: hints.range,
+            func: hints.func.clone(),
+            grouping: (!hints.grouping.is_empty() || hints.by)
+                .then(|| (hints.by, hints.grouping.clone())),
+        };
+        let gathered = self
+            .runtime
+            .block_on(fanout::series(&self.endpoints, &query, &self.opts.fanout))
+            .map_err(fanout_error)?;
+        for w in gathered.warnings {
+            self.warn(w);
+        }
+        let dedup = self.opts.dedup_active();
+        let groups = group(gathered.answers, &self.opts.replica_labels, dedup);
+        let mode = if dedup {
+            MergeMode::Penalty {
+                counter: is_counter_func(hints.func.as_deref()),
+            }
+        } else {
+            MergeMode::Union
+        };
+        let mut merger = Merger::default();
+        let mut buf: Vec<Sample> = Vec::new();
+        let mut result = Ok(());
+        for g in groups {
+            merger
+                .merge(&g, hints.start, hints.end, mode, &mut buf)
+                .map_err(|e| promql::Error::Storage(format!("series {}: {e}", g.labels)))?;
+            if !buf.is_empty() {
+                result = f(g.labels, &buf);
+                if result.is_err() {
+                    break;
+                }
+            }
+        }
+        self.skipped_warnings(merger.skipped);
+        result
+    }
+}
