@@ -1,8 +1,11 @@
-//! The web UI's routes on `cairn query`'s HTTP port.
+//! The web page of `cairn query`: a PromQL box with autocompletion (metric names, label names
+//! and values from the API), a table of instant results, a graph of range results, and a
+//! stores page listing each endpoint with its health, label sets and time range.
 //!
-//! For now `/` is a small static page linking the API; the UI (a PromQL box with
-//! autocompletion, a graph and a table, and a stores page fed by `/api/v1/stores`) is to be
-//! served from here, as static assets under `/` that call the JSON API of [`crate::api`].
+//! Plain HTML, CSS and JavaScript under `crates/query/ui/`, compiled into the binary; the page
+//! calls the Prometheus HTTP API of [`crate::api`] with relative URLs, so it works behind a
+//! path prefix too. Its state lives in the URL (`?expr=&tab=table|graph&range=&end=&step=`),
+//! which is also how the headless-browser test drives it.
 
 use std::sync::Arc;
 
@@ -13,28 +16,45 @@ use axum::Router;
 
 use crate::api::Api;
 
-const INDEX: &str = r#"<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><title>Cairn query</title></head>
-<body>
-<h1>Cairn query</h1>
-<p>The Prometheus HTTP API is served here: point Grafana at this address as a Prometheus data
-source.</p>
-<ul>
-<li><a href="api/v1/stores">api/v1/stores</a>: the endpoints, their health, label sets and time ranges</li>
-<li><a href="api/v1/labels">api/v1/labels</a>: label names</li>
-<li><a href="api/v1/label/__name__/values">api/v1/label/__name__/values</a>: metric names</li>
-<li><a href="metrics">metrics</a></li>
-</ul>
-</body>
-</html>
-"#;
+const INDEX: &str = include_str!("../ui/index.html");
+const APP_JS: &str = include_str!("../ui/app.js");
+const STYLE: &str = include_str!("../ui/style.css");
 
 async fn index() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX)
 }
 
+async fn app_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        APP_JS,
+    )
+}
+
+async fn style() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE)
+}
+
 /// The UI routes, merged into the API router.
 pub fn routes() -> Router<Arc<Api>> {
-    Router::new().route("/", get(index))
+    Router::new()
+        .route("/", get(index))
+        .route("/graph", get(index))
+        .route("/stores", get(index))
+        .route("/static/app.js", get(app_js))
+        .route("/static/style.css", get(style))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_loads_its_script_and_styles_by_relative_urls() {
+        assert!(INDEX.contains(r#"<script src="static/app.js">"#));
+        assert!(INDEX.contains(r#"href="static/style.css""#));
+        for id in ["expr", "suggestions", "results", "graph", "stores"] {
+            assert!(INDEX.contains(&format!("id=\"{id}\"")), "{id}");
+        }
+    }
 }

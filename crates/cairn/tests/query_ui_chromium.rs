@@ -1,0 +1,211 @@
+//! `cairn query`'s web page in a real headless Chromium (Debian's `chromium`): the page runs its
+//! JavaScript against the real query layer over two replica receivers, and the rendered DOM is
+//! checked: a table of instant results (one row per series after de-duplication, three with
+//! dedup off), a graph with one line per series, autocompletion from the metric names, label
+//! names and label values the API serves, the error of a bad query, and the stores page.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{remote_write, require_binary, Cairn, CairnQuery};
+
+fn chromium() -> PathBuf {
+    require_binary("/usr/bin/chromium", "chromium")
+}
+
+/// Loads `url` in headless Chromium, lets its scripts run, and returns the DOM.
+fn dom(profile: &std::path::Path, url: &str) -> String {
+    let out = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--virtual-time-budget=10000",
+            "--timeout=30000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .expect("running chromium");
+    let html = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        html.contains("</html>"),
+        "chromium printed no page for {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    html
+}
+
+fn count(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}
+
+/// The text of every element with `class="..."` or `id="..."` marker `open` up to its close tag.
+fn between<'a>(html: &'a str, open: &str, close: &str) -> &'a str {
+    let start = html
+        .find(open)
+        .unwrap_or_else(|| panic!("{open} not in page:\n{html}"));
+    let rest = &html[start..];
+    &rest[..rest.find(close).map_or(rest.len(), |e| e + close.len())]
+}
+
+fn url(addr: SocketAddr, path_and_query: &str) -> String {
+    format!("http://{addr}{path_and_query}")
+}
+
+#[test]
+fn the_query_page_works_in_headless_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("chromium-profile");
+    for r in ["r1", "r2"] {
+        std::fs::create_dir_all(dir.path().join(r)).unwrap();
+    }
+    let r1 = Cairn::receive(&dir.path().join("r1"), &["--label=replica=\"r1\""]);
+    let r2 = Cairn::receive(&dir.path().join("r2"), &["--label=replica=\"r2\""]);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let start = (now - 20 * 60_000) / 1000 * 1000;
+    let series = |job: &str, scale: f64| {
+        (
+            vec![
+                ("__name__".to_string(), "ui_requests_total".to_string()),
+                ("job".to_string(), job.to_string()),
+            ],
+            (0..80)
+                .map(|i| (start + i * 15_000, scale * i as f64))
+                .collect::<Vec<_>>(),
+        )
+    };
+    for r in [&r1, &r2] {
+        remote_write(
+            r.remote_write,
+            None,
+            &[series("api", 2.0), series("web", 3.0)],
+        );
+    }
+    let query = CairnQuery::start(
+        dir.path(),
+        &[r1.grpc, r2.grpc],
+        &["--query.replica-label=replica"],
+    );
+    let end = format!("{:.3}", (start + 79 * 15_000) as f64 / 1000.0);
+
+    // An instant query in the table: one row per series (replicas merged).
+    let html = dom(
+        &profile,
+        &url(
+            query.http,
+            &format!("/?expr=ui_requests_total&tab=table&end={end}"),
+        ),
+    );
+    assert!(html.contains(r#"data-state="done""#), "{html}");
+    let rows = between(&html, "<tbody>", "</tbody>");
+    assert_eq!(count(rows, r#"<tr class="result">"#), 2, "{rows}");
+    assert!(
+        rows.contains(
+            r#"<td>ui_requests_total{job="api", tenant_id="default-tenant"}</td><td>158</td>"#
+        ),
+        "{rows}"
+    );
+    assert!(
+        rows.contains(
+            r#"<td>ui_requests_total{job="web", tenant_id="default-tenant"}</td><td>237</td>"#
+        ),
+        "{rows}"
+    );
+    assert!(html.contains("2 series, vector"), "{html}");
+
+    // Without de-duplication both replicas show.
+    let html = dom(
+        &profile,
+        &url(
+            query.http,
+            &format!("/?expr=ui_requests_total&tab=table&end={end}&dedup=false"),
+        ),
+    );
+    let rows = between(&html, "<tbody>", "</tbody>");
+    assert_eq!(count(rows, r#"<tr class="result">"#), 4, "{rows}");
+    assert!(rows.contains(r#"replica="r2""#), "{rows}");
+
+    // A range query on the graph: one line per series, and a legend.
+    let html = dom(
+        &profile,
+        &url(
+            query.http,
+            &format!("/?expr=rate(ui_requests_total%5B2m%5D)&tab=graph&range=15m&end={end}"),
+        ),
+    );
+    assert!(html.contains(r#"data-state="done""#), "{html}");
+    assert_eq!(count(&html, r#"<path class="series" d="M"#), 2, "{html}");
+    assert!(html.contains("2 series, matrix"), "{html}");
+    let legend = between(&html, r#"<ul id="legend">"#, "</ul>");
+    assert!(
+        legend.contains(r#"{job="api", tenant_id="default-tenant"}"#),
+        "{legend}"
+    );
+
+    // Autocompletion: metric names, label names inside braces, label values inside quotes.
+    let html = dom(&profile, &url(query.http, "/?expr=ui_req&suggest=1"));
+    let list = between(&html, r#"<ul id="suggestions""#, "</ul>");
+    assert!(
+        list.contains("<li role=\"option\">ui_requests_total</li>"),
+        "{list}"
+    );
+    let html = dom(
+        &profile,
+        &url(query.http, "/?expr=ui_requests_total%7Bj&suggest=1"),
+    );
+    let list = between(&html, r#"<ul id="suggestions""#, "</ul>");
+    assert!(list.contains("<li role=\"option\">job</li>"), "{list}");
+    let html = dom(
+        &profile,
+        &url(
+            query.http,
+            "/?expr=ui_requests_total%7Bjob%3D%22w&suggest=1",
+        ),
+    );
+    let list = between(&html, r#"<ul id="suggestions""#, "</ul>");
+    assert!(list.contains("<li role=\"option\">web</li>"), "{list}");
+    assert!(!list.contains(">api<"), "{list}");
+
+    // A bad query shows Prometheus' error.
+    let html = dom(
+        &profile,
+        &url(query.http, "/?expr=sum(ui_requests_total&tab=table"),
+    );
+    assert!(html.contains(r#"data-state="error""#), "{html}");
+    let status = between(&html, r#"<div id="status""#, "</div>");
+    assert!(status.contains("bad_data"), "{status}");
+    assert!(status.contains("parse error"), "{status}");
+
+    // The stores page: both receivers, healthy, with their label sets and time ranges.
+    let html = dom(&profile, &url(query.http, "/stores"));
+    assert!(html.contains(r#"data-state="done""#), "{html}");
+    let rows = between(&html, r#"<table id="stores">"#, "</table>");
+    assert_eq!(count(rows, r#"<tr class="store">"#), 2, "{rows}");
+    for r in [&r1, &r2] {
+        assert!(rows.contains(&r.grpc.to_string()), "{rows}");
+    }
+    assert_eq!(count(rows, r#"<td class="health-up">up</td>"#), 2, "{rows}");
+    assert!(rows.contains(r#"replica="r1""#), "{rows}");
+
+    // With one receiver gone the stores page says so.
+    drop(r2);
+    std::thread::sleep(Duration::from_secs(2));
+    let html = dom(&profile, &url(query.http, "/stores"));
+    let rows = between(&html, r#"<table id="stores">"#, "</table>");
+    assert_eq!(
+        count(rows, r#"<td class="health-down">down</td>"#),
+        1,
+        "{rows}"
+    );
+}
