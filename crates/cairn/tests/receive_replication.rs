@@ -7,13 +7,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{
     remote_write_request, store_samples, vmagent, wait_until, Cairn, DelayProxy, ExpositionServer,
-    Ports,
+    Ports, ReceivePool,
 };
 
 /// These tests start several processes each; run them one at a time.
@@ -39,77 +38,12 @@ fn base_ts() -> i64 {
     })
 }
 
-struct Pool {
-    dir: PathBuf,
-    ports: Vec<Ports>,
-    /// What the hashrings file lists for each node (its gRPC address, or a proxy's).
-    endpoints: Vec<String>,
-    nodes: Vec<Option<Cairn>>,
-    ring_file: PathBuf,
+fn samples(pool: &ReceivePool, i: usize) -> BTreeMap<String, Vec<(i64, u64)>> {
+    store_samples(pool.node(i).grpc, "test_metric", &["replica", "tenant_id"])
 }
 
-fn ring_json(endpoints: &[String]) -> String {
-    let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
-    format!(
-        "[{{\"hashring\": \"default\", \"endpoints\": [{}]}}]",
-        list.join(", ")
-    )
-}
-
-fn write_ring(path: &Path, endpoints: &[String]) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, ring_json(endpoints)).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-impl Pool {
-    /// `n` nodes' ports; the ring lists the first `in_ring`.
-    fn new(dir: &Path, n: usize, endpoints: Option<Vec<String>>) -> Pool {
-        let ports: Vec<Ports> = (0..n).map(|_| Ports::new()).collect();
-        let endpoints =
-            endpoints.unwrap_or_else(|| ports.iter().map(|p| p.grpc.to_string()).collect());
-        Pool {
-            dir: dir.to_path_buf(),
-            ring_file: dir.join("hashrings.json"),
-            ports,
-            endpoints,
-            nodes: (0..n).map(|_| None).collect(),
-        }
-    }
-
-    fn start(&mut self, i: usize) {
-        let dir = self.dir.join(format!("node{i}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let args = [
-            format!("--receive.hashrings-file={}", self.ring_file.display()),
-            format!("--receive.local-endpoint={}", self.endpoints[i]),
-            "--receive.replication-factor=3".to_string(),
-            "--receive.hashrings-file-refresh-interval=1s".to_string(),
-            format!("--label=replica=\"r{i}\""),
-        ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.nodes[i] = Some(Cairn::receive_on(&dir, self.ports[i], &args));
-    }
-
-    fn node(&self, i: usize) -> &Cairn {
-        self.nodes[i].as_ref().expect("node is running")
-    }
-
-    /// SIGKILL: no flush, no goodbye.
-    fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.nodes[i].take() {
-            let _ = c.proc.child.kill();
-            let _ = c.proc.child.wait();
-        }
-    }
-
-    fn samples(&self, i: usize) -> BTreeMap<String, Vec<(i64, u64)>> {
-        store_samples(self.node(i).grpc, "test_metric", &["replica", "tenant_id"])
-    }
-
-    fn pending_hints(&self, i: usize) -> f64 {
-        self.node(i).metric_sum("cairn_receive_hints_pending{")
-    }
+fn pending_hints(pool: &ReceivePool, i: usize) -> f64 {
+    pool.node(i).metric_sum("cairn_receive_hints_pending{")
 }
 
 /// Round `r` of the test load: one sample per series at `base_ts() + r s`.
@@ -149,8 +83,8 @@ fn write_round(addr: std::net::SocketAddr, r: i64) -> common::HttpResponse {
 fn rf3_replicates_survives_a_dead_node_and_hinted_handoff_heals_it() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
-    let mut pool = Pool::new(dir.path(), 3, None);
-    write_ring(&pool.ring_file, &pool.endpoints);
+    let mut pool = ReceivePool::new(dir.path(), 3, None);
+    pool.write_ring(&pool.endpoints);
     for i in 0..3 {
         pool.start(i);
     }
@@ -191,7 +125,7 @@ fn rf3_replicates_survives_a_dead_node_and_hinted_handoff_heals_it() {
     }
     let want = expected(0..20);
     for i in 0..3 {
-        assert_eq!(pool.samples(i), want, "node {i} after healthy writes");
+        assert_eq!(samples(&pool, i), want, "node {i} after healthy writes");
     }
     assert!(
         pool.node(0)
@@ -212,19 +146,19 @@ fn rf3_replicates_survives_a_dead_node_and_hinted_handoff_heals_it() {
     }
     let want = expected(0..60);
     for i in 0..2 {
-        assert_eq!(pool.samples(i), want, "node {i} with node 2 down");
+        assert_eq!(samples(&pool, i), want, "node {i} with node 2 down");
     }
     assert!(
-        pool.pending_hints(0) + pool.pending_hints(1) > 0.0,
+        pending_hints(&pool, 0) + pending_hints(&pool, 1) > 0.0,
         "hints were queued"
     );
 
     // (e) The node comes back: hinted handoff brings it to the same samples as its peers.
     pool.start(2);
     wait_until(Duration::from_secs(60), "hint queues to drain", || {
-        pool.pending_hints(0) == 0.0 && pool.pending_hints(1) == 0.0
+        pending_hints(&pool, 0) == 0.0 && pending_hints(&pool, 1) == 0.0
     });
-    assert_eq!(pool.samples(2), want, "node 2 after hinted handoff");
+    assert_eq!(samples(&pool, 2), want, "node 2 after hinted handoff");
     assert!(
         pool.node(0)
             .metric_sum("cairn_receive_hints_delivered_total")
@@ -240,8 +174,8 @@ fn rf3_replicates_survives_a_dead_node_and_hinted_handoff_heals_it() {
 fn two_nodes_down_is_503_and_a_retry_succeeds_once_one_is_back() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
-    let mut pool = Pool::new(dir.path(), 3, None);
-    write_ring(&pool.ring_file, &pool.endpoints);
+    let mut pool = ReceivePool::new(dir.path(), 3, None);
+    pool.write_ring(&pool.endpoints);
     for i in 0..3 {
         pool.start(i);
     }
@@ -272,9 +206,9 @@ fn two_nodes_down_is_503_and_a_retry_succeeds_once_one_is_back() {
     let resp = write_round(pool.node(0).remote_write, 2);
     assert_eq!(resp.status, 204, "after retries ({last:?}): {}", resp.body);
     let want = expected(0..3);
-    assert_eq!(pool.samples(0), want);
+    assert_eq!(samples(&pool, 0), want);
     wait_until(Duration::from_secs(30), "node 1 to catch up", || {
-        pool.samples(1) == want
+        samples(&pool, 1) == want
     });
 }
 
@@ -290,9 +224,9 @@ fn a_replica_slowed_by_5s_does_not_delay_answers() {
         ports[1].grpc.to_string(),
         proxy.addr.to_string(),
     ];
-    let mut pool = Pool::new(dir.path(), 3, Some(endpoints));
+    let mut pool = ReceivePool::new(dir.path(), 3, Some(endpoints));
     pool.ports = ports;
-    write_ring(&pool.ring_file, &pool.endpoints);
+    pool.write_ring(&pool.endpoints);
     for i in 0..3 {
         pool.start(i);
     }
@@ -312,14 +246,14 @@ fn a_replica_slowed_by_5s_does_not_delay_answers() {
     );
     assert!(p99 < Duration::from_secs(1), "p99 {p99:?}");
     let want = expected(0..100);
-    assert_eq!(pool.samples(0), want);
-    assert_eq!(pool.samples(1), want);
+    assert_eq!(samples(&pool, 0), want);
+    assert_eq!(samples(&pool, 1), want);
     // The slow replica was in the path all along, and catches up.
     let started = Instant::now();
     wait_until(
         Duration::from_secs(90),
         "the slow replica to catch up",
-        || pool.samples(2) == want,
+        || samples(&pool, 2) == want,
     );
     eprintln!("the slow replica caught up after {:?}", started.elapsed());
 }
@@ -328,8 +262,8 @@ fn a_replica_slowed_by_5s_does_not_delay_answers() {
 fn the_pool_grows_from_3_to_5_nodes_while_writes_run() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
-    let mut pool = Pool::new(dir.path(), 5, None);
-    write_ring(&pool.ring_file, &pool.endpoints[..3]);
+    let mut pool = ReceivePool::new(dir.path(), 5, None);
+    pool.write_ring(&pool.endpoints[..3]);
     for i in 0..5 {
         pool.start(i);
     }
@@ -337,7 +271,7 @@ fn the_pool_grows_from_3_to_5_nodes_while_writes_run() {
     let mut grown_at = None;
     for r in 0..80 {
         if r == 30 {
-            write_ring(&pool.ring_file, &pool.endpoints);
+            pool.write_ring(&pool.endpoints);
             grown_at = Some(Instant::now());
         }
         let resp = write_round(pool.node(r as usize % 3).remote_write, r);
@@ -357,7 +291,7 @@ fn the_pool_grows_from_3_to_5_nodes_while_writes_run() {
     // A broken edit is refused: the old (grown) ring stays and writes go on.
     std::fs::write(
         &pool.ring_file,
-        ring_json(&[pool.endpoints[0].clone(), pool.endpoints[0].clone()]),
+        common::ring_json(&[pool.endpoints[0].clone(), pool.endpoints[0].clone()]),
     )
     .unwrap();
     wait_until(
@@ -386,7 +320,7 @@ fn the_pool_grows_from_3_to_5_nodes_while_writes_run() {
         .contains("hashrings file refused"));
 
     // The new nodes took their share, and the last round sits on exactly three nodes per series.
-    let held: Vec<BTreeMap<String, Vec<(i64, u64)>>> = (0..5).map(|i| pool.samples(i)).collect();
+    let held: Vec<BTreeMap<String, Vec<(i64, u64)>>> = (0..5).map(|i| samples(&pool, i)).collect();
     for (i, h) in held.iter().enumerate().skip(3) {
         assert!(
             h.len() >= SERIES / 5,
@@ -411,8 +345,8 @@ fn the_pool_grows_from_3_to_5_nodes_while_writes_run() {
 fn a_router_only_node_forwards_everything_and_stores_nothing() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
-    let mut pool = Pool::new(dir.path(), 3, None);
-    write_ring(&pool.ring_file, &pool.endpoints);
+    let mut pool = ReceivePool::new(dir.path(), 3, None);
+    pool.write_ring(&pool.endpoints);
     for i in 0..3 {
         pool.start(i);
     }
@@ -429,7 +363,7 @@ fn a_router_only_node_forwards_everything_and_stores_nothing() {
     wait_until(
         Duration::from_secs(10),
         "all three ingestors to hold every sample",
-        || (0..3).all(|i| pool.samples(i) == want),
+        || (0..3).all(|i| samples(&pool, i) == want),
     );
     assert!(store_samples(router.grpc, "test_metric", &[]).is_empty());
     assert!(router.metric_sum("thanos_receive_forward_requests_total{") >= 15.0);

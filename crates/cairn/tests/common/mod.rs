@@ -990,3 +990,77 @@ impl PrometheusServer {
         }
     }
 }
+
+/// Receivers sharing one hashrings file, replication factor 3, `--label replica="rN"`.
+pub struct ReceivePool {
+    pub dir: PathBuf,
+    pub ports: Vec<Ports>,
+    /// What the hashrings file lists for each node (its gRPC address, or a proxy's).
+    pub endpoints: Vec<String>,
+    pub nodes: Vec<Option<Cairn>>,
+    pub ring_file: PathBuf,
+}
+
+pub fn ring_json(endpoints: &[String]) -> String {
+    let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    format!(
+        "[{{\"hashring\": \"default\", \"endpoints\": [{}]}}]",
+        list.join(", ")
+    )
+}
+
+impl ReceivePool {
+    /// `n` nodes' ports; the file lists `endpoints` (default: every node's gRPC address).
+    pub fn new(dir: &Path, n: usize, endpoints: Option<Vec<String>>) -> ReceivePool {
+        let ports: Vec<Ports> = (0..n).map(|_| Ports::new()).collect();
+        let endpoints =
+            endpoints.unwrap_or_else(|| ports.iter().map(|p| p.grpc.to_string()).collect());
+        ReceivePool {
+            dir: dir.to_path_buf(),
+            ring_file: dir.join("hashrings.json"),
+            ports,
+            endpoints,
+            nodes: (0..n).map(|_| None).collect(),
+        }
+    }
+
+    pub fn start(&mut self, i: usize) {
+        let dir = self.dir.join(format!("node{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let args = [
+            format!("--receive.hashrings-file={}", self.ring_file.display()),
+            format!("--receive.local-endpoint={}", self.endpoints[i]),
+            "--receive.replication-factor=3".to_string(),
+            "--receive.hashrings-file-refresh-interval=1s".to_string(),
+            format!("--label=replica=\"r{i}\""),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.nodes[i] = Some(Cairn::receive_on(&dir, self.ports[i], &args));
+    }
+
+    /// Replaces the hashrings file atomically with one default hashring of `endpoints`.
+    pub fn write_ring(&self, endpoints: &[String]) {
+        let tmp = self.ring_file.with_extension("tmp");
+        std::fs::write(&tmp, ring_json(endpoints)).unwrap();
+        std::fs::rename(&tmp, &self.ring_file).unwrap();
+    }
+
+    /// Starts every node.
+    pub fn start_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.start(i);
+        }
+    }
+
+    pub fn node(&self, i: usize) -> &Cairn {
+        self.nodes[i].as_ref().expect("node is running")
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].take() {
+            let _ = c.proc.child.kill();
+            let _ = c.proc.child.wait();
+        }
+    }
+}
