@@ -289,3 +289,62 @@ fn cairn_up_serves_promql_over_its_receiver() {
         status == 200 && v["data"]["result"][0]["value"][1] == "42"
     });
 }
+
+/// Endpoints from `--endpoint.sd-files` are used, and a change to the file is picked up.
+#[test]
+fn file_sd_endpoints_are_read_and_reloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let receivers: Vec<Cairn> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let d = dir.path().join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            let r = Cairn::receive(&d, &[&format!("--label=site=\"{name}\"")]);
+            remote_write(
+                r.remote_write,
+                None,
+                &[(
+                    vec![("__name__".into(), format!("sd_metric_{name}"))],
+                    vec![(now - 1000, 1.0)],
+                )],
+            );
+            r
+        })
+        .collect();
+    let sd_dir = dir.path().join("sd");
+    std::fs::create_dir_all(&sd_dir).unwrap();
+    let sd_file = sd_dir.join("endpoints.yml");
+    std::fs::write(&sd_file, format!("- targets: ['{}']\n", receivers[0].grpc)).unwrap();
+    let query = CairnQuery::start(
+        dir.path(),
+        &[],
+        &[
+            &format!("--endpoint.sd-files={}", sd_dir.join("*.yml").display()),
+            "--endpoint.sd-interval=200ms",
+        ],
+    );
+    let names = || {
+        let (status, v) = query.get_json("/api/v1/label/__name__/values", &[]);
+        assert_eq!(status, 200, "{v}");
+        v["data"].clone()
+    };
+    assert_eq!(names(), serde_json::json!(["sd_metric_a"]));
+    std::fs::write(
+        &sd_file,
+        format!(
+            "- targets: ['{}']\n- targets: ['{}']\n",
+            receivers[0].grpc, receivers[1].grpc
+        ),
+    )
+    .unwrap();
+    common::wait_until(Duration::from_secs(10), "the second endpoint", || {
+        names() == serde_json::json!(["sd_metric_a", "sd_metric_b"])
+    });
+    let (_, v) = query.get_json("/api/v1/stores", &[]);
+    let stores = v["data"]["receive"].as_array().unwrap();
+    assert_eq!(stores.len(), 2, "{v}");
+}
