@@ -264,7 +264,7 @@ where
                 .saturating_sub(rejected + stats.rejected_late);
             if stats.rejected_late > 0 {
                 out.reject(Reason::OutOfOrder, stats.rejected_late, || {
-                    "samples lost a race with a concurrent write to the same series (out of order)"
+                    "samples lost a race with a concurrent write to the same series or a block cut (out of order)"
                         .into()
                 });
             }

@@ -202,6 +202,13 @@ impl Db {
 
     /// Writes the head's data in [mint, maxt) to a block, then truncates head and WAL.
     fn cut(&self, mint: i64, maxt: i64) -> Result<Option<BlockMeta>> {
+        // From here on nothing older than `maxt` is accepted: a sample committed while the block
+        // is being written would otherwise be in neither the block nor (after truncation) the
+        // head.
+        {
+            let _no_commits = self.head.commit_lock.write().unwrap();
+            self.head.set_min_valid_time(maxt);
+        }
         let series: Vec<_> = self
             .head
             .all_series_sorted()

@@ -1049,6 +1049,9 @@ impl Appender<'_> {
         let (mut mint, mut maxt) = (i64::MAX, i64::MIN);
         let range = self.head.opts.chunk_range;
         let window = self.head.opts.out_of_order_window;
+        // A block cut may have moved the bound since these samples were staged (it holds the
+        // commit lock while it does): what is now older goes to no block, so refuse it.
+        let min_valid = self.head.min_valid_time();
         // Samples of one series are usually consecutive: lock each run once.
         let mut i = 0;
         while i < self.pending.len() {
@@ -1056,6 +1059,11 @@ impl Appender<'_> {
             let mut s = self.held[h as usize].series.samples.lock().unwrap();
             while i < self.pending.len() && self.pending[i].0 == h {
                 let (_, t, v) = self.pending[i];
+                if t < min_valid {
+                    stats.rejected_late += 1;
+                    i += 1;
+                    continue;
+                }
                 match s.add(t, v, range, window) {
                     Ok(true) => {
                         stats.samples += 1;
@@ -1122,6 +1130,25 @@ mod tests {
             got.extend(XorIterator::new(&c.data).map(|(t, _)| t));
         }
         assert_eq!(got, vec![100, 200, 400, 900, 1200, 1250, 1300]);
+    }
+
+    #[test]
+    fn samples_staged_before_a_cut_moved_the_bound_are_refused_at_commit() {
+        let head = Head::new(HeadOptions::default(), None);
+        let l = labels!("__name__" => "x");
+        let mut app = head.appender();
+        app.append(&l, 1000, 1.0).unwrap();
+        app.append(&l, 5000, 5.0).unwrap();
+        // A block cut up to 2000 happens between staging and commit.
+        head.set_min_valid_time(2000);
+        let stats = app.commit().unwrap();
+        assert_eq!((stats.samples, stats.rejected_late), (1, 1));
+        let chunks = head.all_series_sorted()[0].chunks(i64::MIN, i64::MAX);
+        let ts: Vec<i64> = chunks
+            .iter()
+            .flat_map(|c| XorIterator::new(&c.data).map(|(t, _)| t).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(ts, vec![5000]);
     }
 
     #[test]
