@@ -491,6 +491,39 @@ pub fn encode_thanos_write<'a, 'b: 'a>(
     out
 }
 
+/// The encoded bytes of each `TimeSeries` of a Remote Write 1.0 body, in order (the same
+/// series [`decode_v1`] returns). A `thanos.WriteRequest` carries series with the same field
+/// number and encoding, so a router can forward them without re-encoding.
+pub fn series_bytes_v1(buf: &[u8]) -> Result<Vec<&[u8]>, DecodeError> {
+    let mut out = Vec::new();
+    let mut r = Reader::new(buf, 0);
+    while !r.done() {
+        match r.tag()? {
+            (1, wire::LEN) => out.push(r.bytes()?.0),
+            (_, wt) => r.skip(wt)?,
+        }
+    }
+    Ok(out)
+}
+
+/// [`encode_thanos_write`] from series already encoded as `prometheus.TimeSeries` messages.
+pub fn encode_thanos_write_raw<'a>(
+    tenant: &str,
+    replica: u64,
+    series: impl IntoIterator<Item = &'a [u8]>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    for ts in series {
+        put_bytes(&mut out, 1, ts);
+    }
+    put_bytes(&mut out, 2, tenant.as_bytes());
+    if replica != 0 {
+        put_tag(&mut out, 3, wire::VARINT);
+        put_varint(&mut out, replica);
+    }
+    out
+}
+
 /// Encodes a Remote Write 1.0 `WriteRequest` (histograms are not encoded).
 pub fn encode_v1(req: &WriteRequest<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(req.timeseries.len() * 64);

@@ -438,3 +438,35 @@ fn thanos_write_request_decodes_without_copies() {
     assert_eq!(shape, vec![("x", 1), ("y", 2)]);
     assert_eq!(got.tenants[1].1.timeseries[1].labels[0].value, "c");
 }
+
+#[test]
+fn forwarding_raw_series_bytes_equals_re_encoding() {
+    use crate::remote_write::{
+        decode_v1, encode_thanos_write, encode_thanos_write_raw, encode_v1, series_bytes_v1, Label,
+        Sample, TimeSeries, WriteRequest,
+    };
+    let req = WriteRequest {
+        timeseries: (0..5)
+            .map(|i| TimeSeries {
+                labels: vec![Label {
+                    name: "__name__",
+                    value: if i % 2 == 0 { "a" } else { "bb" },
+                }],
+                samples: vec![Sample {
+                    value: i as f64,
+                    timestamp: 1000 * i,
+                }],
+                ..Default::default()
+            })
+            .collect(),
+        metadata: vec![],
+    };
+    let body = encode_v1(&req);
+    let decoded = decode_v1(&body).unwrap();
+    let raw = series_bytes_v1(&body).unwrap();
+    assert_eq!(raw.len(), decoded.timeseries.len());
+    let pick = [4usize, 1, 2];
+    let a = encode_thanos_write("t", 2, pick.iter().map(|&i| &decoded.timeseries[i]));
+    let b = encode_thanos_write_raw("t", 2, pick.iter().map(|&i| raw[i]));
+    assert_eq!(a, b);
+}

@@ -150,7 +150,9 @@ impl WriteService {
         let limit = self.state.limits.for_tenant(tenant).head_series;
         if replica == 0 {
             if let Some(replicator) = &self.state.replicator {
-                let plan = replicator.plan(tenant, req).map_err(Status::internal)?;
+                let plan = replicator
+                    .plan(tenant, req, None)
+                    .map_err(Status::internal)?;
                 let state = self.state.clone();
                 let local = tokio::task::block_in_place(|| {
                     crate::http::write_local_share(&state, &plan, req, limit)

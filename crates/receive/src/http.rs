@@ -464,7 +464,15 @@ fn ingest_inner(
         return Err(error(400, e.to_string()));
     }
     if let Some(replicator) = &state.replicator {
-        let plan = replicator.plan(tenant, &req).map_err(|e| error(500, e))?;
+        // Remote Write 1.0 series are forwarded as the client encoded them.
+        let series_bytes = match version {
+            ProtoVersion::V1 => proto::remote_write::series_bytes_v1(&raw).ok(),
+            ProtoVersion::V2 => None,
+        }
+        .filter(|b| b.len() == req.timeseries.len());
+        let plan = replicator
+            .plan(tenant, &req, series_bytes.as_deref())
+            .map_err(|e| error(500, e))?;
         let local = write_local_share(state, &plan, &req, tenant_limits.head_series);
         return Ok(Ingested::Replicate(plan, local, samples));
     }

@@ -499,8 +499,15 @@ impl Replicator {
         self.config.local_endpoint.as_deref() == Some(endpoint)
     }
 
-    /// Splits a request by owner. Err is a 500 message (no hashring for the tenant).
-    pub fn plan(&self, tenant: &str, req: &WriteRequest<'_>) -> Result<Plan, String> {
+    /// Splits a request by owner. `raw` holds each series' encoded bytes when the request came
+    /// as Remote Write 1.0: they are forwarded as they are instead of re-encoded. Err is a 500
+    /// message (no hashring for the tenant).
+    pub fn plan(
+        &self,
+        tenant: &str,
+        req: &WriteRequest<'_>,
+        raw: Option<&[&[u8]]>,
+    ) -> Result<Plan, String> {
         let rings = self.rings.get();
         let ring = rings
             .hashring_for(tenant)
@@ -542,11 +549,18 @@ impl Replicator {
                 });
                 continue;
             }
-            let payload = proto::remote_write::encode_thanos_write(
-                tenant,
-                first_replica[e],
-                series.iter().map(|&i| &req.timeseries[i as usize]),
-            );
+            let payload = match raw {
+                Some(raw) => proto::remote_write::encode_thanos_write_raw(
+                    tenant,
+                    first_replica[e],
+                    series.iter().map(|&i| raw[i as usize]),
+                ),
+                None => proto::remote_write::encode_thanos_write(
+                    tenant,
+                    first_replica[e],
+                    series.iter().map(|&i| &req.timeseries[i as usize]),
+                ),
+            };
             plan.remote.push(Batch {
                 endpoint,
                 series,

@@ -1146,7 +1146,11 @@ mod tests {
         let chunks = head.all_series_sorted()[0].chunks(i64::MIN, i64::MAX);
         let ts: Vec<i64> = chunks
             .iter()
-            .flat_map(|c| XorIterator::new(&c.data).map(|(t, _)| t).collect::<Vec<_>>())
+            .flat_map(|c| {
+                XorIterator::new(&c.data)
+                    .map(|(t, _)| t)
+                    .collect::<Vec<_>>()
+            })
             .collect();
         assert_eq!(ts, vec![5000]);
     }
