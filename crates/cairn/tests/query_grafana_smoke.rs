@@ -242,7 +242,11 @@ fn grafana_requests_get_prometheus_shaped_answers() {
     assert!(m.body.contains("thanos_store_nodes_grpc_connections{"));
     let index = common::get(query.http, "/").unwrap();
     assert_eq!(index.status, 200);
-    assert!(index.body.contains(r#"<script src="static/app.js">"#), "{}", index.body);
+    assert!(
+        index.body.contains(r#"<script src="static/app.js">"#),
+        "{}",
+        index.body
+    );
     let js = common::get(query.http, "/static/app.js").unwrap();
     assert_eq!(js.status, 200);
     assert!(js.body.contains("api/v1/stores"));

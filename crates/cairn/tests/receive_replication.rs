@@ -25,8 +25,12 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 const TENANT: &str = "edge-1";
 const SERIES: usize = 40;
 
-/// The first round's timestamp: half an hour ago (writes must be within the head's range,
-/// which a real client's current samples set).
+/// Rounds are this far apart: the rounds a node misses while it is down then span more than
+/// the out-of-order window (10m), as in a long outage.
+const ROUND_MS: i64 = 30_000;
+
+/// The first round's timestamp: 45 minutes ago (writes must be within the head's range, which a
+/// real client's current samples set).
 fn base_ts() -> i64 {
     static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
     *BASE.get_or_init(|| {
@@ -34,7 +38,7 @@ fn base_ts() -> i64 {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_millis() as i64;
-        (now - 30 * 60 * 1000) / 1000 * 1000
+        (now - 45 * 60 * 1000) / 1000 * 1000
     })
 }
 
@@ -46,7 +50,7 @@ fn pending_hints(pool: &ReceivePool, i: usize) -> f64 {
     pool.node(i).metric_sum("cairn_receive_hints_pending{")
 }
 
-/// Round `r` of the test load: one sample per series at `base_ts() + r s`.
+/// Round `r` of the test load: one sample per series at `base_ts() + r * ROUND_MS`.
 fn round(r: i64) -> Vec<common::WriteSeries> {
     (0..SERIES)
         .map(|i| {
@@ -55,7 +59,7 @@ fn round(r: i64) -> Vec<common::WriteSeries> {
                     ("__name__".to_string(), "test_metric".to_string()),
                     ("series".to_string(), format!("s{i:03}")),
                 ],
-                vec![(base_ts() + r * 1000, r as f64 + i as f64 / 1000.0)],
+                vec![(base_ts() + r * ROUND_MS, r as f64 + i as f64 / 1000.0)],
             )
         })
         .collect()
@@ -328,7 +332,7 @@ fn the_pool_grows_from_3_to_5_nodes_while_writes_run() {
             h.len()
         );
     }
-    let last_ts = base_ts() + 80 * 1000;
+    let last_ts = base_ts() + 80 * ROUND_MS;
     for key in expected(0..1).keys() {
         let copies = held
             .iter()

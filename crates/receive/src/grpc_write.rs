@@ -84,8 +84,11 @@ impl tonic::server::UnaryService<Bytes> for RemoteWriteMethod {
     type Future = BoxFuture<Response<()>, Status>;
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let svc = self.0.clone();
+        let hinted = request
+            .metadata()
+            .contains_key(crate::replicate::HINT_METADATA);
         Box::pin(async move {
-            svc.remote_write(request.into_inner())
+            svc.remote_write(request.into_inner(), hinted)
                 .await
                 .map(Response::new)
         })
@@ -132,6 +135,7 @@ impl WriteService {
         tenant: &str,
         replica: i64,
         req: &WriteRequest<'_>,
+        hinted: bool,
     ) -> Result<(), Status> {
         let tenant = if tenant.is_empty() {
             self.state.config.default_tenant.as_str()
@@ -173,21 +177,25 @@ impl WriteService {
                 .tenants
                 .get_or_open(tenant)
                 .map_err(|e| Status::internal(e.to_string()))?;
-            let outcome = writer::write(&db, req, limit);
+            // Hinted handoff deliveries may be older than the out-of-order window allows for
+            // live writes: they go wherever the head still reaches.
+            let window = hinted.then_some(i64::MAX);
+            let outcome = writer::write_series(&db, req.timeseries.iter(), limit, window);
             crate::http::record(&state, tenant, &outcome);
             Ok::<_, Status>(outcome)
         })?;
         ReplicaResult::to_status(&outcome)
     }
 
-    async fn remote_write(&self, body: Bytes) -> Result<(), Status> {
+    async fn remote_write(&self, body: Bytes, hinted: bool) -> Result<(), Status> {
         if !self.state.ready.load(Ordering::Acquire) {
             return Err(Status::unavailable("receiver is not ready"));
         }
         let decoded = proto::remote_write::decode_thanos_write(&body)
             .map_err(|e| Status::invalid_argument(format!("invalid thanos.WriteRequest: {e}")))?;
         for (tenant, req) in &decoded.tenants {
-            self.write_tenant(tenant, decoded.replica, req).await?;
+            self.write_tenant(tenant, decoded.replica, req, hinted)
+                .await?;
         }
         Ok(())
     }

@@ -367,8 +367,12 @@ pub(crate) fn write_local_share(
     let batch = plan.local.as_ref()?;
     Some(match state.tenants.get_or_open(&plan.tenant) {
         Ok(db) => {
-            let outcome =
-                writer::write_series(&db, Replicator::local_series(req, batch), head_series_limit);
+            let outcome = writer::write_series(
+                &db,
+                Replicator::local_series(req, batch),
+                head_series_limit,
+                None,
+            );
             record(state, &plan.tenant, &outcome);
             ReplicaResult::of_outcome(&outcome)
         }

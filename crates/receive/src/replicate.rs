@@ -36,6 +36,11 @@ type Labels = Vec<(String, String)>;
 /// The gRPC method of receiver-to-receiver writes.
 pub const REMOTE_WRITE_PATH: &str = "/thanos.WriteableStore/RemoteWrite";
 
+/// gRPC metadata marking a hinted handoff delivery: the samples are late on purpose, so the
+/// receiving Cairn inserts them out of order anywhere its head still reaches (other receivers
+/// ignore the header).
+pub const HINT_METADATA: &str = "cairn-hinted-handoff";
+
 /// How one replica's share of a request went.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ReplicaResult {
@@ -185,8 +190,8 @@ impl Peer {
         h.retry_at = Some(Instant::now() + backoff(h.failures));
     }
 
-    /// Sends an encoded `thanos.WriteRequest`.
-    pub async fn send(&self, payload: Bytes, timeout: Duration) -> ReplicaResult {
+    /// Sends an encoded `thanos.WriteRequest` (`hinted`: a hinted handoff delivery).
+    pub async fn send(&self, payload: Bytes, timeout: Duration, hinted: bool) -> ReplicaResult {
         let mut grpc = tonic::client::Grpc::new(SnappyChannel::new(self.channel.clone()));
         let call = async {
             grpc.ready()
@@ -194,6 +199,12 @@ impl Peer {
                 .map_err(|e| Status::unavailable(format!("connecting: {e}")))?;
             let mut req = tonic::Request::new(payload);
             req.set_timeout(timeout);
+            if hinted {
+                req.metadata_mut().insert(
+                    HINT_METADATA,
+                    tonic::metadata::MetadataValue::from_static("1"),
+                );
+            }
             grpc.unary(
                 req,
                 http::uri::PathAndQuery::from_static(REMOTE_WRITE_PATH),
@@ -687,7 +698,7 @@ impl Replicator {
         } else {
             let started = Instant::now();
             let r = peer
-                .send(payload.clone(), self.config.forward_timeout)
+                .send(payload.clone(), self.config.forward_timeout, false)
                 .await;
             self.metrics
                 .forward_duration
@@ -788,7 +799,7 @@ impl Replicator {
                         tokio::time::sleep(wait).await;
                     }
                     match peer
-                        .send(Bytes::from(batch.payload.clone()), deliver_timeout)
+                        .send(Bytes::from(batch.payload.clone()), deliver_timeout, true)
                         .await
                     {
                         ReplicaResult::Ok => {

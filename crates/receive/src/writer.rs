@@ -172,14 +172,16 @@ pub fn validate_labels(series: &TimeSeries<'_>) -> Result<(), String> {
 /// Appends a request's samples to `db` as one commit. With `head_series_limit`, a tenant whose
 /// head holds that many series accepts samples of existing series only.
 pub fn write(db: &Db, req: &WriteRequest<'_>, head_series_limit: Option<u64>) -> WriteOutcome {
-    write_series(db, req.timeseries.iter(), head_series_limit)
+    write_series(db, req.timeseries.iter(), head_series_limit, None)
 }
 
-/// [`write`] for some of a request's series (the share a receiver owns).
+/// [`write`] for some of a request's series (the share a receiver owns); `out_of_order_window`
+/// overrides the TSDB's (hinted handoff deliveries are late on purpose).
 pub fn write_series<'a, 'b: 'a, I>(
     db: &Db,
     series: I,
     head_series_limit: Option<u64>,
+    out_of_order_window: Option<i64>,
 ) -> WriteOutcome
 where
     I: Iterator<Item = &'a TimeSeries<'b>> + Clone,
@@ -190,6 +192,9 @@ where
     };
     let at_limit = head_series_limit.filter(|&l| db.head().num_series() as u64 >= l);
     let mut app = db.appender();
+    if let Some(w) = out_of_order_window {
+        app.set_out_of_order_window(w);
+    }
     let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(16);
     for series in series {
         if series.histograms > 0 {

@@ -166,7 +166,9 @@ impl SeriesSamples {
                 self.push(t, v, chunk_range);
                 Ok(true)
             }
-            Err(Error::OutOfOrder { newest, .. }) if window > 0 && t >= newest - window => {
+            Err(Error::OutOfOrder { newest, .. })
+                if window > 0 && t >= newest.saturating_sub(window) =>
+            {
                 self.insert_out_of_order(t, v, chunk_range)
             }
             other => other,
@@ -505,6 +507,7 @@ impl Head {
             held: Vec::new(),
             held_by_ref: HashMap::default(),
             pending: Vec::new(),
+            out_of_order_window: self.opts.out_of_order_window,
         }
     }
 
@@ -599,7 +602,9 @@ impl Head {
             return true;
         }
         let mut s = series.samples.lock().unwrap();
-        if let Ok(true) = s.add(t, v, self.opts.chunk_range, self.opts.out_of_order_window) {
+        // Everything in the WAL was acknowledged: out-of-order samples are put back wherever
+        // the head still reaches (a write may have been accepted with a wider window).
+        if let Ok(true) = s.add(t, v, self.opts.chunk_range, i64::MAX) {
             drop(s);
             self.update_time_bounds(t, t);
         }
@@ -928,6 +933,8 @@ pub struct Appender<'a> {
     held: Vec<HeldSeries>,
     held_by_ref: HashMap<u64, usize, IdentityHash>,
     pending: Vec<(u32, i64, f64)>,
+    /// [`HeadOptions::out_of_order_window`], unless overridden for this appender.
+    out_of_order_window: i64,
 }
 
 impl Drop for Appender<'_> {
@@ -974,17 +981,24 @@ impl Appender<'_> {
         self.held[h.0].series.series_ref
     }
 
+    /// Accepts out-of-order samples up to `window` ms behind a series' newest for this
+    /// appender's writes (`i64::MAX`: anywhere the head still reaches), whatever the head's
+    /// default. For writes known to be late on purpose, such as hinted handoff deliveries.
+    pub fn set_out_of_order_window(&mut self, window: i64) {
+        self.out_of_order_window = window;
+    }
+
     /// Validates and stages one sample of a held series.
     pub fn append_to(&mut self, h: SeriesHandle, t: i64, v: f64) -> Result<()> {
         let min_valid = self.head.min_valid_time();
         if t < min_valid {
             return Err(Error::OutOfBounds { t, min_valid });
         }
-        let window = self.head.opts.out_of_order_window;
+        let window = self.out_of_order_window;
         let held = &mut self.held[h.0];
         let store = match held.last_pending {
             // Within the window, out-of-order samples are staged; commit inserts them.
-            Some((last, _)) if t < last && window > 0 && t >= last - window => {
+            Some((last, _)) if t < last && window > 0 && t >= last.saturating_sub(window) => {
                 self.pending.push((h.0 as u32, t, v));
                 return Ok(());
             }
@@ -997,7 +1011,9 @@ impl Appender<'_> {
             }
             Some(_) => true,
             None => match held.series.samples.lock().unwrap().check(t, v) {
-                Err(Error::OutOfOrder { newest, .. }) if window > 0 && t >= newest - window => {
+                Err(Error::OutOfOrder { newest, .. })
+                    if window > 0 && t >= newest.saturating_sub(window) =>
+                {
                     self.pending.push((h.0 as u32, t, v));
                     return Ok(());
                 }
@@ -1048,7 +1064,7 @@ impl Appender<'_> {
         }
         let (mut mint, mut maxt) = (i64::MAX, i64::MIN);
         let range = self.head.opts.chunk_range;
-        let window = self.head.opts.out_of_order_window;
+        let window = self.out_of_order_window;
         // A block cut may have moved the bound since these samples were staged (it holds the
         // commit lock while it does): what is now older goes to no block, so refuse it.
         let min_valid = self.head.min_valid_time();
@@ -1130,6 +1146,36 @@ mod tests {
             got.extend(XorIterator::new(&c.data).map(|(t, _)| t));
         }
         assert_eq!(got, vec![100, 200, 400, 900, 1200, 1250, 1300]);
+    }
+
+    #[test]
+    fn an_appender_may_widen_the_out_of_order_window() {
+        let head = Head::new(
+            HeadOptions {
+                chunk_range: 100_000,
+                out_of_order_window: 10,
+            },
+            None,
+        );
+        let l = labels!("__name__" => "x");
+        let mut app = head.appender();
+        app.append(&l, 10_000, 1.0).unwrap();
+        app.commit().unwrap();
+        let mut app = head.appender();
+        assert!(app.append(&l, 5_000, 2.0).is_err());
+        app.set_out_of_order_window(i64::MAX);
+        app.append(&l, 5_000, 2.0).unwrap();
+        app.commit().unwrap();
+        let chunks = head.all_series_sorted()[0].chunks(i64::MIN, i64::MAX);
+        let ts: Vec<i64> = chunks
+            .iter()
+            .flat_map(|c| {
+                XorIterator::new(&c.data)
+                    .map(|(t, _)| t)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(ts, vec![5_000, 10_000]);
     }
 
     #[test]
