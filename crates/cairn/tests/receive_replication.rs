@@ -25,9 +25,13 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 const TENANT: &str = "edge-1";
 const SERIES: usize = 40;
 
-/// Rounds are this far apart: the rounds a node misses while it is down then span more than
-/// the out-of-order window (10m), as in a long outage.
+/// Rounds are this far apart.
 const ROUND_MS: i64 = 30_000;
+
+/// Rounds of the outage test are this far apart: the rounds a node misses while it is down then
+/// span 80 minutes, more than the out-of-order window (10m) and than the half block (1h) a head
+/// accepts behind its newest sample, as in a long outage.
+const LONG_ROUND_MS: i64 = 120_000;
 
 /// The first round's timestamp: 45 minutes ago (writes must be within the head's range, which a
 /// real client's current samples set).
@@ -50,8 +54,8 @@ fn pending_hints(pool: &ReceivePool, i: usize) -> f64 {
     pool.node(i).metric_sum("cairn_receive_hints_pending{")
 }
 
-/// Round `r` of the test load: one sample per series at `base_ts() + r * ROUND_MS`.
-fn round(r: i64) -> Vec<common::WriteSeries> {
+/// Round `r` of the test load: one sample per series at `base_ts() + r * step`.
+fn round(r: i64, step: i64) -> Vec<common::WriteSeries> {
     (0..SERIES)
         .map(|i| {
             (
@@ -59,17 +63,17 @@ fn round(r: i64) -> Vec<common::WriteSeries> {
                     ("__name__".to_string(), "test_metric".to_string()),
                     ("series".to_string(), format!("s{i:03}")),
                 ],
-                vec![(base_ts() + r * ROUND_MS, r as f64 + i as f64 / 1000.0)],
+                vec![(base_ts() + r * step, r as f64 + i as f64 / 1000.0)],
             )
         })
         .collect()
 }
 
 /// What the store should hold after rounds `rounds`.
-fn expected(rounds: std::ops::Range<i64>) -> BTreeMap<String, Vec<(i64, u64)>> {
+fn expected(rounds: std::ops::Range<i64>, step: i64) -> BTreeMap<String, Vec<(i64, u64)>> {
     let mut out: BTreeMap<String, Vec<(i64, u64)>> = BTreeMap::new();
     for r in rounds {
-        for (labels, samples) in round(r) {
+        for (labels, samples) in round(r, step) {
             let key: Vec<String> = labels.iter().map(|(n, v)| format!("{n}={v}")).collect();
             out.entry(key.join(","))
                 .or_default()
@@ -79,8 +83,8 @@ fn expected(rounds: std::ops::Range<i64>) -> BTreeMap<String, Vec<(i64, u64)>> {
     out
 }
 
-fn write_round(addr: std::net::SocketAddr, r: i64) -> common::HttpResponse {
-    remote_write_request(addr, TENANT, &round(r)).unwrap()
+fn write_round(addr: std::net::SocketAddr, r: i64, step: i64) -> common::HttpResponse {
+    remote_write_request(addr, TENANT, &round(r, step)).unwrap()
 }
 
 #[test]
@@ -124,10 +128,10 @@ fn rf3_replicates_survives_a_dead_node_and_hinted_handoff_heals_it() {
 
     // All healthy: every series on all three nodes, whichever node took the write.
     for r in 0..20 {
-        let resp = write_round(pool.node(r as usize % 3).remote_write, r);
+        let resp = write_round(pool.node(r as usize % 3).remote_write, r, LONG_ROUND_MS);
         assert_eq!(resp.status, 204, "round {r}: {}", resp.body);
     }
-    let want = expected(0..20);
+    let want = expected(0..20, LONG_ROUND_MS);
     for i in 0..3 {
         assert_eq!(samples(&pool, i), want, "node {i} after healthy writes");
     }
@@ -140,7 +144,7 @@ fn rf3_replicates_survives_a_dead_node_and_hinted_handoff_heals_it() {
     // (b) One node killed: writes still succeed, nothing acknowledged is lost.
     pool.kill(2);
     for r in 20..60 {
-        let resp = write_round(pool.node(r as usize % 2).remote_write, r);
+        let resp = write_round(pool.node(r as usize % 2).remote_write, r, LONG_ROUND_MS);
         assert!(
             (200..300).contains(&resp.status),
             "round {r} with a node down: {} {}",
@@ -148,7 +152,7 @@ fn rf3_replicates_survives_a_dead_node_and_hinted_handoff_heals_it() {
             resp.body
         );
     }
-    let want = expected(0..60);
+    let want = expected(0..60, LONG_ROUND_MS);
     for i in 0..2 {
         assert_eq!(samples(&pool, i), want, "node {i} with node 2 down");
     }
@@ -183,10 +187,13 @@ fn two_nodes_down_is_503_and_a_retry_succeeds_once_one_is_back() {
     for i in 0..3 {
         pool.start(i);
     }
-    assert_eq!(write_round(pool.node(0).remote_write, 0).status, 204);
+    assert_eq!(
+        write_round(pool.node(0).remote_write, 0, ROUND_MS).status,
+        204
+    );
     pool.kill(1);
     pool.kill(2);
-    let resp = write_round(pool.node(0).remote_write, 1);
+    let resp = write_round(pool.node(0).remote_write, 1, ROUND_MS);
     assert_eq!(resp.status, 503, "{}", resp.body);
     assert!(
         resp.body.contains("quorum (2 of 3) not reached"),
@@ -198,7 +205,7 @@ fn two_nodes_down_is_503_and_a_retry_succeeds_once_one_is_back() {
     let started = Instant::now();
     let mut last = (0, String::new());
     while started.elapsed() < Duration::from_secs(40) {
-        let resp = write_round(pool.node(0).remote_write, 1);
+        let resp = write_round(pool.node(0).remote_write, 1, ROUND_MS);
         if resp.status == 204 {
             break;
         }
@@ -207,9 +214,9 @@ fn two_nodes_down_is_503_and_a_retry_succeeds_once_one_is_back() {
         last = (resp.status, resp.body);
         std::thread::sleep(Duration::from_millis(250));
     }
-    let resp = write_round(pool.node(0).remote_write, 2);
+    let resp = write_round(pool.node(0).remote_write, 2, ROUND_MS);
     assert_eq!(resp.status, 204, "after retries ({last:?}): {}", resp.body);
-    let want = expected(0..3);
+    let want = expected(0..3, ROUND_MS);
     assert_eq!(samples(&pool, 0), want);
     wait_until(Duration::from_secs(30), "node 1 to catch up", || {
         samples(&pool, 1) == want
@@ -237,7 +244,7 @@ fn a_replica_slowed_by_5s_does_not_delay_answers() {
     let mut latencies = Vec::new();
     for r in 0..100 {
         let started = Instant::now();
-        let resp = write_round(pool.node(r as usize % 2).remote_write, r);
+        let resp = write_round(pool.node(r as usize % 2).remote_write, r, ROUND_MS);
         latencies.push(started.elapsed());
         assert_eq!(resp.status, 204, "round {r}: {}", resp.body);
     }
@@ -249,7 +256,7 @@ fn a_replica_slowed_by_5s_does_not_delay_answers() {
         latencies[50]
     );
     assert!(p99 < Duration::from_secs(1), "p99 {p99:?}");
-    let want = expected(0..100);
+    let want = expected(0..100, ROUND_MS);
     assert_eq!(samples(&pool, 0), want);
     assert_eq!(samples(&pool, 1), want);
     // The slow replica was in the path all along, and catches up.
@@ -278,7 +285,7 @@ fn the_pool_grows_from_3_to_5_nodes_while_writes_run() {
             pool.write_ring(&pool.endpoints);
             grown_at = Some(Instant::now());
         }
-        let resp = write_round(pool.node(r as usize % 3).remote_write, r);
+        let resp = write_round(pool.node(r as usize % 3).remote_write, r, ROUND_MS);
         assert_eq!(resp.status, 204, "round {r}: {}", resp.body);
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -316,7 +323,10 @@ fn the_pool_grows_from_3_to_5_nodes_while_writes_run() {
         pool.node(0).metric_sum("thanos_receive_hashring_nodes{"),
         5.0
     );
-    assert_eq!(write_round(pool.node(1).remote_write, 80).status, 204);
+    assert_eq!(
+        write_round(pool.node(1).remote_write, 80, ROUND_MS).status,
+        204
+    );
     assert!(pool
         .node(0)
         .proc
@@ -333,7 +343,7 @@ fn the_pool_grows_from_3_to_5_nodes_while_writes_run() {
         );
     }
     let last_ts = base_ts() + 80 * ROUND_MS;
-    for key in expected(0..1).keys() {
+    for key in expected(0..1, ROUND_MS).keys() {
         let copies = held
             .iter()
             .filter(|h| {
@@ -360,10 +370,10 @@ fn a_router_only_node_forwards_everything_and_stores_nothing() {
     let ring = format!("--receive.hashrings-file={}", pool.ring_file.display());
     let router = Cairn::receive(&router_dir, &[&ring, "--receive.replication-factor=3"]);
     for r in 0..5 {
-        let resp = write_round(router.remote_write, r);
+        let resp = write_round(router.remote_write, r, ROUND_MS);
         assert_eq!(resp.status, 204, "{}", resp.body);
     }
-    let want = expected(0..5);
+    let want = expected(0..5, ROUND_MS);
     wait_until(
         Duration::from_secs(10),
         "all three ingestors to hold every sample",

@@ -177,10 +177,9 @@ impl WriteService {
                 .tenants
                 .get_or_open(tenant)
                 .map_err(|e| Status::internal(e.to_string()))?;
-            // Hinted handoff deliveries may be older than the out-of-order window allows for
-            // live writes: they go wherever the head still reaches.
-            let window = hinted.then_some(i64::MAX);
-            let outcome = writer::write_series(&db, req.timeseries.iter(), limit, window);
+            // Hinted handoff deliveries are late on purpose: they go wherever the head still
+            // reaches, in or out of order.
+            let outcome = writer::write_series(&db, req.timeseries.iter(), limit, hinted);
             crate::http::record(&state, tenant, &outcome);
             Ok::<_, Status>(outcome)
         })?;

@@ -371,7 +371,7 @@ pub(crate) fn write_local_share(
                 &db,
                 Replicator::local_series(req, batch),
                 head_series_limit,
-                None,
+                false,
             );
             record(state, &plan.tenant, &outcome);
             ReplicaResult::of_outcome(&outcome)

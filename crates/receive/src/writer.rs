@@ -172,16 +172,16 @@ pub fn validate_labels(series: &TimeSeries<'_>) -> Result<(), String> {
 /// Appends a request's samples to `db` as one commit. With `head_series_limit`, a tenant whose
 /// head holds that many series accepts samples of existing series only.
 pub fn write(db: &Db, req: &WriteRequest<'_>, head_series_limit: Option<u64>) -> WriteOutcome {
-    write_series(db, req.timeseries.iter(), head_series_limit, None)
+    write_series(db, req.timeseries.iter(), head_series_limit, false)
 }
 
-/// [`write`] for some of a request's series (the share a receiver owns); `out_of_order_window`
-/// overrides the TSDB's (hinted handoff deliveries are late on purpose).
+/// [`write`] for some of a request's series (the share a receiver owns). `late`: the samples are
+/// late on purpose (hinted handoff deliveries) and go wherever the head still reaches.
 pub fn write_series<'a, 'b: 'a, I>(
     db: &Db,
     series: I,
     head_series_limit: Option<u64>,
-    out_of_order_window: Option<i64>,
+    late: bool,
 ) -> WriteOutcome
 where
     I: Iterator<Item = &'a TimeSeries<'b>> + Clone,
@@ -192,8 +192,8 @@ where
     };
     let at_limit = head_series_limit.filter(|&l| db.head().num_series() as u64 >= l);
     let mut app = db.appender();
-    if let Some(w) = out_of_order_window {
-        app.set_out_of_order_window(w);
+    if late {
+        app.accept_late();
     }
     let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(16);
     for series in series {

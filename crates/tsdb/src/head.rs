@@ -508,6 +508,7 @@ impl Head {
             held_by_ref: HashMap::default(),
             pending: Vec::new(),
             out_of_order_window: self.opts.out_of_order_window,
+            late: false,
         }
     }
 
@@ -935,6 +936,8 @@ pub struct Appender<'a> {
     pending: Vec<(u32, i64, f64)>,
     /// [`HeadOptions::out_of_order_window`], unless overridden for this appender.
     out_of_order_window: i64,
+    /// See [`Appender::accept_late`].
+    late: bool,
 }
 
 impl Drop for Appender<'_> {
@@ -982,15 +985,31 @@ impl Appender<'_> {
     }
 
     /// Accepts out-of-order samples up to `window` ms behind a series' newest for this
-    /// appender's writes (`i64::MAX`: anywhere the head still reaches), whatever the head's
-    /// default. For writes known to be late on purpose, such as hinted handoff deliveries.
+    /// appender's writes, whatever the head's default.
     pub fn set_out_of_order_window(&mut self, window: i64) {
         self.out_of_order_window = window;
     }
 
+    /// For writes that are late on purpose (hinted handoff deliveries): samples are accepted
+    /// anywhere after the last block cut, in or out of order, instead of only within half a
+    /// block duration of the head's newest sample.
+    pub fn accept_late(&mut self) {
+        self.out_of_order_window = i64::MAX;
+        self.late = true;
+    }
+
+    /// The oldest timestamp this appender may write now.
+    fn min_valid_time(&self) -> i64 {
+        if self.late {
+            self.head.min_valid_time.load(Ordering::Acquire)
+        } else {
+            self.head.min_valid_time()
+        }
+    }
+
     /// Validates and stages one sample of a held series.
     pub fn append_to(&mut self, h: SeriesHandle, t: i64, v: f64) -> Result<()> {
-        let min_valid = self.head.min_valid_time();
+        let min_valid = self.min_valid_time();
         if t < min_valid {
             return Err(Error::OutOfBounds { t, min_valid });
         }
@@ -1067,7 +1086,7 @@ impl Appender<'_> {
         let window = self.out_of_order_window;
         // A block cut may have moved the bound since these samples were staged (it holds the
         // commit lock while it does): what is now older goes to no block, so refuse it.
-        let min_valid = self.head.min_valid_time();
+        let min_valid = self.min_valid_time();
         // Samples of one series are usually consecutive: lock each run once.
         let mut i = 0;
         while i < self.pending.len() {
@@ -1165,6 +1184,16 @@ mod tests {
         assert!(app.append(&l, 5_000, 2.0).is_err());
         app.set_out_of_order_window(i64::MAX);
         app.append(&l, 5_000, 2.0).unwrap();
+        app.append(&l, 200_000, 3.0).unwrap();
+        app.commit().unwrap();
+        // Older than half a block behind the newest: only a late appender takes it.
+        let mut app = head.appender();
+        assert!(matches!(
+            app.append(&l, 100, 4.0),
+            Err(Error::OutOfBounds { .. })
+        ));
+        app.accept_late();
+        app.append(&l, 100, 4.0).unwrap();
         app.commit().unwrap();
         let chunks = head.all_series_sorted()[0].chunks(i64::MIN, i64::MAX);
         let ts: Vec<i64> = chunks
@@ -1175,7 +1204,7 @@ mod tests {
                     .collect::<Vec<_>>()
             })
             .collect();
-        assert_eq!(ts, vec![5_000, 10_000]);
+        assert_eq!(ts, vec![100, 5_000, 10_000, 200_000]);
     }
 
     #[test]
