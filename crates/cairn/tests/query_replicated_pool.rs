@@ -132,14 +132,20 @@ fn cairn_query_over_an_rf3_pool_returns_each_series_once() {
         let (_, v) = query.get_json("/api/v1/query", &[("query", "pool_scraped")]);
         v["data"]["result"].as_array().is_some_and(|r| r.len() == 2)
     });
-    let (_, v) = query.get_json(
-        "/api/v1/query",
-        &[
-            ("query", "count by (replica) (pool_scraped)"),
-            ("dedup", "false"),
-        ],
+    wait_until(
+        Duration::from_secs(30),
+        "vmagent's series on three replicas",
+        || {
+            let (_, v) = query.get_json(
+                "/api/v1/query",
+                &[
+                    ("query", "count by (replica) (pool_scraped)"),
+                    ("dedup", "false"),
+                ],
+            );
+            v["data"]["result"].as_array().is_some_and(|r| r.len() == 3)
+        },
     );
-    assert_eq!(v["data"]["result"].as_array().unwrap().len(), 3, "{v}");
     drop(vm);
 
     // One receiver down: the same answer.
