@@ -587,53 +587,63 @@ pub struct SlowProxy {
     stop: Arc<AtomicBool>,
 }
 
+/// Accepts connections on a fresh loopback port until `stop` is set and connects each to
+/// `upstream`: the client's bytes go through `forward(client_read, server_write)` on a thread of
+/// their own, the answers straight back.
+fn spawn_proxy<F>(upstream: SocketAddr, stop: Arc<AtomicBool>, forward: F) -> SocketAddr
+where
+    F: Fn(TcpStream, TcpStream) + Clone + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((client, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            client.set_nonblocking(false).unwrap();
+            let Ok(server) = TcpStream::connect(upstream) else {
+                continue;
+            };
+            let (c_read, s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut s_read, mut c_write) = (server, client);
+            let forward = forward.clone();
+            std::thread::spawn(move || forward(c_read, s_write));
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s_read, &mut c_write);
+                let _ = c_write.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    addr
+}
+
 impl SlowProxy {
     pub fn start(upstream: SocketAddr, bytes_per_sec: u64) -> SlowProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
         let forwarded = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (fwd, flag) = (forwarded.clone(), stop.clone());
-        std::thread::spawn(move || {
+        let addr = spawn_proxy(upstream, stop.clone(), move |mut c_read, mut s_write| {
+            let mut buf = [0u8; 256];
+            let pause = Duration::from_micros(256 * 1_000_000 / bytes_per_sec.max(1));
             while !flag.load(Ordering::Relaxed) {
-                let Ok((client, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                };
-                client.set_nonblocking(false).unwrap();
-                let Ok(server) = TcpStream::connect(upstream) else {
-                    continue;
-                };
-                let (mut c_read, mut s_write) =
-                    (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let (mut s_read, mut c_write) = (server, client);
-                let (fwd, flag) = (fwd.clone(), flag.clone());
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 256];
-                    let pause = Duration::from_micros(256 * 1_000_000 / bytes_per_sec.max(1));
-                    while !flag.load(Ordering::Relaxed) {
-                        match c_read.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                if s_write.write_all(&buf[..n]).is_err() {
-                                    break;
-                                }
-                                fwd.fetch_add(n as u64, Ordering::Relaxed);
-                                std::thread::sleep(pause);
-                            }
+                match c_read.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if s_write.write_all(&buf[..n]).is_err() {
+                            break;
                         }
+                        fwd.fetch_add(n as u64, Ordering::Relaxed);
+                        std::thread::sleep(pause);
                     }
-                    let _ = s_write.shutdown(std::net::Shutdown::Both);
-                });
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut s_read, &mut c_write);
-                    let _ = c_write.shutdown(std::net::Shutdown::Both);
-                });
+                }
             }
+            let _ = s_write.shutdown(std::net::Shutdown::Both);
         });
         SlowProxy {
-            port,
+            port: addr.port(),
             forwarded,
             stop,
         }
@@ -655,55 +665,31 @@ pub struct DelayProxy {
 
 impl DelayProxy {
     pub fn start(upstream: SocketAddr, delay: Duration) -> DelayProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                let Ok((client, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                };
-                client.set_nonblocking(false).unwrap();
-                let Ok(server) = TcpStream::connect(upstream) else {
-                    continue;
-                };
-                let (mut c_read, mut s_write) =
-                    (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let (mut s_read, mut c_write) = (server, client);
-                let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
-                std::thread::spawn(move || {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        match c_read.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                if tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
-                                    break;
-                                }
+        let addr = spawn_proxy(upstream, stop.clone(), move |mut c_read, mut s_write| {
+            let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match c_read.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
+                                break;
                             }
                         }
                     }
-                });
-                std::thread::spawn(move || {
-                    for (at, bytes) in rx {
-                        let due = at + delay;
-                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                            std::thread::sleep(wait);
-                        }
-                        if s_write.write_all(&bytes).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = s_write.shutdown(std::net::Shutdown::Both);
-                });
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut s_read, &mut c_write);
-                    let _ = c_write.shutdown(std::net::Shutdown::Both);
-                });
+                }
+            });
+            for (at, bytes) in rx {
+                if let Some(wait) = (at + delay).checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                if s_write.write_all(&bytes).is_err() {
+                    break;
+                }
             }
+            let _ = s_write.shutdown(std::net::Shutdown::Both);
         });
         DelayProxy { addr, stop }
     }
