@@ -86,41 +86,10 @@ pub struct S3Config {
     pub http_config: HttpConfig,
 }
 
-/// Parses a Go/Prometheus duration (`90s`, `2m`, `1h30m`, `500ms`).
+/// Parses a duration of Prometheus' grammar (`90s`, `2m`, `1h30m`, `500ms`), as Thanos reads
+/// the durations of `objstore.yml`.
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let mut total_ms: u128 = 0;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err("empty duration".into());
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!("invalid duration {s:?}: expected a number"));
-        }
-        let n: u128 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit_ms: u128 = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 7 * 86_400_000,
-            "y" => 365 * 86_400_000,
-            u => return Err(format!("invalid duration {s:?}: unknown unit {u:?}")),
-        };
-        total_ms += n * unit_ms;
-        rest = &rest[unit_len..];
-    }
-    Ok(Duration::from_millis(total_ms as u64))
+    model::duration::parse_std(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
 impl BucketConfig {

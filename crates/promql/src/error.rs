@@ -24,3 +24,10 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A regex that does not compile is a parse error of the query that holds it.
+impl From<model::matcher::InvalidMatcher> for Error {
+    fn from(e: model::matcher::InvalidMatcher) -> Self {
+        Error::Parse(e.to_string())
+    }
+}

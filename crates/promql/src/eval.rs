@@ -20,7 +20,7 @@ use tsdb::Labels;
 
 use crate::error::{Error, Result};
 use crate::planner;
-use crate::storage::{MatchOp, Matcher, Queryable, Sample, Series as StorageSeries};
+use crate::storage::{MatchType, Matcher, Queryable, Sample, Series as StorageSeries};
 use crate::value::Annotations;
 
 /// An instant-vector series inside the evaluator.
@@ -161,20 +161,21 @@ pub(crate) fn eval_err(msg: impl Into<String>) -> Error {
     Error::Eval(msg.into())
 }
 
-/// Converts a parsed selector into storage matchers.
-pub(crate) fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>> {
+/// Converts a parsed selector into storage matchers: one set per `or` group inside the braces
+/// (one set when there is none), each with the metric name's matcher first.
+pub fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>> {
     let conv = |m: &promql_parser::label::Matcher| -> Result<Matcher> {
-        let op = match &m.op {
-            PMatchOp::Equal => MatchOp::Equal,
-            PMatchOp::NotEqual => MatchOp::NotEqual,
-            PMatchOp::Re(_) => MatchOp::Regex,
-            PMatchOp::NotRe(_) => MatchOp::NotRegex,
+        let kind = match &m.op {
+            PMatchOp::Equal => MatchType::Equal,
+            PMatchOp::NotEqual => MatchType::NotEqual,
+            PMatchOp::Re(_) => MatchType::Regex,
+            PMatchOp::NotRe(_) => MatchType::NotRegex,
         };
-        Matcher::new(op, m.name.clone(), m.value.clone())
+        Ok(Matcher::new(kind, m.name.clone(), m.value.clone())?)
     };
     let mut base = Vec::new();
     if let Some(n) = &vs.name {
-        base.push(Matcher::new(MatchOp::Equal, "__name__", n.clone())?);
+        base.push(Matcher::equal(model::labels::METRIC_NAME, n.clone()));
     }
     for m in &vs.matchers.matchers {
         base.push(conv(m)?);

@@ -124,29 +124,11 @@ fn simple_math(name: &str) -> Option<fn(f64) -> f64> {
     })
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-fn is_leap(y: i64) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-}
-
 fn date_fn(name: &str, secs: f64) -> f64 {
     let s = secs as i64;
     let days = s.div_euclid(86_400);
     let rem = s.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = model::time::civil_from_days(days);
     match name {
         "year" => y as f64,
         "month" => m as f64,
@@ -155,7 +137,7 @@ fn date_fn(name: &str, secs: f64) -> f64 {
         "day_of_year" => {
             let cum = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
             let mut doy = cum[(m - 1) as usize] + d as i64;
-            if m > 2 && is_leap(y) {
+            if m > 2 && model::time::is_leap_year(y) {
                 doy += 1;
             }
             doy as f64
@@ -166,7 +148,7 @@ fn date_fn(name: &str, secs: f64) -> f64 {
             1 | 3 | 5 | 7 | 8 | 10 | 12 => 31.0,
             4 | 6 | 9 | 11 => 30.0,
             _ => {
-                if is_leap(y) {
+                if model::time::is_leap_year(y) {
                     29.0
                 } else {
                     28.0

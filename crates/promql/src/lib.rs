@@ -37,6 +37,7 @@ mod value;
 
 pub use engine::{Engine, EngineOpts};
 pub use error::{Error, Result};
+pub use eval::selector_matchers;
 pub use eval::CancelToken;
 pub use histogram::{Bucket, CounterResetHint, FloatHistogram, CUSTOM_BUCKETS_SCHEMA};
 pub use memory::MemoryStorage;
@@ -44,7 +45,7 @@ pub use parser::parse;
 pub use promql_parser;
 pub use promql_parser::parser::Expr;
 pub use storage::{
-    is_stale_nan, stale_nan, MatchOp, Matcher, Queryable, Sample, SelectHints, Series, SeriesSink,
-    STALE_NAN_BITS,
+    is_stale_nan, stale_nan, MatchType, Matcher, Queryable, Sample, SelectHints, Series,
+    SeriesSink, STALE_NAN_BITS,
 };
 pub use value::{Annotations, InstantSample, QueryResult, QueryValue, RangeSeries};

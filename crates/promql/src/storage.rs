@@ -11,10 +11,10 @@
 //! one with borrowed samples: a storage that decodes series can then reuse a single buffer, and
 //! the engine never holds every selected series' samples at once.
 
-use std::fmt;
 use std::sync::Arc;
 
-use regex::Regex;
+pub use model::matcher::{MatchType, Matcher};
+pub use model::{is_stale_nan, stale_nan, STALE_NAN_BITS};
 use tsdb::Labels;
 
 use crate::error::Error;
@@ -54,94 +54,11 @@ impl Sample {
     }
 }
 
-/// The bit pattern Prometheus uses to mark a series as stale.
-pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
-
-/// A stale marker value.
-pub fn stale_nan() -> f64 {
-    f64::from_bits(STALE_NAN_BITS)
-}
-
-/// Whether `f` is a stale marker (not merely any NaN).
-pub fn is_stale_nan(f: f64) -> bool {
-    f.to_bits() == STALE_NAN_BITS
-}
-
 /// A series as returned by storage: its labels and its samples sorted by time.
 #[derive(Clone, Debug)]
 pub struct Series {
     pub labels: Labels,
     pub samples: Arc<[Sample]>,
-}
-
-/// How a label matcher compares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MatchOp {
-    Equal,
-    NotEqual,
-    Regex,
-    NotRegex,
-}
-
-/// A label matcher. Regular expressions are fully anchored, as in Prometheus.
-#[derive(Clone, Debug)]
-pub struct Matcher {
-    pub name: String,
-    pub op: MatchOp,
-    pub value: String,
-    re: Option<Regex>,
-}
-
-impl Matcher {
-    /// Builds a matcher; regex matchers compile `^(?s:value)$`.
-    pub fn new(
-        op: MatchOp,
-        name: impl Into<String>,
-        value: impl Into<String>,
-    ) -> Result<Self, Error> {
-        let value = value.into();
-        let re = match op {
-            MatchOp::Regex | MatchOp::NotRegex => {
-                Some(Regex::new(&format!("^(?s:{value})$")).map_err(|e| {
-                    Error::Parse(format!("invalid regular expression {value:?}: {e}"))
-                })?)
-            }
-            _ => None,
-        };
-        Ok(Matcher {
-            name: name.into(),
-            op,
-            value,
-            re,
-        })
-    }
-
-    /// Whether a label value (empty when the label is absent) satisfies the matcher.
-    pub fn matches(&self, v: &str) -> bool {
-        match self.op {
-            MatchOp::Equal => v == self.value,
-            MatchOp::NotEqual => v != self.value,
-            MatchOp::Regex => self.re.as_ref().is_some_and(|r| r.is_match(v)),
-            MatchOp::NotRegex => !self.re.as_ref().is_some_and(|r| r.is_match(v)),
-        }
-    }
-
-    /// Whether a whole label set satisfies the matcher.
-    pub fn matches_labels(&self, l: &Labels) -> bool {
-        self.matches(l.get(&self.name).unwrap_or(""))
-    }
-}
-
-impl fmt::Display for Matcher {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let op = match self.op {
-            MatchOp::Equal => "=",
-            MatchOp::NotEqual => "!=",
-            MatchOp::Regex => "=~",
-            MatchOp::NotRegex => "!~",
-        };
-        write!(f, "{}{}{:?}", self.name, op, self.value)
-    }
 }
 
 /// What the planner tells storage about a select.

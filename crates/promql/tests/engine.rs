@@ -4,8 +4,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use promql::{
-    CancelToken, Engine, EngineOpts, Error, MatchOp, Matcher, MemoryStorage, QueryValue, Queryable,
-    SelectHints, Series,
+    CancelToken, Engine, EngineOpts, Error, MatchType, Matcher, MemoryStorage, QueryValue,
+    Queryable, SelectHints, Series,
 };
 use tsdb::Labels;
 
@@ -38,10 +38,10 @@ impl Queryable for Recorder<'_> {
 
 #[test]
 fn matchers_are_anchored() {
-    let m = Matcher::new(MatchOp::Regex, "job", "a|b").unwrap();
+    let m = Matcher::new(MatchType::Regex, "job", "a|b").unwrap();
     assert!(m.matches("a"));
     assert!(!m.matches("ab"));
-    let m = Matcher::new(MatchOp::NotRegex, "job", "a.*").unwrap();
+    let m = Matcher::new(MatchType::NotRegex, "job", "a.*").unwrap();
     assert!(m.matches("b"));
     assert!(!m.matches("abc"));
 }

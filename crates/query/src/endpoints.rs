@@ -436,13 +436,13 @@ impl EndpointSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use promql::{MatchOp, Matcher};
+    use promql::{MatchType, Matcher};
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
         Labels::from_pairs(pairs.iter().copied())
     }
 
-    fn m(op: MatchOp, name: &str, value: &str) -> Matcher {
+    fn m(op: MatchType, name: &str, value: &str) -> Matcher {
         Matcher::new(op, name, value).unwrap()
     }
 
@@ -452,22 +452,22 @@ mod tests {
             labels(&[("replica", "r1"), ("tenant_id", "a")]),
             labels(&[("replica", "r1"), ("tenant_id", "b")]),
         ];
-        let job = m(MatchOp::Equal, "job", "x");
+        let job = m(MatchType::Equal, "job", "x");
         assert!(label_sets_match(std::slice::from_ref(&job), &sets));
         assert!(label_sets_match(
-            &[job.clone(), m(MatchOp::Equal, "tenant_id", "b")],
+            &[job.clone(), m(MatchType::Equal, "tenant_id", "b")],
             &sets
         ));
         assert!(!label_sets_match(
-            &[job.clone(), m(MatchOp::Equal, "tenant_id", "c")],
+            &[job.clone(), m(MatchType::Equal, "tenant_id", "c")],
             &sets
         ));
         assert!(!label_sets_match(
-            &[m(MatchOp::Regex, "replica", "r[23]")],
+            &[m(MatchType::Regex, "replica", "r[23]")],
             &sets
         ));
         assert!(label_sets_match(
-            &[m(MatchOp::NotEqual, "tenant_id", "a")],
+            &[m(MatchType::NotEqual, "tenant_id", "a")],
             &sets
         ));
         assert!(label_sets_match(&[job], &[]));
@@ -496,7 +496,7 @@ mod tests {
                 .map(|t| (t.endpoint.address.clone(), t.down.is_some()))
                 .collect()
         };
-        let job = m(MatchOp::Equal, "job", "x");
+        let job = m(MatchType::Equal, "job", "x");
         assert_eq!(
             addrs(set.targets(500, 800, std::slice::from_ref(&job))),
             [
@@ -506,7 +506,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            addrs(set.targets(500, 2500, &[job, m(MatchOp::Equal, "replica", "r2")])),
+            addrs(set.targets(500, 2500, &[job, m(MatchType::Equal, "replica", "r2")])),
             [
                 ("127.0.0.1:2".to_string(), false),
                 ("127.0.0.1:4".to_string(), true)

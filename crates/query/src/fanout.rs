@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use promql::{MatchOp, Matcher};
+use promql::{MatchType, Matcher};
 use proto::thanos::store_client::StoreClient;
 use proto::thanos::{
     label_matcher, series_response, LabelMatcher, LabelNamesRequest, LabelValuesRequest,
@@ -73,11 +73,11 @@ pub fn proto_matchers(matchers: &[Matcher]) -> Vec<LabelMatcher> {
     matchers
         .iter()
         .map(|m| LabelMatcher {
-            r#type: match m.op {
-                MatchOp::Equal => label_matcher::Type::Eq,
-                MatchOp::NotEqual => label_matcher::Type::Neq,
-                MatchOp::Regex => label_matcher::Type::Re,
-                MatchOp::NotRegex => label_matcher::Type::Nre,
+            r#type: match m.kind {
+                MatchType::Equal => label_matcher::Type::Eq,
+                MatchType::NotEqual => label_matcher::Type::Neq,
+                MatchType::Regex => label_matcher::Type::Re,
+                MatchType::NotRegex => label_matcher::Type::Nre,
             } as i32,
             name: m.name.clone(),
             value: m.value.clone(),

@@ -30,4 +30,4 @@ pub mod ui;
 
 pub use fanout_queryable::{FanoutQueryable, ReadOptions};
 pub use server::{run, serve, QueryConfig};
-pub use tsdb_queryable::{to_tsdb_matcher, TsdbQueryable};
+pub use tsdb_queryable::TsdbQueryable;

@@ -13,7 +13,9 @@ use prometheus_client::registry::Registry;
 
 use crate::endpoints::{describe_label_sets, EndpointSnapshot, Health};
 
-pub type Labels = Vec<(String, String)>;
+/// The label pairs of one metric series (prometheus-client encodes them in this order); not a
+/// series' [`model::Labels`].
+pub type MetricLabels = Vec<(String, String)>;
 
 fn duration_histogram() -> Histogram {
     // 1 ms .. ~65 s
@@ -22,11 +24,11 @@ fn duration_histogram() -> Histogram {
 
 pub struct Metrics {
     registry: Registry,
-    pub http_requests: Family<Labels, Counter>,
-    pub http_request_duration: Family<Labels, Histogram, fn() -> Histogram>,
-    pub store_nodes: Family<Labels, Gauge>,
-    pub endpoint_up: Family<Labels, Gauge>,
-    pub queries: Family<Labels, Counter>,
+    pub http_requests: Family<MetricLabels, Counter>,
+    pub http_request_duration: Family<MetricLabels, Histogram, fn() -> Histogram>,
+    pub store_nodes: Family<MetricLabels, Gauge>,
+    pub endpoint_up: Family<MetricLabels, Gauge>,
+    pub queries: Family<MetricLabels, Counter>,
     pub partial_responses: Counter,
 }
 
@@ -39,14 +41,14 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let http_requests = Family::<Labels, Counter>::default();
+        let http_requests = Family::<MetricLabels, Counter>::default();
         registry.register(
             "http_requests",
             "HTTP requests by handler, method and status code.",
             http_requests.clone(),
         );
         let http_request_duration =
-            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
+            Family::<MetricLabels, Histogram, fn() -> Histogram>::new_with_constructor(
                 duration_histogram as fn() -> Histogram,
             );
         registry.register(
@@ -54,19 +56,19 @@ impl Metrics {
             "HTTP request latency by handler and method.",
             http_request_duration.clone(),
         );
-        let store_nodes = Family::<Labels, Gauge>::default();
+        let store_nodes = Family::<MetricLabels, Gauge>::default();
         registry.register(
             "thanos_store_nodes_grpc_connections",
             "Healthy endpoints, by external label sets and component type.",
             store_nodes.clone(),
         );
-        let endpoint_up = Family::<Labels, Gauge>::default();
+        let endpoint_up = Family::<MetricLabels, Gauge>::default();
         registry.register(
             "cairn_query_endpoint_up",
             "Whether an endpoint answered its last Info call (1) or not (0).",
             endpoint_up.clone(),
         );
-        let queries = Family::<Labels, Counter>::default();
+        let queries = Family::<MetricLabels, Counter>::default();
         registry.register(
             "cairn_query_queries",
             "PromQL queries by kind (instant, range) and outcome (success or error type).",

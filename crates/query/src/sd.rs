@@ -6,9 +6,10 @@
 //!   labels: {zone: a}        # accepted and ignored
 //! ```
 //!
-//! A path may contain `*` and `?` in its last component (`/etc/cairn/sd/*.yml`). Files are
-//! re-read periodically by the endpoint set; a file that fails to read or parse keeps the targets
-//! it had (and the error is logged), so a half-written file does not empty the endpoint set.
+//! A path may contain `*`, `?` and `[...]` (Go's `filepath.Match`) in its last component
+//! (`/etc/cairn/sd/*.yml`). Files are re-read periodically by the endpoint set; a file that fails
+//! to read or parse keeps the targets it had (and the error is logged), so a half-written file
+//! does not empty the endpoint set.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,36 +39,25 @@ pub fn parse(text: &str) -> Result<Vec<String>, String> {
         .collect())
 }
 
-/// Whether `name` matches a pattern of literal characters, `*` (any run) and `?` (one char).
-fn matches(pattern: &[char], name: &[char]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some(('*', rest)) => (0..=name.len()).any(|i| matches(rest, &name[i..])),
-        Some(('?', rest)) => !name.is_empty() && matches(rest, &name[1..]),
-        Some((c, rest)) => name.first() == Some(c) && matches(rest, &name[1..]),
-    }
-}
-
 /// The files a path pattern names now, sorted (the path itself when it has no wildcard).
 pub fn expand(pattern: &Path) -> Result<Vec<PathBuf>, String> {
     let Some(file_name) = pattern.file_name().and_then(|n| n.to_str()) else {
         return Ok(vec![pattern.to_path_buf()]);
     };
-    if !file_name.contains(['*', '?']) {
+    if !file_name.contains(['*', '?', '[']) {
         return Ok(vec![pattern.to_path_buf()]);
     }
+    let wanted = model::glob::Glob::new(file_name).map_err(|e| e.to_string())?;
     let dir = match pattern.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let wanted: Vec<char> = file_name.chars().collect();
     let mut out = Vec::new();
     let entries = std::fs::read_dir(&dir).map_err(|e| format!("listing {}: {e}", dir.display()))?;
     for e in entries.flatten() {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
-        let chars: Vec<char> = name.chars().collect();
-        if matches(&wanted, &chars) && e.path().is_file() {
+        if wanted.matches(name) && e.path().is_file() {
             out.push(e.path());
         }
     }

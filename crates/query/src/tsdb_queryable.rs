@@ -6,8 +6,7 @@
 //! in the span into [`promql::Sample`]s. Stale markers keep their NaN bit pattern, so the engine
 //! sees them as stale. Series without a sample in the span are left out.
 
-use promql::{MatchOp, Matcher, Queryable, Sample, SelectHints, Series, SeriesSink};
-use tsdb::matcher::{MatchType, Matcher as TsdbMatcher};
+use promql::{Matcher, Queryable, Sample, SelectHints, Series, SeriesSink};
 use tsdb::querier::{ChunkData, Querier, Series as TsdbSeries};
 
 /// A [`Queryable`] over a TSDB [`Querier`] (a `HeadQuerier`, a `BlockQuerier`, a `MergeQuerier`).
@@ -28,18 +27,6 @@ impl<Q: Querier> TsdbQueryable<Q> {
     pub fn into_inner(self) -> Q {
         self.querier
     }
-}
-
-/// Converts an engine matcher into the TSDB's (regexes are anchored in both).
-pub fn to_tsdb_matcher(m: &Matcher) -> Result<TsdbMatcher, promql::Error> {
-    let kind = match m.op {
-        MatchOp::Equal => MatchType::Equal,
-        MatchOp::NotEqual => MatchType::NotEqual,
-        MatchOp::Regex => MatchType::Regex,
-        MatchOp::NotRegex => MatchType::NotRegex,
-    };
-    TsdbMatcher::new(kind, m.name.clone(), m.value.clone())
-        .map_err(|e| promql::Error::Parse(e.to_string()))
 }
 
 fn storage_err(e: tsdb::Error) -> promql::Error {
@@ -101,14 +88,10 @@ impl<Q: Querier> Queryable for TsdbQueryable<Q> {
         matchers: &[Matcher],
         f: &mut SeriesSink<'_>,
     ) -> Result<(), promql::Error> {
-        let matchers = matchers
-            .iter()
-            .map(to_tsdb_matcher)
-            .collect::<Result<Vec<_>, _>>()?;
         let (mint, maxt) = (hints.start, hints.end);
         let selected = self
             .querier
-            .select(&matchers, mint, maxt)
+            .select(matchers, mint, maxt)
             .map_err(storage_err)?;
         let mut buf: Vec<Sample> = Vec::new();
         for s in selected {
@@ -246,7 +229,7 @@ mod tests {
     fn blocks(head: &Arc<Head>, dir: &std::path::Path, cuts: &[i64]) -> Vec<Arc<Block>> {
         let all = HeadQuerier(head.clone())
             .select(
-                &[TsdbMatcher::regex("__name__", ".+").unwrap()],
+                &[Matcher::regex("__name__", ".+").unwrap()],
                 i64::MIN,
                 i64::MAX,
             )
@@ -410,7 +393,7 @@ mod tests {
     fn select_keeps_stale_markers_and_the_span() {
         let data = data();
         let q = TsdbQueryable::new(HeadQuerier(head(&data)));
-        let m = Matcher::new(MatchOp::Equal, "job", "db").unwrap();
+        let m = Matcher::new(promql::MatchType::Equal, "job", "db").unwrap();
         let hints = SelectHints {
             start: START + 900 * STEP,
             end: START + 1000 * STEP,
@@ -423,7 +406,7 @@ mod tests {
         assert_eq!(s[0].t, START + 900 * STEP + 3_000);
         assert!(s[1].is_stale());
         assert!(s.iter().all(|x| x.t >= hints.start && x.t <= hints.end));
-        let none = Matcher::new(MatchOp::Regex, "job", "nope|.*x").unwrap();
+        let none = Matcher::new(promql::MatchType::Regex, "job", "nope|.*x").unwrap();
         assert!(q.select(&hints, &[none]).unwrap().is_empty());
     }
 }

@@ -14,7 +14,6 @@
 
 pub mod analysis;
 pub mod config;
-pub mod glob;
 pub mod ring;
 pub mod watch;
 
@@ -28,7 +27,7 @@ pub use ring::{labels_hash, series_hash, Hashring, SECTIONS_PER_NODE};
 pub use watch::{HashringWatcher, Reload, SharedHashrings, WatchStatus};
 
 use config::ring_label;
-use glob::Glob;
+use model::glob::Glob;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashringError {

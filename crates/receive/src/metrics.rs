@@ -14,7 +14,9 @@ use prometheus_client::registry::Registry;
 
 use crate::tenants::Tenants;
 
-pub type Labels = Vec<(String, String)>;
+/// The label pairs of one metric series (prometheus-client encodes them in this order); not a
+/// series' [`model::Labels`].
+pub type MetricLabels = Vec<(String, String)>;
 
 fn duration_histogram() -> Histogram {
     // 1 ms .. ~33 s
@@ -23,20 +25,20 @@ fn duration_histogram() -> Histogram {
 
 pub struct Metrics {
     registry: Registry,
-    pub http_requests: Family<Labels, Counter>,
-    pub http_request_duration: Family<Labels, Histogram, fn() -> Histogram>,
-    pub samples_ingested: Family<Labels, Counter>,
-    pub samples_rejected: Family<Labels, Counter>,
-    pub head_series: Family<Labels, Gauge>,
-    pub blocks_loaded: Family<Labels, Gauge>,
-    pub blocks_bytes: Family<Labels, Gauge>,
-    pub head_min_time: Family<Labels, Gauge>,
-    pub head_max_time: Family<Labels, Gauge>,
-    pub shipper_uploads: Family<Labels, Counter>,
-    pub shipper_failures: Family<Labels, Counter>,
-    pub shipper_bytes: Family<Labels, Counter>,
-    pub shipper_queue: Family<Labels, Gauge>,
-    pub shipper_oldest_age: Family<Labels, Gauge>,
+    pub http_requests: Family<MetricLabels, Counter>,
+    pub http_request_duration: Family<MetricLabels, Histogram, fn() -> Histogram>,
+    pub samples_ingested: Family<MetricLabels, Counter>,
+    pub samples_rejected: Family<MetricLabels, Counter>,
+    pub head_series: Family<MetricLabels, Gauge>,
+    pub blocks_loaded: Family<MetricLabels, Gauge>,
+    pub blocks_bytes: Family<MetricLabels, Gauge>,
+    pub head_min_time: Family<MetricLabels, Gauge>,
+    pub head_max_time: Family<MetricLabels, Gauge>,
+    pub shipper_uploads: Family<MetricLabels, Counter>,
+    pub shipper_failures: Family<MetricLabels, Counter>,
+    pub shipper_bytes: Family<MetricLabels, Counter>,
+    pub shipper_queue: Family<MetricLabels, Gauge>,
+    pub shipper_oldest_age: Family<MetricLabels, Gauge>,
     hashring: HashringMetrics,
 }
 
@@ -49,8 +51,8 @@ struct HashringMetrics {
     last_successful: Gauge,
     last_success_seconds: Gauge,
     config_hash: Gauge<f64, std::sync::atomic::AtomicU64>,
-    nodes: Family<Labels, Gauge>,
-    tenants: Family<Labels, Gauge>,
+    nodes: Family<MetricLabels, Gauge>,
+    tenants: Family<MetricLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -62,14 +64,14 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let http_requests = Family::<Labels, Counter>::default();
+        let http_requests = Family::<MetricLabels, Counter>::default();
         registry.register(
             "thanos_receive_http_requests",
             "Remote-write requests by status code and tenant.",
             http_requests.clone(),
         );
         let http_request_duration =
-            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
+            Family::<MetricLabels, Histogram, fn() -> Histogram>::new_with_constructor(
                 duration_histogram as fn() -> Histogram,
             );
         registry.register(
@@ -77,73 +79,73 @@ impl Metrics {
             "Remote-write request latency by status code and tenant.",
             http_request_duration.clone(),
         );
-        let samples_ingested = Family::<Labels, Counter>::default();
+        let samples_ingested = Family::<MetricLabels, Counter>::default();
         registry.register(
             "cairn_receive_samples_ingested",
             "Samples written to a tenant's TSDB.",
             samples_ingested.clone(),
         );
-        let samples_rejected = Family::<Labels, Counter>::default();
+        let samples_rejected = Family::<MetricLabels, Counter>::default();
         registry.register(
             "cairn_receive_samples_rejected",
             "Samples rejected, by tenant and reason.",
             samples_rejected.clone(),
         );
-        let head_series = Family::<Labels, Gauge>::default();
+        let head_series = Family::<MetricLabels, Gauge>::default();
         registry.register(
             "prometheus_tsdb_head_series",
             "Series in the head, per tenant.",
             head_series.clone(),
         );
-        let blocks_loaded = Family::<Labels, Gauge>::default();
+        let blocks_loaded = Family::<MetricLabels, Gauge>::default();
         registry.register(
             "thanos_receive_tsdb_blocks_loaded",
             "Blocks open in a tenant's TSDB.",
             blocks_loaded.clone(),
         );
-        let blocks_bytes = Family::<Labels, Gauge>::default();
+        let blocks_bytes = Family::<MetricLabels, Gauge>::default();
         registry.register(
             "prometheus_tsdb_storage_blocks_bytes",
             "Bytes of a tenant's blocks on local disk.",
             blocks_bytes.clone(),
         );
-        let head_min_time = Family::<Labels, Gauge>::default();
+        let head_min_time = Family::<MetricLabels, Gauge>::default();
         registry.register(
             "prometheus_tsdb_head_min_time",
             "Oldest timestamp (ms) in a tenant's head.",
             head_min_time.clone(),
         );
-        let head_max_time = Family::<Labels, Gauge>::default();
+        let head_max_time = Family::<MetricLabels, Gauge>::default();
         registry.register(
             "prometheus_tsdb_head_max_time",
             "Newest timestamp (ms) in a tenant's head.",
             head_max_time.clone(),
         );
-        let shipper_uploads = Family::<Labels, Counter>::default();
+        let shipper_uploads = Family::<MetricLabels, Counter>::default();
         registry.register(
             "thanos_shipper_uploads",
             "Blocks uploaded to the bucket, per tenant.",
             shipper_uploads.clone(),
         );
-        let shipper_failures = Family::<Labels, Counter>::default();
+        let shipper_failures = Family::<MetricLabels, Counter>::default();
         registry.register(
             "thanos_shipper_upload_failures",
             "Failed upload passes, per tenant.",
             shipper_failures.clone(),
         );
-        let shipper_bytes = Family::<Labels, Counter>::default();
+        let shipper_bytes = Family::<MetricLabels, Counter>::default();
         registry.register(
             "cairn_shipper_uploaded_bytes",
             "Bytes uploaded to the bucket, per tenant.",
             shipper_bytes.clone(),
         );
-        let shipper_queue = Family::<Labels, Gauge>::default();
+        let shipper_queue = Family::<MetricLabels, Gauge>::default();
         registry.register(
             "cairn_shipper_queue_blocks",
             "Local blocks not yet in the bucket, per tenant.",
             shipper_queue.clone(),
         );
-        let shipper_oldest_age = Family::<Labels, Gauge>::default();
+        let shipper_oldest_age = Family::<MetricLabels, Gauge>::default();
         registry.register(
             "cairn_shipper_oldest_pending_block_age_seconds",
             "Age of the oldest block not yet uploaded (by its maxTime), per tenant.",

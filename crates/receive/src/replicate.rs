@@ -31,7 +31,7 @@ use crate::handoff::{Handoff, HintQueue};
 use crate::hashring::SharedHashrings;
 use crate::writer::{Severity, WriteOutcome};
 
-type Labels = Vec<(String, String)>;
+use crate::metrics::MetricLabels;
 
 /// The gRPC method of receiver-to-receiver writes.
 pub const REMOTE_WRITE_PATH: &str = "/thanos.WriteableStore/RemoteWrite";
@@ -254,16 +254,16 @@ impl Default for ReplicationConfig {
 /// Replication metrics (Thanos' names where Thanos has them).
 #[derive(Clone)]
 pub struct ReplicationMetrics {
-    pub replications: Family<Labels, Counter>,
-    pub replication_requests: Family<Labels, Counter>,
-    pub forward_duration: Family<Labels, Histogram, fn() -> Histogram>,
-    pub forward_requests: Family<Labels, Counter>,
-    pub hints_queued: Family<Labels, Counter>,
-    pub hints_delivered: Family<Labels, Counter>,
-    pub hints_dropped: Family<Labels, Counter>,
-    pub hints_pending: Family<Labels, Gauge>,
-    pub hints_pending_bytes: Family<Labels, Gauge>,
-    pub hints_oldest_age: Family<Labels, Gauge>,
+    pub replications: Family<MetricLabels, Counter>,
+    pub replication_requests: Family<MetricLabels, Counter>,
+    pub forward_duration: Family<MetricLabels, Histogram, fn() -> Histogram>,
+    pub forward_requests: Family<MetricLabels, Counter>,
+    pub hints_queued: Family<MetricLabels, Counter>,
+    pub hints_delivered: Family<MetricLabels, Counter>,
+    pub hints_dropped: Family<MetricLabels, Counter>,
+    pub hints_pending: Family<MetricLabels, Gauge>,
+    pub hints_pending_bytes: Family<MetricLabels, Gauge>,
+    pub hints_oldest_age: Family<MetricLabels, Gauge>,
 }
 
 fn forward_histogram() -> Histogram {
@@ -339,7 +339,7 @@ impl ReplicationMetrics {
         m
     }
 
-    fn peer(peer: &str) -> Labels {
+    fn peer(peer: &str) -> MetricLabels {
         vec![("peer".into(), peer.into())]
     }
 

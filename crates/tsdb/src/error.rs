@@ -26,7 +26,7 @@ pub enum Error {
     )]
     OutOfBounds { t: i64, min_valid: i64 },
     #[error("invalid matcher: {0}")]
-    InvalidMatcher(String),
+    InvalidMatcher(#[from] model::matcher::InvalidMatcher),
     #[error("database is closed")]
     Closed,
 }

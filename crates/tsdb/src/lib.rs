@@ -19,7 +19,6 @@ pub mod db;
 pub mod error;
 pub mod head;
 pub mod index;
-pub mod labels;
 pub mod matcher;
 pub mod meta;
 pub mod querier;
@@ -27,19 +26,14 @@ pub mod tombstones;
 pub mod wal;
 
 pub use error::{Error, Result};
-pub use labels::{Label, Labels};
+/// Labels are the model layer's; re-exported so `tsdb::labels::...` and `tsdb::labels!` read
+/// naturally where series are stored.
+pub use model::labels;
+pub use model::{is_stale_nan, stale_nan, Label, Labels, STALE_NAN_BITS};
 
 /// A float sample: timestamp in milliseconds since the epoch, and value.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sample {
     pub t: i64,
     pub v: f64,
-}
-
-/// The NaN bit pattern Prometheus uses to mark a series stale.
-pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
-
-/// True if `v` is Prometheus' staleness marker (not just any NaN).
-pub fn is_stale_nan(v: f64) -> bool {
-    v.to_bits() == STALE_NAN_BITS
 }

@@ -271,65 +271,22 @@ pub(super) fn unquote(s: &str) -> String {
     out
 }
 
-/// `model.ParseDuration` from prometheus/common: the duration in seconds, or its error.
+/// `model.ParseDuration` from prometheus/common: the duration in seconds, or its error in
+/// Prometheus' words.
 fn parse_duration(s: &str) -> Result<f64, String> {
-    if s == "0" {
-        return Ok(0.0);
-    }
-    if s.is_empty() {
-        return Err("empty duration string".into());
-    }
-    let invalid = || format!("not a valid duration string: {}", go_quote(s));
-    let b = s.as_bytes();
-    let mut i = 0;
-    let mut total: u128 = 0;
-    let mut last_unit = 0;
-    while i < b.len() {
-        let d0 = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == d0 {
-            return Err(invalid());
-        }
-        let v: u64 = s[d0..i].parse().map_err(|_| invalid())?;
-        let u0 = i;
-        while i < b.len() && !b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == u0 {
-            return Err(invalid());
-        }
-        let unit = &s[u0..i];
-        let (pos, mult): (u32, u128) = match unit {
-            "ms" => (7, 1_000_000),
-            "s" => (6, 1_000_000_000),
-            "m" => (5, 60_000_000_000),
-            "h" => (4, 3_600_000_000_000),
-            "d" => (3, 86_400_000_000_000),
-            "w" => (2, 604_800_000_000_000),
-            "y" => (1, 31_536_000_000_000_000),
-            _ => {
-                return Err(format!(
-                    "unknown unit {} in duration {}",
-                    go_quote(unit),
-                    go_quote(s)
-                ))
-            }
-        };
-        if pos <= last_unit {
-            return Err(invalid());
-        }
-        last_unit = pos;
-        if v as u128 > (1u128 << 63) / mult {
-            return Err("duration out of range".into());
-        }
-        total += v as u128 * mult;
-        if total > (1u128 << 63) - 1 {
-            return Err("duration out of range".into());
-        }
-    }
-    Ok(total as f64 / 1e9)
+    use model::duration::DurationError;
+    model::duration::parse(s)
+        .map(|d| d.as_secs_f64())
+        .map_err(|e| match e {
+            DurationError::Empty => "empty duration string".to_string(),
+            DurationError::Invalid(_) => format!("not a valid duration string: {}", go_quote(s)),
+            DurationError::UnknownUnit { unit, .. } => format!(
+                "unknown unit {} in duration {}",
+                go_quote(&unit),
+                go_quote(s)
+            ),
+            DurationError::OutOfRange => "duration out of range".to_string(),
+        })
 }
 
 fn duration_out_of_range(v: f64) -> bool {

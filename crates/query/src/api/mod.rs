@@ -253,43 +253,12 @@ fn limit_param(p: &Params) -> Result<usize, ApiError> {
 /// The matcher sets of a series selector (`{a="b"}`, `up{job=~"x"}`; `or` inside the braces
 /// gives several sets).
 pub fn parse_selector(s: &str) -> Result<Vec<Vec<Matcher>>, String> {
-    use promql::promql_parser::label::MatchOp as P;
     use promql::promql_parser::parser::Expr;
     let expr = promql::parse(s).map_err(|e| e.to_string())?;
     let Expr::VectorSelector(vs) = expr else {
         return Err(format!("{s:?} is not a series selector"));
     };
-    let conv = |m: &promql::promql_parser::label::Matcher| -> Result<Matcher, String> {
-        let op = match &m.op {
-            P::Equal => promql::MatchOp::Equal,
-            P::NotEqual => promql::MatchOp::NotEqual,
-            P::Re(_) => promql::MatchOp::Regex,
-            P::NotRe(_) => promql::MatchOp::NotRegex,
-        };
-        Matcher::new(op, m.name.clone(), m.value.clone()).map_err(|e| e.to_string())
-    };
-    let mut base = Vec::new();
-    if let Some(n) = &vs.name {
-        base.push(
-            Matcher::new(promql::MatchOp::Equal, "__name__", n.clone())
-                .map_err(|e| e.to_string())?,
-        );
-    }
-    for m in &vs.matchers.matchers {
-        base.push(conv(m)?);
-    }
-    if vs.matchers.or_matchers.is_empty() {
-        return Ok(vec![base]);
-    }
-    let mut out = Vec::new();
-    for g in &vs.matchers.or_matchers {
-        let mut set = base.clone();
-        for m in g {
-            set.push(conv(m)?);
-        }
-        out.push(set);
-    }
-    Ok(out)
+    promql::selector_matchers(&vs).map_err(|e| e.to_string())
 }
 
 /// Parses every `match[]` value; each set must have a matcher that does not match the empty

@@ -92,104 +92,7 @@ pub const MAX_TIME_MS: i64 = (i64::MAX / 1000 - 62_135_596_801) * 1000 + 999;
 const MIN_TIME_TEXT: &str = "-292273086-05-16T16:47:06Z";
 const MAX_TIME_TEXT: &str = "292277025-08-18T07:12:54.999999999Z";
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m as i64 + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day count since 1970-01-01.
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// Formats ms since the epoch as RFC 3339 in UTC, with the fraction Go's RFC3339Nano would
-/// print (trailing zeros dropped).
-pub fn format_rfc3339(ms: i64) -> String {
-    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    let (y, m, d) = civil_from_days(days);
-    let (h, min, s, frac) = (
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1000 % 60,
-        rem % 1000,
-    );
-    let mut out = format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}");
-    if frac != 0 {
-        let f = format!("{frac:03}");
-        out.push('.');
-        out.push_str(f.trim_end_matches('0'));
-    }
-    out.push('Z');
-    out
-}
-
-fn digits(s: &str, n: usize) -> Option<i64> {
-    (s.len() == n && s.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| s.parse().ok())
-        .flatten()
-}
-
-/// Parses RFC 3339 (`2024-01-02T03:04:05.123Z`, `...+02:00`) into ms (sub-ms digits dropped).
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let (date, rest) = s.split_at_checked(10)?;
-    let mut dp = date.split('-');
-    let (y, mo, d) = (
-        digits(dp.next()?, 4)?,
-        digits(dp.next()?, 2)? as u32,
-        digits(dp.next()?, 2)? as u32,
-    );
-    let rest = rest.strip_prefix(['T', 't'])?;
-    let (hms, rest) = rest.split_at_checked(8)?;
-    let mut tp = hms.split(':');
-    let (h, mi, sec) = (
-        digits(tp.next()?, 2)?,
-        digits(tp.next()?, 2)?,
-        digits(tp.next()?, 2)?,
-    );
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let (mut frac_ms, mut rest) = (0i64, rest);
-    if let Some(f) = rest.strip_prefix('.') {
-        let n = f.bytes().take_while(u8::is_ascii_digit).count();
-        if n == 0 {
-            return None;
-        }
-        let digits_ms: String = f[..n].chars().chain("000".chars()).take(3).collect();
-        frac_ms = digits_ms.parse().ok()?;
-        rest = &f[n..];
-    }
-    let offset_min = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let (oh, om) = rest[1..].split_once(':')?;
-            sign * (digits(oh, 2)? * 60 + digits(om, 2)?)
-        }
-    };
-    let days = days_from_civil(y, mo, d);
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_min * 60;
-    Some(secs * 1000 + frac_ms)
-}
+pub use model::time::{format_rfc3339, parse_rfc3339};
 
 /// Parses a time parameter: float seconds since the epoch (rounded to ms as Prometheus does),
 /// RFC 3339, or Prometheus' own min/max time strings.
@@ -214,47 +117,6 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
     }
 }
 
-/// Parses a Prometheus duration (`1h30m`, `5m`, `10s`, `250ms`; units y w d h m s ms, largest
-/// first, each at most once) into ms.
-pub fn parse_prometheus_duration(s: &str) -> Option<i64> {
-    if s == "0" {
-        return Some(0);
-    }
-    const UNITS: [(&str, i64); 7] = [
-        ("y", 365 * 86_400_000),
-        ("w", 7 * 86_400_000),
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-        ("ms", 1),
-    ];
-    let mut rest = s;
-    let mut total: i64 = 0;
-    let mut next_unit = 0;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let n = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if n == 0 {
-            return None;
-        }
-        let value: i64 = rest[..n].parse().ok()?;
-        rest = &rest[n..];
-        let u = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
-        let unit = &rest[..u];
-        rest = &rest[u..];
-        let idx = UNITS.iter().position(|(name, _)| *name == unit)?;
-        if idx < next_unit {
-            return None;
-        }
-        next_unit = idx + 1;
-        total = total.checked_add(value.checked_mul(UNITS[idx].1)?)?;
-    }
-    Some(total)
-}
-
 /// Parses a duration parameter: float seconds or a Prometheus duration, into ms.
 pub fn parse_duration(s: &str) -> Result<i64, String> {
     if let Ok(f) = s.parse::<f64>() {
@@ -266,7 +128,9 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
         }
         return Ok(ms.round() as i64);
     }
-    parse_prometheus_duration(s).ok_or_else(|| format!("cannot parse {s:?} to a valid duration"))
+    model::duration::parse(s)
+        .map(|d| d.as_millis())
+        .map_err(|_| format!("cannot parse {s:?} to a valid duration"))
 }
 
 /// Parses a Go `strconv.ParseBool` boolean.

@@ -30,8 +30,8 @@ use std::fmt;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use super::glob::Glob;
 use super::HashringError;
+use model::glob::Glob;
 
 /// The port Thanos derives a Cap'n Proto address from when an endpoint gives none.
 pub const DEFAULT_CAPNPROTO_PORT: &str = "19391";

@@ -1,5 +1,5 @@
-//! Tenant patterns with the syntax and meaning of Go's `path/filepath.Match`, which Thanos uses
-//! for `"tenant_matcher_type": "glob"`:
+//! Glob patterns with the syntax and meaning of Go's `path/filepath.Match`: Thanos uses them
+//! for `"tenant_matcher_type": "glob"` in hashrings files, Prometheus for file SD paths:
 //!
 //! - `*` matches any run of characters except `/`;
 //! - `?` matches one character except `/`;
@@ -7,8 +7,8 @@
 //!   may match `/`;
 //! - `\x` matches `x` literally, inside or outside a class.
 //!
-//! The whole tenant must match. Go rejects a malformed pattern only when a tenant is matched
-//! against it (Thanos then fails the write); Cairn rejects it when the file is loaded, with the
+//! The whole name must match. Go rejects a malformed pattern only when a name is matched
+//! against it (Thanos then fails the write); Cairn rejects it when the pattern is built, with the
 //! same rules for what is malformed: a trailing `\`, an unterminated or empty class, a class
 //! item that starts with an unescaped `-` or `]`, a range without an upper bound.
 
@@ -30,7 +30,7 @@ enum Token {
     },
 }
 
-/// A compiled tenant pattern.
+/// A compiled glob pattern.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Glob {
     pattern: String,
