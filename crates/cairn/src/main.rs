@@ -413,7 +413,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Receive(args) => {
-                receive::http::run(args.config()?, shutdown_signal())
+                receive::server::run(args.config()?, shutdown_signal())
                     .await
                     .context("receiver failed")?;
             }
@@ -473,7 +473,7 @@ fn main() -> anyhow::Result<()> {
                     let _ = rx.wait_for(|s| *s).await;
                 };
                 let (received, queried) = tokio::join!(
-                    receive::http::run(config, stopped(stop_rx.clone())),
+                    receive::server::run(config, stopped(stop_rx.clone())),
                     query::serve(query_config, query_listener, stopped(stop_rx)),
                 );
                 received.context("receiver failed")?;

@@ -22,6 +22,8 @@ use std::sync::Mutex;
 
 use serde::Deserialize;
 
+use crate::error::ConfigError;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UserEntry {
@@ -100,30 +102,32 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 }
 
 impl Authenticator {
-    pub fn from_yaml(text: &str) -> Result<Authenticator, String> {
-        let file: AuthFile = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+    pub fn from_yaml(text: &str) -> Result<Authenticator, ConfigError> {
+        let invalid = ConfigError::Syntax;
+        let file: AuthFile = serde_saphyr::from_str(text).map_err(|e| invalid(e.to_string()))?;
         let mut users = HashMap::new();
         for u in file.users {
             if bcrypt::verify("", &u.password_hash).is_err() {
-                return Err(format!(
+                return Err(invalid(format!(
                     "user {:?}: password_hash is not a bcrypt hash",
                     u.username
-                ));
+                )));
             }
             if let Some(t) = &u.tenant {
                 crate::tenants::validate_tenant(t)
-                    .map_err(|e| format!("user {:?}: {e}", u.username))?;
+                    .map_err(|e| invalid(format!("user {:?}: {e}", u.username)))?;
             }
-            if users.insert(u.username.clone(), u).is_some() {
-                return Err("duplicate username".into());
+            let name = u.username.clone();
+            if users.insert(name.clone(), u).is_some() {
+                return Err(invalid(format!("duplicate username {name:?}")));
             }
         }
         for t in &file.tokens {
             if bcrypt::verify("", &t.token_hash).is_err() {
-                return Err(format!(
+                return Err(invalid(format!(
                     "token {:?}: token_hash is not a bcrypt hash",
                     t.name
-                ));
+                )));
             }
         }
         Ok(Authenticator {
@@ -133,10 +137,14 @@ impl Authenticator {
         })
     }
 
-    pub fn from_file(path: &Path) -> Result<Authenticator, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
-        Self::from_yaml(&text).map_err(|e| format!("auth file {}: {e}", path.display()))
+    pub fn from_file(path: &Path) -> Result<Authenticator, ConfigError> {
+        const FILE: &str = "auth file";
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: FILE,
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml(&text).map_err(|e| e.in_file(FILE, path))
     }
 
     /// Checks an Authorization header value.

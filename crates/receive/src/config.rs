@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tsdb::wal::FsyncPolicy;
 
+use crate::error::ConfigError;
+
 /// Per-request limits; exceeding one answers 413.
 #[derive(Clone, Debug)]
 pub struct RequestLimits {
@@ -109,27 +111,29 @@ impl Default for ReceiveConfig {
 pub use objstore::config::parse_duration;
 
 /// Parses `name="value"` (or `name=value`), as Thanos' `--label`.
-pub fn parse_label(s: &str) -> Result<(String, String), String> {
-    let (name, value) = s
-        .split_once('=')
-        .ok_or_else(|| format!("invalid label {s:?}: expected name=\"value\""))?;
+pub fn parse_label(s: &str) -> Result<(String, String), ConfigError> {
+    let (name, value) = s.split_once('=').ok_or_else(|| {
+        ConfigError::Syntax(format!("invalid label {s:?}: expected name=\"value\""))
+    })?;
     let value = value.trim();
     let value = value
         .strip_prefix('"')
         .and_then(|v| v.strip_suffix('"'))
         .unwrap_or(value);
     if !crate::writer::is_valid_label_name(name) {
-        return Err(format!("invalid label name {name:?}"));
+        return Err(ConfigError::Syntax(format!("invalid label name {name:?}")));
     }
     Ok((name.to_string(), value.to_string()))
 }
 
 /// Parses the WAL fsync policy flag: `always`, `never`, or an interval like `1s`.
-pub fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
+pub fn parse_fsync(s: &str) -> Result<FsyncPolicy, ConfigError> {
     match s {
         "always" => Ok(FsyncPolicy::Always),
         "never" => Ok(FsyncPolicy::Never),
-        other => parse_duration(other).map(FsyncPolicy::Interval),
+        other => parse_duration(other)
+            .map(FsyncPolicy::Interval)
+            .map_err(ConfigError::Syntax),
     }
 }
 

@@ -23,6 +23,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::error::ConfigError;
+
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RequestLimitsConfig {
@@ -73,11 +75,11 @@ fn nonzero(v: Option<u64>) -> Option<u64> {
 }
 
 impl LimitsConfig {
-    pub fn parse(text: &str) -> Result<LimitsConfig, String> {
+    pub fn parse(text: &str) -> Result<LimitsConfig, ConfigError> {
         if text.trim().is_empty() {
             return Ok(LimitsConfig::default());
         }
-        serde_saphyr::from_str(text).map_err(|e| e.to_string())
+        serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))
     }
 
     pub fn for_tenant(&self, tenant: &str) -> TenantLimits {
@@ -107,6 +109,16 @@ impl Limits {
     }
 }
 
+const FILE: &str = "limits file";
+
+fn read(path: &std::path::Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: FILE,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// Loads the limits file, then re-reads it whenever its content changes.
 pub struct LimitsWatcher {
     path: PathBuf,
@@ -116,11 +128,9 @@ pub struct LimitsWatcher {
 
 impl LimitsWatcher {
     /// Reads the file once; an invalid file at start-up is an error (as in Thanos).
-    pub fn load(path: PathBuf, limits: Limits) -> Result<LimitsWatcher, String> {
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("reading limits file {}: {e}", path.display()))?;
-        let config = LimitsConfig::parse(&text)
-            .map_err(|e| format!("limits file {}: {e}", path.display()))?;
+    pub fn load(path: PathBuf, limits: Limits) -> Result<LimitsWatcher, ConfigError> {
+        let text = read(&path)?;
+        let config = LimitsConfig::parse(&text).map_err(|e| e.in_file(FILE, &path))?;
         limits.set(config);
         Ok(LimitsWatcher {
             path,
@@ -131,22 +141,17 @@ impl LimitsWatcher {
 
     /// Re-reads the file; returns Some(Ok) when new limits were applied, Some(Err) when a
     /// changed file was refused, None when nothing changed.
-    pub fn check(&mut self) -> Option<Result<(), String>> {
-        let text = match std::fs::read_to_string(&self.path) {
+    pub fn check(&mut self) -> Option<Result<(), ConfigError>> {
+        let text = match read(&self.path) {
             Ok(t) => t,
-            Err(e) => {
-                return Some(Err(format!(
-                    "reading limits file {}: {e}",
-                    self.path.display()
-                )))
-            }
+            Err(e) => return Some(Err(e)),
         };
         if self.last.as_deref() == Some(text.as_str()) {
             return None;
         }
         let result = LimitsConfig::parse(&text).map(|c| self.limits.set(c));
         self.last = Some(text);
-        Some(result.map_err(|e| format!("limits file {}: {e}", self.path.display())))
+        Some(result.map_err(|e| e.in_file(FILE, &self.path)))
     }
 
     /// Polls the file every `every` until the task is dropped.

@@ -15,17 +15,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use proto::remote_write::{TimeSeries, WriteRequest};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use crate::error::RouteError;
 use crate::grpc_snappy::SnappyChannel;
 use crate::handoff::{Handoff, HintQueue};
 use crate::hashring::SharedHashrings;
@@ -94,45 +94,6 @@ impl ReplicaResult {
     }
 }
 
-/// Passes pre-encoded request bytes through tonic; the response (`WriteResponse{}`) is empty.
-#[derive(Clone, Copy, Debug, Default)]
-struct RawCodec;
-
-struct RawEncoder;
-struct EmptyDecoder;
-
-impl Encoder for RawEncoder {
-    type Item = Bytes;
-    type Error = Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        bytes::BufMut::put_slice(dst, &item);
-        Ok(())
-    }
-}
-
-impl Decoder for EmptyDecoder {
-    type Item = ();
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, Status> {
-        let n = src.remaining();
-        src.advance(n);
-        Ok(Some(()))
-    }
-}
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = ();
-    type Encoder = RawEncoder;
-    type Decoder = EmptyDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> EmptyDecoder {
-        EmptyDecoder
-    }
-}
-
 /// Backoff of a failing peer: 200 ms doubling up to 10 s.
 fn backoff(failures: u32) -> Duration {
     Duration::from_millis(200u64.saturating_mul(1 << failures.min(6).saturating_sub(1)))
@@ -153,14 +114,17 @@ pub struct Peer {
 }
 
 impl Peer {
-    fn new(address: &str) -> Result<Peer, String> {
+    fn new(address: &str) -> Result<Peer, RouteError> {
         let uri = if address.contains("://") {
             address.to_string()
         } else {
             format!("http://{address}")
         };
         let channel = Channel::from_shared(uri)
-            .map_err(|e| format!("bad endpoint {address:?}: {e}"))?
+            .map_err(|e| RouteError::BadEndpoint {
+                address: address.to_string(),
+                reason: e.to_string(),
+            })?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .connect_lazy();
@@ -208,7 +172,7 @@ impl Peer {
             grpc.unary(
                 req,
                 http::uri::PathAndQuery::from_static(REMOTE_WRITE_PATH),
-                RawCodec,
+                crate::grpc_codec::ClientCodec::default(),
             )
             .await
         };
@@ -496,7 +460,7 @@ impl Replicator {
         }
     }
 
-    fn peer(&self, address: &str) -> Result<Arc<Peer>, String> {
+    fn peer(&self, address: &str) -> Result<Arc<Peer>, RouteError> {
         let mut peers = self.peers.lock().unwrap();
         if let Some(p) = peers.get(address) {
             return Ok(p.clone());
@@ -511,18 +475,17 @@ impl Replicator {
     }
 
     /// Splits a request by owner. `raw` holds each series' encoded bytes when the request came
-    /// as Remote Write 1.0: they are forwarded as they are instead of re-encoded. Err is a 500
-    /// message (no hashring for the tenant).
+    /// as Remote Write 1.0: they are forwarded as they are instead of re-encoded.
     pub fn plan(
         &self,
         tenant: &str,
         req: &WriteRequest<'_>,
         raw: Option<&[&[u8]]>,
-    ) -> Result<Plan, String> {
+    ) -> Result<Plan, RouteError> {
         let rings = self.rings.get();
         let ring = rings
             .hashring_for(tenant)
-            .ok_or_else(|| format!("no hashring matches tenant {tenant:?}"))?;
+            .ok_or_else(|| RouteError::NoHashring(tenant.to_string()))?;
         let endpoints = ring.ring.endpoints();
         let mut per_endpoint: Vec<Vec<u32>> = vec![Vec::new(); endpoints.len()];
         let mut first_replica: Vec<u64> = vec![0; endpoints.len()];
@@ -683,7 +646,7 @@ impl Replicator {
     ) -> ReplicaResult {
         let peer = match self.peer(endpoint) {
             Ok(p) => p,
-            Err(e) => return ReplicaResult::Unavailable(e),
+            Err(e) => return ReplicaResult::Unavailable(e.to_string()),
         };
         let labels = vec![("peer".to_string(), endpoint.to_string())];
         let catching_up = self

@@ -18,6 +18,8 @@ use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+use crate::error::ConfigError;
+
 /// Certificate, key and optional client CA of one listener.
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
@@ -31,45 +33,59 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+fn invalid(file: &'static str, path: &Path, reason: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        file,
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+fn read_certs(
+    file: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("reading certificates from {}: {e}", path.display()))?
+        .map_err(|e| invalid(file, path, format!("reading certificates: {e}")))?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("parsing certificates in {}: {e}", path.display()))?;
+        .map_err(|e| invalid(file, path, format!("parsing certificates: {e}")))?;
     if certs.is_empty() {
-        return Err(format!("no certificate found in {}", path.display()));
+        return Err(invalid(file, path, "no certificate found"));
     }
     Ok(certs)
 }
 
 /// Builds the server configuration, with clear errors for unreadable or mismatched files.
-pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
-    let certs = read_certs(&files.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| format!("reading private key from {}: {e}", files.key.display()))?;
+pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, ConfigError> {
+    let certs = read_certs("certificate", &files.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
+        invalid(
+            "private key",
+            &files.key,
+            format!("reading private key: {e}"),
+        )
+    })?;
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ConfigError::Syntax(format!("TLS protocol versions: {e}")))?;
     let builder = match &files.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
             let mut roots = RootCertStore::empty();
-            for c in read_certs(ca)? {
-                roots
-                    .add(c)
-                    .map_err(|e| format!("client CA {}: {e}", ca.display()))?;
+            for c in read_certs("client CA", ca)? {
+                roots.add(c).map_err(|e| invalid("client CA", ca, e))?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
                 .build()
-                .map_err(|e| format!("client CA {}: {e}", ca.display()))?;
+                .map_err(|e| invalid("client CA", ca, e))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
     let mut config = builder.with_single_cert(certs, key).map_err(|e| {
-        format!(
-            "certificate {} and key {}: {e}",
-            files.cert.display(),
-            files.key.display()
+        invalid(
+            "certificate",
+            &files.cert,
+            format!("does not match key {}: {e}", files.key.display()),
         )
     })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

@@ -73,10 +73,9 @@ impl Reason {
 #[derive(Debug, Default)]
 pub struct WriteOutcome {
     pub total_samples: usize,
+    /// Samples stored, plus exact duplicates of stored samples (accepted, not stored again).
+    /// Exemplars are accepted and dropped (not stored yet), so none is counted anywhere.
     pub accepted_samples: usize,
-    /// Exemplars stored. Exemplars are accepted but not stored yet, so this stays 0 and the
-    /// `X-Prometheus-Remote-Write-Exemplars-Written` header says so.
-    pub accepted_exemplars: usize,
     /// Rejected samples (or series, for label errors) per reason.
     pub rejected: Vec<(Reason, usize)>,
     /// The most severe problem, with its message naming the first offending series.
@@ -135,36 +134,53 @@ fn describe(series: &TimeSeries<'_>) -> String {
     format!("{{{}}}", parts.join(", "))
 }
 
+/// What is wrong with a series' labels.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidLabels {
+    #[error("series has no labels")]
+    Empty,
+    #[error("invalid label name {0:?}")]
+    BadName(String),
+    #[error("label {0:?} has an empty value")]
+    EmptyValue(String),
+    #[error("duplicate label name {0:?}")]
+    Duplicate(String),
+    #[error("labels are not sorted: {name:?} comes after {previous:?}")]
+    NotSorted { name: String, previous: String },
+    #[error("missing metric name (label __name__)")]
+    NoMetricName,
+}
+
 /// Checks a series' labels: the rules of a Prometheus label set, as sent.
-pub fn validate_labels(series: &TimeSeries<'_>) -> Result<(), String> {
+pub fn validate_labels(series: &TimeSeries<'_>) -> Result<(), InvalidLabels> {
     if series.labels.is_empty() {
-        return Err("series has no labels".into());
+        return Err(InvalidLabels::Empty);
     }
     let mut prev: Option<&str> = None;
     let mut has_name = false;
     for l in &series.labels {
         if !is_valid_label_name(l.name) {
-            return Err(format!("invalid label name {:?}", l.name));
+            return Err(InvalidLabels::BadName(l.name.to_string()));
         }
         if l.value.is_empty() {
-            return Err(format!("label {:?} has an empty value", l.name));
+            return Err(InvalidLabels::EmptyValue(l.name.to_string()));
         }
         if let Some(p) = prev {
             if l.name == p {
-                return Err(format!("duplicate label name {:?}", l.name));
+                return Err(InvalidLabels::Duplicate(l.name.to_string()));
             }
             if l.name < p {
-                return Err(format!(
-                    "labels are not sorted: {:?} comes after {p:?}",
-                    l.name
-                ));
+                return Err(InvalidLabels::NotSorted {
+                    name: l.name.to_string(),
+                    previous: p.to_string(),
+                });
             }
         }
         has_name |= l.name == tsdb::labels::METRIC_NAME;
         prev = Some(l.name);
     }
     if !has_name {
-        return Err("missing metric name (label __name__)".into());
+        return Err(InvalidLabels::NoMetricName);
     }
     Ok(())
 }
@@ -256,8 +272,8 @@ where
     }
     match app.commit() {
         Ok(stats) => {
-            out.accepted_samples = stats.samples;
-            // Exact duplicates are accepted without being stored again; they count as written.
+            // Exact duplicates are accepted without being stored again; they count as written,
+            // so what is accepted is what was neither rejected here nor lost at commit.
             let rejected: usize = out
                 .rejected
                 .iter()
@@ -276,7 +292,6 @@ where
         }
         Err(e) => {
             out.accepted_samples = 0;
-            out.accepted_exemplars = 0;
             out.reject(Reason::Storage, out.total_samples, || {
                 format!("storage error: {e}")
             });
@@ -321,7 +336,9 @@ mod tests {
             (vec![("job", "a"), ("__name__", "up")], "not sorted"),
         ];
         for (labels, want) in cases {
-            let err = validate_labels(&ts(&labels, &[(1, 1.0)])).unwrap_err();
+            let err = validate_labels(&ts(&labels, &[(1, 1.0)]))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{labels:?}: {err}");
         }
         validate_labels(&ts(&[("__name__", "up"), ("job", "a")], &[])).unwrap();

@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::error::ConfigError;
+
 use super::{Algorithm, Hashrings};
 
 /// The current hashrings, read by request handlers and swapped on reload.
@@ -136,14 +138,14 @@ pub fn config_hash(bytes: &[u8]) -> f64 {
 }
 
 /// The outcome of one re-read.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub enum Reload {
     /// The file has the content last seen.
     Unchanged,
     /// New rings are in use.
     Applied,
     /// The file could not be read, parsed or built; the old rings stay.
-    Refused(String),
+    Refused(ConfigError),
 }
 
 /// Loads the hashrings file, then re-reads it periodically and when it changes.
@@ -166,7 +168,7 @@ impl HashringWatcher {
         path: PathBuf,
         algorithm: Algorithm,
         replication_factor: usize,
-    ) -> Result<HashringWatcher, String> {
+    ) -> Result<HashringWatcher, ConfigError> {
         let text = read(&path)?;
         let rings = build(&path, &text, algorithm, replication_factor)?;
         let status = Arc::new(WatchStatus::default());
@@ -262,8 +264,14 @@ impl HashringWatcher {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("reading hashrings file {}: {e}", path.display()))
+const FILE: &str = "hashrings file";
+
+fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|source| ConfigError::Read {
+        file: FILE,
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn stat(path: &Path) -> Option<(SystemTime, u64)> {
@@ -276,11 +284,14 @@ fn build(
     text: &[u8],
     algorithm: Algorithm,
     replication_factor: usize,
-) -> Result<Hashrings, String> {
-    let text = std::str::from_utf8(text)
-        .map_err(|e| format!("hashrings file {}: not UTF-8: {e}", path.display()))?;
-    Hashrings::parse(text, algorithm, replication_factor)
-        .map_err(|e| format!("hashrings file {}: {e}", path.display()))
+) -> Result<Hashrings, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        file: FILE,
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::str::from_utf8(text).map_err(|e| invalid(format!("not UTF-8: {e}")))?;
+    Hashrings::parse(text, algorithm, replication_factor).map_err(|e| invalid(e.to_string()))
 }
 
 #[cfg(test)]
@@ -309,13 +320,13 @@ mod tests {
                 tenants: 0
             }]
         );
-        assert_eq!(w.check(), Reload::Unchanged);
+        assert!(matches!(w.check(), Reload::Unchanged));
 
         // A valid change applies without a restart.
         let four = r#"[{"hashring": "default", "endpoints": ["a:1", "b:1", "c:1", "d:1"]},
                        {"hashring": "t", "tenants": ["t"], "endpoints": ["a:1", "b:1"]}]"#;
         std::fs::write(&path, four).unwrap();
-        assert_eq!(w.check(), Reload::Applied);
+        assert!(matches!(w.check(), Reload::Applied));
         assert_eq!(shared.generation(), 1);
         assert_eq!(shared.get().rings()[0].ring.endpoints().len(), 4);
         let s = status.snapshot();
@@ -334,13 +345,13 @@ mod tests {
         ] {
             std::fs::write(&path, bad).unwrap();
             match w.check() {
-                Reload::Refused(e) => assert!(e.contains("hashrings.json"), "{e}"),
+                Reload::Refused(e) => assert!(e.to_string().contains("hashrings.json"), "{e}"),
                 other => panic!("{bad}: {other:?}"),
             }
             assert_eq!(shared.get().rings()[0].ring.endpoints().len(), 4);
             assert!(!status.snapshot().last_reload_successful);
             // The same bad content is reported once.
-            assert_eq!(w.check(), Reload::Unchanged);
+            assert!(matches!(w.check(), Reload::Unchanged));
         }
         let s = status.snapshot();
         assert_eq!(s.errors, 5);
@@ -352,7 +363,7 @@ mod tests {
 
         // Going back to a good file applies it and clears the failure.
         std::fs::write(&path, GOOD).unwrap();
-        assert_eq!(w.check(), Reload::Applied);
+        assert!(matches!(w.check(), Reload::Applied));
         assert!(status.snapshot().last_reload_successful);
         assert_eq!(shared.get().rings()[0].ring.endpoints().len(), 3);
 
@@ -371,7 +382,11 @@ mod tests {
         let e = HashringWatcher::load(path.clone(), Algorithm::Ketama, 3)
             .err()
             .unwrap();
-        assert!(e.contains("fewer than the replication factor 3"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("fewer than the replication factor 3"),
+            "{e}"
+        );
     }
 
     #[test]

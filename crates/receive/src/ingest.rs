@@ -1,0 +1,266 @@
+//! The ingest core: what happens to a write, whichever door it came through.
+//!
+//! The HTTP handler ([`crate::http`], remote write from agents) and the gRPC
+//! `thanos.WriteableStore` service ([`crate::grpc_write`], writes forwarded by other receivers)
+//! are thin adapters over [`Receiver`]: they turn their request into a tenant and a decoded
+//! write, call one of the functions below, and turn the result into their status codes
+//! (through [`crate::error::StatusClass`]). This is Thanos' `handleRequest` shared by its HTTP
+//! and gRPC handlers.
+//!
+//! A write goes: [`Receiver::ingest_remote_write`] (size limits, snappy, decoding, tenant
+//! name) -> with a hashring, [`Receiver::route`] (the replication plan and this node's own
+//! share, written by [`Receiver::write_local`]) and then the replicator's quorum wait; without
+//! one, [`Receiver::write_local`] directly -> [`crate::writer::write_series`] (validation, the
+//! tenant's TSDB appender, commit to the WAL).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use proto::remote_write::{TimeSeries, WriteRequest};
+
+use crate::auth::Authenticator;
+use crate::error::{ConfigError, IngestError};
+use crate::hashring::{HashringWatcher, WatchStatus};
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::replicate::{Plan, ReplicaResult, Replicator};
+use crate::tenants::Tenants;
+use crate::writer::{self, WriteOutcome};
+use crate::ReceiveConfig;
+
+/// Which protobuf message a remote-write request carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProtoVersion {
+    V1,
+    V2,
+}
+
+/// One receiver: its configuration, tenants, limits, metrics and distributed write path.
+pub struct Receiver {
+    pub config: ReceiveConfig,
+    pub tenants: Arc<Tenants>,
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+    /// Writers' credentials; None accepts anonymous writes.
+    pub auth: Option<Authenticator>,
+    ready: AtomicBool,
+    /// Routes and replicates writes (a hashrings file is configured).
+    pub replicator: Option<Arc<Replicator>>,
+    /// The hashrings file watcher, taken by the server to run it.
+    watcher: Mutex<Option<HashringWatcher>>,
+    pub hashring_status: Option<Arc<WatchStatus>>,
+}
+
+/// What [`Receiver::ingest_remote_write`] did with a request.
+pub enum Ingested {
+    /// Nothing to store (a metadata-only request).
+    Empty,
+    /// Written here (no hashring).
+    Written(WriteOutcome),
+    /// Routed: this node's share is written (`local`, None if it owns none), the rest waits
+    /// for [`Replicator::execute`].
+    Routed {
+        plan: Plan,
+        local: Option<ReplicaResult>,
+        samples: usize,
+    },
+}
+
+impl Receiver {
+    /// Builds a receiver from its configuration: opens the auth file, the bucket client, the
+    /// hashrings file and the hint queues (TSDBs are opened by the server).
+    pub fn new(config: ReceiveConfig) -> Result<Arc<Self>, ConfigError> {
+        let auth = config
+            .auth_file
+            .as_deref()
+            .map(Authenticator::from_file)
+            .transpose()?;
+        let bucket = config.objstore.as_ref().map(|c| c.build()).transpose()?;
+        let mut metrics = Metrics::new();
+        let (replicator, watcher, hashring_status) = match &config.hashrings_file {
+            None => (None, None, None),
+            Some(path) => {
+                let rep = &config.replication;
+                let watcher = HashringWatcher::load(
+                    path.clone(),
+                    config.hashrings_algorithm,
+                    rep.replication_factor,
+                )?;
+                let handoff = if rep.hints_window.is_zero() {
+                    None
+                } else {
+                    let dir = config.tsdb_path.join(".hints");
+                    let h =
+                        crate::handoff::Handoff::open(dir, rep.hints_window, rep.hints_max_bytes)
+                            .map_err(ConfigError::Handoff)?;
+                    Some(Arc::new(h))
+                };
+                let replication_metrics =
+                    crate::replicate::ReplicationMetrics::register(metrics.registry_mut());
+                let replicator =
+                    Replicator::new(watcher.shared(), rep.clone(), handoff, replication_metrics);
+                let status = watcher.status();
+                (Some(replicator), Some(watcher), Some(status))
+            }
+        };
+        Ok(Arc::new(Receiver {
+            tenants: Arc::new(Tenants::new(config.clone(), bucket)),
+            config,
+            metrics: Arc::new(metrics),
+            limits: Limits::default(),
+            auth,
+            ready: AtomicBool::new(false),
+            replicator,
+            watcher: Mutex::new(watcher),
+            hashring_status,
+        }))
+    }
+
+    /// Ready once the existing tenants' TSDBs are open (their WALs replayed).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    pub(crate) fn take_watcher(&self) -> Option<HashringWatcher> {
+        self.watcher.lock().unwrap().take()
+    }
+
+    /// Checks a remote-write body against the limits (the flags' and the tenant's, the tighter
+    /// wins), decompresses and decodes it, and writes it: here, or routed by the hashring.
+    /// Runs on the calling thread (decoding and the WAL fsync are the request's CPU and I/O).
+    pub fn ingest_remote_write(
+        &self,
+        tenant: &str,
+        version: ProtoVersion,
+        body: &[u8],
+    ) -> Result<Ingested, IngestError> {
+        let limits = &self.config.limits;
+        let tenant_limits = self.limits.for_tenant(tenant);
+        let tighter = |flag: usize, file: Option<u64>| file.map_or(flag, |f| flag.min(f as usize));
+        let max_body = tighter(limits.max_body_bytes, tenant_limits.size_bytes);
+        let max_series = tighter(limits.max_series, tenant_limits.series);
+        let max_samples = tighter(limits.max_samples, tenant_limits.samples);
+        if body.len() > max_body {
+            return Err(IngestError::BodyTooLarge {
+                size: body.len(),
+                limit: max_body,
+            });
+        }
+        let decoded_len = snap::raw::decompress_len(body).map_err(IngestError::Snappy)?;
+        if decoded_len > limits.max_decoded_bytes {
+            return Err(IngestError::DecodedTooLarge {
+                size: decoded_len,
+                limit: limits.max_decoded_bytes,
+            });
+        }
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(body)
+            .map_err(IngestError::Snappy)?;
+        let req = match version {
+            ProtoVersion::V1 => proto::remote_write::decode_v1(&raw),
+            ProtoVersion::V2 => proto::remote_write::decode_v2(&raw),
+        }
+        .map_err(|e| IngestError::Protobuf(e.to_string()))?;
+        if req.timeseries.len() > max_series {
+            return Err(IngestError::TooManySeries {
+                count: req.timeseries.len(),
+                limit: max_series,
+            });
+        }
+        let samples = req.num_samples();
+        if samples > max_samples {
+            return Err(IngestError::TooManySamples {
+                count: samples,
+                limit: max_samples,
+            });
+        }
+        if req.timeseries.is_empty() {
+            // Metadata-only requests (Prometheus sends metadata separately): accepted.
+            return Ok(Ingested::Empty);
+        }
+        crate::tenants::validate_tenant(tenant)?;
+        if self.replicator.is_some() {
+            // Remote Write 1.0 series are forwarded as the client encoded them.
+            let series_bytes = match version {
+                ProtoVersion::V1 => proto::remote_write::series_bytes_v1(&raw).ok(),
+                ProtoVersion::V2 => None,
+            }
+            .filter(|b| b.len() == req.timeseries.len());
+            let (plan, local) = self.route(tenant, &req, series_bytes.as_deref())?;
+            return Ok(Ingested::Routed {
+                plan,
+                local,
+                samples,
+            });
+        }
+        let outcome = self.write_local(tenant, req.timeseries.iter(), false)?;
+        Ok(Ingested::Written(outcome))
+    }
+
+    /// Plans where a request's series go (with `raw`, each series' encoded Remote Write 1.0
+    /// bytes, forwarded as they are) and writes this node's share. The plan's remote batches
+    /// are left to [`Replicator::execute`].
+    pub fn route(
+        &self,
+        tenant: &str,
+        req: &WriteRequest<'_>,
+        raw: Option<&[&[u8]]>,
+    ) -> Result<(Plan, Option<ReplicaResult>), IngestError> {
+        let replicator = self
+            .replicator
+            .as_ref()
+            .expect("route is only called with a hashring");
+        let plan = replicator.plan(tenant, req, raw)?;
+        let local = plan.local.as_ref().map(|batch| {
+            match self.write_local(tenant, Replicator::local_series(req, batch), false) {
+                Ok(outcome) => ReplicaResult::of_outcome(&outcome),
+                Err(e) => ReplicaResult::Unavailable(e.to_string()),
+            }
+        });
+        Ok((plan, local))
+    }
+
+    /// Writes series into the tenant's TSDB (opened on first use), within the tenant's head
+    /// series limit, and records the outcome in the metrics. `late`: the samples are late on
+    /// purpose (hinted handoff deliveries) and go wherever the head still reaches.
+    pub fn write_local<'a, 'b: 'a, I>(
+        &self,
+        tenant: &str,
+        series: I,
+        late: bool,
+    ) -> Result<WriteOutcome, IngestError>
+    where
+        I: Iterator<Item = &'a TimeSeries<'b>> + Clone,
+    {
+        let db = self.tenants.get_or_open(tenant)?;
+        let limit = self.limits.for_tenant(tenant).head_series;
+        let outcome = writer::write_series(&db, series, limit, late);
+        self.record(tenant, &outcome);
+        if outcome.error.is_some() {
+            tracing::debug!(tenant, status = outcome.status(), message = %outcome.message(), "write rejected");
+        }
+        Ok(outcome)
+    }
+
+    /// Counts what a write stored and rejected, per tenant (and reason).
+    fn record(&self, tenant: &str, outcome: &WriteOutcome) {
+        let t = ("tenant".to_string(), tenant.to_string());
+        self.metrics
+            .samples_ingested
+            .get_or_create(&vec![t.clone()])
+            .inc_by(outcome.accepted_samples as u64);
+        for (reason, n) in &outcome.rejected {
+            self.metrics
+                .samples_rejected
+                .get_or_create(&vec![
+                    t.clone(),
+                    ("reason".to_string(), reason.as_str().to_string()),
+                ])
+                .inc_by(*n as u64);
+        }
+    }
+}
