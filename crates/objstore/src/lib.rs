@@ -18,7 +18,10 @@
 pub mod bucket;
 pub mod config;
 pub mod markers;
+pub mod relabel;
 pub mod shipper;
+pub mod thanos_meta;
+pub mod timestamps;
 pub mod verify;
 
 pub use bucket::Bucket;
