@@ -17,6 +17,8 @@
 
 pub mod bucket;
 pub mod config;
+pub mod fetcher;
+pub mod filters;
 pub mod markers;
 pub mod relabel;
 pub mod shipper;

@@ -166,7 +166,10 @@ impl Marker for NoCompactMark {
     }
     fn to_json(&self) -> String {
         let mut out = marker_head(self.id, self.version, &self.details);
-        out.push_str(&format!(",\"no_compact_time\":{},\"reason\":", self.no_compact_time));
+        out.push_str(&format!(
+            ",\"no_compact_time\":{},\"reason\":",
+            self.no_compact_time
+        ));
         push_go_json_string(&mut out, &self.reason);
         out.push('}');
         out
@@ -230,7 +233,10 @@ fn marker_path(ulid: Ulid, filename: &str) -> ObjectPath {
     ObjectPath::from(format!("{ulid}/{filename}"))
 }
 
-fn bucket_err(op: &'static str, path: &ObjectPath) -> impl FnOnce(object_store::Error) -> MarkerError {
+fn bucket_err(
+    op: &'static str,
+    path: &ObjectPath,
+) -> impl FnOnce(object_store::Error) -> MarkerError {
     let path = path.to_string();
     move |source| MarkerError::Bucket { op, path, source }
 }
@@ -438,7 +444,9 @@ mod tests {
             .unwrap()
             .is_none());
         assert_eq!(
-            mark_for_deletion(&bucket, id, "outdated block").await.unwrap(),
+            mark_for_deletion(&bucket, id, "outdated block")
+                .await
+                .unwrap(),
             MarkOutcome::Written
         );
         let first = raw(&bucket, id, DELETION_MARK_FILENAME).await;
@@ -475,7 +483,10 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!((nd.reason.as_str(), nd.details.as_str()), ("manual", "by hand"));
+        assert_eq!(
+            (nd.reason.as_str(), nd.details.as_str()),
+            ("manual", "by hand")
+        );
     }
 
     #[tokio::test]
@@ -503,12 +514,20 @@ mod tests {
         ));
         assert!(err.to_string().contains("deletion-mark.json"), "{err}");
 
-        put(NO_COMPACT_MARK_FILENAME, r#"{"id":"01HQ8ZC3Y8ZJ6M5X2N0W6P3V2A","ver"#).await;
+        put(
+            NO_COMPACT_MARK_FILENAME,
+            r#"{"id":"01HQ8ZC3Y8ZJ6M5X2N0W6P3V2A","ver"#,
+        )
+        .await;
         let err = read_marker::<NoCompactMark>(&bucket, id).await.unwrap_err();
         assert!(matches!(err, MarkerError::Unparsable { .. }), "{err}");
 
         // A mark without a version is version 0 to Go, so it is rejected too.
-        put(NO_DOWNSAMPLE_MARK_FILENAME, r#"{"id":"01HQ8ZC3Y8ZJ6M5X2N0W6P3V2A"}"#).await;
+        put(
+            NO_DOWNSAMPLE_MARK_FILENAME,
+            r#"{"id":"01HQ8ZC3Y8ZJ6M5X2N0W6P3V2A"}"#,
+        )
+        .await;
         let err = read_marker::<NoDownsampleMark>(&bucket, id)
             .await
             .unwrap_err();

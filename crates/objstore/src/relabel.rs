@@ -214,9 +214,7 @@ impl RelabelConfig {
             field,
             message,
         };
-        let action_text = raw
-            .action
-            .map_or_else(|| "replace".to_string(), |a| a.0);
+        let action_text = raw.action.map_or_else(|| "replace".to_string(), |a| a.0);
         if action_text.is_empty() {
             return Err(invalid("action", "relabel action cannot be empty".into()));
         }
@@ -330,10 +328,7 @@ impl RelabelConfig {
                 || self.separator != DEFAULT_SEPARATOR
                 || !replacement_is_default)
         {
-            return invalid(
-                "action",
-                format!("the {action} action takes only a regex"),
-            );
+            return invalid("action", format!("the {action} action takes only a regex"));
         }
         Ok(())
     }
@@ -377,10 +372,8 @@ impl RelabelConfig {
                 set_label(labels, &self.target_label, shard.to_string());
             }
             Action::LabelMap => {
-                let snapshot: Vec<(String, String)> = labels
-                    .iter()
-                    .map(|(n, v)| (n.clone(), v.clone()))
-                    .collect();
+                let snapshot: Vec<(String, String)> =
+                    labels.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
                 for (name, value) in snapshot {
                     if self.regex.is_match(&name) {
                         let mapped = self.regex.replace_all(&name, self.replacement.as_str());
@@ -433,7 +426,7 @@ mod tests {
     #[test]
     fn hashmod_matches_prometheus() {
         // md5("foo") = acbd18db4cc2f85c edef654fccc4a4d8: the last 8 bytes, big-endian.
-        assert_eq!(hashmod("foo", u64::MAX), 0xedef_654f_ccc4_a4d8 % u64::MAX);
+        assert_eq!(hashmod("foo", u64::MAX), 0xedef_654f_ccc4_a4d8);
         // Prometheus' relabel_test.go hashmod cases: "baz" -> 976, "foo\nbar" -> 734.
         assert_eq!(hashmod("foo\nbar", 1000), 734);
         let configs = parse_relabel_configs(
@@ -443,7 +436,10 @@ mod tests {
         .unwrap();
         let mut l = labels(&[("a", "foo"), ("b", "bar"), ("c", "baz")]);
         assert!(process(&configs, &mut l));
-        assert_eq!(l, labels(&[("a", "foo"), ("b", "bar"), ("c", "baz"), ("d", "976")]));
+        assert_eq!(
+            l,
+            labels(&[("a", "foo"), ("b", "bar"), ("c", "baz"), ("d", "976")])
+        );
     }
 
     #[test]
@@ -476,12 +472,20 @@ mod tests {
             None,
         )
         .unwrap();
-        assert!(process(&keep, &mut labels(&[("cluster", "eu-1"), ("env", "prod")])));
-        assert!(!process(&keep, &mut labels(&[("cluster", "xeu-1"), ("env", "prod")])));
+        assert!(process(
+            &keep,
+            &mut labels(&[("cluster", "eu-1"), ("env", "prod")])
+        ));
+        assert!(!process(
+            &keep,
+            &mut labels(&[("cluster", "xeu-1"), ("env", "prod")])
+        ));
         assert!(!process(&keep, &mut labels(&[("cluster", "eu-1")])));
-        let drop =
-            parse_relabel_configs("- action: DROP\n  source_labels: [env]\n  regex: dev|test\n", None)
-                .unwrap();
+        let drop = parse_relabel_configs(
+            "- action: DROP\n  source_labels: [env]\n  regex: dev|test\n",
+            None,
+        )
+        .unwrap();
         assert!(!process(&drop, &mut labels(&[("env", "dev")])));
         assert!(process(&drop, &mut labels(&[("env", "development")])));
         // With no source labels the joined value is "", which (.*) matches.
@@ -555,9 +559,12 @@ mod tests {
         assert!(parse_relabel_configs("", Some(SELECTOR_ACTIONS))
             .unwrap()
             .is_empty());
-        let e = parse_relabel_configs("- action: lowercase\n  target_label: x\n  replacement: y\n", None)
-            .unwrap_err()
-            .to_string();
+        let e = parse_relabel_configs(
+            "- action: lowercase\n  target_label: x\n  replacement: y\n",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("replacement"), "{e}");
     }
 }

@@ -98,7 +98,10 @@ pub fn parse_rfc3339(s: &str) -> Result<Instant, String> {
         // Go keeps nanoseconds; digits past the ninth are dropped.
         let mut scaled: u32 = 0;
         for i in 0..9 {
-            let d = b.get(start + i).filter(|_| start + i < at).map_or(0, |d| d - b'0');
+            let d = b
+                .get(start + i)
+                .filter(|_| start + i < at)
+                .map_or(0, |d| d - b'0');
             scaled = scaled * 10 + u32::from(d);
         }
         nanos = scaled;
@@ -177,7 +180,9 @@ pub fn parse_prometheus_duration(s: &str) -> Result<i64, String> {
             .parse()
             .map_err(|_| "duration out of range".to_string())?;
         rest = &rest[digits_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if unit_end == 0 {
             return Err(bad());
         }
@@ -286,7 +291,9 @@ mod tests {
             }
         );
         assert_eq!(
-            parse_rfc3339("2023-11-14T22:13:20.5Z").unwrap().unix_millis(),
+            parse_rfc3339("2023-11-14T22:13:20.5Z")
+                .unwrap()
+                .unix_millis(),
             1_700_000_000_500
         );
         // Thanos' default --min-time and --max-time, and Go's zero time.
@@ -342,7 +349,9 @@ mod tests {
             TimeOrDuration::Relative(-1_209_600_000)
         );
         assert_eq!(
-            TimeOrDuration::parse("-1d").unwrap().timestamp_ms(100_000_000),
+            TimeOrDuration::parse("-1d")
+                .unwrap()
+                .timestamp_ms(100_000_000),
             100_000_000 - 86_400_000
         );
         assert_eq!(
