@@ -53,58 +53,186 @@ pub fn format_rfc3339(ms: i64) -> String {
     out
 }
 
-fn digits(s: &str, n: usize) -> Option<i64> {
-    (s.len() == n && s.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| s.parse().ok())
-        .flatten()
+/// Seconds from 0001-01-01T00:00:00Z (Go's zero `time.Time`) to the Unix epoch. A meta.json
+/// written with an unset `upload_time` holds that instant.
+const GO_ZERO_TIME_UNIX_SECONDS: i64 = -62_135_596_800;
+
+/// An RFC 3339 instant: whole seconds since the epoch (floored) and the nanoseconds after them,
+/// as Go's `Time.Unix()` and `Time.Nanosecond()`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Instant {
+    pub unix_seconds: i64,
+    pub nanos: u32,
+}
+
+impl Instant {
+    /// Milliseconds since the epoch, sub-millisecond digits truncated as Prometheus does.
+    pub fn unix_millis(&self) -> i64 {
+        self.unix_seconds * 1000 + i64::from(self.nanos / 1_000_000)
+    }
+
+    /// Is this Go's zero time (`time.Time{}.IsZero()`), which Go writes for "unset"?
+    pub fn is_go_zero(&self) -> bool {
+        self.unix_seconds == GO_ZERO_TIME_UNIX_SECONDS && self.nanos == 0
+    }
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if is_leap_year(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Parses RFC 3339 as Go's `time.Parse(time.RFC3339, s)` accepts it: `T` between date and
+/// time, optional fractional seconds (nanoseconds kept, further digits dropped), `Z` or
+/// `±hh:mm`, years 0000-9999, days checked against their month.
+pub fn parse_rfc3339_instant(s: &str) -> Result<Instant, String> {
+    let bad = |why: &str| format!("invalid RFC 3339 time {s:?}: {why}");
+    let b = s.as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Result<i64, String> {
+        let part = b.get(range).ok_or_else(|| bad("too short"))?;
+        if !part.iter().all(u8::is_ascii_digit) {
+            return Err(bad("expected digits"));
+        }
+        Ok(part.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
+    };
+    let expect = |at: usize, c: u8| -> Result<(), String> {
+        if b.get(at) == Some(&c) {
+            Ok(())
+        } else {
+            Err(bad(&format!("expected {:?} at byte {at}", c as char)))
+        }
+    };
+    let year = digits(0..4)?;
+    expect(4, b'-')?;
+    let month = digits(5..7)?;
+    expect(7, b'-')?;
+    let day = digits(8..10)?;
+    expect(10, b'T')?;
+    let hour = digits(11..13)?;
+    expect(13, b':')?;
+    let minute = digits(14..16)?;
+    expect(16, b':')?;
+    let second = digits(17..19)?;
+    if !(1..=12).contains(&month) {
+        return Err(bad("month out of range"));
+    }
+    if day < 1 || day > days_in_month(year, month) {
+        return Err(bad("day out of range"));
+    }
+    if hour > 23 || minute > 59 || second > 59 {
+        return Err(bad("time of day out of range"));
+    }
+    let mut at = 19;
+    let mut nanos: u32 = 0;
+    if matches!(b.get(at), Some(b'.') | Some(b',')) {
+        at += 1;
+        let start = at;
+        while b.get(at).is_some_and(u8::is_ascii_digit) {
+            at += 1;
+        }
+        if at == start {
+            return Err(bad("empty fraction of a second"));
+        }
+        nanos = (0..9).fold(0u32, |n, i| {
+            let d = if start + i < at {
+                b[start + i] - b'0'
+            } else {
+                0
+            };
+            n * 10 + u32::from(d)
+        });
+    }
+    let offset_seconds = match &b[at..] {
+        b"Z" => 0,
+        [sign @ (b'+' | b'-'), ..] if b.len() == at + 6 => {
+            let hours = digits(at + 1..at + 3)?;
+            expect(at + 3, b':')?;
+            let minutes = digits(at + 4..at + 6)?;
+            if hours > 23 || minutes > 59 {
+                return Err(bad("zone offset out of range"));
+            }
+            let offset = hours * 3600 + minutes * 60;
+            if *sign == b'-' {
+                -offset
+            } else {
+                offset
+            }
+        }
+        _ => return Err(bad("expected Z or a ±hh:mm zone offset at the end")),
+    };
+    let days = days_from_civil(year, month as u32, day as u32);
+    let unix_seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_seconds;
+    Ok(Instant {
+        unix_seconds,
+        nanos,
+    })
 }
 
 /// Parses RFC 3339 (`2024-01-02T03:04:05.123Z`, `...+02:00`) into ms; digits below the
 /// millisecond are dropped.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let (date, rest) = s.split_at_checked(10)?;
-    let mut dp = date.split('-');
-    let (y, mo, d) = (
-        digits(dp.next()?, 4)?,
-        digits(dp.next()?, 2)? as u32,
-        digits(dp.next()?, 2)? as u32,
-    );
-    let rest = rest.strip_prefix(['T', 't'])?;
-    let (hms, rest) = rest.split_at_checked(8)?;
-    let mut tp = hms.split(':');
-    let (h, mi, sec) = (
-        digits(tp.next()?, 2)?,
-        digits(tp.next()?, 2)?,
-        digits(tp.next()?, 2)?,
-    );
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let (mut frac_ms, mut rest) = (0i64, rest);
-    if let Some(f) = rest.strip_prefix('.') {
-        let n = f.bytes().take_while(u8::is_ascii_digit).count();
-        if n == 0 {
-            return None;
+    parse_rfc3339_instant(s).ok().map(|t| t.unix_millis())
+}
+
+/// A Thanos time flag value (`model.TimeOrDurationValue`, `--min-time`, `--max-time`): a fixed
+/// instant, or a duration relative to the moment it is evaluated (`-2w` is two weeks ago).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeOrDuration {
+    /// Milliseconds since the epoch.
+    Time(i64),
+    /// Milliseconds added to now (negative for the past).
+    Relative(i64),
+}
+
+impl TimeOrDuration {
+    /// Thanos' default `--min-time`: `0000-01-01T00:00:00Z`.
+    pub const EARLIEST: TimeOrDuration = TimeOrDuration::Time(-62_167_219_200_000);
+    /// Thanos' default `--max-time`: `9999-12-31T23:59:59Z`.
+    pub const LATEST: TimeOrDuration = TimeOrDuration::Time(253_402_300_799_000);
+
+    /// Parses a flag value: RFC 3339 first, else an optionally negative Prometheus duration.
+    pub fn parse(s: &str) -> Result<TimeOrDuration, String> {
+        if let Some(t) = parse_rfc3339(s) {
+            return Ok(TimeOrDuration::Time(t));
         }
-        let digits_ms: String = f[..n].chars().chain("000".chars()).take(3).collect();
-        frac_ms = digits_ms.parse().ok()?;
-        rest = &f[n..];
+        let (negative, duration) = match s.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
+        let ms = crate::duration::parse(duration)
+            .map_err(|e| format!("{s:?} is neither an RFC 3339 time nor a duration: {e}"))?
+            .as_millis();
+        Ok(TimeOrDuration::Relative(if negative { -ms } else { ms }))
     }
-    let offset_min = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let (oh, om) = rest[1..].split_once(':')?;
-            sign * (digits(oh, 2)? * 60 + digits(om, 2)?)
+
+    /// The Prometheus timestamp (ms) this value stands for when "now" is `now_ms`.
+    pub fn timestamp_ms(&self, now_ms: i64) -> i64 {
+        match *self {
+            TimeOrDuration::Time(t) => t,
+            TimeOrDuration::Relative(d) => now_ms.saturating_add(d),
         }
-    };
-    let days = days_from_civil(y, mo, d);
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_min * 60;
-    Some(secs * 1000 + frac_ms)
+    }
+}
+
+impl std::str::FromStr for TimeOrDuration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        TimeOrDuration::parse(s)
+    }
+}
+
+impl std::fmt::Display for TimeOrDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            TimeOrDuration::Time(t) => write!(f, "{t}ms"),
+            TimeOrDuration::Relative(d) if d < 0 => write!(f, "-{}ms", -d),
+            TimeOrDuration::Relative(d) => write!(f, "{d}ms"),
+        }
+    }
 }
 
 /// Milliseconds since the epoch now.
@@ -140,6 +268,93 @@ mod tests {
         );
         assert_eq!(parse_rfc3339("2023-11-14 22:13:20Z"), None);
         assert!(is_leap_year(2000) && !is_leap_year(1900) && is_leap_year(2024));
+    }
+
+    #[test]
+    fn rfc3339_like_go() {
+        assert_eq!(
+            parse_rfc3339_instant("1970-01-01T00:00:00Z")
+                .unwrap()
+                .unix_millis(),
+            0
+        );
+        assert_eq!(
+            parse_rfc3339_instant("2023-11-14T22:13:20Z")
+                .unwrap()
+                .unix_millis(),
+            1_700_000_000_000
+        );
+        assert_eq!(
+            parse_rfc3339_instant("2023-11-14T23:13:20.123456789+01:00").unwrap(),
+            Instant {
+                unix_seconds: 1_700_000_000,
+                nanos: 123_456_789
+            }
+        );
+        assert_eq!(
+            parse_rfc3339_instant("2023-11-14T22:13:20.5Z")
+                .unwrap()
+                .unix_millis(),
+            1_700_000_000_500
+        );
+        // Thanos' default --min-time and --max-time, and Go's zero time.
+        assert_eq!(
+            TimeOrDuration::parse("0000-01-01T00:00:00Z").unwrap(),
+            TimeOrDuration::EARLIEST
+        );
+        assert_eq!(
+            TimeOrDuration::parse("9999-12-31T23:59:59Z").unwrap(),
+            TimeOrDuration::LATEST
+        );
+        assert!(parse_rfc3339_instant("0001-01-01T00:00:00Z")
+            .unwrap()
+            .is_go_zero());
+        // Before the epoch, seconds floor like Go's Time.Unix().
+        assert_eq!(
+            parse_rfc3339_instant("1969-12-31T23:59:59.5Z").unwrap(),
+            Instant {
+                unix_seconds: -1,
+                nanos: 500_000_000
+            }
+        );
+        for bad in [
+            "2023-11-14 22:13:20Z",
+            "2023-11-14T22:13:20",
+            "2023-02-29T00:00:00Z",
+            "2023-11-14T24:00:00Z",
+            "2023-11-14T22:13:20+0100",
+            "2023-11-14T22:13:20.Z",
+            "",
+        ] {
+            assert!(parse_rfc3339_instant(bad).is_err(), "{bad}");
+        }
+        assert!(parse_rfc3339_instant("2024-02-29T00:00:00Z").is_ok());
+    }
+
+    #[test]
+    fn time_or_duration_flags() {
+        assert_eq!(
+            TimeOrDuration::parse("-2w").unwrap(),
+            TimeOrDuration::Relative(-1_209_600_000)
+        );
+        assert_eq!(
+            TimeOrDuration::parse("-1d")
+                .unwrap()
+                .timestamp_ms(100_000_000),
+            100_000_000 - 86_400_000
+        );
+        assert_eq!(
+            TimeOrDuration::parse("3h").unwrap(),
+            TimeOrDuration::Relative(10_800_000)
+        );
+        assert_eq!(
+            TimeOrDuration::parse("2023-11-14T22:13:20Z")
+                .unwrap()
+                .timestamp_ms(5),
+            1_700_000_000_000
+        );
+        assert!(TimeOrDuration::parse("yesterday").is_err());
+        assert!(TimeOrDuration::parse("-").is_err());
     }
 
     proptest! {

@@ -4,7 +4,7 @@
 //! <ULID>/meta.json            present only once every other file of the block is uploaded
 //! <ULID>/index
 //! <ULID>/chunks/000001 ...
-//! <ULID>/deletion-mark.json   {"id": ULID, "deletion_time": unix seconds, "version": 1}
+//! <ULID>/deletion-mark.json   see [`crate::markers`]
 //! ```
 
 use std::path::Path;
@@ -20,7 +20,7 @@ use crate::{Error, Result};
 
 pub type Bucket = Arc<dyn ObjectStore>;
 
-pub const DELETION_MARK_FILENAME: &str = "deletion-mark.json";
+pub use crate::markers::{mark_for_deletion, DELETION_MARK_FILENAME};
 /// Files above this size are uploaded in parts of this size (the design's 5 MB parts).
 pub const MULTIPART_PART_SIZE: usize = 5 * 1024 * 1024;
 
@@ -246,20 +246,44 @@ pub async fn diff_with_local(bucket: &Bucket, block_dir: &Path) -> Result<Vec<St
     Ok(problems)
 }
 
-/// Writes `<ULID>/deletion-mark.json` (Thanos' convention: the compactor deletes the block
-/// after the delete delay).
-pub async fn mark_for_deletion(bucket: &Bucket, ulid: Ulid, details: &str) -> Result<()> {
-    let path = ObjectPath::from(format!("{ulid}/{DELETION_MARK_FILENAME}"));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    let body = serde_json::json!({"id": ulid.to_string(), "deletion_time": now, "version": 1, "details": details});
-    bucket
-        .put(&path, PutPayload::from(body.to_string().into_bytes()))
-        .await
-        .map_err(bucket_err("put", &path))?;
+/// Deletes a block in the order Thanos' `block.Delete` uses, so that a reader never mistakes a
+/// half-deleted block for a complete one: `meta.json` first (from then on every reader sees a
+/// partial block), then every other object, and `deletion-mark.json` last (so the compactor
+/// that crashes half-way still knows the leftovers are to be deleted). Deleting a block that is
+/// already gone, or partly gone, is not an error.
+///
+/// Thanos also removes "directory marker" objects (`<ULID>/`, `<ULID>/chunks/`) that some
+/// stores create; object_store paths cannot name them, and the stores Cairn talks to do not
+/// create them.
+pub async fn delete_block(bucket: &Bucket, ulid: Ulid) -> Result<()> {
+    let meta = ObjectPath::from(format!("{ulid}/{}", tsdb::meta::META_FILENAME));
+    let mark = ObjectPath::from(format!("{ulid}/{DELETION_MARK_FILENAME}"));
+    delete_if_present(bucket, &meta).await?;
+    let prefix = ObjectPath::from(ulid.to_string());
+    let mut objects = Vec::new();
+    let mut stream = bucket.list(Some(&prefix));
+    while let Some(item) = stream.next().await {
+        let object = item.map_err(bucket_err("list", &prefix))?;
+        if object.location != meta && object.location != mark {
+            objects.push(object.location);
+        }
+    }
+    drop(stream);
+    for object in &objects {
+        delete_if_present(bucket, object).await?;
+        tracing::debug!(file = %object, "deleted");
+    }
+    delete_if_present(bucket, &mark).await?;
+    tracing::info!(block = %ulid, objects = objects.len(), "deleted block");
     Ok(())
+}
+
+/// Deletes one object; one that is already gone is fine (another compactor, or a retry).
+async fn delete_if_present(bucket: &Bucket, path: &ObjectPath) -> Result<()> {
+    match bucket.delete(path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(bucket_err("delete", path)(e)),
+    }
 }
 
 #[cfg(test)]
@@ -287,21 +311,41 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn deletion_marks_follow_thanos() {
+    async fn a_marked_block_without_meta_is_not_listed() {
         let dir = tempfile::tempdir().unwrap();
         let bucket: Bucket = crate::BucketConfig::filesystem(dir.path().join("bucket"))
             .build()
             .unwrap();
         let ulid = Ulid::new();
         mark_for_deletion(&bucket, ulid, "compacted").await.unwrap();
-        let path = ObjectPath::from(format!("{ulid}/{DELETION_MARK_FILENAME}"));
-        let mark: serde_json::Value =
-            serde_json::from_slice(&bucket.get(&path).await.unwrap().bytes().await.unwrap())
-                .unwrap();
-        assert_eq!(mark["id"], ulid.to_string());
-        assert_eq!(mark["version"], 1);
-        assert!(mark["deletion_time"].as_u64().unwrap() > 1_700_000_000);
-        // A marked block without meta.json is not listed as a block.
         assert!(list_blocks(&bucket).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn delete_block_removes_meta_first_and_the_mark_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("bucket");
+        let bucket: Bucket = crate::BucketConfig::filesystem(&root).build().unwrap();
+        let ulid = Ulid::new();
+        let other = Ulid::new();
+        for id in [ulid, other] {
+            for file in ["chunks/000001", "chunks/000002", "index", "meta.json"] {
+                bucket
+                    .put(
+                        &ObjectPath::from(format!("{id}/{file}")),
+                        PutPayload::from_static(b"x"),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+        mark_for_deletion(&bucket, ulid, "test").await.unwrap();
+        delete_block(&bucket, ulid).await.unwrap();
+        assert!(block_objects(&bucket, ulid).await.unwrap().is_empty());
+        assert_eq!(block_objects(&bucket, other).await.unwrap().len(), 4);
+        // No empty directory is left behind to look like a partial upload.
+        assert!(!root.join(ulid.to_string()).exists());
+        // Deleting again (a retry after a crash) is fine.
+        delete_block(&bucket, ulid).await.unwrap();
     }
 }

@@ -131,7 +131,9 @@ impl BucketConfig {
                 let fs = LocalFileSystem::new_with_prefix(&c.directory).map_err(|e| {
                     Error::Config(format!("filesystem bucket {}: {e}", c.directory.display()))
                 })?;
-                Arc::new(fs)
+                // Remove the directories a delete leaves empty: a deleted block's empty
+                // `<ULID>/` would otherwise stay listed and look like a partial upload forever.
+                Arc::new(fs.with_automatic_cleanup(true))
             }
             "S3" => {
                 let c: S3Config = self.typed()?;
