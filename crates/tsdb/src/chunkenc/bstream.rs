@@ -77,7 +77,7 @@ impl<'a> BitWriter<'a> {
             self.free = (8 - left) as u8;
         }
         // Go's whole-byte writer leaves an empty byte behind (see the module doc).
-        if nbits % 8 == 0 && self.free == 0 {
+        if nbits.is_multiple_of(8) && self.free == 0 {
             self.buf.push(0);
             self.free = 8;
         }
