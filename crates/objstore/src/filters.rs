@@ -385,93 +385,66 @@ impl MetaFilter for DeduplicateFilter {
     }
 }
 
+/// A marker [`GatherMarks`] collects: the filter's name and the sync state its blocks count in.
+pub trait GatheredMarker: Marker + Clone + Send + Sync + std::fmt::Debug {
+    const FILTER_NAME: &'static str;
+    const SYNC_STATE: &'static str;
+}
+
+impl GatheredMarker for NoCompactMark {
+    const FILTER_NAME: &'static str = "gather-no-compact-marks";
+    const SYNC_STATE: &'static str = state::MARKED_FOR_NO_COMPACT;
+}
+
+impl GatheredMarker for NoDownsampleMark {
+    const FILTER_NAME: &'static str = "gather-no-downsample-marks";
+    const SYNC_STATE: &'static str = state::MARKED_FOR_NO_DOWNSAMPLE;
+}
+
 /// Passes every block, remembering which carry a `no-compact-mark.json` (for the planner).
-#[derive(Debug)]
-pub struct GatherNoCompactMarks {
-    bucket: Bucket,
-    concurrency: usize,
-    marks: Mutex<BTreeMap<Ulid, NoCompactMark>>,
-}
-
-impl GatherNoCompactMarks {
-    pub fn new(bucket: Bucket, concurrency: usize) -> Self {
-        GatherNoCompactMarks {
-            bucket,
-            concurrency,
-            marks: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    /// The no-compact marks found by the last sync.
-    pub fn marks(&self) -> BTreeMap<Ulid, NoCompactMark> {
-        self.marks.lock().unwrap().clone()
-    }
-
-    async fn run(&self, metas: &Metas, counts: &mut SyncCounts) -> Result<(), FetchError> {
-        let found: BTreeMap<Ulid, NoCompactMark> = gather_marks(
-            &self.bucket,
-            metas.keys().copied().collect(),
-            self.concurrency,
-        )
-        .await?;
-        counts.add_synced(state::MARKED_FOR_NO_COMPACT, found.len() as u64);
-        *self.marks.lock().unwrap() = found;
-        Ok(())
-    }
-}
-
-impl MetaFilter for GatherNoCompactMarks {
-    fn name(&self) -> &'static str {
-        "gather-no-compact-marks"
-    }
-
-    fn filter<'a>(
-        &'a self,
-        metas: &'a mut Metas,
-        counts: &'a mut SyncCounts,
-    ) -> BoxFuture<'a, Result<(), FetchError>> {
-        self.run(metas, counts).boxed()
-    }
-}
+pub type GatherNoCompactMarks = GatherMarks<NoCompactMark>;
 
 /// Passes every block, remembering which carry a `no-downsample-mark.json`.
+pub type GatherNoDownsampleMarks = GatherMarks<NoDownsampleMark>;
+
+/// Passes every block, remembering which carry a marker of type `M`.
 #[derive(Debug)]
-pub struct GatherNoDownsampleMarks {
+pub struct GatherMarks<M> {
     bucket: Bucket,
     concurrency: usize,
-    marks: Mutex<BTreeMap<Ulid, NoDownsampleMark>>,
+    marks: Mutex<BTreeMap<Ulid, M>>,
 }
 
-impl GatherNoDownsampleMarks {
+impl<M: GatheredMarker> GatherMarks<M> {
     pub fn new(bucket: Bucket, concurrency: usize) -> Self {
-        GatherNoDownsampleMarks {
+        GatherMarks {
             bucket,
             concurrency,
             marks: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// The no-downsample marks found by the last sync.
-    pub fn marks(&self) -> BTreeMap<Ulid, NoDownsampleMark> {
+    /// The marks found by the last sync.
+    pub fn marks(&self) -> BTreeMap<Ulid, M> {
         self.marks.lock().unwrap().clone()
     }
 
     async fn run(&self, metas: &Metas, counts: &mut SyncCounts) -> Result<(), FetchError> {
-        let found: BTreeMap<Ulid, NoDownsampleMark> = gather_marks(
+        let found: BTreeMap<Ulid, M> = gather_marks(
             &self.bucket,
             metas.keys().copied().collect(),
             self.concurrency,
         )
         .await?;
-        counts.add_synced(state::MARKED_FOR_NO_DOWNSAMPLE, found.len() as u64);
+        counts.add_synced(M::SYNC_STATE, found.len() as u64);
         *self.marks.lock().unwrap() = found;
         Ok(())
     }
 }
 
-impl MetaFilter for GatherNoDownsampleMarks {
+impl<M: GatheredMarker> MetaFilter for GatherMarks<M> {
     fn name(&self) -> &'static str {
-        "gather-no-downsample-marks"
+        M::FILTER_NAME
     }
 
     fn filter<'a>(
