@@ -437,12 +437,6 @@ impl Wal {
         }
     }
 
-    /// Appends records without syncing; they become durable with the next synced commit
-    /// (records are written in order to one file, and a segment is synced before it is left).
-    pub fn log_unsynced(&self, records: &[Record]) -> Result<()> {
-        self.write(records).map(|_| ())
-    }
-
     fn write(&self, records: &[Record]) -> Result<Option<u64>> {
         if records.is_empty() {
             return Ok(None);

@@ -1,0 +1,105 @@
+//! Head statistics: `/api/v1/status/tsdb` and the memory estimate.
+
+use super::Head;
+
+impl Head {
+    /// Approximate heap bytes held by the head, for the memory-per-series measurement.
+    pub fn memory_estimate(&self) -> HeadMemory {
+        let index = self.index.read().unwrap();
+        let chunk_bytes: usize = index.by_ref.values().map(|s| s.chunk_bytes()).sum();
+        let symbol_bytes: usize = index.symbols.iter().map(|s| s.len() + 16).sum();
+        HeadMemory {
+            series: index.by_ref.len(),
+            chunk_bytes,
+            symbol_bytes,
+        }
+    }
+
+    /// Label names and per-name value counts (for status pages).
+    pub fn label_stats(&self) -> Vec<(String, usize, usize)> {
+        let index = self.index.read().unwrap();
+        let mut out: Vec<(String, usize, usize)> = index
+            .postings
+            .iter()
+            .map(|(name, values)| {
+                (
+                    name.to_string(),
+                    values.len(),
+                    values.values().map(Vec::len).sum(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// Head statistics in the shape of Prometheus' `/api/v1/status/tsdb`.
+#[derive(Debug, Clone, Default)]
+pub struct HeadStatus {
+    pub num_series: usize,
+    pub num_label_pairs: usize,
+    pub chunk_count: usize,
+    pub min_time: i64,
+    pub max_time: i64,
+    /// Top lists, largest first: (name, count).
+    pub series_count_by_metric_name: Vec<(String, u64)>,
+    pub label_value_count_by_label_name: Vec<(String, u64)>,
+    /// Bytes of label values per label name (each value counted once per series holding it).
+    pub memory_in_bytes_by_label_name: Vec<(String, u64)>,
+    pub series_count_by_label_value_pair: Vec<(String, u64)>,
+}
+
+fn top(mut v: Vec<(String, u64)>, limit: usize) -> Vec<(String, u64)> {
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v.truncate(limit);
+    v
+}
+
+impl Head {
+    /// Head statistics with top-`limit` lists.
+    pub fn status(&self, limit: usize) -> HeadStatus {
+        let index = self.index.read().unwrap();
+        let mut by_metric = Vec::new();
+        let mut values_per_name = Vec::new();
+        let mut bytes_per_name = Vec::new();
+        let mut by_pair = Vec::new();
+        let mut pairs = 0;
+        for (name, values) in &index.postings {
+            pairs += values.len();
+            values_per_name.push((name.to_string(), values.len() as u64));
+            let mut bytes = 0u64;
+            for (value, refs) in values {
+                bytes += (value.len() * refs.len()) as u64;
+                by_pair.push((format!("{name}={value}"), refs.len() as u64));
+                if &**name == crate::labels::METRIC_NAME {
+                    by_metric.push((value.to_string(), refs.len() as u64));
+                }
+            }
+            bytes_per_name.push((name.to_string(), bytes));
+        }
+        let chunk_count = index
+            .by_ref
+            .values()
+            .map(|s| s.samples.lock().unwrap().chunk_count())
+            .sum();
+        HeadStatus {
+            num_series: index.by_ref.len(),
+            num_label_pairs: pairs,
+            chunk_count,
+            min_time: self.min_time(),
+            max_time: self.max_time(),
+            series_count_by_metric_name: top(by_metric, limit),
+            label_value_count_by_label_name: top(values_per_name, limit),
+            memory_in_bytes_by_label_name: top(bytes_per_name, limit),
+            series_count_by_label_value_pair: top(by_pair, limit),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HeadMemory {
+    pub series: usize,
+    pub chunk_bytes: usize,
+    pub symbol_bytes: usize,
+}
