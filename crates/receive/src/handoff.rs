@@ -28,8 +28,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tsdb::record_log;
+
 const SEGMENT_BYTES: u64 = 8 << 20;
-const HEADER: usize = 8;
 
 pub fn now_millis() -> i64 {
     SystemTime::now()
@@ -115,17 +116,14 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:08}.seg"))
 }
 
-/// Reads records from `data`; stops at the first torn or corrupt one.
+/// Reads hint records from `data` (see [`tsdb::record_log`] for the framing; a hint's payload is
+/// `ts:i64be tenant_len:u16be tenant remote-write-payload`), calling `f(end, ts, tenant,
+/// payload)`; stops at the first torn or corrupt one, or when `f` returns false. Returns the
+/// offset where the records read end.
 fn parse_records(data: &[u8], mut f: impl FnMut(usize, i64, &str, &[u8]) -> bool) -> usize {
-    let mut at = 0;
-    while data.len() - at >= HEADER {
-        let len = u32::from_be_bytes(data[at..at + 4].try_into().unwrap()) as usize;
-        let crc = u32::from_be_bytes(data[at + 4..at + 8].try_into().unwrap());
-        let Some(body) = data.get(at + HEADER..at + HEADER + len) else {
-            break;
-        };
-        if crc32c::crc32c(body) != crc || body.len() < 10 {
-            break;
+    record_log::read(data, |body, end| {
+        if body.len() < 10 {
+            return false;
         }
         let ts = i64::from_be_bytes(body[..8].try_into().unwrap());
         let tlen = u16::from_be_bytes(body[8..10].try_into().unwrap()) as usize;
@@ -133,15 +131,11 @@ fn parse_records(data: &[u8], mut f: impl FnMut(usize, i64, &str, &[u8]) -> bool
             .get(10..10 + tlen)
             .and_then(|t| std::str::from_utf8(t).ok())
         else {
-            break;
+            return false;
         };
-        let next = at + HEADER + len;
-        if !f(next, ts, tenant, &body[10 + tlen..]) {
-            break;
-        }
-        at = next;
-    }
-    at
+        f(end, ts, tenant, &body[10 + tlen..])
+    })
+    .offset
 }
 
 fn encode_record(ts: i64, tenant: &str, payload: &[u8]) -> Vec<u8> {
@@ -150,10 +144,8 @@ fn encode_record(ts: i64, tenant: &str, payload: &[u8]) -> Vec<u8> {
     body.extend_from_slice(&(tenant.len() as u16).to_be_bytes());
     body.extend_from_slice(tenant.as_bytes());
     body.extend_from_slice(payload);
-    let mut out = Vec::with_capacity(HEADER + body.len());
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
-    out.extend_from_slice(&body);
+    let mut out = Vec::new();
+    record_log::frame(&body, &mut out);
     out
 }
 
@@ -171,14 +163,7 @@ impl HintQueue {
     ) -> std::io::Result<HintQueue> {
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("peer"), peer)?;
-        let mut ids: Vec<u64> = std::fs::read_dir(&dir)?
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().to_string();
-                name.strip_suffix(".seg")?.parse().ok()
-            })
-            .collect();
-        ids.sort_unstable();
+        let ids = record_log::list_segments(&dir, 8, ".seg")?;
         let cursor = std::fs::read_to_string(dir.join("cursor"))
             .ok()
             .and_then(|s| {

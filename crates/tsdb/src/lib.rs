@@ -22,6 +22,7 @@ pub mod index;
 pub mod matcher;
 pub mod meta;
 pub mod querier;
+pub mod record_log;
 pub mod tombstones;
 pub mod wal;
 

@@ -10,7 +10,7 @@
 //!     00000000
 //!
 //! segment  := record*
-//! record   := len:u32be  crc:u32be  payload[len]        crc = CRC-32C(payload)
+//! record   := len:u32be  crc:u32be  payload[len]        crc = CRC-32C(payload), see [`crate::record_log`]
 //! payload  := type:u8 body
 //!   type 1 Series   ref:u64be  n:uvarint  (uvarint-len name, uvarint-len value){n}
 //!   type 2 Samples  n:uvarint  (ref-delta:varint  t-delta:varint  value:u64be){n}
@@ -36,10 +36,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::IoContext;
+use crate::record_log;
 use crate::{Error, Label, Labels, Result, Sample};
 
 pub const DEFAULT_SEGMENT_SIZE: u64 = 128 * 1024 * 1024;
-const RECORD_HEADER: usize = 8;
 const TYPE_SERIES: u8 = 1;
 const TYPE_SAMPLES: u8 = 2;
 const TYPE_CHUNK: u8 = 3;
@@ -261,17 +261,12 @@ fn segment_name(i: u32) -> String {
 
 /// Segment indexes in `dir`, ascending.
 fn list_segments(dir: &Path) -> Result<Vec<u32>> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
-        let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.len() == 8 && name.bytes().all(|b| b.is_ascii_digit()) {
-            out.push(name.parse().expect("eight digits parse"));
-        }
-    }
-    out.sort_unstable();
-    Ok(out)
+    let numbers =
+        record_log::list_segments(dir, 8, "").ctx(|| format!("listing {}", dir.display()))?;
+    Ok(numbers
+        .into_iter()
+        .filter_map(|n| u32::try_from(n).ok())
+        .collect())
 }
 
 /// The newest complete checkpoint: (last segment it covers, its directory).
@@ -302,28 +297,18 @@ fn read_segment(path: &Path, f: &mut dyn FnMut(Record)) -> Result<(u64, bool)> {
     File::open(path)
         .and_then(|mut file| file.read_to_end(&mut data))
         .ctx(|| format!("reading WAL segment {}", path.display()))?;
-    let mut pos = 0usize;
-    while pos < data.len() {
-        if data.len() - pos < RECORD_HEADER {
-            return Ok((pos as u64, true));
+    let mut undecodable = false;
+    let end = record_log::read(&data, |payload, _| match Record::decode(payload) {
+        Ok(r) => {
+            f(r);
+            true
         }
-        let len = u32::from_be_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
-        let crc = u32::from_be_bytes(data[pos + 4..pos + 8].try_into().unwrap());
-        let start = pos + RECORD_HEADER;
-        let Some(end) = start.checked_add(len).filter(|&e| e <= data.len()) else {
-            return Ok((pos as u64, true));
-        };
-        let payload = &data[start..end];
-        if crc32c::crc32c(payload) != crc {
-            return Ok((pos as u64, true));
+        Err(_) => {
+            undecodable = true;
+            false
         }
-        match Record::decode(payload) {
-            Ok(r) => f(r),
-            Err(_) => return Ok((pos as u64, true)),
-        }
-        pos = end;
-    }
-    Ok((pos as u64, false))
+    });
+    Ok((end.offset as u64, end.damaged || undecodable))
 }
 
 impl Wal {
@@ -446,9 +431,7 @@ impl Wal {
         for r in records {
             payload.clear();
             r.encode(&mut payload);
-            buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-            buf.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
-            buf.extend_from_slice(&payload);
+            record_log::frame(&payload, &mut buf);
         }
         let seq = {
             let mut w = self.writer.lock().unwrap();
@@ -522,13 +505,13 @@ impl Wal {
         let mut file = std::io::BufWriter::new(
             File::create(&path).ctx(|| format!("creating {}", path.display()))?,
         );
-        let mut payload = Vec::new();
+        let (mut payload, mut framed) = (Vec::new(), Vec::new());
         for r in records {
             payload.clear();
+            framed.clear();
             r.encode(&mut payload);
-            file.write_all(&(payload.len() as u32).to_be_bytes())
-                .and_then(|_| file.write_all(&crc32c::crc32c(&payload).to_be_bytes()))
-                .and_then(|_| file.write_all(&payload))
+            record_log::frame(&payload, &mut framed);
+            file.write_all(&framed)
                 .ctx(|| format!("writing {}", path.display()))?;
         }
         let file = file
