@@ -1,6 +1,9 @@
 //! The `cairn` binary: parses flags, builds each component's configuration and runs it.
 //! No logic lives here beyond wiring.
 
+// A command-line tool's output is its interface; servers log through `tracing`.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -70,7 +70,7 @@ fn bad_input_gets_clear_errors_and_good_data_survives() {
     );
 
     let big_labels: Vec<String> = (0..60).map(|i| format!("s{i}")).collect();
-    let too_many: Vec<TimeSeries> = big_labels
+    let too_many: Vec<TimeSeries<'_>> = big_labels
         .iter()
         .map(|v| series(&[("__name__", "m"), ("i", v)], &[(T0, 1.0)]))
         .collect();
@@ -84,7 +84,7 @@ fn bad_input_gets_clear_errors_and_good_data_survives() {
     }));
 
     type Case<'a> = (&'a str, Vec<u8>, Vec<(&'a str, &'a str)>, u16, &'a str);
-    let cases: Vec<Case> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "not snappy",
             b"\xff\xff\xff\xff garbage".to_vec(),

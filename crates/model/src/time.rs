@@ -128,7 +128,7 @@ pub fn parse_rfc3339_instant(s: &str) -> Result<Instant, String> {
     }
     let mut at = 19;
     let mut nanos: u32 = 0;
-    if matches!(b.get(at), Some(b'.') | Some(b',')) {
+    if matches!(b.get(at), Some(b'.' | b',')) {
         at += 1;
         let start = at;
         while b.get(at).is_some_and(u8::is_ascii_digit) {

@@ -112,14 +112,18 @@ struct Group {
     values: Vec<f64>,
 }
 
-fn param_values(ev: &mut Evaluator, p: &Expr, steps: Steps) -> Result<Vec<f64>> {
+fn param_values(ev: &mut Evaluator<'_>, p: &Expr, steps: Steps) -> Result<Vec<f64>> {
     match ev.eval(p, steps, &HintCtx::default())? {
         Val::Scalar(v) => Ok(v),
         _ => Err(eval_err("expected scalar aggregation parameter")),
     }
 }
 
-pub(crate) fn eval_aggregate(ev: &mut Evaluator, agg: &AggregateExpr, steps: Steps) -> Result<Val> {
+pub(crate) fn eval_aggregate(
+    ev: &mut Evaluator<'_>,
+    agg: &AggregateExpr,
+    steps: Steps,
+) -> Result<Val> {
     let op = agg.op.to_string();
     let hint = HintCtx {
         func: None,
@@ -143,9 +147,8 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator, agg: &AggregateExpr, steps: Ste
                 crate::parser::go_quote(&label)
             )));
         }
-        let input = match ev.eval(&agg.expr, steps, &hint)? {
-            Val::Vector(v) => v,
-            _ => return Err(eval_err("expected instant vector in aggregation")),
+        let Val::Vector(input) = ev.eval(&agg.expr, steps, &hint)? else {
+            return Err(eval_err("expected instant vector in aggregation"));
         };
         return Ok(Val::Vector(count_values(
             &input,
@@ -158,9 +161,8 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator, agg: &AggregateExpr, steps: Ste
         Some(p) if op != "count_values" => Some(param_values(ev, p, steps)?),
         _ => None,
     };
-    let input = match ev.eval(&agg.expr, steps, &hint)? {
-        Val::Vector(v) => v,
-        _ => return Err(eval_err("expected instant vector in aggregation")),
+    let Val::Vector(input) = ev.eval(&agg.expr, steps, &hint)? else {
+        return Err(eval_err("expected instant vector in aggregation"));
     };
     match op.as_str() {
         "topk" | "bottomk" | "limitk" | "limit_ratio" => {
@@ -473,7 +475,7 @@ fn count_values(
 }
 
 fn aggregate_k(
-    ev: &mut Evaluator,
+    ev: &mut Evaluator<'_>,
     op: &str,
     input: &[Series],
     modifier: &Option<LabelModifier>,
@@ -482,8 +484,8 @@ fn aggregate_k(
 ) -> Result<Vec<Series>> {
     let any_nan = params.iter().any(|p| p.is_nan());
     let (mut max, mut min) = (
-        params.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
-        params.iter().cloned().fold(f64::INFINITY, f64::min),
+        params.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        params.iter().copied().fold(f64::INFINITY, f64::min),
     );
     if any_nan {
         (max, min) = (f64::NAN, f64::NAN);

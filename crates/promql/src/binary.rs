@@ -116,7 +116,7 @@ pub(crate) struct ElemResult {
 /// Applies an operator to two elements, either of which may be a histogram. Problems
 /// become annotations.
 pub(crate) fn elem_op(
-    ev: &mut Evaluator,
+    ev: &mut Evaluator<'_>,
     op: Op,
     (lf, lh): (f64, Option<&Arc<FloatHistogram>>),
     (rf, rh): (f64, Option<&Arc<FloatHistogram>>),
@@ -254,7 +254,7 @@ fn scalar_op(op: Op, l: f64, r: f64) -> f64 {
 }
 
 pub(crate) fn eval_binary(
-    ev: &mut Evaluator,
+    ev: &mut Evaluator<'_>,
     b: &BinaryExpr,
     steps: Steps,
     hint: &HintCtx,
@@ -321,7 +321,7 @@ pub(crate) fn eval_binary(
 }
 
 fn vector_scalar(
-    ev: &mut Evaluator,
+    ev: &mut Evaluator<'_>,
     op: Op,
     mut v: Vec<Series>,
     s: &[f64],
@@ -519,7 +519,7 @@ impl Matcher<'_> {
     #[allow(clippy::too_many_arguments)]
     fn apply_pair(
         &mut self,
-        ev: &mut Evaluator,
+        ev: &mut Evaluator<'_>,
         t: i64,
         sig: usize,
         (li, ll, ls): (usize, &Labels, &Sample),
@@ -576,7 +576,7 @@ impl Matcher<'_> {
 
 #[allow(clippy::too_many_arguments)]
 fn vector_vector(
-    ev: &mut Evaluator,
+    ev: &mut Evaluator<'_>,
     op: Op,
     l: Vec<Series>,
     r: Vec<Series>,

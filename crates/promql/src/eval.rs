@@ -300,7 +300,7 @@ impl<'a> Evaluator<'a> {
                         for p in s.points.iter_mut() {
                             match &mut p.h {
                                 Some(h) => {
-                                    std::sync::Arc::make_mut(h).mul(-1.0);
+                                    Arc::make_mut(h).mul(-1.0);
                                 }
                                 None => p.f = -p.f,
                             }
@@ -529,7 +529,7 @@ impl<'a> Evaluator<'a> {
                             crate::histogram::CounterResetHint::Reset
                                 | crate::histogram::CounterResetHint::NotReset
                         ) {
-                            p.h = Some(std::sync::Arc::new(h.with_unknown_reset_hint()));
+                            p.h = Some(Arc::new(h.with_unknown_reset_hint()));
                         }
                     }
                 }

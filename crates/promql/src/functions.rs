@@ -58,14 +58,19 @@ fn string_arg(e: &Expr) -> Result<String> {
     }
 }
 
-fn scalar_arg(ev: &mut Evaluator, e: &Expr, steps: Steps) -> Result<Vec<f64>> {
+fn scalar_arg(ev: &mut Evaluator<'_>, e: &Expr, steps: Steps) -> Result<Vec<f64>> {
     match ev.eval(e, steps, &HintCtx::default())? {
         Val::Scalar(v) => Ok(v),
         _ => Err(eval_err("expected scalar argument")),
     }
 }
 
-fn vector_arg(ev: &mut Evaluator, e: &Expr, steps: Steps, hint: &HintCtx) -> Result<Vec<Series>> {
+fn vector_arg(
+    ev: &mut Evaluator<'_>,
+    e: &Expr,
+    steps: Steps,
+    hint: &HintCtx,
+) -> Result<Vec<Series>> {
     match ev.eval(e, steps, hint)? {
         Val::Vector(v) => Ok(v),
         _ => Err(eval_err("expected instant vector argument")),
@@ -223,7 +228,7 @@ fn range_arg(call: &Call) -> Option<usize> {
 }
 
 pub(crate) fn eval_call(
-    ev: &mut Evaluator,
+    ev: &mut Evaluator<'_>,
     call: &Call,
     steps: Steps,
     hint: &HintCtx,
@@ -616,7 +621,7 @@ enum BucketFn {
 }
 
 fn histogram_quantile(
-    ev: &mut Evaluator,
+    ev: &mut Evaluator<'_>,
     qe: &Expr,
     ve: &Expr,
     steps: Steps,
@@ -627,7 +632,7 @@ fn histogram_quantile(
 }
 
 fn histogram_bucket_fn(
-    ev: &mut Evaluator,
+    ev: &mut Evaluator<'_>,
     kind: BucketFn,
     ve: &Expr,
     steps: Steps,
@@ -995,7 +1000,7 @@ fn linear_regression(points: &[Sample], intercept_t: i64) -> (f64, f64) {
 
 fn extrapolated_rate(
     w: &[Sample],
-    cx: &mut RangeCtx,
+    cx: &mut RangeCtx<'_, '_>,
     counter: bool,
     is_rate: bool,
 ) -> Option<RangeOut> {
@@ -1076,7 +1081,11 @@ fn extrapolated_rate(
     }
 }
 
-fn histogram_rate(w: &[Sample], counter: bool, cx: &mut RangeCtx) -> Option<FloatHistogram> {
+fn histogram_rate(
+    w: &[Sample],
+    counter: bool,
+    cx: &mut RangeCtx<'_, '_>,
+) -> Option<FloatHistogram> {
     let hs: Vec<&FloatHistogram> = w.iter().map(|p| p.h.as_deref().unwrap()).collect();
     let mut prev: FloatHistogram = hs[0].clone();
     let last = hs[hs.len() - 1];
@@ -1101,7 +1110,7 @@ fn histogram_rate(w: &[Sample], counter: bool, cx: &mut RangeCtx) -> Option<Floa
             custom = second.uses_custom_buckets();
         }
     }
-    let mixed_schemas = |cx: &mut RangeCtx| {
+    let mixed_schemas = |cx: &mut RangeCtx<'_, '_>| {
         cx.annos.warn(format!(
             "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}",
             cx.metric
@@ -1207,7 +1216,7 @@ fn double_exp_smoothing(w: &[Sample], sf: f64, tf: f64) -> Option<f64> {
 }
 
 fn eval_range_call(
-    ev: &mut Evaluator,
+    ev: &mut Evaluator<'_>,
     call: &Call,
     ri: usize,
     steps: Steps,
@@ -1222,7 +1231,7 @@ fn eval_range_call(
             scalars.push(scalar_arg(ev, a, steps)?);
         }
     }
-    let validate = |ev: &mut Evaluator| -> Result<()> {
+    let validate = |ev: &mut Evaluator<'_>| -> Result<()> {
         if name == "double_exponential_smoothing" {
             for i in 0..steps.len() {
                 let (sf, tf) = (scalars[0][i], scalars[1][i]);
@@ -1529,7 +1538,7 @@ struct RangeCtx<'a, 'b> {
 
 /// Floats of the window (the window itself when it holds no histograms); if histograms are
 /// mixed in, notes that they were ignored.
-fn floats_only<'w>(w: &'w [Sample], cx: &mut RangeCtx) -> Option<Cow<'w, [Sample]>> {
+fn floats_only<'w>(w: &'w [Sample], cx: &mut RangeCtx<'_, '_>) -> Option<Cow<'w, [Sample]>> {
     if cx.floats_only || w.iter().all(|p| p.h.is_none()) {
         return Some(Cow::Borrowed(w));
     }
@@ -1544,7 +1553,7 @@ fn floats_only<'w>(w: &'w [Sample], cx: &mut RangeCtx) -> Option<Cow<'w, [Sample
     Some(Cow::Owned(fl))
 }
 
-fn range_fn(name: &str, w: &[Sample], cx: &mut RangeCtx) -> Option<RangeOut> {
+fn range_fn(name: &str, w: &[Sample], cx: &mut RangeCtx<'_, '_>) -> Option<RangeOut> {
     let fl = |f: f64| Some((f, None));
     match name {
         "rate" => extrapolated_rate(w, cx, true, true),

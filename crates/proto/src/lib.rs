@@ -29,13 +29,13 @@ pub mod remote_write;
 mod wire;
 
 /// Prometheus remote-write messages (package `prometheus`), generated from `proto/prompb/`.
-#[allow(clippy::all, missing_docs)]
+#[allow(clippy::all, missing_docs, unused_qualifications)]
 pub mod prometheus {
     include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
 }
 
 /// Thanos messages and services (package `thanos`), generated from `proto/store/`.
-#[allow(clippy::all, missing_docs)]
+#[allow(clippy::all, missing_docs, unused_qualifications)]
 pub mod thanos {
     include!(concat!(env!("OUT_DIR"), "/thanos.rs"));
 

@@ -728,13 +728,13 @@ mod tests {
                  proptest::collection::vec((any::<i64>(), any::<u64>()), 0..8)),
                 0..8),
         ) {
-            let timeseries: Vec<TimeSeries> = data.iter().map(|(labels, samples)| TimeSeries {
+            let timeseries: Vec<TimeSeries<'_>> = data.iter().map(|(labels, samples)| TimeSeries {
                 labels: labels.iter().map(|(n, v)| Label { name: n, value: v }).collect(),
                 samples: samples.iter().map(|&(t, v)| Sample { value: f64::from_bits(v), timestamp: t }).collect(),
                 ..Default::default()
             }).collect();
             let req = WriteRequest { timeseries, metadata: vec![] };
-            let bits = |r: &WriteRequest| -> Vec<Vec<(i64, u64)>> {
+            let bits = |r: &WriteRequest<'_>| -> Vec<Vec<(i64, u64)>> {
                 r.timeseries.iter().map(|s| s.samples.iter().map(|x| (x.timestamp, x.value.to_bits())).collect()).collect()
             };
             for decoded in [decode_v1(&encode_v1(&req)).unwrap(), decode_v2(&encode_v2(&req)).unwrap()] {

@@ -360,7 +360,7 @@ fn thanos_write_request_encodes_like_prost() {
         },
     ];
     let bytes = encode_thanos_write("team-a", 2, &series);
-    let got = crate::thanos::WriteRequest::decode(bytes.as_slice()).unwrap();
+    let got = thanos::WriteRequest::decode(bytes.as_slice()).unwrap();
     assert_eq!(got.tenant, "team-a");
     assert_eq!(got.replica, 2);
     assert_eq!(got.timeseries.len(), 2);
@@ -368,7 +368,7 @@ fn thanos_write_request_encodes_like_prost() {
     assert_eq!(got.timeseries[0].samples[1].timestamp, 2000);
     assert_eq!(got.timeseries[1].samples[0].value, -2.5);
     assert_eq!(got.timeseries[1].samples[0].timestamp, -5);
-    let want = crate::thanos::WriteRequest {
+    let want = thanos::WriteRequest {
         timeseries: got.timeseries.clone(),
         tenant: "team-a".into(),
         replica: 2,
@@ -402,27 +402,27 @@ fn thanos_write_request_decodes_without_copies() {
     assert_eq!(got.tenants[0].1.timeseries, series);
 
     // Several tenants in timeseriesTenantData (newer Thanos senders), as prost encodes them.
-    let prom = |name: &str| crate::prometheus::TimeSeries {
-        labels: vec![crate::prometheus::Label {
+    let prom = |name: &str| prometheus::TimeSeries {
+        labels: vec![prometheus::Label {
             name: "__name__".into(),
             value: name.into(),
         }],
-        samples: vec![crate::prometheus::Sample {
+        samples: vec![prometheus::Sample {
             value: 1.0,
             timestamp: 5,
         }],
         ..Default::default()
     };
-    let multi = crate::thanos::WriteRequest {
+    let multi = thanos::WriteRequest {
         timeseries: vec![],
         tenant: String::new(),
         replica: 1,
         timeseries_tenant_data: vec![
-            crate::thanos::TimeSeriesTenantTuple {
+            thanos::TimeSeriesTenantTuple {
                 timeseries: vec![prom("a")],
                 tenant: "x".into(),
             },
-            crate::thanos::TimeSeriesTenantTuple {
+            thanos::TimeSeriesTenantTuple {
                 timeseries: vec![prom("b"), prom("c")],
                 tenant: "y".into(),
             },

@@ -30,6 +30,9 @@
 //! then agree on every value. `topk` is compared up to ties at the cut (see
 //! `compare_ranked`).
 
+// A benchmark prints its figures.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::collections::BTreeMap;
 use std::f64::consts::PI;
 use std::fmt::Write as _;
@@ -560,13 +563,13 @@ fn compare_ranked(
     prom: &BTreeMap<Labels, Vec<(i64, f64)>>,
 ) -> Result<(usize, usize), String> {
     type Steps<'a> = BTreeMap<i64, Vec<(&'a Labels, f64)>>;
-    let mut a: Steps = BTreeMap::new();
+    let mut a: Steps<'_> = BTreeMap::new();
     for s in cairn {
         for p in &s.samples {
             a.entry(p.t).or_default().push((&s.labels, p.f));
         }
     }
-    let mut b: Steps = BTreeMap::new();
+    let mut b: Steps<'_> = BTreeMap::new();
     for (l, points) in prom {
         for &(t, f) in points {
             b.entry(t).or_default().push((l, f));
@@ -717,7 +720,7 @@ fn run(meta_path: &Path, blocks_dir: &Path, prom: &str) -> Result<u8, String> {
                 cairn.push(t0.elapsed().as_secs_f64() * 1e3);
                 drop(r);
             }
-            let min = cairn.iter().cloned().fold(f64::INFINITY, f64::min);
+            let min = cairn.iter().copied().fold(f64::INFINITY, f64::min);
             println!(
                 "{name}: Cairn median {:.1} ms, min {min:.1} ms",
                 median(&mut cairn)
@@ -811,7 +814,7 @@ fn run(meta_path: &Path, blocks_dir: &Path, prom: &str) -> Result<u8, String> {
     if ratios.is_empty() {
         return Err("no queries ran".into());
     }
-    let slowest = ratios.iter().cloned().fold(f64::INFINITY, f64::min);
+    let slowest = ratios.iter().copied().fold(f64::INFINITY, f64::min);
     let med = median(&mut ratios.clone());
     let none_slower = slowest >= 1.0;
     let median_2x = med >= 2.0;
@@ -949,7 +952,7 @@ fn run_http(meta_path: &Path, prom: &str, cairn: &str) -> Result<u8, String> {
         return Err("no queries ran".into());
     }
     let med = median(&mut ratios.clone());
-    let slowest = ratios.iter().cloned().fold(f64::INFINITY, f64::min);
+    let slowest = ratios.iter().copied().fold(f64::INFINITY, f64::min);
     println!(
         "median Prometheus / Cairn latency ratio {med:.2}x (target >= 1: {}); lowest {slowest:.2}x",
         if med >= 1.0 { "met" } else { "MISSED" }

@@ -69,7 +69,7 @@ pub fn penalty_merge(replicas: &[&[Sample]], counter: bool, out: &mut Vec<Sample
         _ => {}
     }
     out.reserve(replicas.iter().map(|r| r.len()).max().unwrap_or(0));
-    let mut cursors: Vec<Cursor> = replicas
+    let mut cursors: Vec<Cursor<'_>> = replicas
         .iter()
         .map(|samples| Cursor {
             samples,

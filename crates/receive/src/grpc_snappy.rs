@@ -206,7 +206,8 @@ mod tests {
 
     #[test]
     fn frames_round_trip_through_snappy() {
-        let msgs: [&[u8]; 3] = [b"", b"hello hello hello hello", &[7u8; 100_000]];
+        let big = vec![7u8; 100_000];
+        let msgs: [&[u8]; 3] = [b"", b"hello hello hello hello", &big];
         let mut body = BytesMut::new();
         for m in msgs {
             body.put_u8(0);

@@ -748,9 +748,8 @@ mod tests {
                 prop_assert!(rest.is_empty());
                 for chunk in parsed.chunks() {
                     let chunk_ref = chunk.block_chunk_ref().unwrap();
-                    let xor = match chunk {
-                        rusty_chunkenc::Chunk::XOR(xor) => xor,
-                        _ => return Err(TestCaseError::fail("not an XOR chunk")),
+                    let rusty_chunkenc::Chunk::XOR(xor) = chunk else {
+                        return Err(TestCaseError::fail("not an XOR chunk"));
                     };
                     let samples = xor.samples().iter().map(|s| (s.timestamp, s.value.to_bits())).collect();
                     theirs.push((chunk_ref, samples));

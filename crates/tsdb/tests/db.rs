@@ -45,7 +45,8 @@ fn a_crash_loses_no_committed_sample() {
         let mut app = db.appender();
         app.append(&l, 60_000, 1.0).unwrap();
         drop(app);
-        // Dropped without close: no flush, as after a kill.
+        // Dropped without close: no flush, as after a kill (leaking it is the point).
+        #[allow(clippy::mem_forget)]
         std::mem::forget(db);
     }
     let (db, stats) = Db::open(dir.path(), opts(10_000)).unwrap();

@@ -231,7 +231,7 @@ pub(super) fn unquote(s: &str) -> String {
             continue;
         }
         let Some(e) = chars.next() else { break };
-        let hex = |n: usize, chars: &mut std::iter::Peekable<std::str::Chars>| {
+        let hex = |n: usize, chars: &mut std::iter::Peekable<std::str::Chars<'_>>| {
             let mut v = 0u32;
             for _ in 0..n {
                 v = v * 16 + chars.next().and_then(|c| c.to_digit(16)).unwrap_or(0);

@@ -407,7 +407,7 @@ impl HashringsConfig {
                 },
             };
             let tenant_matcher_type = match r.tenant_matcher_type.as_deref() {
-                None | Some("") | Some("exact") => TenantMatcherType::Exact,
+                None | Some("" | "exact") => TenantMatcherType::Exact,
                 Some("glob") => TenantMatcherType::Glob,
                 Some(m) => {
                     problem(ProblemKind::UnknownTenantMatcher(m.to_string()));

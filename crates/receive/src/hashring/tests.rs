@@ -189,7 +189,7 @@ fn placement_table() {
     let mix4 = zoned(MIX4);
     // "receive-N" stands for E3/E5's long addresses.
     #[rustfmt::skip]
-    let table: &[PlacementRow] = &[
+    let table: &[PlacementRow<'_>] = &[
         (&e3, Algorithm::Ketama, 3, 0, &["receive-1", "receive-0", "receive-2"]),
         (&e3, Algorithm::Ketama, 3, 1, &["receive-1", "receive-0", "receive-2"]),
         (&e3, Algorithm::Ketama, 3, 2, &["receive-1", "receive-2", "receive-0"]),
@@ -486,7 +486,7 @@ fn ketama_spreads_replicas_evenly_across_zones() {
     for &(eps, rf) in cases {
         let ring = Hashring::new(Algorithm::Ketama, zoned(eps), rf).unwrap();
         let zones: std::collections::BTreeSet<&str> = eps.iter().map(|(_, z)| *z).collect();
-        let mut spread = std::collections::BTreeMap::new();
+        let mut spread = BTreeMap::new();
         for e in ring.owners(hash) {
             *spread.entry(e.az.as_str()).or_insert(0i64) += 1;
         }

@@ -828,7 +828,7 @@ mod tests {
 
     #[test]
     fn chunk_state_stays_small() {
-        assert!(std::mem::size_of::<XorChunk>() <= 56);
+        assert!(size_of::<XorChunk>() <= 56);
     }
 
     /// Strictly increasing timestamps mixing regular scrapes, jitter and huge jumps.

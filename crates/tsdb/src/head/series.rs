@@ -251,7 +251,7 @@ impl MemSeries {
     pub(super) fn chunk_bytes(&self) -> usize {
         let s = self.samples.lock().unwrap();
         s.closed.iter().map(|c| c.data.len()).sum::<usize>()
-            + s.closed.capacity() * std::mem::size_of::<ClosedChunk>()
+            + s.closed.capacity() * size_of::<ClosedChunk>()
             + s.open.as_ref().map_or(0, |c| c.chunk.capacity())
     }
 }

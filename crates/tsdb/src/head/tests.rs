@@ -213,7 +213,7 @@ fn replayed(dir: &std::path::Path) -> (Head, Vec<Record>) {
     let head = Head::new(HeadOptions::default(), None);
     let mut records = Vec::new();
     let mut unknown = 0;
-    crate::wal::Wal::open(dir, crate::wal::WalOptions::default(), |r| {
+    Wal::open(dir, crate::wal::WalOptions::default(), |r| {
         records.push(r.clone());
         head.replay_record(r, &mut unknown)
     })
@@ -228,8 +228,7 @@ fn a_series_is_logged_by_the_first_commit_that_writes_to_it() {
     let a = labels!("__name__" => "a");
     let b = labels!("__name__" => "b");
     {
-        let (wal, _) =
-            crate::wal::Wal::open(dir.path(), crate::wal::WalOptions::default(), |_| {}).unwrap();
+        let (wal, _) = Wal::open(dir.path(), crate::wal::WalOptions::default(), |_| {}).unwrap();
         let head = Head::new(HeadOptions::default(), Some(Arc::new(wal)));
         // Created by an appender that is dropped: the series exist, their records are not
         // written; `never` gets no sample at all, so it is never logged.

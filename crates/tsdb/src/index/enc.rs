@@ -36,7 +36,7 @@ pub(super) struct DecodeError {
     pub what: &'static str,
 }
 
-pub(super) type DecResult<T> = std::result::Result<T, DecodeError>;
+pub(super) type DecResult<T> = Result<T, DecodeError>;
 
 /// A cursor over a byte slice that knows the slice's absolute position in the file, so errors can
 /// name an offset. Every read is bounds-checked.
