@@ -88,3 +88,70 @@ impl Classify for FanoutError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::params::{parse_duration, parse_time, Params};
+    use crate::api::parse_selector;
+    use crate::series_set::DecodeError;
+
+    #[test]
+    fn classes_have_prometheus_types_and_codes() {
+        assert_eq!(StatusClass::BadData.status().as_u16(), 400);
+        assert_eq!(StatusClass::Execution.status().as_u16(), 422);
+        assert_eq!(StatusClass::Timeout.status().as_u16(), 503);
+        assert_eq!(StatusClass::Canceled.status().as_u16(), 503);
+        assert_eq!(StatusClass::Internal.status().as_u16(), 500);
+        assert_eq!(StatusClass::Execution.as_str(), "execution");
+    }
+
+    #[test]
+    fn request_errors_are_bad_data() {
+        let e = parse_time("x").unwrap_err();
+        assert_eq!(e.class(), StatusClass::BadData);
+        assert_eq!(
+            parse_duration("5x").unwrap_err().class(),
+            StatusClass::BadData
+        );
+        assert_eq!(
+            Params::parse(Some("a=%zz"), None).unwrap_err().to_string(),
+            "invalid URL escape \"%zz\""
+        );
+        let e = parse_selector("1 + 1").unwrap_err();
+        assert_eq!(e.class(), StatusClass::BadData);
+        assert_eq!(e.to_string(), "\"1 + 1\" is not a series selector");
+    }
+
+    #[test]
+    fn engine_and_storage_errors_keep_todays_answers() {
+        assert_eq!(
+            promql::Error::Eval("x".into()).class(),
+            StatusClass::Execution
+        );
+        assert_eq!(promql::Error::Timeout("eval").class(), StatusClass::Timeout);
+        let storage = promql::Error::Storage(StorageError::new(
+            StorageErrorKind::Unavailable,
+            "endpoint a:1: Series: Unavailable: down",
+        ));
+        assert_eq!(storage.class(), StatusClass::Internal);
+        assert_eq!(
+            storage.to_string(),
+            "endpoint a:1: Series: Unavailable: down"
+        );
+        let tsdb = crate::tsdb_queryable::storage_err(tsdb::Error::Closed);
+        match &tsdb {
+            promql::Error::Storage(e) => assert_eq!(e.kind(), StorageErrorKind::Unavailable),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(tsdb.class(), StatusClass::Internal);
+        assert_eq!(tsdb.to_string(), "database is closed");
+        assert_eq!(FanoutError::Timeout("Series").class(), StatusClass::Timeout);
+        let d = DecodeError::Chunk {
+            min_time: 1,
+            max_time: 2,
+            reason: "short".into(),
+        };
+        assert_eq!(d.class(), StatusClass::Internal);
+    }
+}
