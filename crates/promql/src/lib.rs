@@ -16,7 +16,8 @@
 //! What it does not own: parsing (done by the `promql-parser` crate, wrapped in [`parse`]),
 //! the on-disk TSDB, HTTP/gRPC APIs.
 //!
-//! The only thing used from the `tsdb` crate is its label types ([`tsdb::Labels`]).
+//! What is used from the `tsdb` crate: its label types ([`tsdb::Labels`]), and its error type
+//! as the possible source of a [`StorageError`].
 
 // Step loops index several per-step arrays at once; iterators would obscure that.
 #![allow(clippy::needless_range_loop)]
@@ -36,7 +37,7 @@ mod storage;
 mod value;
 
 pub use engine::{Engine, EngineOpts};
-pub use error::{Error, Result};
+pub use error::{Error, Result, StorageError, StorageErrorKind};
 pub use eval::selector_matchers;
 pub use eval::CancelToken;
 pub use histogram::{Bucket, CounterResetHint, FloatHistogram, CUSTOM_BUCKETS_SCHEMA};

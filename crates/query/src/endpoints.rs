@@ -28,6 +28,7 @@ use proto::thanos::info::{InfoRequest, InfoResponse};
 use tonic::transport::Channel;
 use tsdb::Labels;
 
+use crate::error::{Classify, StatusClass};
 use crate::series_set::labels_from_proto;
 
 /// How the endpoint set is configured.
@@ -110,11 +111,32 @@ struct Status {
     info: Option<EndpointInfo>,
 }
 
+/// Why an endpoint has no gRPC channel.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// The address is not a valid URI.
+    #[error("invalid endpoint address {address:?}: {source}")]
+    InvalidAddress {
+        address: String,
+        #[source]
+        source: Arc<tonic::transport::Error>,
+    },
+}
+
+impl Classify for EndpointError {
+    /// A request that needs the endpoint fails for it as for any failing endpoint.
+    fn class(&self) -> StatusClass {
+        match self {
+            EndpointError::InvalidAddress { .. } => StatusClass::Internal,
+        }
+    }
+}
+
 /// One endpoint: its address, its gRPC channel and its status.
 pub struct Endpoint {
     pub address: String,
-    /// `None` when the address is not a valid URI (the error is the endpoint's last error).
-    channel: Option<Channel>,
+    /// An error when the address is not a valid URI (its text is the endpoint's last error).
+    channel: Result<Channel, EndpointError>,
     status: RwLock<Status>,
 }
 
@@ -133,14 +155,17 @@ pub struct EndpointSnapshot {
 /// 4 MiB is below what a Series frame with a long series can reach).
 pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
-fn channel_for(address: &str) -> Result<Channel, String> {
+fn channel_for(address: &str) -> Result<Channel, EndpointError> {
     let uri = if address.contains("://") {
         address.to_string()
     } else {
         format!("http://{address}")
     };
     let endpoint = tonic::transport::Endpoint::from_shared(uri)
-        .map_err(|e| format!("invalid endpoint address {address:?}: {e}"))?
+        .map_err(|e| EndpointError::InvalidAddress {
+            address: address.to_string(),
+            source: Arc::new(e),
+        })?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_adaptive_window(true);
@@ -149,16 +174,14 @@ fn channel_for(address: &str) -> Result<Channel, String> {
 
 impl Endpoint {
     fn new(address: String) -> Self {
-        let (channel, status) = match channel_for(&address) {
-            Ok(c) => (Some(c), Status::default()),
-            Err(e) => (
-                None,
-                Status {
-                    last_check: Some(SystemTime::now()),
-                    last_error: Some(e),
-                    info: None,
-                },
-            ),
+        let channel = channel_for(&address);
+        let status = match &channel {
+            Ok(_) => Status::default(),
+            Err(e) => Status {
+                last_check: Some(SystemTime::now()),
+                last_error: Some(e.to_string()),
+                info: None,
+            },
         };
         Endpoint {
             address,
@@ -168,15 +191,8 @@ impl Endpoint {
     }
 
     /// The gRPC channel, or why there is none.
-    pub fn channel(&self) -> Result<Channel, String> {
-        self.channel.clone().ok_or_else(|| {
-            self.status
-                .read()
-                .unwrap()
-                .last_error
-                .clone()
-                .unwrap_or_default()
-        })
+    pub fn channel(&self) -> Result<Channel, EndpointError> {
+        self.channel.clone()
     }
 
     pub fn snapshot(&self) -> EndpointSnapshot {
@@ -197,10 +213,10 @@ impl Endpoint {
 
     /// Asks Info and records the answer (or the failure).
     async fn refresh(&self, timeout: Duration) {
-        let result = match self.channel.clone() {
-            None => return,
-            Some(channel) => {
-                let mut client = InfoClient::new(channel);
+        let result = match &self.channel {
+            Err(_) => return,
+            Ok(channel) => {
+                let mut client = InfoClient::new(channel.clone());
                 match tokio::time::timeout(timeout, client.info(InfoRequest::default())).await {
                     Ok(Ok(r)) => Ok(EndpointInfo::from_response(r.get_ref())),
                     Ok(Err(status)) => Err(crate::fanout::describe_status(&status)),

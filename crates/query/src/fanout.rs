@@ -19,7 +19,8 @@ use proto::thanos::{
     PartialResponseStrategy, SeriesRequest,
 };
 
-use crate::endpoints::{Endpoint, EndpointSet, MAX_MESSAGE_BYTES};
+use crate::endpoints::{Endpoint, EndpointError, EndpointSet, MAX_MESSAGE_BYTES};
+use crate::error::{Classify, StatusClass};
 use crate::series_set::{push_frame, RawSeries};
 
 /// How a fan-out behaves.
@@ -52,6 +53,38 @@ pub enum FanoutError {
     /// The query's deadline passed.
     #[error("query timed out in {0}")]
     Timeout(&'static str),
+}
+
+/// Why one endpoint's call failed.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum CallError {
+    /// The endpoint is down; the message names it.
+    #[error("{0}")]
+    Down(String),
+    #[error(transparent)]
+    Channel(#[from] EndpointError),
+    /// The endpoint answered with a gRPC error.
+    #[error("{code:?}: {message}")]
+    Status { code: tonic::Code, message: String },
+    /// No answer within the call's deadline.
+    #[error("no answer after {seconds:.1}s")]
+    NoAnswer { seconds: f64 },
+}
+
+impl From<tonic::Status> for CallError {
+    fn from(s: tonic::Status) -> Self {
+        CallError::Status {
+            code: s.code(),
+            message: s.message().to_string(),
+        }
+    }
+}
+
+impl Classify for CallError {
+    /// What the call's failure becomes when partial responses are off.
+    fn class(&self) -> StatusClass {
+        StatusClass::Internal
+    }
 }
 
 /// What a fan-out gathered: one answer per endpoint that answered, and the warnings.
@@ -105,7 +138,7 @@ async fn gather<T, F, Fut>(
 ) -> Result<Gathered<T>, FanoutError>
 where
     F: Fn(Arc<Endpoint>) -> Fut,
-    Fut: Future<Output = Result<(T, Vec<String>), String>>,
+    Fut: Future<Output = Result<(T, Vec<String>), CallError>>,
 {
     let targets = set.targets(mint, maxt, matchers);
     let asked: Vec<String> = targets.iter().map(|t| t.endpoint.address.clone()).collect();
@@ -121,16 +154,15 @@ where
         async move {
             let address = t.endpoint.address.clone();
             if let Some(down) = t.down {
-                return (address, Err(down));
+                return (address, Err(CallError::Down(down)));
             }
             let result = match deadline {
                 None => fut.await,
                 Some(d) => match tokio::time::timeout_at(d.into(), fut).await {
                     Ok(r) => r,
-                    Err(_) => Err(format!(
-                        "no answer after {:.1}s",
-                        started.elapsed().as_secs_f64()
-                    )),
+                    Err(_) => Err(CallError::NoAnswer {
+                        seconds: started.elapsed().as_secs_f64(),
+                    }),
                 },
             };
             (address, result)
@@ -158,10 +190,9 @@ where
                 out.answers.push(answer);
             }
             Err(e) => {
-                let msg = if e.starts_with("endpoint ") {
-                    e
-                } else {
-                    format!("endpoint {address}: {what}: {e}")
+                let msg = match e {
+                    CallError::Down(msg) => msg,
+                    e => format!("endpoint {address}: {what}: {e}"),
                 };
                 tracing::debug!(endpoint = %address, error = %msg, "fan-out call failed");
                 if !opts.partial_response {
@@ -174,7 +205,7 @@ where
     Ok(out)
 }
 
-fn client(endpoint: &Endpoint) -> Result<StoreClient<tonic::transport::Channel>, String> {
+fn client(endpoint: &Endpoint) -> Result<StoreClient<tonic::transport::Channel>, EndpointError> {
     Ok(StoreClient::new(endpoint.channel()?).max_decoding_message_size(MAX_MESSAGE_BYTES))
 }
 
@@ -245,14 +276,10 @@ pub async fn series(
             let request = request.clone();
             async move {
                 let mut client = client(&endpoint)?;
-                let mut stream = client
-                    .series(request)
-                    .await
-                    .map_err(|s| describe_status(&s))?
-                    .into_inner();
+                let mut stream = client.series(request).await?.into_inner();
                 let mut out: Vec<RawSeries> = Vec::new();
                 let mut warnings = Vec::new();
-                while let Some(msg) = stream.message().await.map_err(|s| describe_status(&s))? {
+                while let Some(msg) = stream.message().await? {
                     match msg.result {
                         Some(series_response::Result::Series(s)) => push_frame(&mut out, s),
                         Some(series_response::Result::Batch(b)) => {
@@ -291,11 +318,7 @@ pub async fn label_names(
     gather(set, start, end, matchers, opts, "LabelNames", |endpoint| {
         let request = request.clone();
         async move {
-            let r = client(&endpoint)?
-                .label_names(request)
-                .await
-                .map_err(|s| describe_status(&s))?
-                .into_inner();
+            let r = client(&endpoint)?.label_names(request).await?.into_inner();
             Ok((r.names, r.warnings))
         }
     })
@@ -324,11 +347,7 @@ pub async fn label_values(
     gather(set, start, end, matchers, opts, "LabelValues", |endpoint| {
         let request = request.clone();
         async move {
-            let r = client(&endpoint)?
-                .label_values(request)
-                .await
-                .map_err(|s| describe_status(&s))?
-                .into_inner();
+            let r = client(&endpoint)?.label_values(request).await?.into_inner();
             Ok((r.values, r.warnings))
         }
     })

@@ -11,7 +11,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use promql::{CancelToken, Matcher, Queryable, Sample, SelectHints, Series, SeriesSink};
+use promql::{
+    CancelToken, Matcher, Queryable, Sample, SelectHints, Series, SeriesSink, StorageError,
+    StorageErrorKind,
+};
 use tokio::runtime::Handle;
 
 use crate::dedup::is_counter_func;
@@ -60,7 +63,7 @@ pub struct FanoutQueryable {
 pub(crate) fn fanout_error(e: FanoutError) -> promql::Error {
     match e {
         FanoutError::Timeout(what) => promql::Error::Timeout(what),
-        FanoutError::Endpoint(msg) => promql::Error::Storage(msg),
+        FanoutError::Endpoint(msg) => StorageError::new(StorageErrorKind::Unavailable, msg).into(),
     }
 }
 
@@ -170,7 +173,10 @@ impl Queryable for FanoutQueryable {
         for g in groups {
             merger
                 .merge(&g, hints.start, hints.end, mode, &mut buf)
-                .map_err(|e| promql::Error::Storage(format!("series {}: {e}", g.labels)))?;
+                .map_err(|e| {
+                    StorageError::with_source(StorageErrorKind::Corrupt, e)
+                        .context(format_args!("series {}", g.labels))
+                })?;
             if !buf.is_empty() {
                 result = f(g.labels, &buf);
                 if result.is_err() {

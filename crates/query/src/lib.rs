@@ -19,6 +19,7 @@
 pub mod api;
 pub mod dedup;
 pub mod endpoints;
+pub mod error;
 pub mod fanout;
 mod fanout_queryable;
 pub mod metrics;

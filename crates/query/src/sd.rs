@@ -16,6 +16,60 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::error::{Classify, StatusClass};
+
+/// Why an SD file (or pattern) gives no targets.
+#[derive(Debug, thiserror::Error)]
+pub enum SdError {
+    /// Text that is not a list of target groups (not tied to a file yet).
+    #[error("{0}")]
+    Syntax(#[source] serde_saphyr::Error),
+    /// A malformed wildcard pattern.
+    #[error("{0}")]
+    Pattern(#[source] model::glob::BadPattern),
+    /// The directory of a pattern cannot be listed.
+    #[error("listing {}: {source}", dir.display())]
+    List {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file whose text is not a list of target groups.
+    #[error("parsing {}: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_saphyr::Error,
+    },
+}
+
+impl SdError {
+    /// Ties a [`SdError::Syntax`] to the file it came from.
+    pub fn in_file(self, path: &Path) -> SdError {
+        match self {
+            SdError::Syntax(source) => SdError::Parse {
+                path: path.to_path_buf(),
+                source,
+            },
+            other => other,
+        }
+    }
+}
+
+impl Classify for SdError {
+    /// Never answered to a request (logged, the file keeps its targets); were it, it would be
+    /// the server's failure.
+    fn class(&self) -> StatusClass {
+        StatusClass::Internal
+    }
+}
+
 #[derive(Deserialize)]
 struct TargetGroup {
     #[serde(default)]
@@ -26,11 +80,11 @@ struct TargetGroup {
 }
 
 /// Parses one file's text: the targets of every group, in order.
-pub fn parse(text: &str) -> Result<Vec<String>, String> {
+pub fn parse(text: &str) -> Result<Vec<String>, SdError> {
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let groups: Vec<TargetGroup> = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+    let groups: Vec<TargetGroup> = serde_saphyr::from_str(text).map_err(SdError::Syntax)?;
     Ok(groups
         .into_iter()
         .flat_map(|g| g.targets)
@@ -40,20 +94,23 @@ pub fn parse(text: &str) -> Result<Vec<String>, String> {
 }
 
 /// The files a path pattern names now, sorted (the path itself when it has no wildcard).
-pub fn expand(pattern: &Path) -> Result<Vec<PathBuf>, String> {
+pub fn expand(pattern: &Path) -> Result<Vec<PathBuf>, SdError> {
     let Some(file_name) = pattern.file_name().and_then(|n| n.to_str()) else {
         return Ok(vec![pattern.to_path_buf()]);
     };
     if !file_name.contains(['*', '?', '[']) {
         return Ok(vec![pattern.to_path_buf()]);
     }
-    let wanted = model::glob::Glob::new(file_name).map_err(|e| e.to_string())?;
+    let wanted = model::glob::Glob::new(file_name).map_err(SdError::Pattern)?;
     let dir = match pattern.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
     let mut out = Vec::new();
-    let entries = std::fs::read_dir(&dir).map_err(|e| format!("listing {}: {e}", dir.display()))?;
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(source) => return Err(SdError::List { dir, source }),
+    };
     for e in entries.flatten() {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
@@ -73,7 +130,7 @@ pub fn read(pattern: &Path) -> (Vec<(PathBuf, Vec<String>)>, Vec<String>) {
     let files = match expand(pattern) {
         Ok(f) => f,
         Err(e) => {
-            errors.push(e);
+            errors.push(e.to_string());
             return (found, errors);
         }
     };
@@ -81,9 +138,9 @@ pub fn read(pattern: &Path) -> (Vec<(PathBuf, Vec<String>)>, Vec<String>) {
         match std::fs::read_to_string(&f) {
             Ok(text) => match parse(&text) {
                 Ok(targets) => found.push((f, targets)),
-                Err(e) => errors.push(format!("parsing {}: {e}", f.display())),
+                Err(e) => errors.push(e.in_file(&f).to_string()),
             },
-            Err(e) => errors.push(format!("reading {}: {e}", f.display())),
+            Err(source) => errors.push(SdError::Read { path: f, source }.to_string()),
         }
     }
     (found, errors)

@@ -18,6 +18,7 @@ use tsdb::chunkenc::XorIterator;
 use tsdb::Labels;
 
 use crate::dedup::{chain_merge, penalty_merge};
+use crate::error::{Classify, StatusClass};
 
 /// One series as one endpoint sent it.
 #[derive(Clone, Debug)]
@@ -102,6 +103,25 @@ pub struct Skipped {
     pub aggregate_chunks: usize,
 }
 
+/// Why a series' chunks cannot be decoded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// A chunk (known by its time range) whose data ends early or is malformed.
+    #[error("chunk [{min_time}, {max_time}] does not decode: {reason}")]
+    Chunk {
+        min_time: i64,
+        max_time: i64,
+        reason: String,
+    },
+}
+
+impl Classify for DecodeError {
+    /// Prometheus answers a chunk that does not decode (a storage error) `internal`.
+    fn class(&self) -> StatusClass {
+        StatusClass::Internal
+    }
+}
+
 /// Decodes the float samples of `chunks` within `[mint, maxt]` into `out` (cleared first), in
 /// time order, each timestamp once (overlapping chunks are merged, the earlier chunk winning).
 /// Fails on a chunk that does not decode.
@@ -111,7 +131,7 @@ pub fn decode(
     maxt: i64,
     out: &mut Vec<Sample>,
     skipped: &mut Skipped,
-) -> Result<(), String> {
+) -> Result<(), DecodeError> {
     out.clear();
     let mut overlapping = false;
     let mut prev_max = i64::MIN;
@@ -139,10 +159,11 @@ pub fn decode(
             }
         }
         if let Some(e) = it.err() {
-            return Err(format!(
-                "chunk [{}, {}] does not decode: {e}",
-                c.min_time, c.max_time
-            ));
+            return Err(DecodeError::Chunk {
+                min_time: c.min_time,
+                max_time: c.max_time,
+                reason: e.to_string(),
+            });
         }
     }
     if overlapping {
@@ -177,7 +198,7 @@ impl Merger {
         maxt: i64,
         mode: MergeMode,
         out: &mut Vec<Sample>,
-    ) -> Result<(), String> {
+    ) -> Result<(), DecodeError> {
         if let [only] = group.replicas.as_slice() {
             return decode(only, mint, maxt, out, &mut self.skipped);
         }

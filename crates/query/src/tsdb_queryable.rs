@@ -6,7 +6,9 @@
 //! in the span into [`promql::Sample`]s. Stale markers keep their NaN bit pattern, so the engine
 //! sees them as stale. Series without a sample in the span are left out.
 
-use promql::{Matcher, Queryable, Sample, SelectHints, Series, SeriesSink};
+use promql::{
+    Matcher, Queryable, Sample, SelectHints, Series, SeriesSink, StorageError, StorageErrorKind,
+};
 use tsdb::querier::{ChunkData, Querier, Series as TsdbSeries};
 
 /// A [`Queryable`] over a TSDB [`Querier`] (a `HeadQuerier`, a `BlockQuerier`, a `MergeQuerier`).
@@ -29,8 +31,25 @@ impl<Q: Querier> TsdbQueryable<Q> {
     }
 }
 
-fn storage_err(e: tsdb::Error) -> promql::Error {
-    promql::Error::Storage(e.to_string())
+/// What kind of storage failure a TSDB error is.
+pub(crate) fn storage_kind(e: &tsdb::Error) -> StorageErrorKind {
+    match e {
+        tsdb::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            StorageErrorKind::NotFound
+        }
+        tsdb::Error::Io { .. } => StorageErrorKind::Io,
+        tsdb::Error::Corruption { .. } | tsdb::Error::Invalid(_) => StorageErrorKind::Corrupt,
+        tsdb::Error::Closed => StorageErrorKind::Unavailable,
+        tsdb::Error::OutOfOrder { .. }
+        | tsdb::Error::DuplicateTimestamp { .. }
+        | tsdb::Error::OutOfBounds { .. }
+        | tsdb::Error::InvalidMatcher(_) => StorageErrorKind::Other,
+    }
+}
+
+/// A TSDB error as the engine's storage error: its kind, its text, and the error itself.
+pub(crate) fn storage_err(e: tsdb::Error) -> promql::Error {
+    StorageError::with_source(storage_kind(&e), e).into()
 }
 
 /// Decodes the samples of `s` within `[mint, maxt]` into `buf` (cleared first).

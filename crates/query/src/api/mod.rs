@@ -37,6 +37,7 @@ use tokio::sync::Semaphore;
 use tsdb::Labels;
 
 use crate::endpoints::{EndpointSet, Health};
+use crate::error::Classify;
 use crate::fanout::{self, FanoutError, FanoutOptions, SeriesQuery};
 use crate::fanout_queryable::{FanoutQueryable, ReadOptions};
 use crate::metrics::Metrics;
@@ -78,37 +79,8 @@ pub struct Api {
     pub metrics: Metrics,
 }
 
-/// The error types of Prometheus' API.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorType {
-    BadData,
-    Execution,
-    Timeout,
-    Canceled,
-    Internal,
-}
-
-impl ErrorType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorType::BadData => "bad_data",
-            ErrorType::Execution => "execution",
-            ErrorType::Timeout => "timeout",
-            ErrorType::Canceled => "canceled",
-            ErrorType::Internal => "internal",
-        }
-    }
-
-    /// Prometheus 2.x's status codes (3.x answers `canceled` with 499).
-    pub fn status(self) -> StatusCode {
-        match self {
-            ErrorType::BadData => StatusCode::BAD_REQUEST,
-            ErrorType::Execution => StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorType::Timeout | ErrorType::Canceled => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-}
+/// The error types of Prometheus' API (the class of every error of this crate).
+pub use crate::error::StatusClass as ErrorType;
 
 /// A failed request.
 #[derive(Debug)]
@@ -136,26 +108,22 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// An error answered as its class says, with its text.
+    fn classified(e: &(impl Classify + std::fmt::Display)) -> Self {
+        ApiError::new(e.class(), e.to_string())
+    }
+}
+
 impl From<promql::Error> for ApiError {
     fn from(e: promql::Error) -> Self {
-        let kind = match &e {
-            promql::Error::Parse(_) => ErrorType::BadData,
-            promql::Error::Eval(_) | promql::Error::TooManySamples(_) => ErrorType::Execution,
-            promql::Error::Timeout(_) => ErrorType::Timeout,
-            promql::Error::Canceled(_) => ErrorType::Canceled,
-            promql::Error::Storage(_) => ErrorType::Internal,
-        };
-        ApiError::new(kind, e.to_string())
+        ApiError::classified(&e)
     }
 }
 
 impl From<FanoutError> for ApiError {
     fn from(e: FanoutError) -> Self {
-        let kind = match e {
-            FanoutError::Timeout(_) => ErrorType::Timeout,
-            FanoutError::Endpoint(_) => ErrorType::Internal,
-        };
-        ApiError::new(kind, e.to_string())
+        ApiError::classified(&e)
     }
 }
 
@@ -182,6 +150,7 @@ fn json_response(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// Writes an answer: the one place an error's class becomes a status code and `errorType`.
 fn respond(result: ApiResult) -> Response {
     match result {
         Ok(a) => json_response(
@@ -250,15 +219,42 @@ fn limit_param(p: &Params) -> Result<usize, ApiError> {
     }
 }
 
+/// Why a `match[]` value is not a series selector.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum SelectorError {
+    /// It does not parse, or holds a matcher that does not compile.
+    #[error("{source}")]
+    Invalid {
+        selector: String,
+        #[source]
+        source: promql::Error,
+    },
+    /// It parses as an expression other than a selector.
+    #[error("{selector:?} is not a series selector")]
+    NotASelector { selector: String },
+}
+
+impl Classify for SelectorError {
+    fn class(&self) -> ErrorType {
+        ErrorType::BadData
+    }
+}
+
 /// The matcher sets of a series selector (`{a="b"}`, `up{job=~"x"}`; `or` inside the braces
 /// gives several sets).
-pub fn parse_selector(s: &str) -> Result<Vec<Vec<Matcher>>, String> {
+pub fn parse_selector(s: &str) -> Result<Vec<Vec<Matcher>>, SelectorError> {
     use promql::promql_parser::parser::Expr;
-    let expr = promql::parse(s).map_err(|e| e.to_string())?;
-    let Expr::VectorSelector(vs) = expr else {
-        return Err(format!("{s:?} is not a series selector"));
+    let invalid = |source| SelectorError::Invalid {
+        selector: s.to_string(),
+        source,
     };
-    promql::selector_matchers(&vs).map_err(|e| e.to_string())
+    let expr = promql::parse(s).map_err(invalid)?;
+    let Expr::VectorSelector(vs) = expr else {
+        return Err(SelectorError::NotASelector {
+            selector: s.to_string(),
+        });
+    };
+    promql::selector_matchers(&vs).map_err(invalid)
 }
 
 /// Parses every `match[]` value; each set must have a matcher that does not match the empty
@@ -696,7 +692,7 @@ fn read_params(
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     let form = (*method == Method::POST && is_form).then_some(body.as_ref());
     Params::parse(uri.query(), form)
-        .map_err(|e| ApiError::bad_data(format!("error parsing form values: {e}")))
+        .map_err(|e| ApiError::new(e.class(), format!("error parsing form values: {e}")))
 }
 
 macro_rules! handler {

@@ -2,6 +2,40 @@
 //! an `application/x-www-form-urlencoded` body (body values first, as Go's `FormValue`), with
 //! Prometheus' time and duration syntax.
 
+use crate::error::{Classify, StatusClass};
+
+/// Why a parameter (or the form holding it) cannot be read. Each variant carries the text that
+/// was refused; the API adds the parameter's name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParamError {
+    #[error("invalid URL escape {escape:?}")]
+    InvalidEscape { escape: String },
+    #[error("invalid UTF-8 in {component:?}")]
+    InvalidUtf8 { component: String },
+    #[error("form body is not UTF-8")]
+    FormNotUtf8,
+    #[error("cannot parse {value:?} to a valid timestamp")]
+    InvalidTime { value: String },
+    #[error("cannot parse {value:?} to a valid duration. It overflows int64")]
+    DurationOverflow { value: String },
+    #[error("cannot parse {value:?} to a valid duration")]
+    InvalidDuration { value: String },
+}
+
+impl Classify for ParamError {
+    fn class(&self) -> StatusClass {
+        StatusClass::BadData
+    }
+}
+
+/// An error equals the text it displays.
+impl PartialEq<&str> for ParamError {
+    fn eq(&self, other: &&str) -> bool {
+        let text = self.to_string();
+        text.as_str() == *other
+    }
+}
+
 /// The parameters of one request.
 #[derive(Debug, Default)]
 pub struct Params(Vec<(String, String)>);
@@ -16,7 +50,7 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// Decodes one `application/x-www-form-urlencoded` component (`+` is a space).
-pub fn url_decode(s: &str) -> Result<String, String> {
+pub fn url_decode(s: &str) -> Result<String, ParamError> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -29,10 +63,9 @@ pub fn url_decode(s: &str) -> Result<String, String> {
                     b.get(i + 2).copied().and_then(hex),
                 ) else {
                     let end = (i + 3).min(b.len());
-                    return Err(format!(
-                        "invalid URL escape {:?}",
-                        String::from_utf8_lossy(&b[i..end])
-                    ));
+                    return Err(ParamError::InvalidEscape {
+                        escape: String::from_utf8_lossy(&b[i..end]).into_owned(),
+                    });
                 };
                 out.push(h << 4 | l);
                 i += 2;
@@ -41,10 +74,12 @@ pub fn url_decode(s: &str) -> Result<String, String> {
         }
         i += 1;
     }
-    String::from_utf8(out).map_err(|_| format!("invalid UTF-8 in {s:?}"))
+    String::from_utf8(out).map_err(|_| ParamError::InvalidUtf8 {
+        component: s.to_string(),
+    })
 }
 
-fn parse_pairs(s: &str, out: &mut Vec<(String, String)>) -> Result<(), String> {
+fn parse_pairs(s: &str, out: &mut Vec<(String, String)>) -> Result<(), ParamError> {
     for part in s.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = part.split_once('=').unwrap_or((part, ""));
         out.push((url_decode(k)?, url_decode(v)?));
@@ -54,10 +89,10 @@ fn parse_pairs(s: &str, out: &mut Vec<(String, String)>) -> Result<(), String> {
 
 impl Params {
     /// Parses the URL query and a form body (body values come first).
-    pub fn parse(query: Option<&str>, form_body: Option<&[u8]>) -> Result<Params, String> {
+    pub fn parse(query: Option<&str>, form_body: Option<&[u8]>) -> Result<Params, ParamError> {
         let mut pairs = Vec::new();
         if let Some(body) = form_body {
-            let body = std::str::from_utf8(body).map_err(|_| "form body is not UTF-8")?;
+            let body = std::str::from_utf8(body).map_err(|_| ParamError::FormNotUtf8)?;
             parse_pairs(body, &mut pairs)?;
         }
         if let Some(q) = query {
@@ -96,7 +131,7 @@ pub use model::time::{format_rfc3339, parse_rfc3339};
 
 /// Parses a time parameter: float seconds since the epoch (rounded to ms as Prometheus does),
 /// RFC 3339, or Prometheus' own min/max time strings.
-pub fn parse_time(s: &str) -> Result<i64, String> {
+pub fn parse_time(s: &str) -> Result<i64, ParamError> {
     if let Ok(f) = s.parse::<f64>() {
         if f.is_finite() {
             let secs = f.trunc();
@@ -113,24 +148,28 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
     match s {
         MIN_TIME_TEXT => Ok(MIN_TIME_MS),
         MAX_TIME_TEXT => Ok(MAX_TIME_MS),
-        _ => Err(format!("cannot parse {s:?} to a valid timestamp")),
+        _ => Err(ParamError::InvalidTime {
+            value: s.to_string(),
+        }),
     }
 }
 
 /// Parses a duration parameter: float seconds or a Prometheus duration, into ms.
-pub fn parse_duration(s: &str) -> Result<i64, String> {
+pub fn parse_duration(s: &str) -> Result<i64, ParamError> {
     if let Ok(f) = s.parse::<f64>() {
         let ms = f * 1000.0;
         if !ms.is_finite() || ms.abs() > i64::MAX as f64 / 1e6 {
-            return Err(format!(
-                "cannot parse {s:?} to a valid duration. It overflows int64"
-            ));
+            return Err(ParamError::DurationOverflow {
+                value: s.to_string(),
+            });
         }
         return Ok(ms.round() as i64);
     }
     model::duration::parse(s)
         .map(|d| d.as_millis())
-        .map_err(|_| format!("cannot parse {s:?} to a valid duration"))
+        .map_err(|_| ParamError::InvalidDuration {
+            value: s.to_string(),
+        })
 }
 
 /// Parses a Go `strconv.ParseBool` boolean.
