@@ -27,6 +27,7 @@ use std::sync::Arc;
 use tsdb::db::Db;
 
 pub mod bucket;
+pub mod gateway;
 mod matchers;
 mod query;
 mod service;

@@ -13,12 +13,16 @@
 //! anywhere is an [`Error::Corrupt`] naming the block, the file and the offset; nothing here
 //! panics on hostile bytes.
 //!
-//! Not here (yet): the block set, sync with the bucket, caches, the Series pipeline.
+//! - [`cache`]: the in-memory LRU of postings and series entries.
+//! - [`store`]: the block set, its sync with the bucket and the StoreAPI's reads over it.
 
+pub mod cache;
 pub mod chunk_reader;
 pub mod index_reader;
 pub mod indexheader;
 pub mod partition;
+pub mod grpc;
+pub mod store;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
