@@ -227,7 +227,11 @@ pub async fn serve(
         "store gateway starting"
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let syncing = tokio::spawn(sync_loop(store.clone(), config.sync_interval, stop_rx.clone()));
+    let syncing = tokio::spawn(sync_loop(
+        store.clone(),
+        config.sync_interval,
+        stop_rx.clone(),
+    ));
 
     let state = Arc::new(Http {
         store: store.clone(),
@@ -253,8 +257,8 @@ pub async fn serve(
     let grpc = {
         let stop = wait(stop_rx.clone());
         tokio::spawn(async move {
-            let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener)
-                .with_nodelay(Some(true));
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
             tonic::transport::Server::builder()
                 .add_service(service.store_server())
                 .add_service(service.info_server())
@@ -283,9 +287,13 @@ mod tests {
         assert_eq!(parse_bytes("250MB").unwrap(), 250 << 20);
         assert_eq!(parse_bytes("1GiB").unwrap(), 1 << 30);
         assert_eq!(parse_bytes("512").unwrap(), 512);
-        assert!(parse_bytes("12 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(parse_bytes("12 parsecs")
+            .unwrap_err()
+            .contains("unknown unit"));
         assert!(parse_bytes("MB").is_err());
-        assert!(parse_bytes("99999999999TB").unwrap_err().contains("too large"));
+        assert!(parse_bytes("99999999999TB")
+            .unwrap_err()
+            .contains("too large"));
     }
 
     #[test]

@@ -109,17 +109,33 @@ impl IndexCache {
     pub fn register(&self, registry: &mut Registry) {
         let m = &self.metrics;
         let r = registry.sub_registry_with_prefix("thanos_store_index_cache");
-        r.register("requests", "Index cache lookups by item type.", m.requests.clone());
+        r.register(
+            "requests",
+            "Index cache lookups by item type.",
+            m.requests.clone(),
+        );
         r.register("hits", "Index cache hits by item type.", m.hits.clone());
-        r.register("items_added", "Items added to the index cache.", m.added.clone());
-        r.register("items_evicted", "Items evicted from the index cache.", m.evicted.clone());
+        r.register(
+            "items_added",
+            "Items added to the index cache.",
+            m.added.clone(),
+        );
+        r.register(
+            "items_evicted",
+            "Items evicted from the index cache.",
+            m.evicted.clone(),
+        );
         r.register(
             "items_overflowed",
             "Items not cached because they exceed the item size limit.",
             m.overflowed.clone(),
         );
         r.register("items", "Items in the index cache.", m.items.clone());
-        r.register("items_size_bytes", "Bytes of the items in the index cache.", m.size_bytes.clone());
+        r.register(
+            "items_size_bytes",
+            "Bytes of the items in the index cache.",
+            m.size_bytes.clone(),
+        );
         r.register(
             "max_size_bytes",
             "The index cache's size limit in bytes.",
@@ -165,7 +181,10 @@ impl IndexCache {
             let Some((_, oldest)) = lru.order.pop_first() else {
                 break;
             };
-            let e = lru.entries.remove(&oldest).expect("ordered keys are cached");
+            let e = lru
+                .entries
+                .remove(&oldest)
+                .expect("ordered keys are cached");
             let freed = oldest.size() + e.value.len() as u64;
             lru.bytes -= freed;
             let oldest_kind = item(oldest.item_type());

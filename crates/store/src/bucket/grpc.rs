@@ -6,8 +6,8 @@ use proto::thanos::info::info_server::{Info, InfoServer};
 use proto::thanos::info::{InfoRequest, InfoResponse, StoreInfo, TsdbInfo};
 use proto::thanos::store_server::{Store, StoreServer};
 use proto::thanos::{
-    LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse,
-    SeriesRequest, SeriesResponse,
+    LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse, SeriesRequest,
+    SeriesResponse,
 };
 use tonic::{Request, Response, Status};
 

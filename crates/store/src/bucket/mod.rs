@@ -18,10 +18,10 @@
 
 pub mod cache;
 pub mod chunk_reader;
+pub mod grpc;
 pub mod index_reader;
 pub mod indexheader;
 pub mod partition;
-pub mod grpc;
 pub mod store;
 
 use std::sync::atomic::{AtomicU64, Ordering};

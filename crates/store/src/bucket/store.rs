@@ -139,9 +139,7 @@ impl Default for BucketStoreMetrics {
             block_drops: Counter::default(),
             syncs: Counter::default(),
             sync_failures: Counter::default(),
-            series_data_fetched: Family::new_with_constructor(
-                bytes_histogram as fn() -> Histogram,
-            ),
+            series_data_fetched: Family::new_with_constructor(bytes_histogram as fn() -> Histogram),
             series_get_all_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             series_blocks_queried: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             series_refused: Family::default(),
@@ -156,14 +154,26 @@ impl Default for BucketStoreMetrics {
 impl BucketStoreMetrics {
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("thanos_bucket_store");
-        r.register("blocks_loaded", "Blocks the store serves.", self.blocks_loaded.clone());
-        r.register("block_loads", "Blocks added to the store.", self.block_loads.clone());
+        r.register(
+            "blocks_loaded",
+            "Blocks the store serves.",
+            self.blocks_loaded.clone(),
+        );
+        r.register(
+            "block_loads",
+            "Blocks added to the store.",
+            self.block_loads.clone(),
+        );
         r.register(
             "block_load_failures",
             "Blocks that could not be added (their index-header could not be built or read).",
             self.block_load_failures.clone(),
         );
-        r.register("block_drops", "Blocks removed from the store.", self.block_drops.clone());
+        r.register(
+            "block_drops",
+            "Blocks removed from the store.",
+            self.block_drops.clone(),
+        );
         r.register(
             "series_data_fetched",
             "Bytes fetched from the bucket per Series request, by data type.",
@@ -196,7 +206,11 @@ impl BucketStoreMetrics {
         );
         let r = registry.sub_registry_with_prefix("thanos_blocks_meta");
         r.register("syncs", "Block set syncs.", self.syncs.clone());
-        r.register("sync_failures", "Failed block set syncs.", self.sync_failures.clone());
+        r.register(
+            "sync_failures",
+            "Failed block set syncs.",
+            self.sync_failures.clone(),
+        );
         let r = registry.sub_registry_with_prefix("thanos_objstore_bucket");
         r.register(
             "operations",
@@ -223,7 +237,10 @@ struct BucketBlock {
 
 impl BucketBlock {
     fn resolution(&self) -> i64 {
-        self.meta.thanos.as_ref().map_or(0, |t| t.downsample.resolution)
+        self.meta
+            .thanos
+            .as_ref()
+            .map_or(0, |t| t.downsample.resolution)
     }
 
     /// Does the block hold samples in `[mint, maxt]`? (A block's max time is exclusive.)
@@ -313,7 +330,10 @@ impl BucketStore {
         let l = label("operation", op);
         self.metrics.bucket_operations.get_or_create(&l).inc();
         if !ok {
-            self.metrics.bucket_operation_failures.get_or_create(&l).inc();
+            self.metrics
+                .bucket_operation_failures
+                .get_or_create(&l)
+                .inc();
         }
     }
 
@@ -779,7 +799,8 @@ impl BucketStore {
         let mut all: Vec<(Labels, usize, Vec<ChunkMeta>)> = entries
             .into_iter()
             .map(|(i, e)| {
-                let labels = full_labels(&e.labels, &blocks[i].0.external, &r.without_replica_labels);
+                let labels =
+                    full_labels(&e.labels, &blocks[i].0.external, &r.without_replica_labels);
                 (labels, i, e.chunks)
             })
             .collect();
