@@ -249,7 +249,12 @@ impl BlockChunkReader {
         len: u64,
     ) -> Result<RawChunk> {
         let corrupt = |detail: String| Error::corrupt(self.block, &segment.file, off, detail);
-        let end = header + 1 + len;
+        // A hostile length must not overflow (the cut-off-length path gets here unchecked).
+        let end = header
+            .checked_add(1)
+            .and_then(|h| h.checked_add(len))
+            .filter(|e| off.checked_add(*e).is_some())
+            .ok_or_else(|| corrupt(format!("chunk length {len} overflows")))?;
         if segment
             .size
             .is_some_and(|size| off.saturating_add(end) > size)

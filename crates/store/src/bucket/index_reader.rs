@@ -241,7 +241,9 @@ impl BlockIndexReader {
         match d.uvarint("series length") {
             Ok(len) => {
                 let header = d.offset() - off;
-                let end = header.checked_add(len).filter(|&e| off + e <= limit);
+                let end = header
+                    .checked_add(len)
+                    .filter(|&e| off.checked_add(e).is_some_and(|x| x <= limit));
                 let Some(end) = end else {
                     return Err(self.corrupt(
                         off,
@@ -265,7 +267,9 @@ impl BlockIndexReader {
                     .uvarint("series length")
                     .map_err(|e| self.corrupt(e.offset, format!("malformed {}", e.what)))?;
                 let header = d.offset() - off;
-                let end = header.checked_add(len).filter(|&e| off + e <= limit);
+                let end = header
+                    .checked_add(len)
+                    .filter(|&e| off.checked_add(e).is_some_and(|x| x <= limit));
                 let Some(end) = end else {
                     return Err(self.corrupt(
                         off,
