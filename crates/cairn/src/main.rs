@@ -405,6 +405,12 @@ struct UpArgs {
     /// Address of the query layer's HTTP endpoint (Prometheus HTTP API and UI).
     #[arg(long = "query.http-address", default_value = "127.0.0.1:9090")]
     query_http_address: SocketAddr,
+    /// The store gateway's StoreAPI (over the bucket, so data outlives local retention).
+    #[arg(long = "store.grpc-address", default_value = "127.0.0.1:10911")]
+    store_grpc_address: SocketAddr,
+    /// The store gateway's /metrics and health.
+    #[arg(long = "store.http-address", default_value = "127.0.0.1:10912")]
+    store_http_address: SocketAddr,
 }
 
 impl ReceiveArgs {
@@ -564,6 +570,10 @@ fn main() -> anyhow::Result<()> {
                 println!("  health:       http://{}/-/healthy", args.http_address);
                 println!("  StoreAPI:     grpc://{}", args.grpc_address);
                 println!(
+                    "  store:        grpc://{} (the bucket's blocks; metrics at http://{}/metrics)",
+                    args.store_grpc_address, args.store_http_address
+                );
+                println!(
                     "  PromQL:       http://{}/api/v1/query (Prometheus HTTP API, UI at /)",
                     args.query_http_address
                 );
@@ -571,7 +581,12 @@ fn main() -> anyhow::Result<()> {
                 let query_config = query::QueryConfig {
                     http_address: args.query_http_address,
                     endpoints: query::endpoints::EndpointConfig {
-                        static_endpoints: vec![args.grpc_address.to_string()],
+                        // Recent data from the receiver, shipped blocks from the store: a
+                        // series both hold comes back once (every timestamp once).
+                        static_endpoints: vec![
+                            args.grpc_address.to_string(),
+                            args.store_grpc_address.to_string(),
+                        ],
                         // In-process and cheap: a first write (or a new tenant) is queryable
                         // within a second.
                         info_interval: Duration::from_secs(1),
@@ -592,12 +607,22 @@ fn main() -> anyhow::Result<()> {
                 let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
                     let _ = rx.wait_for(|s| *s).await;
                 };
-                let (received, queried) = tokio::join!(
+                let mut store_config = store::gateway::GatewayConfig::new(
+                    objstore::BucketConfig::filesystem(args.data_dir.join("bucket")),
+                    args.data_dir.join("store"),
+                );
+                store_config.grpc_address = args.store_grpc_address;
+                store_config.http_address = args.store_http_address;
+                // A local directory is cheap to list: new blocks are served within seconds.
+                store_config.sync_interval = Duration::from_secs(15);
+                let (received, queried, stored) = tokio::join!(
                     receive::server::run(config, stopped(stop_rx.clone())),
-                    query::serve(query_config, query_listener, stopped(stop_rx)),
+                    query::serve(query_config, query_listener, stopped(stop_rx.clone())),
+                    store::gateway::run(store_config, stopped(stop_rx)),
                 );
                 received.context("receiver failed")?;
                 queried.context("query failed")?;
+                stored.context("store gateway failed")?;
             }
             Command::Tools(_) => unreachable!("tools run without the runtime"),
         }

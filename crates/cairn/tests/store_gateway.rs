@@ -15,7 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{free_port, get, require_binary, wait_until, CairnQuery, CairnStore, Proc, S3Server};
+use common::{
+    free_port, get, remote_write, require_binary, wait_until, Cairn, CairnQuery, CairnStore, Proc,
+    S3Server,
+};
 
 /// A 2 h boundary in November 2023.
 const DATA_START: i64 = 1_699_999_200_000;
@@ -338,4 +341,104 @@ fn an_unreachable_bucket_keeps_the_store_up_and_not_ready() {
         seen == Some(blocks.len() as f64)
     });
     proc.terminate(Duration::from_secs(10));
+}
+
+/// A receiver with 2 s blocks and 6 s of local retention ships to S3 (s3s-fs) while a store
+/// serves the bucket. Once most blocks are gone from the receiver's disk, a query over the whole
+/// period through both sees every sample exactly once: no gap where the receiver's head meets
+/// the store's blocks, no double count where both hold the same block.
+#[test]
+fn receiver_and_store_together_answer_every_sample_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(dir.path(), &dir.path().join("s3"), free_port(), "metrics");
+    let yaml = s3.objstore_yaml("metrics");
+    std::fs::create_dir_all(dir.path().join("r")).unwrap();
+    let receiver = Cairn::receive(
+        &dir.path().join("r"),
+        &[
+            "--tsdb.block-duration=2s",
+            "--tsdb.retention=6s",
+            "--shipper.interval=300ms",
+            &format!("--objstore.config={yaml}"),
+            "--label=cluster=\"edge\"",
+        ],
+    );
+    std::fs::create_dir_all(dir.path().join("s")).unwrap();
+    let store = CairnStore::start(&dir.path().join("s"), &yaml, &[]);
+    let query = CairnQuery::start(dir.path(), &[receiver.grpc, store.grpc], &[]);
+
+    // Synthetic time moves 250 ms per write: 60 s of data, thirty 2 s blocks.
+    let t0 = 1_700_000_000_000i64;
+    let n = 240;
+    for i in 0..n {
+        let series = vec![("__name__".to_string(), "handover".to_string())];
+        remote_write(
+            receiver.remote_write,
+            None,
+            &[(series, vec![(t0 + i * 250, i as f64)])],
+        );
+    }
+    let tenant_dir = receiver.tsdb_path.join("default-tenant");
+    let local = || -> usize {
+        std::fs::read_dir(&tenant_dir)
+            .map(|d| {
+                d.filter(|e| {
+                    let name = e.as_ref().unwrap().file_name();
+                    name.len() == 26 && name.to_string_lossy().starts_with("01")
+                })
+                .count()
+            })
+            .unwrap_or(0)
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "blocks shipped and served by the store",
+        || {
+            store
+                .metric("thanos_bucket_store_blocks_loaded")
+                .unwrap_or(0.0)
+                >= 20.0
+        },
+    );
+    assert!(
+        local() < 10,
+        "retention deleted most local blocks ({} left)",
+        local()
+    );
+
+    let at = format!("{}", (t0 + n * 250) as f64 / 1000.0);
+    // ...and the query layer has seen the store's new time range (Info, every 200 ms here).
+    let store_name = store.grpc.to_string();
+    wait_until(
+        Duration::from_secs(10),
+        "the query layer to route to the store",
+        || {
+            let (_, v) = query.get_json("/api/v1/stores", &[]);
+            v["data"]["store"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["name"] == store_name.as_str() && s["minTime"].as_i64() == Some(t0))
+        },
+    );
+    let ask = |q: &str| -> String {
+        let (status, v) = query.get_json("/api/v1/query", &[("query", q), ("time", &at)]);
+        assert_eq!(status, 200, "{q}: {v}");
+        v["data"]["result"][0]["value"][1]
+            .as_str()
+            .unwrap_or("none")
+            .to_string()
+    };
+    assert_eq!(
+        ask("count_over_time(handover[2m])"),
+        n.to_string(),
+        "every sample once"
+    );
+    let sum: i64 = (0..n).sum();
+    assert_eq!(ask("sum_over_time(handover[2m])"), sum.to_string());
+    assert_eq!(
+        ask("count(handover)"),
+        "1",
+        "one series, not one per source"
+    );
 }
