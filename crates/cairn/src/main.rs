@@ -49,6 +49,8 @@ enum Command {
     /// Answer PromQL over StoreAPI endpoints (receivers, ...) with the Prometheus HTTP API,
     /// de-duplicating replicas.
     Query(Box<QueryArgs>),
+    /// Store gateway: the StoreAPI over the blocks of a bucket.
+    Store(Box<StoreArgs>),
     /// Run every component in one process on embedded defaults (data under ./data).
     Up(UpArgs),
     /// Load generators for benchmarking receivers.
@@ -191,6 +193,116 @@ struct ReceiveArgs {
     hints_max_bytes: u64,
 }
 
+/// `cairn store`, with Thanos' flag names and defaults.
+#[derive(Args, Clone)]
+struct StoreArgs {
+    /// Local directory for index-headers and the meta cache.
+    #[arg(long = "data-dir", default_value = "./data")]
+    data_dir: PathBuf,
+    #[arg(long = "objstore.config-file", conflicts_with = "objstore_config")]
+    objstore_config_file: Option<PathBuf>,
+    #[arg(long = "objstore.config")]
+    objstore_config: Option<String>,
+    #[arg(long = "grpc-address", default_value = "0.0.0.0:10901")]
+    grpc_address: SocketAddr,
+    #[arg(long = "http-address", default_value = "0.0.0.0:10902")]
+    http_address: SocketAddr,
+    /// How often the block set is synced with the bucket.
+    #[arg(long = "sync-block-duration", default_value = "3m", value_parser = parse_duration)]
+    sync_block_duration: Duration,
+    /// Blocks whose index-headers are built at once during a sync.
+    #[arg(long = "block-sync-concurrency", default_value_t = 20)]
+    block_sync_concurrency: usize,
+    /// Serve only blocks ending after this: RFC 3339 or a duration relative to now (`-2w`).
+    #[arg(long = "min-time", default_value = "0000-01-01T00:00:00Z", value_parser = model::time::TimeOrDuration::parse)]
+    min_time: model::time::TimeOrDuration,
+    /// Serve only blocks starting before this: RFC 3339 or relative to now.
+    #[arg(long = "max-time", default_value = "9999-12-31T23:59:59Z", value_parser = model::time::TimeOrDuration::parse)]
+    max_time: model::time::TimeOrDuration,
+    /// Relabel rules over each block's external labels (and `__block_id`): keep, drop, hashmod.
+    #[arg(
+        long = "selector.relabel-config",
+        conflicts_with = "relabel_config_file"
+    )]
+    relabel_config: Option<String>,
+    #[arg(long = "selector.relabel-config-file")]
+    relabel_config_file: Option<PathBuf>,
+    /// Blocks marked for deletion longer ago than this are no longer served.
+    #[arg(long = "ignore-deletion-marks-delay", default_value = "24h", value_parser = parse_duration)]
+    ignore_deletion_marks_delay: Duration,
+    /// Samples one Series call may return (0: no limit); enforced on chunks of 120 samples.
+    #[arg(long = "store.grpc.series-sample-limit", default_value_t = 0)]
+    series_sample_limit: u64,
+    /// Series one Series call may touch (0: no limit).
+    #[arg(long = "store.grpc.touched-series-limit", default_value_t = 0)]
+    touched_series_limit: u64,
+    /// Series calls served at once; more wait.
+    #[arg(long = "store.grpc.series-max-concurrency", default_value_t = 20)]
+    series_max_concurrency: usize,
+    /// Size of the in-memory index cache (`250MB`, `1GB`).
+    #[arg(long = "index-cache-size", default_value = "250MB", value_parser = store::gateway::parse_bytes)]
+    index_cache_size: u64,
+    /// Index cache config (Thanos' format; type IN-MEMORY). Overrides --index-cache-size.
+    #[arg(
+        long = "index-cache.config-file",
+        conflicts_with = "index_cache_config"
+    )]
+    index_cache_config_file: Option<PathBuf>,
+    #[arg(long = "index-cache.config")]
+    index_cache_config: Option<String>,
+}
+
+impl StoreArgs {
+    fn config(&self) -> anyhow::Result<store::gateway::GatewayConfig> {
+        let objstore = match (&self.objstore_config_file, &self.objstore_config) {
+            (Some(path), _) => objstore::BucketConfig::from_file(path)?,
+            (None, Some(text)) => objstore::BucketConfig::parse(text)?,
+            (None, None) => anyhow::bail!(
+                "cairn store needs a bucket: --objstore.config-file or --objstore.config"
+            ),
+        };
+        let mut config = store::gateway::GatewayConfig::new(objstore, self.data_dir.clone());
+        config.grpc_address = self.grpc_address;
+        config.http_address = self.http_address;
+        config.sync_interval = self.sync_block_duration;
+        config.min_time = self.min_time;
+        config.max_time = self.max_time;
+        let relabel = match (&self.relabel_config_file, &self.relabel_config) {
+            (Some(path), _) => Some(std::fs::read_to_string(path).with_context(|| {
+                format!("reading --selector.relabel-config-file {}", path.display())
+            })?),
+            (None, text) => text.clone(),
+        };
+        if let Some(text) = relabel {
+            config.relabel_configs = objstore::relabel::parse_relabel_configs(
+                &text,
+                Some(objstore::relabel::SELECTOR_ACTIONS),
+            )
+            .context("invalid --selector.relabel-config")?;
+        }
+        config.ignore_deletion_marks_delay = self.ignore_deletion_marks_delay;
+        config.index_cache_bytes = self.index_cache_size;
+        config.index_cache_max_item_bytes = self.index_cache_size / 2;
+        let cache_text = match (&self.index_cache_config_file, &self.index_cache_config) {
+            (Some(path), _) => Some(std::fs::read_to_string(path).with_context(|| {
+                format!("reading --index-cache.config-file {}", path.display())
+            })?),
+            (None, text) => text.clone(),
+        };
+        if let Some(text) = cache_text {
+            let (max, item) =
+                store::gateway::parse_index_cache_config(&text).map_err(anyhow::Error::msg)?;
+            config.index_cache_bytes = max;
+            config.index_cache_max_item_bytes = item;
+        }
+        config.store.block_sync_concurrency = self.block_sync_concurrency;
+        config.store.series_sample_limit = self.series_sample_limit;
+        config.store.touched_series_limit = self.touched_series_limit;
+        config.store.series_max_concurrency = self.series_max_concurrency;
+        Ok(config)
+    }
+}
+
 #[derive(Args, Clone)]
 struct QueryArgs {
     /// Address of the HTTP endpoint (Prometheus HTTP API, /api/v1/stores, UI, /metrics,
@@ -293,6 +405,12 @@ struct UpArgs {
     /// Address of the query layer's HTTP endpoint (Prometheus HTTP API and UI).
     #[arg(long = "query.http-address", default_value = "127.0.0.1:9090")]
     query_http_address: SocketAddr,
+    /// The store gateway's StoreAPI (over the bucket, so data outlives local retention).
+    #[arg(long = "store.grpc-address", default_value = "127.0.0.1:10911")]
+    store_grpc_address: SocketAddr,
+    /// The store gateway's /metrics and health.
+    #[arg(long = "store.http-address", default_value = "127.0.0.1:10912")]
+    store_http_address: SocketAddr,
 }
 
 impl ReceiveArgs {
@@ -421,6 +539,11 @@ fn main() -> anyhow::Result<()> {
                     .context("receiver failed")?;
             }
             Command::Bench(cmd) => bench::run(cmd).await?,
+            Command::Store(args) => {
+                store::gateway::run(args.config()?, shutdown_signal())
+                    .await
+                    .context("store gateway failed")?;
+            }
             Command::Query(args) => {
                 query::run(args.config(), shutdown_signal())
                     .await
@@ -447,6 +570,10 @@ fn main() -> anyhow::Result<()> {
                 println!("  health:       http://{}/-/healthy", args.http_address);
                 println!("  StoreAPI:     grpc://{}", args.grpc_address);
                 println!(
+                    "  store:        grpc://{} (the bucket's blocks; metrics at http://{}/metrics)",
+                    args.store_grpc_address, args.store_http_address
+                );
+                println!(
                     "  PromQL:       http://{}/api/v1/query (Prometheus HTTP API, UI at /)",
                     args.query_http_address
                 );
@@ -454,7 +581,12 @@ fn main() -> anyhow::Result<()> {
                 let query_config = query::QueryConfig {
                     http_address: args.query_http_address,
                     endpoints: query::endpoints::EndpointConfig {
-                        static_endpoints: vec![args.grpc_address.to_string()],
+                        // Recent data from the receiver, shipped blocks from the store: a
+                        // series both hold comes back once (every timestamp once).
+                        static_endpoints: vec![
+                            args.grpc_address.to_string(),
+                            args.store_grpc_address.to_string(),
+                        ],
                         // In-process and cheap: a first write (or a new tenant) is queryable
                         // within a second.
                         info_interval: Duration::from_secs(1),
@@ -475,12 +607,22 @@ fn main() -> anyhow::Result<()> {
                 let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
                     let _ = rx.wait_for(|s| *s).await;
                 };
-                let (received, queried) = tokio::join!(
+                let mut store_config = store::gateway::GatewayConfig::new(
+                    objstore::BucketConfig::filesystem(args.data_dir.join("bucket")),
+                    args.data_dir.join("store"),
+                );
+                store_config.grpc_address = args.store_grpc_address;
+                store_config.http_address = args.store_http_address;
+                // A local directory is cheap to list: new blocks are served within seconds.
+                store_config.sync_interval = Duration::from_secs(15);
+                let (received, queried, stored) = tokio::join!(
                     receive::server::run(config, stopped(stop_rx.clone())),
-                    query::serve(query_config, query_listener, stopped(stop_rx)),
+                    query::serve(query_config, query_listener, stopped(stop_rx.clone())),
+                    store::gateway::run(store_config, stopped(stop_rx)),
                 );
                 received.context("receiver failed")?;
                 queried.context("query failed")?;
+                stored.context("store gateway failed")?;
             }
             Command::Tools(_) => unreachable!("tools run without the runtime"),
         }

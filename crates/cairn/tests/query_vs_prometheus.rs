@@ -23,7 +23,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 
-use common::{get_json, require_binary, Cairn, CairnQuery, PrometheusServer};
+use common::{
+    free_port, get_json, require_binary, Cairn, CairnQuery, CairnStore, PrometheusServer, S3Server,
+};
 use serde_json::Value;
 
 /// A 2 h boundary in November 2023: data never depends on "now".
@@ -269,13 +271,12 @@ fn compare(what: &str, cairn: &Value, prom: &Value) -> usize {
     n
 }
 
-#[test]
-fn answers_match_prometheus() {
+/// The comparison data as promtool-made blocks under `dir/blocks`.
+fn promtool_blocks(dir: &Path) -> std::path::PathBuf {
     let promtool = require_binary("/usr/bin/promtool", "prometheus");
-    let dir = tempfile::tempdir().unwrap();
-    let om = dir.path().join("data.om");
+    let om = dir.join("data.om");
     std::fs::write(&om, openmetrics()).unwrap();
-    let blocks = dir.path().join("blocks");
+    let blocks = dir.join("blocks");
     let out = Command::new(promtool)
         .args(["tsdb", "create-blocks-from", "openmetrics"])
         .arg(&om)
@@ -287,7 +288,13 @@ fn answers_match_prometheus() {
         "promtool failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    blocks
+}
 
+#[test]
+fn answers_match_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocks = promtool_blocks(dir.path());
     let prom_data = dir.path().join("prometheus");
     copy_dir(&blocks, &prom_data);
     let prometheus = PrometheusServer::start(dir.path(), &prom_data);
@@ -308,7 +315,77 @@ fn answers_match_prometheus() {
             "--query.replica-label=tenant_id",
         ],
     );
+    compare_everything(&query, &prometheus);
+}
 
+/// The same blocks uploaded to an S3 bucket (s3s-fs) and served by `cairn store`: every answer
+/// through `cairn query` -> `cairn store` equals Prometheus' over the blocks on local disk.
+#[test]
+fn answers_through_the_store_gateway_match_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocks = promtool_blocks(dir.path());
+    let prom_data = dir.path().join("prometheus");
+    copy_dir(&blocks, &prom_data);
+    let prometheus = PrometheusServer::start(dir.path(), &prom_data);
+
+    let s3 = S3Server::start(dir.path(), &dir.path().join("s3"), free_port(), "metrics");
+    let yaml = s3.objstore_yaml("metrics");
+    let up = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "tools",
+            "bucket",
+            &format!("--objstore.config={yaml}"),
+            "upload",
+        ])
+        .arg(&blocks)
+        .arg("--label=replica=\"store\"")
+        .output()
+        .unwrap();
+    assert!(
+        up.status.success(),
+        "upload: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let store = CairnStore::start(dir.path(), &yaml, &[]);
+    let n_blocks = std::fs::read_dir(&blocks).unwrap().count() as f64;
+    assert_eq!(
+        store.metric("thanos_bucket_store_blocks_loaded"),
+        Some(n_blocks)
+    );
+    let query = CairnQuery::start(
+        dir.path(),
+        &[store.grpc],
+        &["--query.replica-label=replica"],
+    );
+    compare_everything(&query, &prometheus);
+
+    // Every byte came by ranged reads: no block was downloaded, and the index cache was used.
+    assert!(
+        store
+            .metric("thanos_store_index_cache_hits_total")
+            .unwrap_or(0.0)
+            > 0.0,
+        "the repeated queries hit the index cache"
+    );
+    for entry in std::fs::read_dir(&store.data_dir).unwrap() {
+        let e = entry.unwrap();
+        if e.file_name() == "meta-syncer" {
+            continue;
+        }
+        let files: Vec<String> = std::fs::read_dir(e.path())
+            .unwrap()
+            .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            files,
+            ["index-header"],
+            "{:?} holds only its index-header",
+            e.path()
+        );
+    }
+}
+
+fn compare_everything(query: &CairnQuery, prometheus: &PrometheusServer) {
     // An hour into the data, at half seconds; range steps of a minute.
     let start = DATA_START + 3_600_000 + 30_500;
     let end = start + 3_600_000;

@@ -17,12 +17,17 @@
 //! The crate owns the gRPC side only: listing the TSDBs is the owner's business (`receive`
 //! can implement [`TsdbSource`] for its tenants), reading them is `tsdb`'s. See
 //! `docs/components/store-api.md`.
+//!
+//! [`bucket`] holds the foundation of the store gateway (`cairn store`): reading blocks in a
+//! bucket through Thanos' index-header and ranged GETs of their index and chunks.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tsdb::db::Db;
 
+pub mod bucket;
+pub mod gateway;
 mod matchers;
 mod query;
 mod service;

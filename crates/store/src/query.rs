@@ -113,15 +113,21 @@ pub(crate) fn select(
         }
     }
     for s in &mut merged {
-        s.chunks.sort_by_key(|c| (c.min_time, c.max_time));
-        s.chunks.dedup_by(|a, b| {
-            a.min_time == b.min_time
-                && a.max_time == b.max_time
-                && a.encoding == b.encoding
-                && a.data == b.data
-        });
+        sort_and_dedup_chunks(&mut s.chunks);
     }
     Ok(merged)
+}
+
+/// Puts a merged series' chunks in time order and drops exact copies (the same chunk from two
+/// sources: a receiver's block and its shipped copy, or two blocks of one stream).
+pub(crate) fn sort_and_dedup_chunks(chunks: &mut Vec<ChunkData>) {
+    chunks.sort_by_key(|c| (c.min_time, c.max_time));
+    chunks.dedup_by(|a, b| {
+        a.min_time == b.min_time
+            && a.max_time == b.max_time
+            && a.encoding == b.encoding
+            && a.data == b.data
+    });
 }
 
 /// The StoreAPI chunk type of a TSDB chunk encoding (one less, as in Thanos).

@@ -47,11 +47,11 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| Status::internal(format!("{what} failed: {e}")))?
 }
 
-fn non_negative(limit: i64) -> usize {
+pub(crate) fn non_negative(limit: i64) -> usize {
     usize::try_from(limit).unwrap_or(0)
 }
 
-fn label_set(external: &ExternalLabels) -> ZLabelSet {
+pub(crate) fn label_set(external: &ExternalLabels) -> ZLabelSet {
     ZLabelSet {
         labels: external
             .iter()

@@ -1050,3 +1050,65 @@ impl ReceivePool {
         }
     }
 }
+
+/// A `cairn store` process over a bucket.
+pub struct CairnStore {
+    pub proc: Proc,
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl CairnStore {
+    /// Starts `cairn store` with `objstore_yaml` (syncing every second) and waits until it is
+    /// ready (its first sync with the bucket succeeded).
+    pub fn start(dir: &Path, objstore_yaml: &str, extra: &[&str]) -> CairnStore {
+        let http_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let data_dir = dir.join("store-data");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        cmd.arg("store")
+            .arg(format!("--http-address={http_addr}"))
+            .arg(format!("--grpc-address={grpc}"))
+            .arg(format!("--data-dir={}", data_dir.display()))
+            .arg(format!("--objstore.config={objstore_yaml}"))
+            .arg("--sync-block-duration=1s")
+            .args(extra)
+            .env("CAIRN_LOG", "info");
+        let mut proc = Proc::spawn("cairn-store", &mut cmd, dir);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if matches!(get(http_addr, "/-/ready"), Ok(r) if r.status == 200) {
+                break;
+            }
+            if let Some(status) = proc.child.try_wait().unwrap() {
+                panic!(
+                    "cairn store exited early ({status}); log:\n{}",
+                    proc.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cairn store not ready; log:\n{}",
+                proc.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        CairnStore {
+            proc,
+            http: http_addr,
+            grpc,
+            data_dir,
+        }
+    }
+
+    /// Value of the first /metrics line starting with `prefix`.
+    pub fn metric(&self, prefix: &str) -> Option<f64> {
+        let m = get(self.http, "/metrics").ok()?;
+        m.body
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+}

@@ -1,11 +1,13 @@
 //! Byte-level helpers shared by the index writer and reader: Go-compatible (LEB128) varints,
-//! CRC-32C, and a bounds-checked decoder that never panics on malformed input.
+//! CRC-32C, and a bounds-checked decoder that never panics on malformed input. Public so that
+//! readers of index pieces fetched from elsewhere (the store's index-header and bucket reads)
+//! decode them the same way.
 
 /// Longest valid encoding of a u64 as a uvarint.
-pub(super) const MAX_VARINT_LEN64: usize = 10;
+pub const MAX_VARINT_LEN64: usize = 10;
 
 /// Appends `x` as an unsigned LEB128 varint (Go's `binary.PutUvarint`).
-pub(super) fn put_uvarint(buf: &mut Vec<u8>, mut x: u64) {
+pub fn put_uvarint(buf: &mut Vec<u8>, mut x: u64) {
     while x >= 0x80 {
         buf.push((x as u8) | 0x80);
         x >>= 7;
@@ -14,34 +16,34 @@ pub(super) fn put_uvarint(buf: &mut Vec<u8>, mut x: u64) {
 }
 
 /// Appends `x` zigzag-encoded as a varint (Go's `binary.PutVarint`).
-pub(super) fn put_varint(buf: &mut Vec<u8>, x: i64) {
+pub fn put_varint(buf: &mut Vec<u8>, x: i64) {
     put_uvarint(buf, ((x << 1) ^ (x >> 63)) as u64);
 }
 
 /// Number of bytes `put_uvarint(x)` appends.
-pub(super) fn uvarint_len(x: u64) -> usize {
+pub fn uvarint_len(x: u64) -> usize {
     let bits = 64 - (x | 1).leading_zeros() as usize;
     bits.div_ceil(7)
 }
 
 /// CRC-32C (Castagnoli) of `data`.
-pub(super) fn crc32c(data: &[u8]) -> u32 {
+pub fn crc32c(data: &[u8]) -> u32 {
     crc32c::crc32c(data)
 }
 
 /// Why decoding stopped: what was being read and at which absolute file offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct DecodeError {
+pub struct DecodeError {
     pub offset: u64,
     pub what: &'static str,
 }
 
-pub(super) type DecResult<T> = Result<T, DecodeError>;
+pub type DecResult<T> = Result<T, DecodeError>;
 
 /// A cursor over a byte slice that knows the slice's absolute position in the file, so errors can
 /// name an offset. Every read is bounds-checked.
 #[derive(Clone)]
-pub(super) struct Decoder<'a> {
+pub struct Decoder<'a> {
     buf: &'a [u8],
     pos: usize,
     base: u64,

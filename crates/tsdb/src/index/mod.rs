@@ -27,7 +27,7 @@
 //!   (`Vec<u32>` per pair); the reader keeps 4 bytes per symbol, the label names, and 24 bytes
 //!   per (name, value) pair, with strings decoded from the map on use.
 
-mod enc;
+pub mod enc;
 mod reader;
 mod writer;
 
@@ -47,19 +47,69 @@ pub struct ChunkMeta {
     pub chunk_ref: u64,
 }
 
+/// A series entry's symbol refs as (label name ref, label value ref) pairs, in stored order.
+pub type LabelRefs = Vec<(u32, u32)>;
+
+/// Decodes the body of a series entry (what sits between its uvarint length and its CRC)
+/// without resolving symbols: the (name ref, value ref) pairs in stored order, then the chunk
+/// metas. `body_off` is the body's absolute file offset, so errors can name where they stopped.
+/// Time and ref deltas use wrapping arithmetic, like the writer.
+pub fn decode_series_body(
+    body: &[u8],
+    body_off: u64,
+) -> enc::DecResult<(LabelRefs, Vec<ChunkMeta>)> {
+    let mut b = enc::Decoder::new(body, body_off);
+    let n = b.uvarint("label count")?;
+    // Each pair takes at least two bytes, so a hostile count cannot make us allocate more.
+    let mut refs = Vec::with_capacity((n as usize).min(body.len() / 2));
+    for _ in 0..n {
+        let name_ref = b.uvarint32("label name ref")?;
+        let value_ref = b.uvarint32("label value ref")?;
+        refs.push((name_ref, value_ref));
+    }
+
+    let n = b.uvarint("chunk count")?;
+    // Each chunk meta takes at least three bytes.
+    let mut chunks = Vec::with_capacity((n as usize).min(b.remaining() / 3));
+    if n > 0 {
+        let min_time = b.varint("chunk min time")?;
+        let max_time = min_time.wrapping_add(b.uvarint("chunk max time")? as i64);
+        let chunk_ref = b.uvarint("chunk ref")?;
+        chunks.push(ChunkMeta {
+            min_time,
+            max_time,
+            chunk_ref,
+        });
+        let (mut prev_maxt, mut prev_ref) = (max_time, chunk_ref);
+        for _ in 1..n {
+            let min_time = prev_maxt.wrapping_add(b.uvarint("chunk min time")? as i64);
+            let max_time = min_time.wrapping_add(b.uvarint("chunk max time")? as i64);
+            let chunk_ref = prev_ref.wrapping_add(b.varint("chunk ref")? as u64);
+            chunks.push(ChunkMeta {
+                min_time,
+                max_time,
+                chunk_ref,
+            });
+            prev_maxt = max_time;
+            prev_ref = chunk_ref;
+        }
+    }
+    Ok((refs, chunks))
+}
+
 /// Magic number at the start of an index file.
 pub const MAGIC_INDEX: u32 = 0xBAAA_D700;
 /// Index format version written and read.
 pub const FORMAT_V2: u8 = 2;
 
 /// Bytes before the symbol table: magic and version.
-pub(crate) const HEADER_LEN: usize = 5;
+pub const HEADER_LEN: usize = 5;
 /// Size of the table of contents at the end of the file: six offsets and a CRC.
-pub(crate) const TOC_LEN: usize = 6 * 8 + 4;
+pub const TOC_LEN: usize = 6 * 8 + 4;
 
 /// Table of contents: where each section starts (0 = absent).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Toc {
+pub struct Toc {
     pub symbols: u64,
     pub series: u64,
     pub label_indices: u64,
@@ -81,7 +131,7 @@ impl Toc {
     }
 
     /// The 52 bytes that end an index file.
-    pub(crate) fn encode(&self) -> [u8; TOC_LEN] {
+    pub fn encode(&self) -> [u8; TOC_LEN] {
         let mut out = [0u8; TOC_LEN];
         for (i, v) in self.fields().iter().enumerate() {
             out[i * 8..i * 8 + 8].copy_from_slice(&v.to_be_bytes());
@@ -92,7 +142,7 @@ impl Toc {
     }
 
     /// Parses the 52 TOC bytes; `None` if the CRC does not match.
-    pub(crate) fn decode(b: &[u8; TOC_LEN]) -> Option<Toc> {
+    pub fn decode(b: &[u8; TOC_LEN]) -> Option<Toc> {
         let stored = u32::from_be_bytes([b[48], b[49], b[50], b[51]]);
         if enc::crc32c(&b[..48]) != stored {
             return None;

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
-use std::ops::Deref;
+use std::ops::{Deref, Range};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -390,6 +390,25 @@ impl IndexReader {
         self.read_postings(n.values[i].postings_off, name, value)
     }
 
+    /// Where the postings list of `name="value"` sits in the file, as Prometheus'
+    /// `PostingsRanges` reports it: from just after the list's `len` field (at its `count`) to
+    /// just before its CRC. `None` when the pair is absent. The list's CRC is verified.
+    pub fn postings_range(&self, name: &str, value: &str) -> Result<Option<Range<u64>>> {
+        let Some(n) = self.name_entry(name) else {
+            return Ok(None);
+        };
+        let Ok(i) = n
+            .values
+            .binary_search_by(|v| self.value_bytes(v).cmp(value.as_bytes()))
+        else {
+            return Ok(None);
+        };
+        let off = n.values[i].postings_off;
+        let what = || format!("postings list for {name}={value:?}");
+        let (body, body_off) = self.ctx().section(off, &what)?;
+        Ok(Some(body_off..body_off + body.len() as u64))
+    }
+
     fn read_postings(&self, off: u64, name: &str, value: &str) -> Result<Vec<u32>> {
         let ctx = self.ctx();
         let what = || format!("postings list for {name}={value:?}");
@@ -499,13 +518,10 @@ impl IndexReader {
             ));
         }
 
-        let dec = |e| ctx.decode_err(&what(), e);
-        let mut b = Decoder::new(body, body_off);
-        let n = b.uvarint("label count").map_err(dec)?;
-        let mut labels: Vec<Label> = Vec::with_capacity((n as usize).min(body.len() / 2));
-        for _ in 0..n {
-            let name_ref = b.uvarint32("label name ref").map_err(dec)?;
-            let value_ref = b.uvarint32("label value ref").map_err(dec)?;
+        let (refs, chunks) =
+            super::decode_series_body(body, body_off).map_err(|e| ctx.decode_err(&what(), e))?;
+        let mut labels: Vec<Label> = Vec::with_capacity(refs.len());
+        for (name_ref, value_ref) in refs {
             let name = match self.name_symbols.get(&name_ref) {
                 Some(s) => s.clone(),
                 None => Arc::from(self.symbol(name_ref)?),
@@ -518,34 +534,6 @@ impl IndexReader {
                 ));
             }
             labels.push(Label { name, value });
-        }
-
-        let n = b.uvarint("chunk count").map_err(dec)?;
-        let mut chunks = Vec::with_capacity((n as usize).min(b.remaining() / 3));
-        if n > 0 {
-            let min_time = b.varint("chunk min time").map_err(dec)?;
-            let max_time = min_time.wrapping_add(b.uvarint("chunk max time").map_err(dec)? as i64);
-            let chunk_ref = b.uvarint("chunk ref").map_err(dec)?;
-            chunks.push(ChunkMeta {
-                min_time,
-                max_time,
-                chunk_ref,
-            });
-            let (mut prev_maxt, mut prev_ref) = (max_time, chunk_ref);
-            for _ in 1..n {
-                let min_time =
-                    prev_maxt.wrapping_add(b.uvarint("chunk min time").map_err(dec)? as i64);
-                let max_time =
-                    min_time.wrapping_add(b.uvarint("chunk max time").map_err(dec)? as i64);
-                let chunk_ref = prev_ref.wrapping_add(b.varint("chunk ref").map_err(dec)? as u64);
-                chunks.push(ChunkMeta {
-                    min_time,
-                    max_time,
-                    chunk_ref,
-                });
-                prev_maxt = max_time;
-                prev_ref = chunk_ref;
-            }
         }
         Ok((Labels::from_sorted(labels), chunks))
     }
