@@ -67,6 +67,25 @@ pub const MAX_SAMPLES_PER_CHUNK: u64 = 120;
 /// Series whose chunks are fetched and sent together (phase 2).
 const SERIES_BATCH: usize = 256;
 
+/// One served series of a request: its labels and, per block (an index into the request's
+/// blocks), the metas of its chunks there.
+type Group = (Labels, Vec<(usize, Vec<ChunkMeta>)>);
+
+/// Series touched by a request so far, against `--store.grpc.touched-series-limit` (0: none).
+struct Touched {
+    count: AtomicU64,
+    limit: u64,
+}
+
+impl Touched {
+    fn new(limit: u64) -> Touched {
+        Touched {
+            count: AtomicU64::new(0),
+            limit,
+        }
+    }
+}
+
 /// How a bucket store behaves; the defaults are Thanos'.
 #[derive(Clone, Debug)]
 pub struct BucketStoreConfig {
@@ -666,8 +685,7 @@ impl BucketStore {
         mint: i64,
         maxt: i64,
         stats: &Arc<FetchStats>,
-        touched: &AtomicU64,
-        touched_limit: u64,
+        touched: &Touched,
     ) -> Result<Result<Vec<super::SeriesEntry>, Status>, Error> {
         let header = self.header(block).await?;
         let (index, _) = self.readers(block, header.clone(), stats);
@@ -683,7 +701,9 @@ impl BucketStore {
             offset: 0,
             detail: e.to_string(),
         })?;
-        let total = touched.fetch_add(refs.len() as u64, Ordering::AcqRel) + refs.len() as u64;
+        let total =
+            touched.count.fetch_add(refs.len() as u64, Ordering::AcqRel) + refs.len() as u64;
+        let touched_limit = touched.limit;
         if touched_limit > 0 && total > touched_limit {
             return Ok(Err(Status::resource_exhausted(format!(
                 "exceeded the touched series limit (--store.grpc.touched-series-limit={touched_limit}): \
@@ -711,15 +731,12 @@ impl BucketStore {
         stats: &Arc<FetchStats>,
         warnings: &mut Vec<String>,
     ) -> Result<Vec<(usize, super::SeriesEntry)>, Status> {
-        let touched = AtomicU64::new(0);
-        let limit = self.config.touched_series_limit;
+        let touched = Touched::new(self.config.touched_series_limit);
         let touched = &touched;
         let mut selects = Vec::with_capacity(blocks.len());
         for (i, (b, m)) in blocks.iter().enumerate() {
             selects.push(async move {
-                let r = self
-                    .select_block(b, m, mint, maxt, stats, touched, limit)
-                    .await;
+                let r = self.select_block(b, m, mint, maxt, stats, touched).await;
                 (i, r)
             });
         }
@@ -805,7 +822,7 @@ impl BucketStore {
             })
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut groups: Vec<(Labels, Vec<(usize, Vec<ChunkMeta>)>)> = Vec::new();
+        let mut groups: Vec<Group> = Vec::new();
         let limit = usize::try_from(r.limit).unwrap_or(0);
         for (labels, i, chunks) in all {
             match groups.last_mut() {
@@ -915,7 +932,7 @@ impl BucketStore {
     async fn fetch_batch(
         &self,
         blocks: &[(Arc<BucketBlock>, Vec<Matcher>)],
-        batch: Vec<(Labels, Vec<(usize, Vec<ChunkMeta>)>)>,
+        batch: Vec<Group>,
         stats: &Arc<FetchStats>,
         partial_ok: bool,
     ) -> Result<(Vec<StoreSeries>, Vec<String>), Status> {
@@ -1010,9 +1027,8 @@ impl BucketStore {
                 if rest.is_empty() {
                     return Ok(self.header(&block).await?.label_names());
                 }
-                let touched = AtomicU64::new(0);
                 let entries = self
-                    .select_block(&block, &rest, start, end, &stats, &touched, 0)
+                    .select_block(&block, &rest, start, end, &stats, &Touched::new(0))
                     .await?
                     .unwrap_or_default();
                 Ok(entries
@@ -1057,9 +1073,8 @@ impl BucketStore {
                 if rest.is_empty() {
                     return self.header(&block).await?.label_values(name);
                 }
-                let touched = AtomicU64::new(0);
                 let entries = self
-                    .select_block(&block, &rest, start, end, &stats, &touched, 0)
+                    .select_block(&block, &rest, start, end, &stats, &Touched::new(0))
                     .await?
                     .unwrap_or_default();
                 Ok(entries
