@@ -43,12 +43,16 @@ fn body(t: i64) -> Vec<u8> {
 }
 
 /// ULIDs of complete local blocks.
+/// The finished blocks in a tenant directory: a ULID directory with a meta.json. A block being
+/// written (`<ULID>.tmp-for-creation`, meta.json already in it) is not one yet: it is renamed
+/// into place, which would look like a deletion.
 fn local_blocks(tsdb: &Path) -> BTreeSet<String> {
     std::fs::read_dir(tsdb)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .filter(|e| e.path().join("meta.json").exists())
                 .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|name| ulid::Ulid::from_string(name).is_ok())
                 .collect()
         })
         .unwrap_or_default()
