@@ -405,6 +405,25 @@ fn receiver_and_store_together_answer_every_sample_once() {
         "retention deleted most local blocks ({} left)",
         local()
     );
+    // Retention deletes only shipped blocks, so a block can be gone from the receiver and not
+    // yet synced by the store (it syncs every second). The claim is about the settled state:
+    // nothing left to ship and the store serving every block of the bucket.
+    let bucket_blocks = || -> usize {
+        std::fs::read_dir(s3.root.join("metrics"))
+            .map(|d| {
+                d.filter(|e| e.as_ref().unwrap().path().join("meta.json").exists())
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "nothing left to ship and every bucket block loaded by the store",
+        || {
+            receiver.metric_sum("cairn_shipper_queue_blocks") == 0.0
+                && store.metric("thanos_bucket_store_blocks_loaded") == Some(bucket_blocks() as f64)
+        },
+    );
 
     let at = format!("{}", (t0 + n * 250) as f64 / 1000.0);
     // ...and the query layer has seen the store's new time range (Info, every 200 ms here).
