@@ -3,12 +3,13 @@
 //! Owns the types and grammars that more than one layer speaks, so each exists once:
 //! [`labels`] (a series' identity and its ordering), [`matcher`] (label matchers with their
 //! compiled regexes), the stale marker, [`duration`] (Prometheus' duration grammar),
-//! [`time`] (civil dates and RFC 3339 timestamps in milliseconds) and [`glob`] (Go's
+//! [`dedup`] (merging a series' replicas), [`time`] (civil dates and RFC 3339 timestamps in milliseconds) and [`glob`] (Go's
 //! `filepath.Match` patterns).
 //!
 //! It owns no storage, no wire format and no I/O: `tsdb` builds postings lookups on these
 //! types, `promql` evaluates with them, the services above pass them along.
 
+pub mod dedup;
 pub mod duration;
 pub mod glob;
 pub mod labels;

@@ -54,6 +54,20 @@ impl Sample {
     }
 }
 
+impl model::dedup::ReplicaSample for Sample {
+    fn t(&self) -> i64 {
+        self.t
+    }
+
+    fn float(&self) -> Option<f64> {
+        self.h.is_none().then_some(self.f)
+    }
+
+    fn add(&mut self, delta: f64) {
+        self.f += delta;
+    }
+}
+
 /// A series as returned by storage: its labels and its samples sorted by time.
 #[derive(Clone, Debug)]
 pub struct Series {
