@@ -93,9 +93,74 @@ pub fn write_block(
     opts: BlockWriteOptions,
 ) -> Result<BlockMeta> {
     let ulid = Ulid::new();
+    let meta = create_block(parent, ulid, |dir| {
+        let trimmed: Vec<(&Labels, Vec<ChunkData>)> = series
+            .iter()
+            .map(|s| {
+                let chunks = s
+                    .chunks
+                    .iter()
+                    .filter_map(|c| trim_chunk(c, mint, maxt))
+                    .collect::<Vec<_>>();
+                (&s.labels, chunks)
+            })
+            .filter(|(_, chunks)| !chunks.is_empty())
+            .collect();
+        let mut symbols: BTreeSet<String> = BTreeSet::new();
+        for (labels, _) in &trimmed {
+            for l in labels.iter() {
+                symbols.insert(l.name.to_string());
+                symbols.insert(l.value.to_string());
+            }
+        }
+        let mut writer = BlockWriter::create(dir, &symbols)?;
+        for (labels, chunks) in &trimmed {
+            writer.add_series(labels, chunks)?;
+        }
+        let written = writer.finish()?;
+        let thanos = opts.thanos.map(|mut t| {
+            t.files = list_block_files(dir);
+            t
+        });
+        let mut compaction = opts.compaction;
+        if compaction.level == 0 {
+            compaction.level = 1;
+        }
+        if compaction.sources.is_empty() {
+            compaction.sources = vec![ulid.to_string()];
+        }
+        Ok(BlockMeta {
+            ulid,
+            min_time: mint,
+            max_time: maxt,
+            stats: written.stats,
+            compaction,
+            version: META_VERSION,
+            thanos,
+        })
+    })?;
+    tracing::info!(block = %ulid, mint, maxt, series = meta.stats.num_series, samples = meta.stats.num_samples, "wrote block");
+    Ok(meta)
+}
+
+/// Creates block `parent/<ulid>/`: `fill` writes the block's files into a temp directory
+/// (`<ulid>.tmp-for-creation`) and returns its meta, which is written last; the directory is
+/// fsynced and renamed into place. On error the temp directory is removed and no block exists.
+pub fn create_block(
+    parent: &Path,
+    ulid: Ulid,
+    fill: impl FnOnce(&Path) -> Result<BlockMeta>,
+) -> Result<BlockMeta> {
     let tmp = parent.join(format!("{ulid}{TMP_CREATION_SUFFIX}"));
     let dst = parent.join(ulid.to_string());
-    let result = write_block_into(&tmp, ulid, mint, maxt, series, opts);
+    let result = fs::create_dir_all(&tmp)
+        .ctx(|| format!("creating {}", tmp.display()))
+        .and_then(|_| fill(&tmp))
+        .and_then(|meta| {
+            meta.write(&tmp)?;
+            sync_dir(&tmp)?;
+            Ok(meta)
+        });
     let meta = match result {
         Ok(meta) => meta,
         Err(e) => {
@@ -105,90 +170,86 @@ pub fn write_block(
     };
     fs::rename(&tmp, &dst).ctx(|| format!("renaming {} into place", tmp.display()))?;
     sync_dir(parent)?;
-    tracing::info!(block = %ulid, mint, maxt, series = meta.stats.num_series, samples = meta.stats.num_samples, "wrote block");
     Ok(meta)
 }
 
-fn write_block_into(
-    dir: &Path,
-    ulid: Ulid,
-    mint: i64,
-    maxt: i64,
-    series: &[Series],
-    opts: BlockWriteOptions,
-) -> Result<BlockMeta> {
-    let chunks_dir = dir.join(CHUNKS_DIRNAME);
-    fs::create_dir_all(&chunks_dir).ctx(|| format!("creating {}", chunks_dir.display()))?;
+/// What [`BlockWriter::finish`] knows of the block it wrote.
+#[derive(Clone, Debug, Default)]
+pub struct WrittenBlock {
+    pub stats: BlockStats,
+    /// Chunk segment file names (`000001`, ...), ascending.
+    pub segment_files: Vec<String>,
+    /// The largest chunk's data, in bytes.
+    pub chunk_max_size: u64,
+}
 
-    let mut trimmed: Vec<(&Labels, Vec<ChunkData>)> = Vec::with_capacity(series.len());
-    let mut symbols: BTreeSet<String> = BTreeSet::new();
-    for s in series {
-        let chunks: Vec<ChunkData> = s
-            .chunks
-            .iter()
-            .filter_map(|c| trim_chunk(c, mint, maxt))
-            .collect();
-        if chunks.is_empty() {
-            continue;
-        }
-        for l in &s.labels {
-            symbols.insert(l.name.to_string());
-            symbols.insert(l.value.to_string());
-        }
-        trimmed.push((&s.labels, chunks));
+/// Writes a block's index, chunks and tombstones into a directory, one series at a time (in
+/// label order), so that memory holds the symbols and postings but never the samples.
+pub struct BlockWriter {
+    dir: PathBuf,
+    chunks: ChunkWriter,
+    index: IndexWriter,
+    metas: Vec<ChunkMeta>,
+    written: WrittenBlock,
+}
+
+impl BlockWriter {
+    /// Starts a block in `dir` (which must exist) whose series use only `symbols`.
+    pub fn create(dir: &Path, symbols: &BTreeSet<String>) -> Result<BlockWriter> {
+        let chunks_dir = dir.join(CHUNKS_DIRNAME);
+        fs::create_dir_all(&chunks_dir).ctx(|| format!("creating {}", chunks_dir.display()))?;
+        Ok(BlockWriter {
+            dir: dir.to_path_buf(),
+            chunks: ChunkWriter::create(&chunks_dir)?,
+            index: IndexWriter::create(&dir.join(INDEX_FILENAME), symbols)?,
+            metas: Vec::new(),
+            written: WrittenBlock::default(),
+        })
     }
 
-    let mut stats = BlockStats::default();
-    let mut chunk_writer = ChunkWriter::create(&chunks_dir)?;
-    let mut index = IndexWriter::create(&dir.join(INDEX_FILENAME), &symbols)?;
-    let mut metas = Vec::new();
-    for (labels, chunks) in &trimmed {
-        metas.clear();
+    /// Adds one series with its chunks (in time order). Series must come in label order; a
+    /// series without chunks is not written.
+    pub fn add_series(&mut self, labels: &Labels, chunks: &[ChunkData]) -> Result<()> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        self.metas.clear();
         for c in chunks {
-            let chunk_ref = chunk_writer.write_chunk(c.encoding, &c.data)?;
-            metas.push(ChunkMeta {
+            let chunk_ref = self.chunks.write_chunk(c.encoding, &c.data)?;
+            self.metas.push(ChunkMeta {
                 min_time: c.min_time,
                 max_time: c.max_time,
                 chunk_ref,
             });
-            stats.num_samples += c.num_samples() as u64;
-            stats.num_chunks += 1;
+            self.written.stats.num_samples += c.num_samples() as u64;
+            self.written.stats.num_chunks += 1;
+            self.written.chunk_max_size = self.written.chunk_max_size.max(c.data.len() as u64);
         }
-        index.add_series(labels, &metas)?;
-        stats.num_series += 1;
+        self.index.add_series(labels, &self.metas)?;
+        self.written.stats.num_series += 1;
+        Ok(())
     }
-    chunk_writer.finish()?;
-    index.finish()?;
-    write_tombstones(&dir.join(TOMBSTONES_FILENAME), &[])?;
 
-    let thanos = opts.thanos.map(|mut t| {
-        t.files = list_block_files(dir);
-        t
-    });
-    let mut compaction = opts.compaction;
-    if compaction.level == 0 {
-        compaction.level = 1;
+    /// Finishes the chunk segments, the index and the (empty) tombstones, fsynced.
+    pub fn finish(mut self) -> Result<WrittenBlock> {
+        self.chunks.finish()?;
+        self.index.finish()?;
+        write_tombstones(&self.dir.join(TOMBSTONES_FILENAME), &[])?;
+        let chunks_dir = self.dir.join(CHUNKS_DIRNAME);
+        sync_dir(&chunks_dir)?;
+        let mut names: Vec<String> = fs::read_dir(&chunks_dir)
+            .ctx(|| format!("listing {}", chunks_dir.display()))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        self.written.segment_files = names;
+        Ok(self.written)
     }
-    if compaction.sources.is_empty() {
-        compaction.sources = vec![ulid.to_string()];
-    }
-    let meta = BlockMeta {
-        ulid,
-        min_time: mint,
-        max_time: maxt,
-        stats,
-        compaction,
-        version: META_VERSION,
-        thanos,
-    };
-    meta.write(dir)?;
-    sync_dir(&chunks_dir)?;
-    sync_dir(dir)?;
-    Ok(meta)
 }
 
 /// The files of a block as Thanos lists them in meta.json (meta.json itself without a size).
-fn list_block_files(dir: &Path) -> Vec<FileMeta> {
+pub fn list_block_files(dir: &Path) -> Vec<FileMeta> {
     let mut files = Vec::new();
     if let Ok(entries) = fs::read_dir(dir.join(CHUNKS_DIRNAME)) {
         let mut names: Vec<_> = entries

@@ -4,7 +4,7 @@
 //! encoding ([`chunkenc`]), chunk segment files ([`chunks`]), the index format v2 ([`index`]),
 //! tombstones, block `meta.json` ([`meta`]), the write-ahead log ([`wal`]), the in-memory head
 //! ([`head`]), block writing and reading ([`block`]), the querier that merges head and blocks
-//! ([`querier`]) and the database that ties them together with cutting and retention ([`db`]).
+//! ([`querier`]), compaction of blocks into one ([`compact`]) and the database that ties them together with cutting and retention ([`db`]).
 //!
 //! It does not own networking, object storage or PromQL: those crates sit above it and use the
 //! [`querier::Querier`] interface and the [`db::Db`] handle.
@@ -15,6 +15,7 @@
 pub mod block;
 pub mod chunkenc;
 pub mod chunks;
+pub mod compact;
 pub mod db;
 pub mod error;
 pub mod head;
@@ -37,4 +38,18 @@ pub use model::{is_stale_nan, stale_nan, Label, Labels, STALE_NAN_BITS};
 pub struct Sample {
     pub t: i64,
     pub v: f64,
+}
+
+impl model::dedup::ReplicaSample for Sample {
+    fn t(&self) -> i64 {
+        self.t
+    }
+
+    fn float(&self) -> Option<f64> {
+        Some(self.v)
+    }
+
+    fn add(&mut self, delta: f64) {
+        self.v += delta;
+    }
 }
