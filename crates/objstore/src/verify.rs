@@ -132,7 +132,8 @@ pub async fn download_block(
                 source,
             })?;
         }
-        let data = bucket
+        // Streamed to the file part by part: a chunk segment can be 512 MiB.
+        let mut parts = bucket
             .get(&meta.location)
             .await
             .map_err(|source| Error::Bucket {
@@ -140,18 +141,27 @@ pub async fn download_block(
                 path: meta.location.to_string(),
                 source,
             })?
-            .bytes()
-            .await
-            .map_err(|source| Error::Bucket {
+            .into_stream();
+        let io_err = |source| Error::Io {
+            context: format!("writing {}", local.display()),
+            source,
+        };
+        let mut file = std::fs::File::create(&local).map_err(io_err)?;
+        while let Some(part) = parts.next().await {
+            let part = part.map_err(|source| Error::Bucket {
                 op: "read",
                 path: meta.location.to_string(),
                 source,
             })?;
-        std::fs::write(&local, &data).map_err(|source| Error::Io {
-            context: format!("writing {}", local.display()),
-            source,
-        })?;
+            std::io::Write::write_all(&mut file, &part).map_err(io_err)?;
+        }
     }
+    // An empty block has no chunk segment, and a bucket keeps no empty directory.
+    let chunks = dir.join("chunks");
+    std::fs::create_dir_all(&chunks).map_err(|source| Error::Io {
+        context: format!("creating {}", chunks.display()),
+        source,
+    })?;
     Ok(dir)
 }
 
