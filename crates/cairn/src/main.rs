@@ -51,6 +51,8 @@ enum Command {
     Query(Box<QueryArgs>),
     /// Store gateway: the StoreAPI over the blocks of a bucket.
     Store(Box<StoreArgs>),
+    /// Compactor: merges the bucket's blocks, de-duplicates replicas, applies retention.
+    Compact(Box<CompactArgs>),
     /// Run every component in one process on embedded defaults (data under ./data).
     Up(UpArgs),
     /// Load generators for benchmarking receivers.
@@ -252,34 +254,154 @@ struct StoreArgs {
     index_cache_config: Option<String>,
 }
 
+/// `cairn compact`, with Thanos' flag names and defaults.
+#[derive(Args, Clone)]
+struct CompactArgs {
+    /// Scratch space for downloaded and compacted blocks, and the meta cache.
+    #[arg(long = "data-dir", default_value = "./data")]
+    data_dir: PathBuf,
+    #[arg(long = "objstore.config-file", conflicts_with = "objstore_config")]
+    objstore_config_file: Option<PathBuf>,
+    #[arg(long = "objstore.config")]
+    objstore_config: Option<String>,
+    #[arg(long = "http-address", default_value = "0.0.0.0:10902")]
+    http_address: SocketAddr,
+    /// Keep running, one iteration every --wait-interval; without it, run until there is
+    /// nothing left to do and exit.
+    #[arg(long = "wait")]
+    wait: bool,
+    #[arg(long = "wait-interval", default_value = "5m", value_parser = parse_duration)]
+    wait_interval: Duration,
+    /// Blocks uploaded more recently than this are left alone (their upload may be in flight).
+    #[arg(long = "consistency-delay", default_value = "30m", value_parser = parse_duration)]
+    consistency_delay: Duration,
+    /// Groups compacted at once.
+    #[arg(long = "compact.concurrency", default_value_t = 1)]
+    concurrency: usize,
+    /// meta.json files fetched at once.
+    #[arg(long = "block-meta-fetch-concurrency", default_value_t = 32)]
+    block_meta_fetch_concurrency: usize,
+    /// External label that tells replicas apart; blocks differing only in it are merged into
+    /// one. Repeatable.
+    #[arg(long = "deduplication.replica-label")]
+    replica_labels: Vec<String>,
+    /// How replicas' overlapping samples are merged: empty (every timestamp once) or
+    /// `penalty` (Thanos' penalty algorithm, as the query layer de-duplicates).
+    #[arg(long = "deduplication.func", default_value = "", value_parser = parse_dedup_func)]
+    dedup_func: tsdb::compact::MergeMode,
+    /// Merge overlapping blocks of a group (implied by --deduplication.replica-label).
+    #[arg(long = "compact.enable-vertical-compaction")]
+    vertical_compaction: bool,
+    /// How long raw blocks are kept (0d: forever).
+    #[arg(long = "retention.resolution-raw", default_value = "0d", value_parser = parse_duration)]
+    retention_raw: Duration,
+    /// How long 5m-downsampled blocks are kept (0d: forever).
+    #[arg(long = "retention.resolution-5m", default_value = "0d", value_parser = parse_duration)]
+    retention_5m: Duration,
+    /// How long 1h-downsampled blocks are kept (0d: forever).
+    #[arg(long = "retention.resolution-1h", default_value = "0d", value_parser = parse_duration)]
+    retention_1h: Duration,
+    /// How long a block marked for deletion stays in the bucket before it is deleted.
+    #[arg(long = "delete-delay", default_value = "48h", value_parser = parse_duration)]
+    delete_delay: Duration,
+    /// Relabel rules over each block's external labels: which blocks this compactor owns.
+    #[arg(
+        long = "selector.relabel-config",
+        conflicts_with = "relabel_config_file"
+    )]
+    relabel_config: Option<String>,
+    #[arg(long = "selector.relabel-config-file")]
+    relabel_config_file: Option<PathBuf>,
+}
+
+fn parse_dedup_func(s: &str) -> Result<tsdb::compact::MergeMode, String> {
+    match s {
+        "" => Ok(tsdb::compact::MergeMode::OneToOne),
+        "penalty" => Ok(tsdb::compact::MergeMode::Penalty),
+        other => Err(format!(
+            "unknown deduplication function {other:?}: use \"\" (one-to-one) or \"penalty\""
+        )),
+    }
+}
+
+/// The bucket of `--objstore.config-file` or `--objstore.config`.
+fn bucket_config(
+    component: &str,
+    file: &Option<PathBuf>,
+    text: &Option<String>,
+) -> anyhow::Result<objstore::BucketConfig> {
+    Ok(match (file, text) {
+        (Some(path), _) => objstore::BucketConfig::from_file(path)?,
+        (None, Some(text)) => objstore::BucketConfig::parse(text)?,
+        (None, None) => anyhow::bail!(
+            "cairn {component} needs a bucket: --objstore.config-file or --objstore.config"
+        ),
+    })
+}
+
+/// The text of `--selector.relabel-config-file` or `--selector.relabel-config`, parsed.
+fn selector_relabel(
+    file: &Option<PathBuf>,
+    text: &Option<String>,
+) -> anyhow::Result<Vec<objstore::relabel::RelabelConfig>> {
+    let text = match (file, text) {
+        (Some(path), _) => Some(std::fs::read_to_string(path).with_context(|| {
+            format!("reading --selector.relabel-config-file {}", path.display())
+        })?),
+        (None, text) => text.clone(),
+    };
+    match text {
+        Some(text) => objstore::relabel::parse_relabel_configs(
+            &text,
+            Some(objstore::relabel::SELECTOR_ACTIONS),
+        )
+        .context("invalid --selector.relabel-config"),
+        None => Ok(Vec::new()),
+    }
+}
+
+impl CompactArgs {
+    fn config(&self) -> anyhow::Result<compact::server::CompactServerConfig> {
+        let objstore = bucket_config("compact", &self.objstore_config_file, &self.objstore_config)?;
+        let mut compactor = compact::compactor::CompactorConfig::new(self.data_dir.clone());
+        compactor.consistency_delay = self.consistency_delay;
+        compactor.concurrency = self.concurrency.max(1);
+        compactor.block_meta_fetch_concurrency = self.block_meta_fetch_concurrency.max(1);
+        compactor.replica_labels = self.replica_labels.clone();
+        compactor.dedup_func = self.dedup_func;
+        compactor.vertical_compaction = self.vertical_compaction;
+        compactor.delete_delay = self.delete_delay;
+        compactor.relabel_configs =
+            selector_relabel(&self.relabel_config_file, &self.relabel_config)?;
+        for (resolution, keep) in [
+            (compact::compactor::RESOLUTION_RAW, self.retention_raw),
+            (compact::compactor::RESOLUTION_5M, self.retention_5m),
+            (compact::compactor::RESOLUTION_1H, self.retention_1h),
+        ] {
+            if !keep.is_zero() {
+                compactor.retention.insert(resolution, keep);
+            }
+        }
+        Ok(compact::server::CompactServerConfig {
+            objstore,
+            compactor,
+            http_address: self.http_address,
+            wait: self.wait,
+            wait_interval: self.wait_interval,
+        })
+    }
+}
+
 impl StoreArgs {
     fn config(&self) -> anyhow::Result<store::gateway::GatewayConfig> {
-        let objstore = match (&self.objstore_config_file, &self.objstore_config) {
-            (Some(path), _) => objstore::BucketConfig::from_file(path)?,
-            (None, Some(text)) => objstore::BucketConfig::parse(text)?,
-            (None, None) => anyhow::bail!(
-                "cairn store needs a bucket: --objstore.config-file or --objstore.config"
-            ),
-        };
+        let objstore = bucket_config("store", &self.objstore_config_file, &self.objstore_config)?;
         let mut config = store::gateway::GatewayConfig::new(objstore, self.data_dir.clone());
         config.grpc_address = self.grpc_address;
         config.http_address = self.http_address;
         config.sync_interval = self.sync_block_duration;
         config.min_time = self.min_time;
         config.max_time = self.max_time;
-        let relabel = match (&self.relabel_config_file, &self.relabel_config) {
-            (Some(path), _) => Some(std::fs::read_to_string(path).with_context(|| {
-                format!("reading --selector.relabel-config-file {}", path.display())
-            })?),
-            (None, text) => text.clone(),
-        };
-        if let Some(text) = relabel {
-            config.relabel_configs = objstore::relabel::parse_relabel_configs(
-                &text,
-                Some(objstore::relabel::SELECTOR_ACTIONS),
-            )
-            .context("invalid --selector.relabel-config")?;
-        }
+        config.relabel_configs = selector_relabel(&self.relabel_config_file, &self.relabel_config)?;
         config.ignore_deletion_marks_delay = self.ignore_deletion_marks_delay;
         config.index_cache_bytes = self.index_cache_size;
         config.index_cache_max_item_bytes = self.index_cache_size / 2;
@@ -543,6 +665,11 @@ fn main() -> anyhow::Result<()> {
                 store::gateway::run(args.config()?, shutdown_signal())
                     .await
                     .context("store gateway failed")?;
+            }
+            Command::Compact(args) => {
+                compact::server::run(args.config()?, shutdown_signal())
+                    .await
+                    .context("compactor failed")?;
             }
             Command::Query(args) => {
                 query::run(args.config(), shutdown_signal())

@@ -1,0 +1,583 @@
+//! The compactor's iteration (Thanos' `compactMainFn` loop body): sync the bucket's metas,
+//! mark the duplicates the last compactions left, compact every group until none has work,
+//! apply retention, and delete the blocks whose deletion marks are past `--delete-delay`.
+//!
+//! Each compaction downloads its inputs into `<data-dir>/compact/<group key>/`, merges them
+//! series by series ([`tsdb::compact`]), verifies the output, uploads it with meta.json last
+//! and only then marks the inputs for deletion. A crash at any point leaves the bucket
+//! answering the same: an output without meta.json is a partial upload every reader ignores,
+//! and a complete output supersedes its inputs (readers' deduplicate filter) until the
+//! inputs' marks let them be deleted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use objstore::bucket::{delete_block, upload_block};
+use objstore::fetcher::{FetchError, MetaFetcher, MetaFilter, PartialBlock};
+use objstore::filters::{
+    ConsistencyDelayFilter, DeduplicateFilter, GatherMarks, IgnoreDeletionMarkFilter,
+    LabelShardFilter, ReplicaLabelRemover,
+};
+use objstore::markers::{
+    self, MarkOutcome, NoCompactMark, DELETION_MARK_FILENAME, NO_COMPACT_MARK_FILENAME,
+};
+use objstore::relabel::RelabelConfig;
+use objstore::verify::{download_block, verify_local_block};
+use objstore::Bucket;
+use tsdb::block::Block;
+use tsdb::compact::{compact_blocks, MergeMode};
+use tsdb::meta::BlockMeta;
+use ulid::Ulid;
+
+use crate::group::{group_blocks, Group};
+use crate::meta::{compacted_meta, CompactedBlock, IndexStats};
+use crate::metrics::CompactMetrics;
+use crate::planner::{LargeTotalIndexSizeFilter, Planner, DEFAULT_MAX_INDEX_SIZE_BYTES};
+
+/// Resolutions, as `thanos.downsample.resolution` says them.
+pub const RESOLUTION_RAW: i64 = 0;
+pub const RESOLUTION_5M: i64 = 5 * 60 * 1000;
+pub const RESOLUTION_1H: i64 = 60 * 60 * 1000;
+
+/// Partial uploads older than this are deleted (Thanos' `PartialUploadThresholdAge`).
+pub const PARTIAL_UPLOAD_THRESHOLD: Duration = Duration::from_secs(2 * 24 * 3600);
+
+/// What `cairn compact` is configured with; the flags are Thanos'.
+#[derive(Clone, Debug)]
+pub struct CompactorConfig {
+    /// `--data-dir`: scratch space for downloaded and written blocks.
+    pub data_dir: PathBuf,
+    /// `--consistency-delay`.
+    pub consistency_delay: Duration,
+    /// `--compact.concurrency`: groups compacted at once.
+    pub concurrency: usize,
+    /// `--block-meta-fetch-concurrency`.
+    pub block_meta_fetch_concurrency: usize,
+    /// `--deduplication.replica-label`.
+    pub replica_labels: Vec<String>,
+    /// `--deduplication.func`: one-to-one (empty) or penalty.
+    pub dedup_func: MergeMode,
+    /// `--compact.enable-vertical-compaction` (implied by replica labels, as in Thanos).
+    pub vertical_compaction: bool,
+    /// `--retention.resolution-raw`, `-5m`, `-1h`; `None` keeps forever.
+    pub retention: BTreeMap<i64, Duration>,
+    /// `--delete-delay`.
+    pub delete_delay: Duration,
+    /// `--selector.relabel-config(-file)`.
+    pub relabel_configs: Vec<RelabelConfig>,
+    /// Block ranges of the planner (ms); Thanos' 2h, 8h, 2d, 14d by default.
+    pub ranges: Vec<i64>,
+}
+
+impl CompactorConfig {
+    /// Thanos' defaults.
+    pub fn new(data_dir: PathBuf) -> CompactorConfig {
+        CompactorConfig {
+            data_dir,
+            consistency_delay: Duration::from_secs(30 * 60),
+            concurrency: 1,
+            block_meta_fetch_concurrency: 32,
+            replica_labels: Vec::new(),
+            dedup_func: MergeMode::OneToOne,
+            vertical_compaction: false,
+            retention: BTreeMap::new(),
+            delete_delay: Duration::from_secs(48 * 3600),
+            relabel_configs: Vec::new(),
+            ranges: Planner::thanos().ranges().to_vec(),
+        }
+    }
+
+    /// Whether overlapping blocks of a group are merged (otherwise they halt the compactor).
+    pub fn merges_overlaps(&self) -> bool {
+        self.vertical_compaction || !self.replica_labels.is_empty()
+    }
+}
+
+/// Why an iteration stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    /// Stops the compactor for good (Thanos' `HaltError`): a human must look at the bucket.
+    #[error("critical error, compactor halted: {0}")]
+    Halt(String),
+    /// Worth retrying at the next iteration.
+    #[error("{0}")]
+    Retry(String),
+}
+
+impl CompactError {
+    pub fn is_halt(&self) -> bool {
+        matches!(self, CompactError::Halt(_))
+    }
+}
+
+/// What one iteration did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IterationReport {
+    /// Blocks written by compaction (uploaded).
+    pub compactions: u64,
+    /// Of those, compactions whose inputs overlapped.
+    pub vertical_compactions: u64,
+    /// Blocks marked for deletion: compaction sources, duplicates, past retention.
+    pub marked_for_deletion: u64,
+    /// Blocks deleted from the bucket.
+    pub deleted: u64,
+}
+
+/// The compactor over one bucket.
+pub struct Compactor {
+    bucket: Bucket,
+    config: CompactorConfig,
+    fetcher: MetaFetcher,
+    deletion_marks: Arc<IgnoreDeletionMarkFilter>,
+    duplicates: Arc<DeduplicateFilter>,
+    no_compact: Arc<GatherMarks<NoCompactMark>>,
+    planner: LargeTotalIndexSizeFilter,
+    metrics: Arc<CompactMetrics>,
+    /// Partial uploads the last sync found old enough to delete.
+    stale_partials: std::sync::Mutex<Vec<Ulid>>,
+}
+
+impl Compactor {
+    pub fn new(
+        bucket: Bucket,
+        config: CompactorConfig,
+        metrics: Arc<CompactMetrics>,
+    ) -> Result<Compactor, FetchError> {
+        let concurrency = config.block_meta_fetch_concurrency.max(1);
+        let deletion_marks = Arc::new(IgnoreDeletionMarkFilter::new(
+            bucket.clone(),
+            config.delete_delay / 2,
+            concurrency,
+        ));
+        let duplicates = Arc::new(DeduplicateFilter::new());
+        let no_compact = Arc::new(GatherMarks::<NoCompactMark>::new(
+            bucket.clone(),
+            concurrency,
+        ));
+        // Thanos' compactor order: label shard, consistency delay, deletion marks, replica
+        // labels removed, duplicates, no-compact marks gathered.
+        let filters: Vec<Arc<dyn MetaFilter>> = vec![
+            Arc::new(LabelShardFilter::new(
+                config.relabel_configs.clone(),
+                &config.replica_labels,
+            )),
+            Arc::new(ConsistencyDelayFilter {
+                delay: config.consistency_delay,
+            }),
+            deletion_marks.clone(),
+            Arc::new(ReplicaLabelRemover::new(config.replica_labels.clone())),
+            duplicates.clone(),
+            no_compact.clone(),
+        ];
+        let fetcher =
+            MetaFetcher::new(bucket.clone(), Some(&config.data_dir), concurrency, filters)?;
+        let planner = LargeTotalIndexSizeFilter::new(
+            Planner::new(config.ranges.clone()),
+            bucket.clone(),
+            DEFAULT_MAX_INDEX_SIZE_BYTES,
+        );
+        Ok(Compactor {
+            bucket,
+            config,
+            fetcher,
+            deletion_marks,
+            duplicates,
+            no_compact,
+            planner,
+            metrics,
+            stale_partials: Default::default(),
+        })
+    }
+
+    pub fn metrics(&self) -> &Arc<CompactMetrics> {
+        &self.metrics
+    }
+
+    /// One full iteration; see the module docs.
+    pub async fn run_once(&self) -> Result<IterationReport, CompactError> {
+        let mut report = IterationReport::default();
+        let result = self.iterate(&mut report).await;
+        match &result {
+            Ok(()) => {
+                self.metrics.iterations.inc();
+            }
+            Err(CompactError::Halt(_)) => {
+                self.metrics.halted.set(1);
+            }
+            Err(CompactError::Retry(_)) => {
+                self.metrics.retries.inc();
+            }
+        }
+        result.map(|()| report)
+    }
+
+    async fn iterate(&self, report: &mut IterationReport) -> Result<(), CompactError> {
+        // Compact until no group has anything to do, syncing again after each round: each
+        // round's outputs may be the next round's inputs (2h -> 8h -> 2d -> 14d).
+        loop {
+            let metas = self.sync().await?;
+            self.mark_duplicates(report).await?;
+            let groups =
+                group_blocks(metas.into_values()).map_err(|e| CompactError::Halt(e.to_string()))?;
+            let no_compact: BTreeSet<Ulid> = self.no_compact.marks().into_keys().collect();
+            let mut todo = 0;
+            let mut plans = Vec::new();
+            for group in &groups {
+                self.check_overlaps(group)?;
+                let filtered = self
+                    .planner
+                    .plan(&group.metas, &no_compact)
+                    .await
+                    .map_err(|e| CompactError::Retry(e.to_string()))?;
+                for _ in &filtered.marked {
+                    self.metrics
+                        .blocks_marked
+                        .get_or_create(&marked_labels(NO_COMPACT_MARK_FILENAME, ""))
+                        .inc();
+                }
+                if filtered.plan.len() > 1 {
+                    todo += 1;
+                    let plan: Vec<BlockMeta> = filtered.plan.into_iter().cloned().collect();
+                    plans.push((group.clone(), plan));
+                }
+            }
+            self.metrics.todo_compactions.set(todo);
+            if plans.is_empty() {
+                break;
+            }
+            let concurrency = self.config.concurrency.max(1);
+            let mut results = futures::stream::iter(plans)
+                .map(|(group, plan)| async move { self.compact_group(&group, &plan).await })
+                .buffer_unordered(concurrency);
+            let mut first_error = None;
+            while let Some(r) = results.next().await {
+                match r {
+                    Ok((vertical, marked)) => {
+                        report.compactions += 1;
+                        report.vertical_compactions += u64::from(vertical);
+                        report.marked_for_deletion += marked;
+                    }
+                    Err(e) if e.is_halt() => return Err(e),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = first_error {
+                return Err(e);
+            }
+        }
+        self.metrics.todo_compactions.set(0);
+        self.apply_retention(report).await?;
+        self.clean(report).await?;
+        Ok(())
+    }
+
+    /// A view of the bucket through the compactor's filters; an incomplete view is an error
+    /// (acting on it could compact a group with a block missing).
+    async fn sync(&self) -> Result<BTreeMap<Ulid, BlockMeta>, CompactError> {
+        let result = self
+            .fetcher
+            .fetch()
+            .await
+            .map_err(|e| CompactError::Retry(format!("syncing metas: {e}")))?;
+        if !result.is_complete() {
+            let errors: Vec<String> = result.failed.iter().map(|e| e.to_string()).collect();
+            return Err(CompactError::Retry(format!(
+                "incomplete view of the bucket: {}",
+                errors.join("; ")
+            )));
+        }
+        self.cleanable_partials(&result.partial);
+        Ok(result.metas)
+    }
+
+    /// Partial uploads old enough to be given up on are remembered for [`Self::clean`].
+    fn cleanable_partials(&self, partial: &BTreeMap<Ulid, PartialBlock>) {
+        let now = now_ms();
+        let threshold = PARTIAL_UPLOAD_THRESHOLD.as_millis() as u64;
+        let mut old = self.stale_partials.lock().unwrap();
+        old.clear();
+        for (ulid, why) in partial {
+            if matches!(why, PartialBlock::NoMeta)
+                && (now as u64).saturating_sub(ulid.timestamp_ms()) > threshold
+            {
+                old.push(*ulid);
+            }
+        }
+    }
+
+    /// Blocks whose data a compacted block already holds get a deletion mark (Thanos'
+    /// garbage collection of the deduplicate filter's findings).
+    async fn mark_duplicates(&self, report: &mut IterationReport) -> Result<(), CompactError> {
+        for ulid in self.duplicates.duplicate_ids() {
+            if self.deletion_marks.deletion_marks().contains_key(&ulid) {
+                continue;
+            }
+            self.mark_deleted(ulid, "outdated block", report).await?;
+        }
+        Ok(())
+    }
+
+    async fn mark_deleted(
+        &self,
+        ulid: Ulid,
+        details: &str,
+        report: &mut IterationReport,
+    ) -> Result<(), CompactError> {
+        let outcome = markers::mark_for_deletion(&self.bucket, ulid, details)
+            .await
+            .map_err(|e| CompactError::Retry(format!("marking block {ulid} for deletion: {e}")))?;
+        if outcome == MarkOutcome::Written {
+            report.marked_for_deletion += 1;
+            self.metrics
+                .blocks_marked
+                .get_or_create(&marked_labels(DELETION_MARK_FILENAME, details))
+                .inc();
+            tracing::info!(block = %ulid, details, "marked block for deletion");
+        }
+        Ok(())
+    }
+
+    /// Without vertical compaction, overlapping blocks in a group halt the compactor: merging
+    /// them would mix data that is not meant to be merged, and dropping either loses data.
+    fn check_overlaps(&self, group: &Group) -> Result<(), CompactError> {
+        if self.config.merges_overlaps() {
+            return Ok(());
+        }
+        let overlaps = overlapping_pairs(&group.metas);
+        if overlaps.is_empty() {
+            return Ok(());
+        }
+        let described: Vec<String> = overlaps
+            .iter()
+            .map(|(a, b)| {
+                format!(
+                    "{} [{}, {}) and {} [{}, {})",
+                    a.ulid, a.min_time, a.max_time, b.ulid, b.min_time, b.max_time
+                )
+            })
+            .collect();
+        Err(CompactError::Halt(format!(
+            "group {} {:?}: overlapping blocks {}; enable --compact.enable-vertical-compaction or --deduplication.replica-label to merge them, or mark one with no-compact-mark.json",
+            group.key,
+            group.labels,
+            described.join(", ")
+        )))
+    }
+
+    /// Compacts one plan of one group; returns (vertical, blocks marked for deletion).
+    async fn compact_group(
+        &self,
+        group: &Group,
+        plan: &[BlockMeta],
+    ) -> Result<(bool, u64), CompactError> {
+        let dir = self.config.data_dir.join("compact").join(&group.key);
+        // Whatever an earlier run left here is garbage: start clean.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| CompactError::Retry(format!("creating {}: {e}", dir.display())))?;
+        let result = self.compact_in(&dir, group, plan).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    async fn compact_in(
+        &self,
+        dir: &Path,
+        group: &Group,
+        plan: &[BlockMeta],
+    ) -> Result<(bool, u64), CompactError> {
+        let started = std::time::Instant::now();
+        let inputs_dir = dir.join("inputs");
+        let mut opened = Vec::with_capacity(plan.len());
+        for meta in plan {
+            let local = download_block(&self.bucket, meta.ulid, &inputs_dir)
+                .await
+                .map_err(|e| {
+                    CompactError::Retry(format!("downloading block {}: {e}", meta.ulid))
+                })?;
+            let report = verify_local_block(&local).map_err(|e| {
+                CompactError::Retry(format!("reading downloaded block {}: {e}", meta.ulid))
+            })?;
+            if !report.problems.is_empty() {
+                // Thanos marks such blocks no-compact only for some issues and halts on the
+                // rest; a damaged input is not something to merge into a bigger block.
+                return Err(CompactError::Halt(format!(
+                    "block {} of group {} is damaged: {}",
+                    meta.ulid,
+                    group.key,
+                    report.problems.join("; ")
+                )));
+            }
+            let block = Block::open(&local)
+                .map_err(|e| CompactError::Retry(format!("opening block {}: {e}", meta.ulid)))?;
+            opened.push(block);
+        }
+        let vertical = !overlapping_pairs(plan).is_empty();
+        let mode = self.config.dedup_func;
+        let ulid = Ulid::new();
+        let out_dir = dir.join("output");
+        std::fs::create_dir_all(&out_dir)
+            .map_err(|e| CompactError::Retry(format!("creating {}: {e}", out_dir.display())))?;
+        let inputs: Vec<&BlockMeta> = plan.iter().collect();
+        let (meta, merge) = tokio::task::block_in_place(|| {
+            let refs: Vec<&Block> = opened.iter().collect();
+            compact_blocks(&out_dir, ulid, &refs, mode, |_, written, _| {
+                let block = CompactedBlock {
+                    stats: written.stats.clone(),
+                    segment_files: written.segment_files.clone(),
+                    index_stats: IndexStats {
+                        series_max_size: 0,
+                        chunk_max_size: written.chunk_max_size as i64,
+                    },
+                };
+                Ok(compacted_meta(ulid, &inputs, group, &block))
+            })
+        })
+        .map_err(|e| CompactError::Retry(format!("compacting group {}: {e}", group.key)))?;
+        drop(opened);
+
+        let sources: Vec<String> = plan.iter().map(|m| m.ulid.to_string()).collect();
+        let mut marked = 0;
+        if meta.stats.num_samples == 0 {
+            // Nothing left (every input empty): no block to upload, the inputs just go.
+            tracing::info!(group = %group.key, sources = ?sources, "compacted block would be empty; marking its sources for deletion");
+        } else {
+            let block_dir = out_dir.join(ulid.to_string());
+            let report = verify_local_block(&block_dir).map_err(|e| {
+                CompactError::Retry(format!("verifying compacted block {ulid}: {e}"))
+            })?;
+            if !report.problems.is_empty() {
+                return Err(CompactError::Halt(format!(
+                    "compacted block {ulid} of group {} failed verification: {}",
+                    group.key,
+                    report.problems.join("; ")
+                )));
+            }
+            upload_block(&self.bucket, &block_dir).await.map_err(|e| {
+                CompactError::Retry(format!("uploading compacted block {ulid}: {e}"))
+            })?;
+            let resolution = group.resolution.to_string();
+            self.metrics
+                .group_compactions
+                .get_or_create(&vec![("resolution".into(), resolution.clone())])
+                .inc();
+            if vertical {
+                self.metrics
+                    .group_vertical_compactions
+                    .get_or_create(&vec![("resolution".into(), resolution)])
+                    .inc();
+            }
+            tracing::info!(
+                group = %group.key,
+                block = %ulid,
+                sources = ?sources,
+                level = meta.compaction.level,
+                series = meta.stats.num_series,
+                samples = meta.stats.num_samples,
+                input_samples = merge.input_samples,
+                merged_series = merge.merged_series,
+                vertical,
+                duration = ?started.elapsed(),
+                "compacted blocks"
+            );
+        }
+        let mut report = IterationReport::default();
+        for m in plan {
+            self.mark_deleted(m.ulid, "source of compacted block", &mut report)
+                .await?;
+        }
+        marked += report.marked_for_deletion;
+        Ok((vertical, marked))
+    }
+
+    /// Marks for deletion every block whose max time is older than its resolution's retention
+    /// (Thanos' `ApplyRetentionPolicyByResolution`).
+    async fn apply_retention(&self, report: &mut IterationReport) -> Result<(), CompactError> {
+        if self.config.retention.values().all(|d| d.is_zero()) {
+            return Ok(());
+        }
+        let metas = self.sync().await?;
+        let now = now_ms();
+        for meta in metas.values() {
+            let resolution = meta.thanos.as_ref().map_or(0, |t| t.downsample.resolution);
+            let Some(keep) = self
+                .config
+                .retention
+                .get(&resolution)
+                .filter(|d| !d.is_zero())
+            else {
+                continue;
+            };
+            if meta.max_time < now - keep.as_millis() as i64 {
+                self.mark_deleted(meta.ulid, "block exceeding retention period", report)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes blocks whose deletion mark is older than `--delete-delay`, and partial uploads
+    /// older than [`PARTIAL_UPLOAD_THRESHOLD`] (Thanos' blocks cleaner).
+    async fn clean(&self, report: &mut IterationReport) -> Result<(), CompactError> {
+        // Marks written during this iteration are seen by a fresh sync.
+        self.sync().await?;
+        let now_s = now_ms() / 1000;
+        let delay_s = self.config.delete_delay.as_secs() as i64;
+        for (ulid, mark) in self.deletion_marks.deletion_marks() {
+            if now_s - mark.deletion_time < delay_s {
+                continue;
+            }
+            delete_block(&self.bucket, ulid)
+                .await
+                .map_err(|e| CompactError::Retry(format!("deleting block {ulid}: {e}")))?;
+            report.deleted += 1;
+            self.metrics.blocks_cleaned.inc();
+            tracing::info!(block = %ulid, "deleted block marked for deletion");
+        }
+        let partials = self.stale_partials.lock().unwrap().clone();
+        for ulid in partials {
+            delete_block(&self.bucket, ulid)
+                .await
+                .map_err(|e| CompactError::Retry(format!("deleting partial block {ulid}: {e}")))?;
+            report.deleted += 1;
+            self.metrics.blocks_cleaned.inc();
+            tracing::info!(block = %ulid, "deleted an aborted partial upload");
+        }
+        Ok(())
+    }
+}
+
+fn marked_labels(marker: &str, reason: &str) -> Vec<(String, String)> {
+    vec![
+        ("marker".into(), marker.into()),
+        ("reason".into(), reason.into()),
+    ]
+}
+
+/// Pairs of blocks (in min-time order) whose time ranges overlap.
+pub fn overlapping_pairs(metas: &[BlockMeta]) -> Vec<(&BlockMeta, &BlockMeta)> {
+    let mut sorted: Vec<&BlockMeta> = metas.iter().collect();
+    sorted.sort_by_key(|m| (m.min_time, m.max_time, m.ulid));
+    let mut pairs = Vec::new();
+    for (i, a) in sorted.iter().enumerate() {
+        for b in &sorted[i + 1..] {
+            if b.min_time >= a.max_time {
+                break;
+            }
+            pairs.push((*a, *b));
+        }
+    }
+    pairs
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
