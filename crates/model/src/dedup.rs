@@ -22,13 +22,18 @@
 //!   switch, every replica whose next value is below the last emitted value gets a lasting offset
 //!   that lifts it to that value (Thanos' "counter error adjustment", thanos-io/thanos#2401).
 //!
-//! Differences from Thanos, both deliberate:
+//! Differences from Thanos, all deliberate:
 //! - Thanos nests a two-way iterator (`dedup(dedup(r0, r1), r2)`) whose replica iterators only
 //!   move forward, so a replica that was seeked past its penalty window while another was being
 //!   followed loses those samples for good if the followed one then ends. Here every replica is
 //!   looked at again from the last emitted timestamp at each step (what Thanos' own unit tests
 //!   expect, their mock iterators being able to seek backwards), for any number of replicas at
 //!   once. With two replicas the outputs are those of Thanos' tests.
+//! - Once the followed replica has no sample left, the others are penalised one sample
+//!   distance instead of two: nothing is left to interleave with, and Thanos' full penalty
+//!   drops a scrape or two wherever one source ends and another begins (a compacted block
+//!   without replica labels next to the replicas' own blocks, a receiver's head next to the
+//!   store's blocks). A replica scraped at another offset still has its near-duplicate skipped.
 //! - No adjustment is made before the first sample is emitted (Thanos compares the first picked
 //!   replica against the other's first value then), and stale markers are never offset (adding
 //!   to the stale NaN would turn it into an ordinary NaN).
@@ -88,6 +93,20 @@ pub fn penalty_merge<S: ReplicaSample>(replicas: &[&[S]], counter: bool, out: &m
     let mut last_t: Option<i64> = None;
     let mut following: Option<usize> = None;
     loop {
+        // Once the followed replica has no sample left, nothing can interleave with it: the
+        // others continue one sample distance after its last sample instead of two (Thanos
+        // keeps two, and so drops a sample or two where a compacted block without replica
+        // labels meets the replicas' own blocks, or a receiver's head meets the store's blocks).
+        // A replica scraped at another offset still has its near-duplicate skipped.
+        let ended_penalty = match (following, last_t) {
+            (Some(f), Some(lt)) if cursors[f].samples.last().is_none_or(|s| s.t() <= lt) => {
+                match out.as_slice() {
+                    [.., before, last] => Some(last.t() - before.t() - 1),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
         // Each replica's candidate: its first sample at or after last + 1 + penalty.
         let mut best: Option<(usize, i64)> = None;
         for (i, c) in cursors.iter_mut().enumerate() {
@@ -96,7 +115,8 @@ pub fn penalty_merge<S: ReplicaSample>(replicas: &[&[S]], counter: bool, out: &m
                     while c.floor < c.samples.len() && c.samples[c.floor].t() <= lt {
                         c.floor += 1;
                     }
-                    lt.saturating_add(1).saturating_add(c.penalty)
+                    let penalty = ended_penalty.map_or(c.penalty, |p| p.clamp(0, c.penalty));
+                    lt.saturating_add(1).saturating_add(penalty)
                 }
                 None => i64::MIN,
             };

@@ -132,8 +132,9 @@ mod tests {
         // Step by step: a@10 s (b penalised 5 s); a@20 s (b penalised 20 s, so b's next
         // candidate is 45.001 s); a's next is 50.001 s > 45.001 s, so switch to b: b's 20.5 is
         // below the last emitted 21, so b is lifted by 0.5 from now on. b@55.001, b@65.001 (a is
-        // penalised 20 s each time, so 60 s and 70 s are skipped); b ends, a resumes at the
-        // first sample past 65.001 + 20 s: 90 s. Switching back, a's 26 is above 23: no change.
+        // penalised 20 s each time, so 60 s and 70 s are skipped); b ends, and a resumes one
+        // sample distance (10 s) after it, at 80 s (Thanos keeps the full 20 s penalty and
+        // resumes at 90 s, a 25 s hole). Switching back, a's 25 is above 23: no change.
         let got = merge(&hiccup(), true);
         assert_eq!(
             got,
@@ -143,6 +144,7 @@ mod tests {
                 (45_001, 21.0),
                 (55_001, 22.0),
                 (65_001, 23.0),
+                (80_000, 25.0),
                 (90_000, 26.0),
                 (100_000, 27.0)
             ]
@@ -163,10 +165,28 @@ mod tests {
                 (45_001, 20.5),
                 (55_001, 21.5),
                 (65_001, 22.5),
+                (80_000, 25.0),
                 (90_000, 26.0),
                 (100_000, 27.0)
             ]
         );
+    }
+
+    #[test]
+    fn where_one_source_ends_the_next_continues_at_the_scrape_interval() {
+        // A compacted block without replica labels (every 15 s up to 285 s) next to the
+        // replicas' own blocks from 300 s on: no scrape is lost at the boundary.
+        let compacted: Vec<Sample> = (0..20)
+            .map(|i| Sample::float(i * 15_000, i as f64))
+            .collect();
+        let replica: Vec<Sample> = (20..40)
+            .map(|i| Sample::float(i * 15_000, i as f64))
+            .collect();
+        let got = merge(&[compacted.clone(), replica.clone(), replica], false);
+        let all: Vec<Sample> = (0..40)
+            .map(|i| Sample::float(i * 15_000, i as f64))
+            .collect();
+        assert_eq!(got, points(&all));
     }
 
     #[test]
