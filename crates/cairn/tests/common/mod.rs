@@ -985,6 +985,8 @@ pub struct ReceivePool {
     pub endpoints: Vec<String>,
     pub nodes: Vec<Option<Cairn>>,
     pub ring_file: PathBuf,
+    /// More flags for every node (block duration, bucket, ...).
+    pub extra: Vec<String>,
 }
 
 pub fn ring_json(endpoints: &[String]) -> String {
@@ -1007,19 +1009,21 @@ impl ReceivePool {
             ports,
             endpoints,
             nodes: (0..n).map(|_| None).collect(),
+            extra: Vec::new(),
         }
     }
 
     pub fn start(&mut self, i: usize) {
         let dir = self.dir.join(format!("node{i}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let args = [
+        let mut args = vec![
             format!("--receive.hashrings-file={}", self.ring_file.display()),
             format!("--receive.local-endpoint={}", self.endpoints[i]),
             "--receive.replication-factor=3".to_string(),
             "--receive.hashrings-file-refresh-interval=1s".to_string(),
             format!("--label=replica=\"r{i}\""),
         ];
+        args.extend(self.extra.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.nodes[i] = Some(Cairn::receive_on(&dir, self.ports[i], &args));
     }
@@ -1099,6 +1103,66 @@ impl CairnStore {
             http: http_addr,
             grpc,
             data_dir,
+        }
+    }
+
+    /// Value of the first /metrics line starting with `prefix`.
+    pub fn metric(&self, prefix: &str) -> Option<f64> {
+        let m = get(self.http, "/metrics").ok()?;
+        m.body
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+/// A `cairn compact` process (one-shot unless `--wait` is among `extra`).
+pub struct CairnCompact {
+    pub proc: Proc,
+    pub http: SocketAddr,
+}
+
+impl CairnCompact {
+    /// Starts `cairn compact` over `objstore_yaml` with scratch space under `dir`, no
+    /// consistency delay and no delete delay unless `extra` says otherwise.
+    pub fn start(dir: &Path, objstore_yaml: &str, extra: &[&str]) -> CairnCompact {
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        cmd.arg("compact")
+            .arg(format!("--http-address={http}"))
+            .arg(format!("--data-dir={}", dir.join("compact-data").display()))
+            .arg(format!("--objstore.config={objstore_yaml}"))
+            .args(
+                ["--consistency-delay=0s", "--delete-delay=0s"]
+                    .into_iter()
+                    .filter(|d| {
+                        !extra
+                            .iter()
+                            .any(|e| e.starts_with(d.split('=').next().unwrap()))
+                    }),
+            )
+            .args(extra)
+            .env("CAIRN_LOG", "info");
+        CairnCompact {
+            proc: Proc::spawn("cairn-compact", &mut cmd, dir),
+            http,
+        }
+    }
+
+    /// Waits (bounded) for the process to exit and returns its status.
+    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.proc.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cairn compact still running after {timeout:?}; log:\n{}",
+                self.proc.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
