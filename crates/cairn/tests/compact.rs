@@ -507,3 +507,162 @@ fn a_compactor_killed_at_any_moment_leaves_a_bucket_that_answers_the_same() {
     assert_eq!(unique, expected_rows());
     assert_eq!(before, answers_now(dir.path(), &yaml, "final"));
 }
+
+/// A 2-day boundary (2023-11-15T00:00:00Z).
+const D0: i64 = 1_700_006_400_000;
+const HOUR: i64 = 3_600_000;
+
+/// promtool's 2 h blocks of three gauges over [D0, D0 + 52h), every 5 minutes, under `out`.
+fn promtool_blocks(dir: &Path, out: &Path) -> Vec<String> {
+    use std::fmt::Write as _;
+    let promtool = require_binary("/usr/bin/promtool", "prometheus");
+    let mut om = String::from("# HELP levels A gauge.\n# TYPE levels gauge\n");
+    for k in 0..(52 * 12) {
+        for s in 0..3 {
+            let t = D0 + k * 300_000 + s * 1_000;
+            let _ = writeln!(om, "levels{{s=\"{s}\"}} {}.{s} {}", k * 7 % 101, t / 1000);
+        }
+    }
+    om.push_str("# EOF\n");
+    let file = dir.join(format!("{}.om", out.file_name().unwrap().to_string_lossy()));
+    std::fs::write(&file, om).unwrap();
+    let run = Command::new(promtool)
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&file)
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let mut ids: Vec<String> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(ids.len(), 26, "one block per 2 h");
+    ids
+}
+
+fn upload(yaml: &str, blocks: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "tools",
+            "bucket",
+            &format!("--objstore.config={yaml}"),
+            "upload",
+        ])
+        .arg(blocks)
+        .arg("--label=cluster=\"edge\"")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "upload: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn filesystem_yaml(bucket: &Path) -> String {
+    std::fs::create_dir_all(bucket).unwrap();
+    format!(
+        "type: FILESYSTEM\nconfig:\n  directory: {}\n",
+        bucket.display()
+    )
+}
+
+/// promtool's 2 h blocks go 2h -> 8h -> 2d in one run; the 2-day block holds exactly their
+/// samples (promtool dump of both equal) and lists them all as its sources.
+#[test]
+fn promtool_blocks_are_compacted_level_by_level_into_their_exact_union() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("inputs");
+    let ids = promtool_blocks(dir.path(), &inputs);
+    let bucket = dir.path().join("bucket");
+    let yaml = filesystem_yaml(&bucket);
+    upload(&yaml, &inputs);
+    let all: BTreeSet<String> = ids.iter().cloned().collect();
+    let want = promtool_dump(&inputs, &all, &dir.path().join("want"));
+
+    let mut compact = CairnCompact::start(dir.path(), &yaml, &[]);
+    let status = compact.wait(Duration::from_secs(120));
+    assert!(status.success(), "log:\n{}", compact.proc.log_text());
+
+    let metas = bucket_metas(&bucket);
+    let mut spans: Vec<(i64, i64, u64, usize)> = metas
+        .values()
+        .map(|m| {
+            (
+                m["minTime"].as_i64().unwrap() - D0,
+                m["maxTime"].as_i64().unwrap() - D0,
+                m["compaction"]["level"].as_u64().unwrap(),
+                m["compaction"]["sources"].as_array().unwrap().len(),
+            )
+        })
+        .collect();
+    spans.sort();
+    // [0, 48h): six 8 h blocks of four 2 h blocks each, merged into one 2-day block (its
+    // max time is its last sample + 1, as promtool's blocks have it). The last two 2 h blocks
+    // wait for their 8 h range to fill.
+    assert_eq!(spans.len(), 3, "{spans:?}");
+    let (min, max, level, sources) = spans[0];
+    assert_eq!((min, level, sources), (0, 3, 24), "{spans:?}");
+    assert!(max > 46 * HOUR && max <= 48 * HOUR, "{spans:?}");
+    assert!(
+        spans[1..]
+            .iter()
+            .all(|s| s.2 == 1 && s.3 == 1 && s.0 >= 48 * HOUR),
+        "{spans:?}"
+    );
+
+    let live: BTreeSet<String> = metas.keys().cloned().collect();
+    let got = promtool_dump(&bucket, &live, &dir.path().join("got"));
+    let as_set = |rows: Vec<(String, i64, u64)>| -> BTreeSet<(String, i64, u64)> {
+        rows.into_iter().collect()
+    };
+    assert_eq!(got.len(), want.len());
+    assert_eq!(as_set(got), as_set(want), "promtool dump before and after");
+}
+
+/// Two copies of the same blocks under the same labels, without de-duplication or vertical
+/// compaction: the compactor halts, names the overlapping blocks, reports
+/// `thanos_compact_halted 1` and stays up until it is stopped.
+#[test]
+fn overlapping_blocks_without_deduplication_halt_the_compactor() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let yaml = filesystem_yaml(&bucket);
+    let a = promtool_blocks(dir.path(), &dir.path().join("a"));
+    let b = promtool_blocks(dir.path(), &dir.path().join("b"));
+    upload(&yaml, &dir.path().join("a"));
+    upload(&yaml, &dir.path().join("b"));
+
+    let mut compact = CairnCompact::start(dir.path(), &yaml, &[]);
+    wait_until(Duration::from_secs(60), "thanos_compact_halted 1", || {
+        compact.metric("thanos_compact_halted") == Some(1.0)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        compact.proc.child.try_wait().unwrap().is_none(),
+        "a halted compactor stays up for inspection"
+    );
+    let log = compact.proc.log_text();
+    assert!(log.contains("overlapping blocks"), "{log}");
+    assert!(
+        log.contains(&a[0]) && log.contains(&b[0]),
+        "names the blocks: {log}"
+    );
+    assert!(
+        log.contains("--deduplication.replica-label"),
+        "says what to do: {log}"
+    );
+    assert_eq!(
+        bucket_metas(&bucket).len(),
+        52,
+        "nothing compacted, nothing marked"
+    );
+    let status = compact.proc.terminate(Duration::from_secs(10));
+    assert!(!status.success(), "a halted compactor exits non-zero");
+}
