@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use objstore::bucket::{delete_block, upload_block};
+use objstore::bucket::{delete_block, read_meta, upload_block};
 use objstore::fetcher::{FetchError, MetaFetcher, MetaFilter, PartialBlock};
 use objstore::filters::{
     ConsistencyDelayFilter, DeduplicateFilter, GatherMarks, IgnoreDeletionMarkFilter,
@@ -230,13 +230,31 @@ impl Compactor {
 
     /// Retention alone (`cairn tools bucket retention`, Thanos' `tools bucket retention`):
     /// blocks past their resolution's retention are marked for deletion, and with a zero
-    /// `--delete-delay` deleted at once (only those: other marked blocks are left to the
-    /// compactor or `cleanup`).
+    /// `--delete-delay` deleted at once: those, and those marked earlier that are past
+    /// retention too; blocks marked for other reasons are left to the compactor or `cleanup`.
     pub async fn retention_only(&self) -> Result<IterationReport, CompactError> {
         let mut report = IterationReport::default();
-        let expired = self.apply_retention(&mut report).await?;
-        if self.config.delete_delay.is_zero() && !expired.is_empty() {
+        let mut expired = self.apply_retention(&mut report).await?;
+        if self.config.delete_delay.is_zero() {
+            // Blocks marked before are hidden from the view; their metas say whether they
+            // are past retention.
             self.sync().await?;
+            let now = now_ms();
+            for ulid in self.deletion_marks.deletion_marks().into_keys() {
+                if expired.contains(&ulid) {
+                    continue;
+                }
+                match read_meta(&self.bucket, ulid).await {
+                    Ok(meta) if self.past_retention(&meta, now) => {
+                        expired.insert(ulid);
+                    }
+                    Ok(_) => {}
+                    // Deleted meanwhile, or unreadable: not this pass's to delete.
+                    Err(e) => {
+                        tracing::warn!(block = %ulid, error = %e, "reading a marked block's meta.json")
+                    }
+                }
+            }
             self.delete_marked(Some(&expired), &mut report).await?;
         }
         Ok(report)
@@ -539,22 +557,23 @@ impl Compactor {
         let metas = self.sync().await?;
         let now = now_ms();
         for meta in metas.values() {
-            let resolution = meta.thanos.as_ref().map_or(0, |t| t.downsample.resolution);
-            let Some(keep) = self
-                .config
-                .retention
-                .get(&resolution)
-                .filter(|d| !d.is_zero())
-            else {
-                continue;
-            };
-            if meta.max_time < now - keep.as_millis() as i64 {
+            if self.past_retention(meta, now) {
                 self.mark_deleted(meta.ulid, "block exceeding retention period", report)
                     .await?;
                 expired.insert(meta.ulid);
             }
         }
         Ok(expired)
+    }
+
+    /// Whether the block's max time is older than its resolution's retention at `now` (ms).
+    fn past_retention(&self, meta: &BlockMeta, now: i64) -> bool {
+        let resolution = meta.thanos.as_ref().map_or(0, |t| t.downsample.resolution);
+        self.config
+            .retention
+            .get(&resolution)
+            .filter(|d| !d.is_zero())
+            .is_some_and(|keep| meta.max_time < now - keep.as_millis() as i64)
     }
 
     /// Deletes blocks whose deletion mark is older than `--delete-delay`, and partial uploads
