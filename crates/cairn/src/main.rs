@@ -16,6 +16,7 @@ use tsdb::wal::FsyncPolicy;
 
 mod bench;
 mod tools_bucket;
+mod tools_bucket_web;
 mod tools_hashring;
 
 /// mimalloc: ingest allocates and frees many small objects per request; measured 25-40% more
@@ -76,7 +77,7 @@ enum ToolsCommand {
     /// Validate, plan and compare hashrings files.
     #[command(subcommand)]
     Hashring(tools_hashring::HashringCommand),
-    /// Blocks in object storage: ls, inspect, verify, upload.
+    /// Blocks in object storage: ls, inspect, verify, upload, mark, cleanup, retention, web.
     Bucket(tools_bucket::BucketArgs),
 }
 

@@ -1,11 +1,21 @@
-//! `cairn tools bucket`: list, inspect, verify and upload blocks in object storage.
+//! `cairn tools bucket`: list, inspect, verify and upload blocks in object storage; mark
+//! blocks, clean the bucket and apply retention as the compactor does, and browse the
+//! bucket's blocks on a web page (`web`, in [`crate::tools_bucket_web`]).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
+use compact::compactor::{Compactor, CompactorConfig};
 use objstore::bucket::{block_objects, list_blocks, Bucket};
+use objstore::config::parse_duration;
+use objstore::markers::{
+    self, no_compact_reason, no_downsample_reason, MarkOutcome, DELETION_MARK_FILENAME,
+    NO_COMPACT_MARK_FILENAME, NO_DOWNSAMPLE_MARK_FILENAME,
+};
 use objstore::BucketConfig;
+use ulid::Ulid;
 
 #[derive(Args, Clone)]
 pub struct BucketArgs {
@@ -43,6 +53,76 @@ enum BucketCommand {
         #[arg(long = "label", value_parser = receive::config::parse_label)]
         labels: Vec<(String, String)>,
     },
+    /// Mark blocks for deletion, no-compaction or no-downsampling (or remove such marks).
+    /// A mark already there is left as it is. If a compactor is working on the same block,
+    /// this may come too late to matter.
+    Mark {
+        /// ULID of a block to mark; repeatable.
+        #[arg(long = "id", required = true)]
+        ids: Vec<String>,
+        /// The marker file to put (or remove).
+        #[arg(long, value_parser = [DELETION_MARK_FILENAME, NO_COMPACT_MARK_FILENAME, NO_DOWNSAMPLE_MARK_FILENAME])]
+        marker: String,
+        /// Human-readable details put into the marker (required unless --remove).
+        #[arg(long, default_value = "")]
+        details: String,
+        /// Remove the marker instead of putting it.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// One pass of the compactor's cleaning, without compacting: mark for deletion the
+    /// blocks a compacted block supersedes, delete blocks whose deletion mark is older than
+    /// --delete-delay, and partial uploads (no meta.json) older than 2 days.
+    Cleanup {
+        #[command(flatten)]
+        sync: SyncArgs,
+        /// How long a block marked for deletion stays before it is deleted.
+        #[arg(long = "delete-delay", default_value = "48h", value_parser = parse_duration)]
+        delete_delay: Duration,
+    },
+    /// Apply retention as the compactor does: mark for deletion the blocks whose max time is
+    /// older than their resolution's retention (with --delete-delay=0s, delete them at once).
+    /// No compactor should be running on the bucket meanwhile.
+    Retention {
+        #[command(flatten)]
+        sync: SyncArgs,
+        /// How long a block marked for deletion stays before it is deleted; 0s deletes the
+        /// blocks past retention right away.
+        #[arg(long = "delete-delay", default_value = "48h", value_parser = parse_duration)]
+        delete_delay: Duration,
+        /// How long raw blocks are kept (0d: forever).
+        #[arg(long = "retention.resolution-raw", default_value = "0d", value_parser = parse_duration)]
+        retention_raw: Duration,
+        /// How long 5m-downsampled blocks are kept (0d: forever).
+        #[arg(long = "retention.resolution-5m", default_value = "0d", value_parser = parse_duration)]
+        retention_5m: Duration,
+        /// How long 1h-downsampled blocks are kept (0d: forever).
+        #[arg(long = "retention.resolution-1h", default_value = "0d", value_parser = parse_duration)]
+        retention_1h: Duration,
+    },
+    /// Serve a web page showing the bucket's blocks on a timeline, per external-label group
+    /// and resolution, with their marks (and the data as JSON at /api/v1/blocks).
+    Web(crate::tools_bucket_web::WebArgs),
+}
+
+/// How `cleanup` and `retention` sync the bucket's view, as the compactor does.
+#[derive(Args, Clone)]
+struct SyncArgs {
+    /// Blocks uploaded more recently than this are left alone (their upload may be in flight).
+    #[arg(long = "consistency-delay", default_value = "30m", value_parser = parse_duration)]
+    consistency_delay: Duration,
+    /// meta.json files (and marks) fetched at once.
+    #[arg(long = "block-sync-concurrency", default_value_t = 20)]
+    block_sync_concurrency: usize,
+    /// Relabel rules over each block's external labels: which blocks to act on.
+    #[arg(
+        long = "selector.relabel-config",
+        conflicts_with = "relabel_config_file"
+    )]
+    relabel_config: Option<String>,
+    /// File holding the --selector.relabel-config rules.
+    #[arg(long = "selector.relabel-config-file")]
+    relabel_config_file: Option<PathBuf>,
 }
 
 /// `ms` since the epoch as RFC 3339 UTC.
@@ -81,9 +161,129 @@ pub fn run(args: BucketArgs) -> anyhow::Result<()> {
     rt.block_on(run_async(args))
 }
 
+/// A compactor over `bucket` for one of the tools, its scratch space in a temporary
+/// directory (the tools keep no meta cache); `dir` is to be removed after use.
+fn tool_compactor(
+    bucket: &Bucket,
+    sync: &SyncArgs,
+    configure: impl FnOnce(&mut CompactorConfig),
+) -> anyhow::Result<(Compactor, PathBuf)> {
+    let dir = tempdir()?;
+    let mut config = CompactorConfig::new(dir.clone());
+    config.consistency_delay = sync.consistency_delay;
+    config.block_meta_fetch_concurrency = sync.block_sync_concurrency.max(1);
+    config.relabel_configs =
+        crate::selector_relabel(&sync.relabel_config_file, &sync.relabel_config)?;
+    configure(&mut config);
+    let compactor = Compactor::new(bucket.clone(), config, Default::default())
+        .context("setting up the bucket sync")?;
+    Ok((compactor, dir))
+}
+
+/// `tools bucket mark`: every id is checked (a block with meta.json) before any is marked.
+async fn mark(
+    bucket: &Bucket,
+    ids: &[String],
+    marker: &str,
+    details: &str,
+    remove: bool,
+) -> anyhow::Result<()> {
+    if !remove && details.is_empty() {
+        bail!("--details is required to put a mark (it says why, for whoever finds it)");
+    }
+    let mut ulids = Vec::with_capacity(ids.len());
+    for id in ids {
+        let ulid: Ulid = id
+            .parse()
+            .with_context(|| format!("--id {id:?} is not a ULID"))?;
+        if !objstore::bucket::block_exists(bucket, ulid).await? {
+            bail!("block {ulid} not found in the bucket (no {ulid}/meta.json); nothing was marked");
+        }
+        ulids.push(ulid);
+    }
+    for ulid in ulids {
+        if remove {
+            if markers::remove_marker(bucket, ulid, marker).await? {
+                println!("{ulid}: removed {marker}");
+            } else {
+                println!("{ulid}: has no {marker}, nothing to remove");
+            }
+            continue;
+        }
+        let outcome = match marker {
+            DELETION_MARK_FILENAME => markers::mark_for_deletion(bucket, ulid, details).await?,
+            NO_COMPACT_MARK_FILENAME => {
+                markers::mark_for_no_compact(bucket, ulid, no_compact_reason::MANUAL, details)
+                    .await?
+            }
+            NO_DOWNSAMPLE_MARK_FILENAME => {
+                markers::mark_for_no_downsample(bucket, ulid, no_downsample_reason::MANUAL, details)
+                    .await?
+            }
+            other => bail!("unsupported marker {other:?}"),
+        };
+        match outcome {
+            MarkOutcome::Written => println!("{ulid}: marked with {marker}"),
+            MarkOutcome::AlreadyMarked => {
+                println!("{ulid}: already has {marker}, left as it is")
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn run_async(args: BucketArgs) -> anyhow::Result<()> {
     let bucket = bucket(&args)?;
     match args.command {
+        BucketCommand::Mark {
+            ids,
+            marker,
+            details,
+            remove,
+        } => mark(&bucket, &ids, &marker, &details, remove).await?,
+        BucketCommand::Cleanup { sync, delete_delay } => {
+            let (compactor, dir) =
+                tool_compactor(&bucket, &sync, |c| c.delete_delay = delete_delay)?;
+            let result = compactor.clean_only().await;
+            std::fs::remove_dir_all(&dir).ok();
+            let report = result?;
+            println!(
+                "cleanup done: {} block(s) marked for deletion, {} deleted",
+                report.marked_for_deletion, report.deleted
+            );
+        }
+        BucketCommand::Retention {
+            sync,
+            delete_delay,
+            retention_raw,
+            retention_5m,
+            retention_1h,
+        } => {
+            let retention = [
+                (compact::compactor::RESOLUTION_RAW, retention_raw),
+                (compact::compactor::RESOLUTION_5M, retention_5m),
+                (compact::compactor::RESOLUTION_1H, retention_1h),
+            ];
+            if retention.iter().all(|(_, keep)| keep.is_zero()) {
+                bail!("no retention given: set --retention.resolution-raw, -5m or -1h");
+            }
+            tracing::warn!("no compactor should be running on this bucket meanwhile");
+            let (compactor, dir) = tool_compactor(&bucket, &sync, |c| {
+                c.delete_delay = delete_delay;
+                c.retention = retention
+                    .into_iter()
+                    .filter(|(_, keep)| !keep.is_zero())
+                    .collect();
+            })?;
+            let result = compactor.retention_only().await;
+            std::fs::remove_dir_all(&dir).ok();
+            let report = result?;
+            println!(
+                "retention done: {} block(s) marked for deletion, {} deleted",
+                report.marked_for_deletion, report.deleted
+            );
+        }
+        BucketCommand::Web(web) => crate::tools_bucket_web::serve(bucket, web).await?,
         BucketCommand::Ls { output } => {
             let metas = list_blocks(&bucket).await?;
             let mut rows = Vec::new();
@@ -269,7 +469,7 @@ fn progress_bar(label: &str, done: u64, total: u64) -> String {
 }
 
 fn tempdir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("cairn-bucket-{}", ulid::Ulid::new()));
+    let dir = std::env::temp_dir().join(format!("cairn-bucket-{}", Ulid::new()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }

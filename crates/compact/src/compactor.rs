@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use objstore::bucket::{delete_block, upload_block};
+use objstore::bucket::{delete_block, read_meta, upload_block};
 use objstore::fetcher::{FetchError, MetaFetcher, MetaFilter, PartialBlock};
 use objstore::filters::{
     ConsistencyDelayFilter, DeduplicateFilter, GatherMarks, IgnoreDeletionMarkFilter,
@@ -215,6 +215,51 @@ impl Compactor {
         result.map(|()| report)
     }
 
+    /// One pass of the compactor's cleaning without compacting (`cairn tools bucket cleanup`,
+    /// Thanos' `tools bucket cleanup`): blocks a compacted block supersedes (their
+    /// `compaction.sources` all listed by it) are marked for deletion, blocks whose deletion
+    /// marks are older than `--delete-delay` are deleted, and so are partial uploads (no
+    /// meta.json) older than [`PARTIAL_UPLOAD_THRESHOLD`].
+    pub async fn clean_only(&self) -> Result<IterationReport, CompactError> {
+        let mut report = IterationReport::default();
+        self.sync().await?;
+        self.mark_duplicates(&mut report).await?;
+        self.clean(&mut report).await?;
+        Ok(report)
+    }
+
+    /// Retention alone (`cairn tools bucket retention`, Thanos' `tools bucket retention`):
+    /// blocks past their resolution's retention are marked for deletion, and with a zero
+    /// `--delete-delay` deleted at once: those, and those marked earlier that are past
+    /// retention too; blocks marked for other reasons are left to the compactor or `cleanup`.
+    pub async fn retention_only(&self) -> Result<IterationReport, CompactError> {
+        let mut report = IterationReport::default();
+        let mut expired = self.apply_retention(&mut report).await?;
+        if self.config.delete_delay.is_zero() {
+            // Blocks marked before are hidden from the view; their metas say whether they
+            // are past retention.
+            self.sync().await?;
+            let now = now_ms();
+            for ulid in self.deletion_marks.deletion_marks().into_keys() {
+                if expired.contains(&ulid) {
+                    continue;
+                }
+                match read_meta(&self.bucket, ulid).await {
+                    Ok(meta) if self.past_retention(&meta, now) => {
+                        expired.insert(ulid);
+                    }
+                    Ok(_) => {}
+                    // Deleted meanwhile, or unreadable: not this pass's to delete.
+                    Err(e) => {
+                        tracing::warn!(block = %ulid, error = %e, "reading a marked block's meta.json")
+                    }
+                }
+            }
+            self.delete_marked(Some(&expired), &mut report).await?;
+        }
+        Ok(report)
+    }
+
     async fn iterate(&self, report: &mut IterationReport) -> Result<(), CompactError> {
         // Compact until no group has anything to do, syncing again after each round: each
         // round's outputs may be the next round's inputs (2h -> 8h -> 2d -> 14d).
@@ -296,10 +341,13 @@ impl Compactor {
         Ok(result.metas)
     }
 
-    /// Partial uploads old enough to be given up on are remembered for [`Self::clean`].
+    /// Partial uploads old enough to be given up on (older than [`PARTIAL_UPLOAD_THRESHOLD`]
+    /// and than the consistency delay, as in Thanos) are remembered for [`Self::clean`].
     fn cleanable_partials(&self, partial: &BTreeMap<Ulid, PartialBlock>) {
         let now = now_ms();
-        let threshold = PARTIAL_UPLOAD_THRESHOLD.as_millis() as u64;
+        let threshold = PARTIAL_UPLOAD_THRESHOLD
+            .max(self.config.consistency_delay)
+            .as_millis() as u64;
         let mut old = self.stale_partials.lock().unwrap();
         old.clear();
         for (ulid, why) in partial {
@@ -497,29 +545,35 @@ impl Compactor {
     }
 
     /// Marks for deletion every block whose max time is older than its resolution's retention
-    /// (Thanos' `ApplyRetentionPolicyByResolution`).
-    async fn apply_retention(&self, report: &mut IterationReport) -> Result<(), CompactError> {
+    /// (Thanos' `ApplyRetentionPolicyByResolution`); returns those blocks.
+    async fn apply_retention(
+        &self,
+        report: &mut IterationReport,
+    ) -> Result<BTreeSet<Ulid>, CompactError> {
+        let mut expired = BTreeSet::new();
         if self.config.retention.values().all(|d| d.is_zero()) {
-            return Ok(());
+            return Ok(expired);
         }
         let metas = self.sync().await?;
         let now = now_ms();
         for meta in metas.values() {
-            let resolution = meta.thanos.as_ref().map_or(0, |t| t.downsample.resolution);
-            let Some(keep) = self
-                .config
-                .retention
-                .get(&resolution)
-                .filter(|d| !d.is_zero())
-            else {
-                continue;
-            };
-            if meta.max_time < now - keep.as_millis() as i64 {
+            if self.past_retention(meta, now) {
                 self.mark_deleted(meta.ulid, "block exceeding retention period", report)
                     .await?;
+                expired.insert(meta.ulid);
             }
         }
-        Ok(())
+        Ok(expired)
+    }
+
+    /// Whether the block's max time is older than its resolution's retention at `now` (ms).
+    fn past_retention(&self, meta: &BlockMeta, now: i64) -> bool {
+        let resolution = meta.thanos.as_ref().map_or(0, |t| t.downsample.resolution);
+        self.config
+            .retention
+            .get(&resolution)
+            .filter(|d| !d.is_zero())
+            .is_some_and(|keep| meta.max_time < now - keep.as_millis() as i64)
     }
 
     /// Deletes blocks whose deletion mark is older than `--delete-delay`, and partial uploads
@@ -527,19 +581,7 @@ impl Compactor {
     async fn clean(&self, report: &mut IterationReport) -> Result<(), CompactError> {
         // Marks written during this iteration are seen by a fresh sync.
         self.sync().await?;
-        let now_s = now_ms() / 1000;
-        let delay_s = self.config.delete_delay.as_secs() as i64;
-        for (ulid, mark) in self.deletion_marks.deletion_marks() {
-            if now_s - mark.deletion_time < delay_s {
-                continue;
-            }
-            delete_block(&self.bucket, ulid)
-                .await
-                .map_err(|e| CompactError::Retry(format!("deleting block {ulid}: {e}")))?;
-            report.deleted += 1;
-            self.metrics.blocks_cleaned.inc();
-            tracing::info!(block = %ulid, "deleted block marked for deletion");
-        }
+        self.delete_marked(None, report).await?;
         let partials = self.stale_partials.lock().unwrap().clone();
         for ulid in partials {
             delete_block(&self.bucket, ulid)
@@ -548,6 +590,29 @@ impl Compactor {
             report.deleted += 1;
             self.metrics.blocks_cleaned.inc();
             tracing::info!(block = %ulid, "deleted an aborted partial upload");
+        }
+        Ok(())
+    }
+
+    /// Deletes the blocks (of `only`, when given) whose deletion mark, as the last sync saw
+    /// it, is older than `--delete-delay`.
+    async fn delete_marked(
+        &self,
+        only: Option<&BTreeSet<Ulid>>,
+        report: &mut IterationReport,
+    ) -> Result<(), CompactError> {
+        let now_s = now_ms() / 1000;
+        let delay_s = self.config.delete_delay.as_secs() as i64;
+        for (ulid, mark) in self.deletion_marks.deletion_marks() {
+            if now_s - mark.deletion_time < delay_s || only.is_some_and(|o| !o.contains(&ulid)) {
+                continue;
+            }
+            delete_block(&self.bucket, ulid)
+                .await
+                .map_err(|e| CompactError::Retry(format!("deleting block {ulid}: {e}")))?;
+            report.deleted += 1;
+            self.metrics.blocks_cleaned.inc();
+            tracing::info!(block = %ulid, "deleted block marked for deletion");
         }
         Ok(())
     }

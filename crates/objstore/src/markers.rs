@@ -343,6 +343,27 @@ pub async fn mark_for_no_downsample(
     write_marker(bucket, ulid, &mark).await
 }
 
+/// Removes `<ULID>/<filename>` (Thanos' `block.RemoveMark`, behind `tools bucket mark
+/// --remove`): `true` when there was a mark to remove, `false` when the block had none.
+pub async fn remove_marker(
+    bucket: &Bucket,
+    ulid: Ulid,
+    filename: &str,
+) -> Result<bool, MarkerError> {
+    let path = marker_path(ulid, filename);
+    match bucket.head(&path).await {
+        Ok(_) => {}
+        Err(object_store::Error::NotFound { .. }) => return Ok(false),
+        Err(e) => return Err(bucket_err("head", &path)(e)),
+    }
+    match bucket.delete(&path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(bucket_err("delete", &path)(e)),
+    }
+    tracing::info!(block = %ulid, file = filename, "mark removed");
+    Ok(true)
+}
+
 mod ulid_text {
     use serde::{Deserialize, Deserializer};
     use ulid::Ulid;
@@ -487,6 +508,23 @@ mod tests {
             (nd.reason.as_str(), nd.details.as_str()),
             ("manual", "by hand")
         );
+
+        // Removing one mark leaves the others; removing it again finds nothing.
+        assert!(remove_marker(&bucket, id, NO_COMPACT_MARK_FILENAME)
+            .await
+            .unwrap());
+        assert!(read_marker::<NoCompactMark>(&bucket, id)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(!remove_marker(&bucket, id, NO_COMPACT_MARK_FILENAME)
+            .await
+            .unwrap());
+        assert!(read_marker::<NoDownsampleMark>(&bucket, id)
+            .await
+            .unwrap()
+            .is_some());
+        assert_eq!(raw(&bucket, id, DELETION_MARK_FILENAME).await, first);
     }
 
     #[tokio::test]
