@@ -473,6 +473,7 @@ impl Compactor {
         std::fs::create_dir_all(&out_dir)
             .map_err(|e| CompactError::Retry(format!("creating {}: {e}", out_dir.display())))?;
         let inputs: Vec<&BlockMeta> = plan.iter().collect();
+        let merge_started = std::time::Instant::now();
         let (meta, merge) = tokio::task::block_in_place(|| {
             let refs: Vec<&Block> = opened.iter().collect();
             compact_blocks(&out_dir, ulid, &refs, mode, |_, written, _| {
@@ -488,6 +489,7 @@ impl Compactor {
             })
         })
         .map_err(|e| CompactError::Retry(format!("compacting group {}: {e}", group.key)))?;
+        let merge_took = merge_started.elapsed();
         drop(opened);
 
         let sources: Vec<String> = plan.iter().map(|m| m.ulid.to_string()).collect();
@@ -531,6 +533,9 @@ impl Compactor {
                 input_samples = merge.input_samples,
                 merged_series = merge.merged_series,
                 vertical,
+                min_time = meta.min_time,
+                max_time = meta.max_time,
+                merge_duration = ?merge_took,
                 duration = ?started.elapsed(),
                 "compacted blocks"
             );
