@@ -262,7 +262,7 @@ fn cairn_up_serves_promql_over_its_receiver() {
             .unwrap()
     };
     let (rw, http, grpc, promql) = (addr(), addr(), addr(), addr());
-    let (store_grpc, store_http) = (addr(), addr());
+    let (store_grpc, store_http, compact_http) = (addr(), addr(), addr());
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"));
     cmd.arg("up")
         .arg(format!("--data-dir={}", dir.path().join("data").display()))
@@ -271,12 +271,14 @@ fn cairn_up_serves_promql_over_its_receiver() {
         .arg(format!("--grpc-address={grpc}"))
         .arg(format!("--query.http-address={promql}"))
         .arg(format!("--store.grpc-address={store_grpc}"))
-        .arg(format!("--store.http-address={store_http}"));
+        .arg(format!("--store.http-address={store_http}"))
+        .arg(format!("--compact.http-address={compact_http}"));
     let _up = common::Proc::spawn("cairn-up", &mut cmd, dir.path());
     common::wait_until(Duration::from_secs(30), "cairn up ready", || {
         matches!(common::get(http, "/-/ready"), Ok(r) if r.status == 200)
             && matches!(common::get(promql, "/-/ready"), Ok(r) if r.status == 200)
             && matches!(common::get(store_http, "/-/ready"), Ok(r) if r.status == 200)
+            && matches!(common::get(compact_http, "/-/ready"), Ok(r) if r.status == 200)
     });
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

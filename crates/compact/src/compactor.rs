@@ -442,16 +442,34 @@ impl Compactor {
     ) -> Result<(bool, u64), CompactError> {
         let started = std::time::Instant::now();
         let inputs_dir = dir.join("inputs");
+        // All inputs at once: against S3 a download is mostly waiting.
+        let downloads = plan.iter().map(|meta| {
+            let inputs_dir = &inputs_dir;
+            async move {
+                download_block(&self.bucket, meta.ulid, inputs_dir)
+                    .await
+                    .map_err(|e| {
+                        CompactError::Retry(format!("downloading block {}: {e}", meta.ulid))
+                    })
+            }
+        });
+        let locals = futures::future::try_join_all(downloads).await?;
+        let download_took = started.elapsed();
+        let verify_started = std::time::Instant::now();
+        // Each input checked on a blocking thread of its own: decoding every chunk is the
+        // costly part, and the inputs are independent.
+        let checks = locals.iter().map(|local| {
+            let local = local.clone();
+            tokio::task::spawn_blocking(move || verify_local_block(&local))
+        });
+        let reports = futures::future::join_all(checks).await;
         let mut opened = Vec::with_capacity(plan.len());
-        for meta in plan {
-            let local = download_block(&self.bucket, meta.ulid, &inputs_dir)
-                .await
+        for ((meta, local), report) in plan.iter().zip(&locals).zip(reports) {
+            let report = report
+                .map_err(|e| CompactError::Retry(format!("verifying block {}: {e}", meta.ulid)))?
                 .map_err(|e| {
-                    CompactError::Retry(format!("downloading block {}: {e}", meta.ulid))
+                    CompactError::Retry(format!("reading downloaded block {}: {e}", meta.ulid))
                 })?;
-            let report = verify_local_block(&local).map_err(|e| {
-                CompactError::Retry(format!("reading downloaded block {}: {e}", meta.ulid))
-            })?;
             if !report.problems.is_empty() {
                 // Thanos marks such blocks no-compact only for some issues and halts on the
                 // rest; a damaged input is not something to merge into a bigger block.
@@ -462,10 +480,11 @@ impl Compactor {
                     report.problems.join("; ")
                 )));
             }
-            let block = Block::open(&local)
+            let block = Block::open(local)
                 .map_err(|e| CompactError::Retry(format!("opening block {}: {e}", meta.ulid)))?;
             opened.push(block);
         }
+        let verify_took = verify_started.elapsed();
         let vertical = !overlapping_pairs(plan).is_empty();
         let mode = self.config.dedup_func;
         let ulid = Ulid::new();
@@ -499,9 +518,11 @@ impl Compactor {
             tracing::info!(group = %group.key, sources = ?sources, "compacted block would be empty; marking its sources for deletion");
         } else {
             let block_dir = out_dir.join(ulid.to_string());
-            let report = verify_local_block(&block_dir).map_err(|e| {
-                CompactError::Retry(format!("verifying compacted block {ulid}: {e}"))
-            })?;
+            let output_verify_started = std::time::Instant::now();
+            let report =
+                tokio::task::block_in_place(|| verify_local_block(&block_dir)).map_err(|e| {
+                    CompactError::Retry(format!("verifying compacted block {ulid}: {e}"))
+                })?;
             if !report.problems.is_empty() {
                 return Err(CompactError::Halt(format!(
                     "compacted block {ulid} of group {} failed verification: {}",
@@ -509,9 +530,12 @@ impl Compactor {
                     report.problems.join("; ")
                 )));
             }
+            let output_verify_took = output_verify_started.elapsed();
+            let upload_started = std::time::Instant::now();
             upload_block(&self.bucket, &block_dir).await.map_err(|e| {
                 CompactError::Retry(format!("uploading compacted block {ulid}: {e}"))
             })?;
+            let upload_took = upload_started.elapsed();
             let resolution = group.resolution.to_string();
             self.metrics
                 .group_compactions
@@ -535,7 +559,11 @@ impl Compactor {
                 vertical,
                 min_time = meta.min_time,
                 max_time = meta.max_time,
+                download_duration = ?download_took,
+                verify_duration = ?verify_took,
                 merge_duration = ?merge_took,
+                output_verify_duration = ?output_verify_took,
+                upload_duration = ?upload_took,
                 duration = ?started.elapsed(),
                 "compacted blocks"
             );

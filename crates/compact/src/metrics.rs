@@ -5,15 +5,16 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-type Labels = Vec<(String, String)>;
+/// A metric family's label pairs (not a series' labels, which are `model::Labels`).
+type MetricLabels = Vec<(String, String)>;
 
 #[derive(Debug, Default)]
 pub struct CompactMetrics {
     /// `thanos_compact_group_compactions_total{resolution}`: compactions that wrote a block.
-    pub group_compactions: Family<Labels, Counter>,
+    pub group_compactions: Family<MetricLabels, Counter>,
     /// `thanos_compact_group_vertical_compactions_total{resolution}`: of those, the ones whose
     /// inputs overlapped.
-    pub group_vertical_compactions: Family<Labels, Counter>,
+    pub group_vertical_compactions: Family<MetricLabels, Counter>,
     /// `thanos_compact_halted`: 1 once a critical error stopped compaction.
     pub halted: Gauge,
     /// `thanos_compact_iterations_total`: iterations that finished without error.
@@ -21,7 +22,7 @@ pub struct CompactMetrics {
     /// `thanos_compact_retries_total`: iterations that failed and will be retried.
     pub retries: Counter,
     /// `thanos_compact_blocks_marked_total{marker, reason}`.
-    pub blocks_marked: Family<Labels, Counter>,
+    pub blocks_marked: Family<MetricLabels, Counter>,
     /// `thanos_compact_todo_compactions`: compactions planned in the current round.
     pub todo_compactions: Gauge,
     /// `thanos_compact_blocks_cleaned_total`: blocks deleted from the bucket.
