@@ -876,6 +876,11 @@ fn raw_block_to_5m_to_1h() {
             > 0
     );
 
+    // The compactor's verification reads aggregate chunks: 48 windows, as meta.json says.
+    let report = objstore::verify::verify_local_block(&dir5m).unwrap();
+    assert_eq!(report.problems, Vec::<String>::new());
+    assert_eq!((report.series, report.chunks, report.samples), (2, 2, 48));
+
     let series = block_series(&dir5m);
     assert_eq!(series.len(), 2);
     let (labels, chunks) = &series[0];
@@ -915,6 +920,8 @@ fn raw_block_to_5m_to_1h() {
     );
     assert_eq!((meta1h.min_time, meta1h.max_time), (0, H2));
     assert_eq!(meta1h.stats.num_samples, 4);
+    let report = objstore::verify::verify_local_block(&out_dir.join(ulid1h.to_string())).unwrap();
+    assert_eq!((report.problems.len(), report.samples), (0, 4));
     let series = block_series(&out_dir.join(ulid1h.to_string()));
     let c = &series[0].1[0];
     assert_eq!(
