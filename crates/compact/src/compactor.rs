@@ -1,6 +1,14 @@
 //! The compactor's iteration (Thanos' `compactMainFn` loop body): sync the bucket's metas,
 //! mark the duplicates the last compactions left, compact every group until none has work,
-//! apply retention, and delete the blocks whose deletion marks are past `--delete-delay`.
+//! downsample (two passes, so that a 5m block made by the first is brought to 1h by the
+//! second), apply retention, and delete the blocks whose deletion marks are past
+//! `--delete-delay`.
+//!
+//! Downsampling (Thanos' `downsampleBucket`) takes, in ULID order, every raw block spanning
+//! at least 40h and every 5m block spanning at least 10d whose `compaction.sources` are not
+//! all already in a block of the target resolution, and that carries no
+//! `no-downsample-mark.json`; it downloads, verifies, downsamples ([`crate::downsample`]),
+//! verifies and uploads. The source block stays: retention per resolution removes it.
 //!
 //! Each compaction downloads its inputs into `<data-dir>/compact/<group key>/`, merges them
 //! series by series ([`tsdb::compact`]), verifies the output, uploads it with meta.json last
@@ -23,7 +31,8 @@ use objstore::filters::{
     LabelShardFilter, ReplicaLabelRemover,
 };
 use objstore::markers::{
-    self, MarkOutcome, NoCompactMark, DELETION_MARK_FILENAME, NO_COMPACT_MARK_FILENAME,
+    self, MarkOutcome, NoCompactMark, NoDownsampleMark, DELETION_MARK_FILENAME,
+    NO_COMPACT_MARK_FILENAME,
 };
 use objstore::relabel::RelabelConfig;
 use objstore::verify::{download_block, verify_local_block};
@@ -33,6 +42,9 @@ use tsdb::compact::{compact_blocks, MergeMode};
 use tsdb::meta::BlockMeta;
 use ulid::Ulid;
 
+use crate::downsample::{
+    downsample_block, DownsampleError, RES_LEVEL1_DOWNSAMPLE_RANGE, RES_LEVEL2_DOWNSAMPLE_RANGE,
+};
 use crate::group::{group_blocks, Group};
 use crate::meta::{compacted_meta, CompactedBlock, IndexStats};
 use crate::metrics::CompactMetrics;
@@ -71,6 +83,8 @@ pub struct CompactorConfig {
     pub relabel_configs: Vec<RelabelConfig>,
     /// Block ranges of the planner (ms); Thanos' 2h, 8h, 2d, 14d by default.
     pub ranges: Vec<i64>,
+    /// `--downsampling.disable`: no 5m and 1h blocks (and no no-downsample marks gathered).
+    pub downsampling_disabled: bool,
 }
 
 impl CompactorConfig {
@@ -88,6 +102,7 @@ impl CompactorConfig {
             delete_delay: Duration::from_secs(48 * 3600),
             relabel_configs: Vec::new(),
             ranges: Planner::thanos().ranges().to_vec(),
+            downsampling_disabled: false,
         }
     }
 
@@ -125,6 +140,8 @@ pub struct IterationReport {
     pub marked_for_deletion: u64,
     /// Blocks deleted from the bucket.
     pub deleted: u64,
+    /// Downsampled blocks written (uploaded).
+    pub downsamples: u64,
 }
 
 /// The compactor over one bucket.
@@ -135,6 +152,7 @@ pub struct Compactor {
     deletion_marks: Arc<IgnoreDeletionMarkFilter>,
     duplicates: Arc<DeduplicateFilter>,
     no_compact: Arc<GatherMarks<NoCompactMark>>,
+    no_downsample: Arc<GatherMarks<NoDownsampleMark>>,
     planner: LargeTotalIndexSizeFilter,
     metrics: Arc<CompactMetrics>,
     /// Partial uploads the last sync found old enough to delete.
@@ -158,9 +176,14 @@ impl Compactor {
             bucket.clone(),
             concurrency,
         ));
+        let no_downsample = Arc::new(GatherMarks::<NoDownsampleMark>::new(
+            bucket.clone(),
+            concurrency,
+        ));
         // Thanos' compactor order: label shard, consistency delay, deletion marks, replica
-        // labels removed, duplicates, no-compact marks gathered.
-        let filters: Vec<Arc<dyn MetaFilter>> = vec![
+        // labels removed, duplicates, no-compact marks gathered, no-downsample marks gathered
+        // unless downsampling is off.
+        let mut filters: Vec<Arc<dyn MetaFilter>> = vec![
             Arc::new(LabelShardFilter::new(
                 config.relabel_configs.clone(),
                 &config.replica_labels,
@@ -173,6 +196,9 @@ impl Compactor {
             duplicates.clone(),
             no_compact.clone(),
         ];
+        if !config.downsampling_disabled {
+            filters.push(no_downsample.clone());
+        }
         let fetcher =
             MetaFetcher::new(bucket.clone(), Some(&config.data_dir), concurrency, filters)?;
         let planner = LargeTotalIndexSizeFilter::new(
@@ -187,6 +213,7 @@ impl Compactor {
             deletion_marks,
             duplicates,
             no_compact,
+            no_downsample,
             planner,
             metrics,
             stale_partials: Default::default(),
@@ -317,8 +344,161 @@ impl Compactor {
             }
         }
         self.metrics.todo_compactions.set(0);
+        if self.config.downsampling_disabled {
+            tracing::info!("downsampling was explicitly disabled");
+        } else {
+            for pass in ["first", "second"] {
+                tracing::info!("start {pass} pass of downsampling");
+                let mut metas = self.sync().await?;
+                for ulid in self.no_downsample.marks().into_keys() {
+                    metas.remove(&ulid);
+                }
+                report.downsamples += self.downsample_bucket(&metas).await?;
+            }
+            tracing::info!("downsampling iterations done");
+        }
         self.apply_retention(report).await?;
         self.clean(report).await?;
+        Ok(())
+    }
+
+    /// One downsampling pass over `metas` (Thanos' `downsampleBucket` with a concurrency of
+    /// 1: the first failure ends the pass); returns the blocks written.
+    async fn downsample_bucket(
+        &self,
+        metas: &BTreeMap<Ulid, BlockMeta>,
+    ) -> Result<u64, CompactError> {
+        let mut sources_5m = BTreeSet::new();
+        let mut sources_1h = BTreeSet::new();
+        for m in metas.values() {
+            let sources = match m.resolution() {
+                RESOLUTION_RAW => continue,
+                RESOLUTION_5M => &mut sources_5m,
+                RESOLUTION_1H => &mut sources_1h,
+                other => {
+                    return Err(CompactError::Halt(format!(
+                        "unexpected downsampling resolution {other} of block {}",
+                        m.ulid
+                    )))
+                }
+            };
+            sources.extend(m.compaction.sources.iter().cloned());
+        }
+        for m in metas.values() {
+            let resolution = m.resolution().to_string();
+            for family in [&self.metrics.downsamples, &self.metrics.downsample_failures] {
+                // Present at 0 from the first pass on, as Thanos' `WithLabelValues` makes them.
+                let _ = family.get_or_create(&vec![("resolution".into(), resolution.clone())]);
+            }
+        }
+        let mut written = 0;
+        // BTreeMap order is ULID order, as Thanos sorts them.
+        for m in metas.values() {
+            let (done, min_range, target) = match m.resolution() {
+                RESOLUTION_RAW => (&sources_5m, RES_LEVEL1_DOWNSAMPLE_RANGE, RESOLUTION_5M),
+                RESOLUTION_5M => (&sources_1h, RES_LEVEL2_DOWNSAMPLE_RANGE, RESOLUTION_1H),
+                _ => continue,
+            };
+            // Already downsampled (a block with no sources counts as such, as in Thanos).
+            if m.compaction.sources.iter().all(|s| done.contains(s)) {
+                continue;
+            }
+            // Only ranges worth about two output chunks; the planner's ranges make sure
+            // every block eventually gets there.
+            if m.max_time - m.min_time < min_range {
+                continue;
+            }
+            let labels = vec![("resolution".into(), m.resolution().to_string())];
+            let result = self.downsample_one(m, target).await;
+            if result.is_err() {
+                self.metrics
+                    .downsample_failures
+                    .get_or_create(&labels)
+                    .inc();
+            }
+            // Thanos counts attempts, failed ones included.
+            self.metrics.downsamples.get_or_create(&labels).inc();
+            result?;
+            written += 1;
+        }
+        Ok(written)
+    }
+
+    /// Downloads, verifies, downsamples to `target`, verifies and uploads one block (Thanos'
+    /// `processDownsampling`), in `<data-dir>/downsample/`.
+    async fn downsample_one(&self, meta: &BlockMeta, target: i64) -> Result<(), CompactError> {
+        let what = if target == RESOLUTION_5M {
+            "downsampling to 5 min"
+        } else {
+            "downsampling to 60 min"
+        };
+        let dir = self.config.data_dir.join("downsample");
+        // Whatever an earlier run left here is garbage: start clean.
+        let _ = std::fs::remove_dir_all(&dir);
+        let result = self.downsample_in(&dir, meta, target).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        result.map_err(|e| match e {
+            CompactError::Halt(m) => CompactError::Halt(format!("{what}: {m}")),
+            CompactError::Retry(m) => CompactError::Retry(format!("{what}: {m}")),
+        })
+    }
+
+    async fn downsample_in(
+        &self,
+        dir: &Path,
+        meta: &BlockMeta,
+        target: i64,
+    ) -> Result<(), CompactError> {
+        let started = std::time::Instant::now();
+        let src = meta.ulid;
+        let local = download_block(&self.bucket, src, dir)
+            .await
+            .map_err(|e| CompactError::Retry(format!("download block {src}: {e}")))?;
+        let report = verify_local_block(&local)
+            .map_err(|e| CompactError::Retry(format!("reading downloaded block {src}: {e}")))?;
+        if !report.problems.is_empty() {
+            return Err(CompactError::Halt(format!(
+                "input block {src} index not valid: {}",
+                report.problems.join("; ")
+            )));
+        }
+        let block = Block::open(&local)
+            .map_err(|e| CompactError::Retry(format!("open block {src}: {e}")))?;
+        let out_dir = dir.join("output");
+        std::fs::create_dir_all(&out_dir)
+            .map_err(|e| CompactError::Retry(format!("creating {}: {e}", out_dir.display())))?;
+        let ulid = Ulid::new();
+        let out = tokio::task::block_in_place(|| downsample_block(&block, target, &out_dir, ulid))
+            .map_err(|e| {
+                let text = format!("downsample block {src} to window {target}: {e}");
+                match e {
+                    // Local I/O may work next time; anything about the data will not.
+                    DownsampleError::Storage(tsdb::Error::Io { .. }) => CompactError::Retry(text),
+                    _ => CompactError::Halt(text),
+                }
+            })?;
+        drop(block);
+        let block_dir = out_dir.join(ulid.to_string());
+        let report = verify_local_block(&block_dir)
+            .map_err(|e| CompactError::Retry(format!("reading downsampled block {ulid}: {e}")))?;
+        if !report.problems.is_empty() {
+            return Err(CompactError::Halt(format!(
+                "output block {ulid} index not valid: {}",
+                report.problems.join("; ")
+            )));
+        }
+        upload_block(&self.bucket, &block_dir)
+            .await
+            .map_err(|e| CompactError::Retry(format!("upload downsampled block {ulid}: {e}")))?;
+        tracing::info!(
+            from = %src,
+            to = %ulid,
+            resolution = target,
+            series = out.stats.num_series,
+            samples = out.stats.num_samples,
+            duration = ?started.elapsed(),
+            "downsampled block"
+        );
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 //! - [`planner`]: which blocks of a group to compact next (Thanos' `tsdbBasedPlanner` over the
 //!   ranges 2h, 8h, 2d, 14d, with no-compact marks and the large-total-index-size filter).
 //! - [`meta`]: the meta.json of the block a compaction produces.
+//! - [`downsample`]: 5m and 1h aggregate blocks from raw and 5m blocks (Thanos' downsampling).
 //! - [`compactor`]: one iteration over the bucket: sync, compact every group until done,
 //!   retention, deletion of marked blocks.
 //! - [`server`]: `cairn compact`'s composition root: the iteration loop (`--wait`), the halt
@@ -15,6 +16,7 @@
 //! marker files or the fetcher (the `objstore` crate), nor the command line (`cairn compact`).
 
 pub mod compactor;
+pub mod downsample;
 pub mod group;
 pub mod meta;
 pub mod metrics;

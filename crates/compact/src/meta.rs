@@ -38,7 +38,7 @@ pub struct IndexStats {
 }
 
 impl IndexStats {
-    fn to_json(self) -> serde_json::Value {
+    pub(crate) fn to_json(self) -> serde_json::Value {
         let mut object = serde_json::Map::new();
         if self.series_max_size != 0 {
             object.insert("series_max_size".into(), self.series_max_size.into());

@@ -27,6 +27,11 @@ pub struct CompactMetrics {
     pub todo_compactions: Gauge,
     /// `thanos_compact_blocks_cleaned_total`: blocks deleted from the bucket.
     pub blocks_cleaned: Counter,
+    /// `thanos_compact_downsample_total{resolution}`: downsampling attempts (failed ones
+    /// included, as Thanos counts them), by the source block's resolution.
+    pub downsamples: Family<Labels, Counter>,
+    /// `thanos_compact_downsample_failures_total{resolution}`.
+    pub downsample_failures: Family<Labels, Counter>,
 }
 
 impl CompactMetrics {
@@ -71,6 +76,16 @@ impl CompactMetrics {
             "thanos_compact_blocks_cleaned",
             "Total number of blocks deleted in compactor.",
             self.blocks_cleaned.clone(),
+        );
+        registry.register(
+            "thanos_compact_downsample",
+            "Total number of downsampling attempts.",
+            self.downsamples.clone(),
+        );
+        registry.register(
+            "thanos_compact_downsample_failures",
+            "Total number of failed downsampling attempts.",
+            self.downsample_failures.clone(),
         );
     }
 }

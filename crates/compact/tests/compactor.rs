@@ -384,3 +384,114 @@ fn encode(metrics: &CompactMetrics) -> String {
     prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
     out
 }
+
+/// The windows a downsampled block's series hold: the sum of its count sub-chunks' values.
+async fn downsampled_count(env: &Env, ulid: Ulid) -> f64 {
+    use tsdb::chunkenc::{AggrChunk, AggrType, ENCODING_AGGR};
+    let dest = env.root.join("read");
+    let dir = download_block(&env.bucket, ulid, &dest).await.unwrap();
+    let block = Block::open(&dir).unwrap();
+    let mut total = 0.0;
+    for r in block.index().all_postings().unwrap() {
+        for m in block.index().series(r).unwrap().1 {
+            let c = block.chunk(&m).unwrap();
+            assert_eq!(c.encoding, ENCODING_AGGR);
+            let counts = AggrChunk::new(&c.data).samples(AggrType::Count).unwrap();
+            total += counts.unwrap().map(|(_, v)| v).sum::<f64>();
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_blocks_of_40h_get_one_5m_block_unless_marked_or_disabled() {
+    let env = Env::new();
+    let s = labels!("__name__" => "c");
+    let h40 = 40 * H;
+    let data = contents(&[(s.clone(), scrape(0, h40))]);
+    // One group each, so that nothing is compacted: 40h (downsampled), 39h (too short),
+    // 40h with a no-downsample mark.
+    let big = env.upload(0, h40, &[("cluster", "eu")], &data).await;
+    let short_data = contents(&[(s.clone(), scrape(0, 39 * H))]);
+    env.upload(0, 39 * H, &[("cluster", "us")], &short_data)
+        .await;
+    let marked = env.upload(0, h40, &[("cluster", "ap")], &data).await;
+    objstore::markers::mark_for_no_downsample(&env.bucket, marked.ulid, "manual", "test")
+        .await
+        .unwrap();
+
+    let (compactor, metrics) = env.compactor(env.config());
+    let report = compactor.run_once().await.unwrap();
+    assert_eq!(report.downsamples, 1, "{report:?}");
+    assert_eq!(report.compactions, 0, "{report:?}");
+    let live = env.live().await;
+    assert_eq!(live.len(), 4);
+    let down: Vec<&BlockMeta> = live.iter().filter(|m| m.resolution() == 300_000).collect();
+    assert_eq!(down.len(), 1);
+    let d = down[0];
+    assert_eq!((d.min_time, d.max_time), (0, h40));
+    assert_eq!(d.compaction, big.compaction);
+    let thanos = d.thanos.as_ref().unwrap();
+    assert_eq!(thanos.labels, big.thanos.as_ref().unwrap().labels);
+    assert_eq!(thanos.source, "compactor");
+    // Every raw sample counted once: 40h every 15s.
+    assert_eq!(downsampled_count(&env, d.ulid).await, (h40 / 15_000) as f64);
+    // 40h / 5m windows.
+    assert_eq!(d.stats.num_samples, 480);
+    let text = encode(&metrics);
+    assert!(
+        text.contains("thanos_compact_downsample_total{resolution=\"0\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("thanos_compact_downsample_failures_total{resolution=\"0\"} 0"));
+
+    // The sources are covered now: nothing more to do. (The 5m block spans 40h < 10d.)
+    let report = compactor.run_once().await.unwrap();
+    assert_eq!(report.downsamples, 0, "{report:?}");
+    assert_eq!(env.live().await.len(), 4);
+
+    // Disabled: the marked-aside and short blocks aside, a new 40h block stays raw only.
+    env.upload(0, h40, &[("cluster", "sa")], &data).await;
+    let mut config = env.config();
+    config.downsampling_disabled = true;
+    let (compactor, _) = env.compactor(config);
+    let report = compactor.run_once().await.unwrap();
+    assert_eq!(report.downsamples, 0, "{report:?}");
+    assert_eq!(env.live().await.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_10d_raw_block_gets_5m_and_1h_blocks_in_one_run() {
+    let env = Env::new();
+    let d10 = 240 * H;
+    // A sample every 5 minutes: 2880 of them.
+    let samples: Vec<(i64, f64)> = (0..d10).step_by(300_000).map(|t| (t, 1.0)).collect();
+    let raw = env
+        .upload(
+            0,
+            d10,
+            &[("cluster", "eu")],
+            &contents(&[(labels!("__name__" => "g"), samples)]),
+        )
+        .await;
+    let (compactor, _) = env.compactor(env.config());
+    let report = compactor.run_once().await.unwrap();
+    assert_eq!(report.downsamples, 2, "{report:?}");
+    let live = env.live().await;
+    let mut resolutions: Vec<i64> = live.iter().map(|m| m.resolution()).collect();
+    resolutions.sort();
+    assert_eq!(resolutions, vec![0, 300_000, 3_600_000]);
+    for m in &live {
+        assert_eq!(m.compaction.sources, raw.compaction.sources);
+        assert_eq!((m.min_time, m.max_time), (0, d10));
+    }
+    let hourly = live.iter().find(|m| m.resolution() == 3_600_000).unwrap();
+    // 240 hours, two of them split: the 5m block has 5 chunks (576 expected windows, at most
+    // 140 per chunk), re-aggregated 2 + 2 + 1 along chunk boundaries, and a raw batch ending
+    // at 96h05m leaves that hour's window in two output chunks (likewise at 192h15m).
+    assert_eq!(hourly.stats.num_samples, 242);
+    assert_eq!(hourly.stats.num_chunks, 3);
+    assert_eq!(downsampled_count(&env, hourly.ulid).await, 2880.0);
+    assert_eq!(compactor.run_once().await.unwrap().downsamples, 0);
+}

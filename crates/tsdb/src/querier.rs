@@ -9,7 +9,7 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use crate::chunkenc::{XorIterator, ENCODING_XOR};
+use crate::chunkenc::{AggrChunk, XorIterator, ENCODING_AGGR, ENCODING_XOR};
 use crate::matcher::Matcher;
 use crate::{Labels, Result, Sample};
 
@@ -23,8 +23,12 @@ pub struct ChunkData {
 }
 
 impl ChunkData {
-    /// Number of samples in the chunk (the XOR header's count).
+    /// Number of samples in the chunk: the XOR header's count, or for an aggregate chunk that
+    /// of its count sub-chunk (one per downsampling window, as Thanos counts them).
     pub fn num_samples(&self) -> usize {
+        if self.encoding == ENCODING_AGGR {
+            return AggrChunk::new(&self.data).num_samples();
+        }
         if self.data.len() < 2 {
             return 0;
         }

@@ -1,4 +1,5 @@
-//! Chunk encodings. Only XOR (Prometheus encoding 1) for float samples so far.
+//! Chunk encodings: XOR (Prometheus encoding 1) for float samples, and Thanos' aggregate chunk
+//! (encoding `0xFF`, [`aggr`]) that downsampled blocks store.
 //!
 //! API contract (used by head, block writer and readers):
 //! - `XorChunk::new()` starts an empty chunk; `append(t, v)` adds a sample (caller guarantees
@@ -9,9 +10,11 @@
 //! - `XorIterator::new(&[u8])` decodes stored data; `next()` yields `(t, v)`;
 //!   `seek(t)` advances to the first sample with timestamp >= t; `err()` reports corruption.
 
+pub mod aggr;
 mod bstream;
 mod xor;
 
+pub use aggr::{encode_aggr_chunk, AggrChunk, AggrType, SubChunk};
 pub use xor::{XorChunk, XorIterator};
 
 /// Encoding byte of XOR float chunks in segment files.
@@ -20,6 +23,9 @@ pub const ENCODING_XOR: u8 = 1;
 pub const ENCODING_HISTOGRAM: u8 = 2;
 /// Encoding byte of float native histogram chunks.
 pub const ENCODING_FLOAT_HISTOGRAM: u8 = 3;
+/// Encoding byte of Thanos' aggregate chunks in downsampled blocks (`downsample.ChunkEncAggr`:
+/// the highest byte, chosen by Thanos to stay clear of Prometheus' own encodings).
+pub const ENCODING_AGGR: u8 = 0xFF;
 
 /// Samples per chunk before the head cuts a new one (Prometheus' default target).
 pub const SAMPLES_PER_CHUNK: u16 = 120;
