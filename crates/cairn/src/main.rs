@@ -325,6 +325,10 @@ struct CompactArgs {
     /// How long 1h-downsampled blocks are kept (0d: forever).
     #[arg(long = "retention.resolution-1h", default_value = "0d", value_parser = parse_duration)]
     retention_1h: Duration,
+    /// Do not write 5m and 1h downsampled blocks (raw blocks of 40 h and more get a 5m block,
+    /// 5m blocks of 10 days and more a 1h block, otherwise).
+    #[arg(long = "downsampling.disable")]
+    downsampling_disable: bool,
     /// How long a block marked for deletion stays in the bucket before it is deleted.
     #[arg(long = "delete-delay", default_value = "48h", value_parser = parse_duration)]
     delete_delay: Duration,
@@ -395,6 +399,24 @@ impl CompactArgs {
         compactor.dedup_func = self.dedup_func;
         compactor.vertical_compaction = self.vertical_compaction;
         compactor.delete_delay = self.delete_delay;
+        compactor.downsampling_disabled = self.downsampling_disable;
+        // As Thanos: a raw block must live long enough to be downsampled (40 h), and a 5m block
+        // to be downsampled again (10 days), or the retention deletes data no resolution keeps.
+        if !self.downsampling_disable {
+            let too_short = |keep: Duration, need: Duration| !keep.is_zero() && keep < need;
+            if too_short(self.retention_raw, Duration::from_secs(40 * 3600)) {
+                anyhow::bail!(
+                    "--retention.resolution-raw={:?} is shorter than 40h, the range a raw block needs to be downsampled: raise it or pass --downsampling.disable",
+                    self.retention_raw
+                );
+            }
+            if too_short(self.retention_5m, Duration::from_secs(10 * 24 * 3600)) {
+                anyhow::bail!(
+                    "--retention.resolution-5m={:?} is shorter than 10d, the range a 5m block needs to be downsampled: raise it or pass --downsampling.disable",
+                    self.retention_5m
+                );
+            }
+        }
         compactor.relabel_configs =
             selector_relabel(&self.relabel_config_file, &self.relabel_config)?;
         for (resolution, keep) in [

@@ -574,7 +574,8 @@ fn filesystem_yaml(bucket: &Path) -> String {
 }
 
 /// promtool's 2 h blocks go 2h -> 8h -> 2d in one run; the 2-day block holds exactly their
-/// samples (promtool dump of both equal) and lists them all as its sources.
+/// samples (promtool dump of both equal) and lists them all as its sources, and, being over
+/// 40 h, gets a 5m downsampled copy.
 #[test]
 fn promtool_blocks_are_compacted_level_by_level_into_their_exact_union() {
     let dir = tempfile::tempdir().unwrap();
@@ -590,7 +591,9 @@ fn promtool_blocks_are_compacted_level_by_level_into_their_exact_union() {
     let status = compact.wait(Duration::from_secs(120));
     assert!(status.success(), "log:\n{}", compact.proc.log_text());
 
-    let metas = bucket_metas(&bucket);
+    let (metas, downsampled): (BTreeMap<_, _>, BTreeMap<_, _>) = bucket_metas(&bucket)
+        .into_iter()
+        .partition(|(_, m)| m["thanos"]["downsample"]["resolution"] == 0);
     let mut spans: Vec<(i64, i64, u64, usize)> = metas
         .values()
         .map(|m| {
@@ -616,6 +619,17 @@ fn promtool_blocks_are_compacted_level_by_level_into_their_exact_union() {
             .all(|s| s.2 == 1 && s.3 == 1 && s.0 >= 48 * HOUR),
         "{spans:?}"
     );
+    let two_days = metas.values().find(|m| m["minTime"] == D0).unwrap();
+    let fives: Vec<&serde_json::Value> = downsampled.values().collect();
+    assert_eq!(
+        fives.len(),
+        1,
+        "one 5m block, of the 2-day block: {fives:?}"
+    );
+    assert_eq!(fives[0]["thanos"]["downsample"]["resolution"], 300_000);
+    for field in ["minTime", "maxTime", "compaction"] {
+        assert_eq!(fives[0][field], two_days[field], "{field}");
+    }
 
     let live: BTreeSet<String> = metas.keys().cloned().collect();
     let got = promtool_dump(&bucket, &live, &dir.path().join("got"));

@@ -29,9 +29,9 @@ pub struct CompactMetrics {
     pub blocks_cleaned: Counter,
     /// `thanos_compact_downsample_total{resolution}`: downsampling attempts (failed ones
     /// included, as Thanos counts them), by the source block's resolution.
-    pub downsamples: Family<Labels, Counter>,
+    pub downsamples: Family<MetricLabels, Counter>,
     /// `thanos_compact_downsample_failures_total{resolution}`.
-    pub downsample_failures: Family<Labels, Counter>,
+    pub downsample_failures: Family<MetricLabels, Counter>,
 }
 
 impl CompactMetrics {
