@@ -8,7 +8,8 @@
 #   script waits until `prometheus_tsdb_compactions_total` stops moving and reads each
 #   compaction's range and duration from its log ("compact blocks").
 # - Cairn: the same blocks uploaded to a local-directory bucket (`cairn tools bucket upload`),
-#   then `cairn compact` (one run until nothing is left to do; Thanos' ranges 2h, 8h, 2d). Each
+#   then `cairn compact --downsampling.disable` (one run until nothing is left to do; Thanos'
+#   ranges 2h, 8h, 2d; Prometheus does not downsample). Each
 #   compaction logs its range, its samples and the time of each step (download, verify the
 #   inputs, merge, verify the output, upload); the upload is left out of its "whole" time
 #   (Prometheus has nothing to upload).
@@ -114,7 +115,8 @@ sync
 log "cairn compact"
 t0=$(date +%s.%N)
 CAIRN_LOG=info "$CAIRN" compact --objstore.config="$OBJSTORE" --data-dir="$WORK/compact-data" \
-  --consistency-delay=0s --delete-delay=0s --http-address="127.0.0.1:$("$BENCH" free-port)" \
+  --consistency-delay=0s --delete-delay=0s --downsampling.disable \
+  --http-address="127.0.0.1:$("$BENCH" free-port)" \
   >"$WORK/cairn-compact.log" 2>&1 &
 CAIRN_PID=$!
 watch_rss "$CAIRN_PID" "$WORK/cairn-rss" &

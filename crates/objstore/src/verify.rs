@@ -33,7 +33,14 @@ pub fn verify_local_block(dir: &Path) -> Result<BlockReport> {
     let mut r = BlockReport::default();
     let index = block.index();
     let mut previous: Option<tsdb::Labels> = None;
+    // Every chunk is read once: what was read can leave the resident set (see
+    // `Block::release_chunk_pages`), so checking a big block needs no more memory than a small.
+    let mut read_since_release = 0usize;
     for series_ref in index.all_postings()? {
+        if read_since_release >= 4 << 20 {
+            block.release_chunk_pages();
+            read_since_release = 0;
+        }
         let (labels, chunks) = index.series(series_ref)?;
         r.series += 1;
         if let Some(p) = &previous {
@@ -59,7 +66,10 @@ pub fn verify_local_block(dir: &Path) -> Result<BlockReport> {
             }
             last_max = c.max_time;
             let data = match block.chunk(c) {
-                Ok(d) => d,
+                Ok(d) => {
+                    read_since_release += d.data.len();
+                    d
+                }
                 Err(e) => {
                     r.problems.push(format!("series {labels}: {e}"));
                     continue;

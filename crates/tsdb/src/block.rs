@@ -311,6 +311,11 @@ impl Block {
         &self.index
     }
 
+    /// Drops the chunk segments' pages from the resident set ([`ChunkReader::release_pages`]).
+    pub fn release_chunk_pages(&self) {
+        self.chunks.release_pages();
+    }
+
     /// Bytes on disk (index + chunks).
     pub fn size(&self) -> u64 {
         self.index.size() + self.chunks.size()

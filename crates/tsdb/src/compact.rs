@@ -28,6 +28,10 @@ use crate::{Error, Labels, Result, Sample};
 /// Samples per re-encoded chunk, as Prometheus cuts head chunks.
 pub const MAX_SAMPLES_PER_CHUNK: usize = 120;
 
+/// Chunk bytes read from the inputs between two releases of their mapped pages: the inputs are
+/// read once, front to back, so what was read can leave the resident set.
+const RELEASE_PAGES_EVERY_BYTES: usize = 4 << 20;
+
 /// How the samples of a series whose chunks overlap across blocks are merged.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum MergeMode {
@@ -115,6 +119,7 @@ fn merge_into(
         cursors.push(c);
     }
 
+    let mut read_since_release = 0usize;
     let mut from: Vec<usize> = Vec::with_capacity(cursors.len());
     let mut chunks: Vec<(usize, ChunkData)> = Vec::new();
     let mut out_chunks: Vec<ChunkData> = Vec::new();
@@ -142,6 +147,7 @@ fn merge_into(
             let (_, metas) = c.head.as_ref().expect("selected cursors have a head");
             for m in metas {
                 let chunk = c.block.chunk(m)?;
+                read_since_release += chunk.data.len();
                 stats.input_samples += chunk.num_samples() as u64;
                 chunks.push((i, chunk));
             }
@@ -157,6 +163,10 @@ fn merge_into(
         writer.add_series(&labels, &out_chunks)?;
         for &i in &from {
             cursors[i].advance()?;
+        }
+        if read_since_release >= RELEASE_PAGES_EVERY_BYTES {
+            inputs.iter().for_each(|b| b.release_chunk_pages());
+            read_since_release = 0;
         }
     }
     writer.finish()
