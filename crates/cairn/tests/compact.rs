@@ -450,6 +450,49 @@ fn a_compactor_killed_at_any_moment_leaves_a_bucket_that_answers_the_same() {
         kills.len()
     );
 
+    // Killed in the middle of uploading a compacted block: as soon as a block directory without
+    // meta.json shows up in the bucket (each upload request waits 20 ms at the proxy).
+    let upload_dir = dir.path().join("uploading");
+    std::fs::create_dir_all(&upload_dir).unwrap();
+    let partials = || -> BTreeSet<String> {
+        std::fs::read_dir(&root)
+            .unwrap()
+            .filter_map(|e| {
+                let path = e.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                (name.len() == 26 && name.starts_with("01") && !path.join("meta.json").exists())
+                    .then_some(name)
+            })
+            .collect()
+    };
+    // Earlier kills may have left partial uploads of their own.
+    let earlier = partials();
+    let mut uploading = CairnCompact::start(&upload_dir, &slow_yaml, &[dedup]);
+    let partial = || partials().difference(&earlier).next().cloned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let caught = loop {
+        if let Some(id) = partial() {
+            break id;
+        }
+        assert!(
+            Instant::now() < deadline && uploading.proc.child.try_wait().unwrap().is_none(),
+            "no upload caught in the act; log:\n{}",
+            uploading.proc.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let _ = uploading.proc.child.kill();
+    let _ = uploading.proc.child.wait();
+    assert!(
+        !root.join(&caught).join("meta.json").exists(),
+        "killed before {caught}'s meta.json was written"
+    );
+    assert_eq!(
+        before,
+        answers_now(dir.path(), &yaml, "after-upload-kill"),
+        "answers with {caught} half uploaded"
+    );
+
     // Everything compacted, the sources marked and kept for an hour.
     let marking_dir = dir.path().join("marking");
     std::fs::create_dir_all(&marking_dir).unwrap();
