@@ -531,6 +531,11 @@ struct QueryArgs {
     /// query's timeout applies).
     #[arg(long = "store.response-timeout", default_value = "0s", value_parser = parse_duration)]
     response_timeout: Duration,
+    /// Read downsampled data by default: a query without max_source_resolution reads as
+    /// max_source_resolution=auto (a fifth of a range query's step; instant queries read raw
+    /// data).
+    #[arg(long = "query.auto-downsampling")]
+    auto_downsampling: bool,
 }
 
 impl QueryArgs {
@@ -561,6 +566,7 @@ impl QueryArgs {
                 response_timeout: (!self.response_timeout.is_zero())
                     .then_some(self.response_timeout),
                 max_concurrent: self.max_concurrent,
+                auto_downsampling: self.auto_downsampling,
             },
         }
     }

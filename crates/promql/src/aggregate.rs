@@ -125,8 +125,10 @@ pub(crate) fn eval_aggregate(
     steps: Steps,
 ) -> Result<Val> {
     let op = agg.op.to_string();
+    // Like Prometheus, the selectors beneath an aggregation see its operator as their function
+    // (Thanos reads `min`, `max` and `count` of downsampled data by it).
     let hint = HintCtx {
-        func: None,
+        func: Some(op.clone()),
         grouping: agg
             .modifier
             .as_ref()

@@ -262,6 +262,12 @@ pub(crate) fn eval_binary(
     let op_s = b.op.to_string();
     let op = Op::parse(&op_s).ok_or_else(|| eval_err(format!("unknown binary operator {op_s}")))?;
     let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
+    // Like Prometheus, a binary operator ends the function hint: `max(a - b)` does not feed
+    // `a` and `b` to `max` as they are stored.
+    let hint = &HintCtx {
+        func: None,
+        grouping: hint.grouping.clone(),
+    };
     let lhs = ev.eval(&b.lhs, steps, hint)?;
     let rhs = ev.eval(&b.rhs, steps, hint)?;
     match (lhs, rhs) {

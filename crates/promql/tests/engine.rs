@@ -105,6 +105,30 @@ fn hints_reach_storage() {
 }
 
 #[test]
+fn aggregations_name_the_function_and_binary_operators_end_it() {
+    let st = storage();
+    let funcs = |q: &str| {
+        let rec = Recorder {
+            inner: &st,
+            seen: Mutex::new(Vec::new()),
+        };
+        Engine::default().instant_query(&rec, q, 600_000).unwrap();
+        let seen = rec.seen.lock().unwrap();
+        seen.iter()
+            .map(|(h, _)| h.func.clone())
+            .collect::<Vec<Option<String>>>()
+    };
+    assert_eq!(funcs("max(up_total)"), [Some("max".to_string())]);
+    assert_eq!(funcs("sum(rate(up_total[5m]))"), [Some("rate".to_string())]);
+    assert_eq!(funcs("max(up_total - up_total)"), [None, None]);
+    assert_eq!(
+        funcs("abs(up_total) + max_over_time(up_total[5m])"),
+        [Some("abs".to_string()), Some("max_over_time".to_string())]
+    );
+    assert_eq!(funcs("up_total"), [None]);
+}
+
+#[test]
 fn too_many_samples() {
     let st = storage();
     let e = Engine::new(EngineOpts {

@@ -222,6 +222,9 @@ pub struct SeriesQuery {
     pub range: i64,
     pub func: Option<String>,
     pub grouping: Option<(bool, Vec<String>)>,
+    /// `SeriesRequest.aggregates`: what downsampled chunks should carry
+    /// ([`crate::downsample::Aggregates::request`]).
+    pub aggregates: Vec<i32>,
 }
 
 impl SeriesQuery {
@@ -232,6 +235,7 @@ impl SeriesQuery {
             max_time: self.max_time,
             matchers: proto_matchers(&self.matchers),
             max_resolution_window: self.max_resolution_window,
+            aggregates: self.aggregates.clone(),
             partial_response_disabled: disabled,
             partial_response_strategy: strategy,
             skip_chunks: self.skip_chunks,

@@ -18,6 +18,7 @@ use promql::{
 use tokio::runtime::Handle;
 
 use crate::dedup::is_counter_func;
+use crate::downsample::{max_resolution_for, Aggregates};
 use crate::endpoints::EndpointSet;
 use crate::fanout::{self, FanoutError, FanoutOptions, SeriesQuery};
 use crate::series_set::{group, MergeMode, Merger, Skipped};
@@ -29,7 +30,9 @@ pub struct ReadOptions {
     pub dedup: bool,
     pub replica_labels: Vec<String>,
     pub fanout: FanoutOptions,
-    /// `max_source_resolution` in ms, passed to the stores.
+    /// `max_source_resolution` in ms: the coarsest resolution the stores may answer with (0:
+    /// raw data only); a select feeding a function that needs two samples in its range reads
+    /// at most half that range ([`max_resolution_for`]).
     pub max_resolution_window: i64,
 }
 
@@ -106,7 +109,7 @@ impl FanoutQueryable {
         }
         if s.aggregate_chunks > 0 {
             self.warn(format!(
-                "{} downsampled chunk(s) without raw data left out",
+                "{} downsampled chunk(s) without the aggregates asked for left out",
                 s.aggregate_chunks
             ));
         }
@@ -139,12 +142,18 @@ impl Queryable for FanoutQueryable {
         if self.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
             return Err(promql::Error::Canceled("fetching series"));
         }
+        let read = Aggregates::for_func(hints.func.as_deref());
         let query = SeriesQuery {
             matchers: matchers.to_vec(),
             min_time: hints.start,
             max_time: hints.end,
             skip_chunks: false,
-            max_resolution_window: self.opts.max_resolution_window,
+            max_resolution_window: max_resolution_for(
+                self.opts.max_resolution_window,
+                hints.range,
+                hints.func.as_deref(),
+            ),
+            aggregates: read.request(),
             step: hints.step,
             range: hints.range,
             func: hints.func.clone(),
@@ -172,7 +181,7 @@ impl Queryable for FanoutQueryable {
         let mut result = Ok(());
         for g in groups {
             merger
-                .merge(&g, hints.start, hints.end, mode, &mut buf)
+                .merge(&g, hints.start, hints.end, read, mode, &mut buf)
                 .map_err(|e| {
                     StorageError::with_source(StorageErrorKind::Corrupt, e)
                         .context(format_args!("series {}", g.labels))

@@ -7,6 +7,8 @@
 //!   answer, in parallel, with time-outs and partial responses;
 //! - replica de-duplication ([`dedup`], [`series_set`]): series that differ only in replica
 //!   labels merged with Thanos' penalty algorithm and counter adjustment;
+//! - reading downsampled data ([`downsample`]): which aggregates a select asks for and how
+//!   they become samples;
 //! - [`FanoutQueryable`], which lets the PromQL engine ([`promql::Engine`]) evaluate over the
 //!   fan-out, and [`TsdbQueryable`], which lets it evaluate over a local TSDB
 //!   ([`tsdb::querier::Querier`]: the head, a block, or their merge);
@@ -18,6 +20,7 @@
 
 pub mod api;
 pub mod dedup;
+pub mod downsample;
 pub mod endpoints;
 pub mod error;
 pub mod fanout;

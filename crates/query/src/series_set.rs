@@ -18,6 +18,7 @@ use tsdb::chunkenc::XorIterator;
 use tsdb::Labels;
 
 use crate::dedup::{chain_merge, penalty_merge};
+use crate::downsample::{Aggregates, CounterResets};
 use crate::error::{Classify, StatusClass};
 
 /// One series as one endpoint sent it.
@@ -99,7 +100,7 @@ pub fn group(
 pub struct Skipped {
     /// Native histogram chunks (not supported by Cairn's engine input yet).
     pub histogram_chunks: usize,
-    /// Chunks without raw data (downsampled aggregates only).
+    /// Downsampled chunks without the aggregates asked for.
     pub aggregate_chunks: usize,
 }
 
@@ -123,50 +124,120 @@ impl Classify for DecodeError {
 }
 
 /// Decodes the float samples of `chunks` within `[mint, maxt]` into `out` (cleared first), in
-/// time order, each timestamp once (overlapping chunks are merged, the earlier chunk winning).
-/// Fails on a chunk that does not decode.
+/// time order, each timestamp once, reading downsampled chunks as `read` says. Fails on a
+/// chunk that does not decode.
+///
+/// Raw chunks only (every default query): overlapping chunks are merged, the earlier chunk
+/// winning a timestamp both have. With any downsampled chunk in the span the chunks are chained
+/// as Thanos chains them: a chunk's samples up to the last timestamp already read are skipped,
+/// and for [`Aggregates::Counter`] the counter resets are applied across the whole series
+/// ([`CounterResets`]), so that a raw chunk next to a downsampled one stays consistent.
 pub fn decode(
     chunks: &[AggrChunk],
     mint: i64,
     maxt: i64,
+    read: Aggregates,
     out: &mut Vec<Sample>,
     skipped: &mut Skipped,
 ) -> Result<(), DecodeError> {
     out.clear();
+    let in_span = |c: &&AggrChunk| c.max_time >= mint && c.min_time <= maxt;
+    let chained = chunks.iter().filter(in_span).any(|c| c.raw.is_none());
     let mut overlapping = false;
     let mut prev_max = i64::MIN;
-    for c in chunks {
-        if c.max_time < mint || c.min_time > maxt {
-            continue;
-        }
-        let Some(raw) = &c.raw else {
-            skipped.aggregate_chunks += 1;
-            continue;
-        };
-        if raw.r#type != chunk::Encoding::Xor as i32 {
-            skipped.histogram_chunks += 1;
-            continue;
-        }
-        overlapping |= c.min_time <= prev_max;
-        prev_max = prev_max.max(c.max_time);
-        let mut it = XorIterator::new(&raw.data);
-        for (t, v) in it.by_ref() {
-            if t > maxt {
-                break;
-            }
+    let mut last_t = i64::MIN;
+    let mut counter = CounterResets::default();
+    let mut push = |t: i64, v: f64, out: &mut Vec<Sample>| {
+        if !chained {
             if t >= mint {
                 out.push(Sample::float(t, v));
             }
+            return;
         }
-        if let Some(e) = it.err() {
-            return Err(DecodeError::Chunk {
-                min_time: c.min_time,
-                max_time: c.max_time,
-                reason: e.to_string(),
-            });
+        let emitted = if read == Aggregates::Counter {
+            counter.push(t, v)
+        } else if t > last_t {
+            last_t = t;
+            Some((t, v))
+        } else {
+            None
+        };
+        if let Some((t, v)) = emitted.filter(|&(t, _)| t >= mint) {
+            out.push(Sample::float(t, v));
+        }
+    };
+    for c in chunks.iter().filter(in_span) {
+        let fail = |reason: String| DecodeError::Chunk {
+            min_time: c.min_time,
+            max_time: c.max_time,
+            reason,
+        };
+        let single = match (&c.raw, read) {
+            (Some(raw), _) => Some(raw),
+            (None, Aggregates::Average) => None,
+            (None, read) => match read.field(c) {
+                Some(f) => Some(f),
+                None => {
+                    skipped.aggregate_chunks += 1;
+                    continue;
+                }
+            },
+        };
+        if let Some(chunk) = single {
+            if chunk.r#type != chunk::Encoding::Xor as i32 {
+                skipped.histogram_chunks += 1;
+                continue;
+            }
+            overlapping |= c.min_time <= prev_max;
+            prev_max = prev_max.max(c.max_time);
+            let mut it = XorIterator::new(&chunk.data);
+            for (t, v) in it.by_ref() {
+                if t > maxt {
+                    break;
+                }
+                push(t, v, out);
+            }
+            if let Some(e) = it.err() {
+                return Err(fail(e.to_string()));
+            }
+            continue;
+        }
+        // Average: sum / count of each window.
+        let (Some(count), Some(sum)) = (&c.count, &c.sum) else {
+            skipped.aggregate_chunks += 1;
+            continue;
+        };
+        if count.r#type != chunk::Encoding::Xor as i32 || sum.r#type != chunk::Encoding::Xor as i32
+        {
+            skipped.histogram_chunks += 1;
+            continue;
+        }
+        let (mut counts, mut sums) = (XorIterator::new(&count.data), XorIterator::new(&sum.data));
+        loop {
+            match (counts.next(), sums.next()) {
+                (None, None) => break,
+                (Some((ct, cv)), Some((st, sv))) if ct == st => {
+                    if ct > maxt {
+                        break;
+                    }
+                    push(ct, sv / cv, out);
+                }
+                (Some(_), Some(_)) => {
+                    return Err(fail("sum and count timestamps not aligned".into()));
+                }
+                _ => {
+                    if let Some(e) = counts.err().or(sums.err()) {
+                        return Err(fail(e.to_string()));
+                    }
+                    return Err(fail("sum and count iterator not aligned".into()));
+                }
+            }
+        }
+        if let Some(e) = counts.err().or(sums.err()) {
+            return Err(fail(e.to_string()));
         }
     }
-    if overlapping {
+    if overlapping && !chained {
         out.sort_by_key(|s| s.t);
         out.dedup_by_key(|s| s.t);
     }
@@ -190,23 +261,25 @@ pub struct Merger {
 }
 
 impl Merger {
-    /// The samples of `group` within `[mint, maxt]` into `out` (cleared first).
+    /// The samples of `group` within `[mint, maxt]` into `out` (cleared first), downsampled
+    /// chunks read as `read` says.
     pub fn merge(
         &mut self,
         group: &SeriesGroup,
         mint: i64,
         maxt: i64,
+        read: Aggregates,
         mode: MergeMode,
         out: &mut Vec<Sample>,
     ) -> Result<(), DecodeError> {
         if let [only] = group.replicas.as_slice() {
-            return decode(only, mint, maxt, out, &mut self.skipped);
+            return decode(only, mint, maxt, read, out, &mut self.skipped);
         }
         if self.copies.len() < group.replicas.len() {
             self.copies.resize_with(group.replicas.len(), Vec::new);
         }
         for (chunks, buf) in group.replicas.iter().zip(&mut self.copies) {
-            decode(chunks, mint, maxt, buf, &mut self.skipped)?;
+            decode(chunks, mint, maxt, read, buf, &mut self.skipped)?;
         }
         let copies: Vec<&[Sample]> = self.copies[..group.replicas.len()]
             .iter()
@@ -226,6 +299,49 @@ pub(crate) mod tests {
     use super::*;
     use bytes::Bytes;
     use tsdb::chunkenc::XorChunk;
+
+    const AVG: Aggregates = Aggregates::Average;
+
+    fn xor_data(samples: &[(i64, f64)]) -> thanos::Chunk {
+        let mut c = XorChunk::new();
+        for &(t, v) in samples {
+            c.append(t, v);
+        }
+        thanos::Chunk {
+            r#type: chunk::Encoding::Xor as i32,
+            data: Bytes::from(c.into_bytes()),
+            hash: 0,
+        }
+    }
+
+    /// A downsampled chunk as a store sends it: the aggregates given, `raw` unset.
+    fn aggr(min_time: i64, max_time: i64, fields: &[(Aggregates, &[(i64, f64)])]) -> AggrChunk {
+        let mut c = AggrChunk {
+            min_time,
+            max_time,
+            ..Default::default()
+        };
+        for &(a, samples) in fields {
+            let data = Some(xor_data(samples));
+            match a {
+                Aggregates::Count => c.count = data,
+                Aggregates::Sum => c.sum = data,
+                Aggregates::Min => c.min = data,
+                Aggregates::Max => c.max = data,
+                Aggregates::Counter => c.counter = data,
+                Aggregates::Average => unreachable!(),
+            }
+        }
+        c
+    }
+
+    fn decoded(chunks: &[AggrChunk], mint: i64, maxt: i64, read: Aggregates) -> Vec<(i64, f64)> {
+        let mut out = Vec::new();
+        let mut skipped = Skipped::default();
+        decode(chunks, mint, maxt, read, &mut out, &mut skipped).unwrap();
+        assert_eq!(skipped, Skipped::default());
+        out.iter().map(|s| (s.t, s.f)).collect()
+    }
 
     /// An XOR AggrChunk holding `samples`.
     pub(crate) fn xor_chunk(samples: &[(i64, f64)]) -> AggrChunk {
@@ -314,7 +430,7 @@ pub(crate) mod tests {
         let b = xor_chunk(&[(15, 9.0), (20, 9.0), (30, 3.0)]);
         let mut out = Vec::new();
         let mut skipped = Skipped::default();
-        decode(&[a.clone(), b], 5, 25, &mut out, &mut skipped).unwrap();
+        decode(&[a.clone(), b], 5, 25, AVG, &mut out, &mut skipped).unwrap();
         let got: Vec<(i64, f64)> = out.iter().map(|s| (s.t, s.f)).collect();
         assert_eq!(got, [(10, 1.0), (15, 9.0), (20, 2.0)]);
 
@@ -324,7 +440,7 @@ pub(crate) mod tests {
             raw: None,
             ..a.clone()
         };
-        decode(&[hist, aggr], 0, 100, &mut out, &mut skipped).unwrap();
+        decode(&[hist, aggr], 0, 100, AVG, &mut out, &mut skipped).unwrap();
         assert!(out.is_empty());
         assert_eq!(
             skipped,
@@ -336,7 +452,122 @@ pub(crate) mod tests {
 
         let mut broken = a;
         broken.raw.as_mut().unwrap().data = Bytes::from_static(&[0, 3, 1]);
-        assert!(decode(&[broken], 0, 100, &mut out, &mut skipped).is_err());
+        assert!(decode(&[broken], 0, 100, AVG, &mut out, &mut skipped).is_err());
+    }
+
+    #[test]
+    fn downsampled_chunks_read_the_asked_aggregate() {
+        // Two 5m windows (stamped at their last millisecond), then a raw chunk filling the
+        // time after the downsampled block.
+        let a = aggr(
+            299_999,
+            599_999,
+            &[
+                (Aggregates::Count, &[(299_999, 4.0), (599_999, 2.0)]),
+                (Aggregates::Sum, &[(299_999, 10.0), (599_999, 7.0)]),
+                (Aggregates::Max, &[(299_999, 4.0), (599_999, 5.0)]),
+            ],
+        );
+        let r = xor_chunk(&[(600_000, 1.0), (660_000, 2.0)]);
+        let chunks = [a.clone(), r.clone()];
+        assert_eq!(
+            decoded(&chunks, 0, 1_000_000, AVG),
+            [
+                (299_999, 2.5),
+                (599_999, 3.5),
+                (600_000, 1.0),
+                (660_000, 2.0)
+            ]
+        );
+        assert_eq!(
+            decoded(&chunks, 0, 1_000_000, Aggregates::Max),
+            [
+                (299_999, 4.0),
+                (599_999, 5.0),
+                (600_000, 1.0),
+                (660_000, 2.0)
+            ]
+        );
+        // Bounded to the span.
+        assert_eq!(
+            decoded(&chunks, 300_000, 600_000, Aggregates::Max),
+            [(599_999, 5.0), (600_000, 1.0)]
+        );
+        // A raw chunk overlapping the downsampled one only adds what comes after it.
+        let early = xor_chunk(&[(200_000, 9.0), (599_999, 9.0), (610_000, 3.0)]);
+        assert_eq!(
+            decoded(&[a.clone(), early], 0, 1_000_000, Aggregates::Max),
+            [(299_999, 4.0), (599_999, 5.0), (610_000, 3.0)]
+        );
+        // An aggregate the store did not send: the chunk is left out and counted.
+        let mut out = Vec::new();
+        let mut skipped = Skipped::default();
+        decode(
+            &chunks,
+            0,
+            1_000_000,
+            Aggregates::Min,
+            &mut out,
+            &mut skipped,
+        )
+        .unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(skipped.aggregate_chunks, 1);
+        // Count and sum that do not line up are an error.
+        let bad = aggr(
+            299_999,
+            599_999,
+            &[
+                (Aggregates::Count, &[(299_999, 4.0), (599_999, 2.0)]),
+                (Aggregates::Sum, &[(299_999, 10.0)]),
+            ],
+        );
+        let err = decode(&[bad], 0, 1_000_000, AVG, &mut out, &mut skipped).unwrap_err();
+        assert!(err.to_string().contains("not aligned"), "{err}");
+    }
+
+    #[test]
+    fn downsampled_counters_have_their_resets_applied_across_chunks() {
+        // Raw counter 1, 3, 6 | reset | 2, 4 written as two downsampled chunks: each counter
+        // sub-chunk starts with its first raw sample, holds the running total per window and
+        // ends with its last raw value at its last window's timestamp.
+        let c1 = aggr(
+            299_999,
+            599_999,
+            &[(
+                Aggregates::Counter,
+                &[(0, 1.0), (299_999, 3.0), (599_999, 6.0), (599_999, 6.0)],
+            )],
+        );
+        let c2 = aggr(
+            899_999,
+            899_999,
+            &[(
+                Aggregates::Counter,
+                &[(600_000, 2.0), (899_999, 4.0), (899_999, 4.0)],
+            )],
+        );
+        let r = xor_chunk(&[(900_000, 1.0), (960_000, 5.0)]);
+        assert_eq!(
+            decoded(&[c1, c2, r], 0, 1_000_000, Aggregates::Counter),
+            [
+                (0, 1.0),
+                (299_999, 3.0),
+                (599_999, 6.0),
+                // 2 < 6: a reset, the whole 2 is an increase.
+                (600_000, 8.0),
+                (899_999, 10.0),
+                // The raw chunk after it: again a reset, then +4.
+                (900_000, 11.0),
+                (960_000, 15.0)
+            ]
+        );
+        // Raw data alone is read as it is (resets() keeps working on raw data).
+        let raw = xor_chunk(&[(0, 5.0), (60_000, 1.0)]);
+        assert_eq!(
+            decoded(&[raw], 0, 100_000, Aggregates::Counter),
+            [(0, 5.0), (60_000, 1.0)]
+        );
     }
 
     #[test]
@@ -354,13 +585,15 @@ pub(crate) mod tests {
             &g,
             0,
             100_000,
+            AVG,
             MergeMode::Penalty { counter: false },
             &mut out,
         )
         .unwrap();
         let ts: Vec<i64> = out.iter().map(|s| s.t).collect();
         assert_eq!(ts, [0, 15_000, 30_000, 75_001]);
-        m.merge(&g, 0, 100_000, MergeMode::Union, &mut out).unwrap();
+        m.merge(&g, 0, 100_000, AVG, MergeMode::Union, &mut out)
+            .unwrap();
         let ts: Vec<i64> = out.iter().map(|s| s.t).collect();
         assert_eq!(ts, [0, 1, 15_000, 15_001, 30_000, 75_001]);
     }

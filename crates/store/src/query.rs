@@ -7,7 +7,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use proto::thanos::{self, chunk, series_response, SeriesResponse};
 use tonic::Status;
-use tsdb::chunkenc::{ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, ENCODING_XOR};
+use tsdb::chunkenc::{
+    AggrChunk, AggrType, ENCODING_AGGR, ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, ENCODING_XOR,
+};
 use tsdb::db::Db;
 use tsdb::matcher::Matcher;
 use tsdb::querier::{ChunkData, Querier};
@@ -140,24 +142,69 @@ fn chunk_type(encoding: u8) -> Option<chunk::Encoding> {
     }
 }
 
-fn aggr_chunk(c: ChunkData) -> Result<thanos::AggrChunk, Status> {
+/// The aggregate of a downsampled chunk that a requested `Aggr` names (`RAW` and unknown
+/// values name none).
+fn requested_aggr(a: i32) -> Option<AggrType> {
+    match thanos::Aggr::try_from(a).ok()? {
+        thanos::Aggr::Raw => None,
+        thanos::Aggr::Count => Some(AggrType::Count),
+        thanos::Aggr::Sum => Some(AggrType::Sum),
+        thanos::Aggr::Min => Some(AggrType::Min),
+        thanos::Aggr::Max => Some(AggrType::Max),
+        thanos::Aggr::Counter => Some(AggrType::Counter),
+    }
+}
+
+/// A chunk as the StoreAPI sends it (Thanos' `populateChunk`): XOR and histogram chunks go to
+/// `raw` whatever was asked; from an aggregate chunk (encoding `0xFF`, downsampled blocks)
+/// each requested aggregate goes to its own field, and one that the chunk lacks fails the
+/// request. A store never converts between raw and aggregated data.
+fn aggr_chunk(c: ChunkData, aggregates: &[i32]) -> Result<thanos::AggrChunk, Status> {
+    let mut out = thanos::AggrChunk {
+        min_time: c.min_time,
+        max_time: c.max_time,
+        ..Default::default()
+    };
+    if c.encoding == ENCODING_AGGR {
+        let whole = Bytes::from_owner(c.data);
+        let ac = AggrChunk::new(&whole);
+        for at in aggregates.iter().filter_map(|&a| requested_aggr(a)) {
+            let sub = ac
+                .get(at)
+                .ok()
+                .flatten()
+                .and_then(|sub| Some((chunk_type(sub.encoding)?, sub)))
+                .ok_or_else(|| Status::internal(format!("aggregate {at} does not exist")))?;
+            let (kind, sub) = sub;
+            let chunk = Some(thanos::Chunk {
+                r#type: kind as i32,
+                // Shares the chunk's buffer: no copy.
+                data: whole.slice_ref(sub.data),
+                hash: 0,
+            });
+            match at {
+                AggrType::Count => out.count = chunk,
+                AggrType::Sum => out.sum = chunk,
+                AggrType::Min => out.min = chunk,
+                AggrType::Max => out.max = chunk,
+                AggrType::Counter => out.counter = chunk,
+            }
+        }
+        return Ok(out);
+    }
     let Some(kind) = chunk_type(c.encoding) else {
         return Err(Status::internal(format!(
             "chunk [{}, {}] has unknown encoding {}",
             c.min_time, c.max_time, c.encoding
         )));
     };
-    Ok(thanos::AggrChunk {
-        min_time: c.min_time,
-        max_time: c.max_time,
-        raw: Some(thanos::Chunk {
-            r#type: kind as i32,
-            // Shares the TSDB's buffer: no copy.
-            data: Bytes::from_owner(c.data),
-            hash: 0,
-        }),
-        ..Default::default()
-    })
+    out.raw = Some(thanos::Chunk {
+        r#type: kind as i32,
+        // Shares the TSDB's buffer: no copy.
+        data: Bytes::from_owner(c.data),
+        hash: 0,
+    });
+    Ok(out)
 }
 
 fn proto_labels(labels: &Labels) -> Vec<thanos::Label> {
@@ -172,16 +219,19 @@ fn proto_labels(labels: &Labels) -> Vec<thanos::Label> {
 
 /// Turns selected series into `thanos.Series` frames of at most about [`MAX_FRAME_BYTES`]; a
 /// series that does not fit is split over consecutive frames with the same labels.
+/// Aggregate chunks carry the request's `aggregates` (see [`aggr_chunk`]).
 pub(crate) struct Frames {
     series: std::vec::IntoIter<StoreSeries>,
     current: Option<(Vec<thanos::Label>, usize, std::vec::IntoIter<ChunkData>)>,
+    aggregates: Vec<i32>,
 }
 
 impl Frames {
-    pub(crate) fn new(series: Vec<StoreSeries>) -> Self {
+    pub(crate) fn new(series: Vec<StoreSeries>, aggregates: Vec<i32>) -> Self {
         Frames {
             series: series.into_iter(),
             current: None,
+            aggregates,
         }
     }
 }
@@ -209,7 +259,7 @@ impl Iterator for Frames {
         let mut left = MAX_FRAME_BYTES.saturating_sub(*labels_size);
         let mut out = Vec::new();
         for c in chunks.by_ref() {
-            let ac = match aggr_chunk(c) {
+            let ac = match aggr_chunk(c, &self.aggregates) {
                 Ok(ac) => ac,
                 Err(e) => {
                     self.current = None;
@@ -235,17 +285,18 @@ impl Iterator for Frames {
     }
 }
 
-/// The stream of a Series call (as an iterator): wraps frames into `SeriesResponse`s: one series each, or `batch_size` series per
-/// `SeriesBatch` when the client asked for batches (`response_batch_size` > 1).
+/// The stream of a Series call (as an iterator): wraps frames into `SeriesResponse`s: one
+/// series each, or `batch_size` series per `SeriesBatch` when the client asked for batches
+/// (`response_batch_size` > 1). `aggregates` are the request's (for downsampled chunks).
 pub struct Responses {
     frames: Frames,
     batch_size: usize,
 }
 
 impl Responses {
-    pub(crate) fn new(series: Vec<StoreSeries>, batch_size: usize) -> Self {
+    pub(crate) fn new(series: Vec<StoreSeries>, batch_size: usize, aggregates: Vec<i32>) -> Self {
         Responses {
-            frames: Frames::new(series),
+            frames: Frames::new(series, aggregates),
             batch_size,
         }
     }
@@ -412,7 +463,9 @@ mod tests {
                 chunks: vec![chunk(0, 10, ENCODING_XOR)],
             },
         ];
-        let frames: Vec<thanos::Series> = Frames::new(series).map(Result::unwrap).collect();
+        let frames: Vec<thanos::Series> = Frames::new(series, Vec::new())
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(
             frames.len(),
             4,
@@ -443,7 +496,7 @@ mod tests {
                 chunk(40, 3, ENCODING_FLOAT_HISTOGRAM),
             ],
         }];
-        let f = Frames::new(series).next().unwrap().unwrap();
+        let f = Frames::new(series, Vec::new()).next().unwrap().unwrap();
         let types: Vec<i32> = f
             .chunks
             .iter()
@@ -455,9 +508,67 @@ mod tests {
             labels: labels(&[("a", "b")]),
             chunks: vec![chunk(0, 3, 9)],
         }];
-        let err = Frames::new(series).next().unwrap().unwrap_err();
+        let err = Frames::new(series, Vec::new()).next().unwrap().unwrap_err();
         assert_eq!(err.code(), tonic::Code::Internal);
         assert!(err.message().contains("unknown encoding 9"));
+    }
+
+    #[test]
+    fn aggregate_chunks_carry_the_requested_aggregates_and_raw_chunks_stay_raw() {
+        use tsdb::chunkenc::{encode_aggr_chunk, SubChunk};
+        let (count, sum, max) = ([0u8, 1, 7], [0u8, 1, 8], [0u8, 1, 9]);
+        let payload = encode_aggr_chunk(&[
+            Some(SubChunk::xor(&count)),
+            Some(SubChunk::xor(&sum)),
+            None,
+            Some(SubChunk::xor(&max)),
+            None,
+        ]);
+        let aggr = ChunkData {
+            min_time: 299_999,
+            max_time: 599_999,
+            encoding: ENCODING_AGGR,
+            data: payload.into(),
+        };
+        let frame = |chunks: Vec<ChunkData>, aggrs: &[thanos::Aggr]| {
+            let series = vec![StoreSeries {
+                labels: labels(&[("a", "b")]),
+                chunks,
+            }];
+            Frames::new(series, aggrs.iter().map(|&a| a as i32).collect())
+                .next()
+                .unwrap()
+        };
+        let f = frame(
+            vec![aggr.clone(), chunk(600_000, 3, ENCODING_XOR)],
+            &[thanos::Aggr::Count, thanos::Aggr::Sum],
+        )
+        .unwrap();
+        let [a, r] = f.chunks.as_slice() else {
+            panic!("{f:?}")
+        };
+        assert_eq!((a.min_time, a.max_time), (299_999, 599_999));
+        assert!(a.raw.is_none() && a.min.is_none() && a.max.is_none() && a.counter.is_none());
+        let c = a.count.as_ref().unwrap();
+        assert_eq!((c.r#type, &c.data[..]), (0, &count[..]));
+        assert_eq!(&a.sum.as_ref().unwrap().data[..], &sum[..]);
+        // The raw chunk is sent as it is, whatever was asked.
+        assert_eq!(r.raw.as_ref().unwrap().r#type, 0);
+        assert!(r.count.is_none() && r.sum.is_none());
+
+        let f = frame(vec![aggr.clone()], &[thanos::Aggr::Max]).unwrap();
+        assert_eq!(&f.chunks[0].max.as_ref().unwrap().data[..], &max[..]);
+        assert!(f.chunks[0].count.is_none());
+
+        // An aggregate the chunk lacks fails the request with Thanos' message.
+        let err = frame(
+            vec![aggr.clone()],
+            &[thanos::Aggr::Count, thanos::Aggr::Counter],
+        )
+        .unwrap_err();
+        assert_eq!(err.message(), "aggregate counter does not exist");
+        let err = frame(vec![aggr], &[thanos::Aggr::Min]).unwrap_err();
+        assert_eq!(err.message(), "aggregate min does not exist");
     }
 
     #[test]
@@ -468,7 +579,7 @@ mod tests {
                 chunks: Vec::new(),
             })
             .collect();
-        let sizes: Vec<usize> = Responses::new(series, 2)
+        let sizes: Vec<usize> = Responses::new(series, 2, Vec::new())
             .map(|r| match r.unwrap().result.unwrap() {
                 series_response::Result::Batch(b) => b.series.len(),
                 other => panic!("{other:?}"),

@@ -163,6 +163,7 @@ impl<S: TsdbSource> Store for TsdbStore<S> {
             limit: non_negative(r.limit),
         };
         let batch_size = non_negative(r.response_batch_size);
+        let aggregates = r.aggregates;
         let source = self.source.clone();
         let started = Instant::now();
         let series = blocking("Series", move || query::select(&source.tsdbs(), &query)).await?;
@@ -172,7 +173,7 @@ impl<S: TsdbSource> Store for TsdbStore<S> {
             "StoreAPI Series"
         );
         Ok(Response::new(tokio_stream::iter(Responses::new(
-            series, batch_size,
+            series, batch_size, aggregates,
         ))))
     }
 

@@ -15,8 +15,10 @@
 //!
 //! Thanos' parameters: `dedup` (default true: merge series differing only in the replica
 //! labels), `replicaLabels[]` (replace `--query.replica-label` for this request),
-//! `partial_response` (default `--query.partial-response`), `max_source_resolution` (a duration
-//! or `auto`; validated and passed to the stores, which serve raw data only today).
+//! `partial_response` (default `--query.partial-response`), `max_source_resolution` (a duration,
+//! e.g. `0s`, `5m`, `1h`, or `auto`: a fifth of a range query's step, the coarsest downsampled
+//! resolution that still gives several windows per step; 0 for instant queries; absent means
+//! 0, raw data only, unless `--query.auto-downsampling` makes `auto` the default).
 
 pub mod json;
 pub mod params;
@@ -44,6 +46,29 @@ use crate::metrics::Metrics;
 use crate::series_set::group;
 use params::{parse_bool, parse_duration, parse_time, Params, MAX_TIME_MS, MIN_TIME_MS};
 
+/// `max_source_resolution` in ms (Thanos' `parseDownsamplingParamMillis`): a duration, or
+/// `auto` (`auto_default`, a fifth of the step for range queries, 0 for instant ones); absent
+/// or empty gives 0, or `auto_default` under `--query.auto-downsampling`.
+fn max_source_resolution(
+    value: Option<&str>,
+    auto_downsampling: bool,
+    auto_default: i64,
+) -> Result<i64, ApiError> {
+    let ms = match value.filter(|v| !v.is_empty()) {
+        Some("auto") => auto_default,
+        None if auto_downsampling => auto_default,
+        None => 0,
+        Some(v) => parse_duration(v)
+            .map_err(|e| ApiError::bad_data(format!("'max_source_resolution' parameter: {e}")))?,
+    };
+    if ms < 0 {
+        return Err(ApiError::bad_data(
+            "negative 'max_source_resolution' is not accepted. Try a positive integer",
+        ));
+    }
+    Ok(ms)
+}
+
 /// What the API needs to know from `cairn query`'s flags.
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
@@ -57,6 +82,8 @@ pub struct ApiConfig {
     pub response_timeout: Option<Duration>,
     /// `--query.max-concurrent`: queries evaluated at once; more wait.
     pub max_concurrent: usize,
+    /// `--query.auto-downsampling`: a request without `max_source_resolution` reads as `auto`.
+    pub auto_downsampling: bool,
 }
 
 impl Default for ApiConfig {
@@ -67,6 +94,7 @@ impl Default for ApiConfig {
             partial_response: true,
             response_timeout: None,
             max_concurrent: 20,
+            auto_downsampling: false,
         }
     }
 }
@@ -338,21 +366,11 @@ impl Api {
         } else {
             asked
         };
-        let max_resolution_window = match p.get("max_source_resolution") {
-            None => 0,
-            Some("auto") => (step_ms / 5).max(0),
-            Some(v) => {
-                let ms = parse_duration(v).map_err(|e| {
-                    ApiError::bad_data(format!("'max_source_resolution' parameter: {e}"))
-                })?;
-                if ms < 0 {
-                    return Err(ApiError::bad_data(
-                        "negative 'max_source_resolution' is not accepted. Try a positive integer",
-                    ));
-                }
-                ms
-            }
-        };
+        let max_resolution_window = max_source_resolution(
+            p.get("max_source_resolution"),
+            self.config.auto_downsampling,
+            step_ms / 5,
+        )?;
         Ok(ReadOptions {
             dedup,
             replica_labels,
@@ -833,4 +851,31 @@ pub fn router(api: Arc<Api>) -> Router {
         .merge(crate::ui::routes())
         .route_layer(middleware::from_fn_with_state(api.clone(), track))
         .with_state(api)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_source_resolution_values() {
+        let step_fifth = 720_000; // a 1h step
+        let ok = |v: Option<&str>, auto: bool| max_source_resolution(v, auto, step_fifth).unwrap();
+        assert_eq!(ok(None, false), 0);
+        assert_eq!(ok(Some(""), false), 0);
+        assert_eq!(ok(Some("0s"), false), 0);
+        assert_eq!(ok(Some("5m"), false), 300_000);
+        assert_eq!(ok(Some("1h"), false), 3_600_000);
+        assert_eq!(ok(Some("300"), false), 300_000);
+        assert_eq!(ok(Some("auto"), false), step_fifth);
+        // --query.auto-downsampling: absent means auto; a value still wins.
+        assert_eq!(ok(None, true), step_fifth);
+        assert_eq!(ok(Some("0s"), true), 0);
+        // Instant queries: auto is 0.
+        assert_eq!(max_source_resolution(Some("auto"), false, 0).unwrap(), 0);
+        let e = max_source_resolution(Some("-300"), false, 0).unwrap_err();
+        assert!(e.message.contains("negative"), "{}", e.message);
+        let e = max_source_resolution(Some("soon"), false, 0).unwrap_err();
+        assert!(e.message.starts_with("'max_source_resolution' parameter"));
+    }
 }

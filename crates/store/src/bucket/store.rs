@@ -244,6 +244,66 @@ impl BucketStoreMetrics {
     }
 }
 
+/// A block's time span (`max_time` exclusive) and resolution, for [`choose_resolutions`].
+#[derive(Clone, Copy, Debug)]
+struct BlockSpan {
+    min_time: i64,
+    max_time: i64,
+    resolution: i64,
+}
+
+/// The blocks (indexes into `blocks`, all of one external label set) that answer
+/// `[mint, maxt]` at a resolution window of `window` ms (Thanos' `bucketBlockSet.getFor`): the
+/// coarsest resolution at most `window` first; the time its blocks leave uncovered is filled
+/// with the next finer resolution, and so on down to raw. So a window of 0 reads raw blocks
+/// only, and a time range has data from one resolution at most, never from two at once.
+fn choose_resolutions(blocks: &[BlockSpan], mint: i64, maxt: i64, window: i64) -> Vec<usize> {
+    let mut levels: Vec<i64> = blocks
+        .iter()
+        .map(|b| b.resolution)
+        .filter(|&r| r <= window)
+        .collect();
+    levels.sort_unstable_by(|a, b| b.cmp(a));
+    levels.dedup();
+    let mut order: Vec<usize> = (0..blocks.len()).collect();
+    order.sort_by_key(|&i| (blocks[i].min_time, blocks[i].max_time));
+    let mut out = Vec::new();
+    fill(blocks, &order, &levels, mint, maxt, &mut out);
+    out
+}
+
+/// [`choose_resolutions`] for `[mint, maxt]` from `levels[0]` down.
+fn fill(
+    blocks: &[BlockSpan],
+    order: &[usize],
+    levels: &[i64],
+    mint: i64,
+    maxt: i64,
+    out: &mut Vec<usize>,
+) {
+    let Some((&level, finer)) = levels.split_first() else {
+        return;
+    };
+    if mint > maxt {
+        return;
+    }
+    let mut start = mint;
+    for &i in order {
+        let b = blocks[i];
+        if b.resolution != level || b.max_time <= mint {
+            continue;
+        }
+        if b.min_time > maxt {
+            break;
+        }
+        fill(blocks, order, finer, start, b.min_time - 1, out);
+        out.push(i);
+        // Blocks are half-open: the next gap starts at max_time.
+        start = start.max(b.max_time);
+    }
+    fill(blocks, order, finer, start, maxt, out);
+}
+
 /// One served block.
 struct BucketBlock {
     meta: Arc<BlockMeta>,
@@ -537,19 +597,44 @@ impl BucketStore {
             .count()
     }
 
-    /// Blocks a request for `[mint, maxt]` reads, with the matchers left for each.
+    /// Blocks a request for `[mint, maxt]` reads, with the matchers left for each. With a
+    /// `max_resolution` window, the blocks are chosen per external label set as Thanos'
+    /// `bucketBlockSet.getFor` does ([`choose_resolutions`]); without one (label names and
+    /// values), every overlapping block is read.
     fn blocks_for(
         &self,
         matchers: &[Matcher],
         mint: i64,
         maxt: i64,
-        max_resolution: i64,
+        max_resolution: Option<i64>,
     ) -> Vec<(Arc<BucketBlock>, Vec<Matcher>)> {
-        self.blocks
-            .read()
-            .unwrap()
-            .values()
-            .filter(|b| b.overlaps(mint, maxt) && b.resolution() <= max_resolution)
+        let blocks = self.blocks.read().unwrap();
+        let mut chosen: Vec<&Arc<BucketBlock>> =
+            blocks.values().filter(|b| b.overlaps(mint, maxt)).collect();
+        if let Some(window) = max_resolution {
+            let mut sets: BTreeMap<&ExternalLabels, Vec<&Arc<BucketBlock>>> = BTreeMap::new();
+            for b in chosen {
+                sets.entry(&b.external).or_default().push(b);
+            }
+            chosen = Vec::new();
+            for set in sets.into_values() {
+                let spans: Vec<BlockSpan> = set
+                    .iter()
+                    .map(|b| BlockSpan {
+                        min_time: b.meta.min_time,
+                        max_time: b.meta.max_time,
+                        resolution: b.resolution(),
+                    })
+                    .collect();
+                chosen.extend(
+                    choose_resolutions(&spans, mint, maxt, window)
+                        .into_iter()
+                        .map(|i| set[i]),
+                );
+            }
+        }
+        chosen
+            .into_iter()
             .filter_map(|b| Some((b.clone(), matchers_for_tsdb(matchers, &b.external)?)))
             .collect()
     }
@@ -795,7 +880,12 @@ impl BucketStore {
         let started = Instant::now();
         // Thanos' ABORT strategy (1), or the older boolean, turn block failures into errors.
         let partial_ok = !r.partial_response_disabled && r.partial_response_strategy != 1;
-        let blocks = self.blocks_for(&matchers, r.min_time, r.max_time, r.max_resolution_window);
+        let blocks = self.blocks_for(
+            &matchers,
+            r.min_time,
+            r.max_time,
+            Some(r.max_resolution_window),
+        );
         self.metrics
             .series_blocks_queried
             .observe(blocks.len() as f64);
@@ -901,7 +991,7 @@ impl BucketStore {
                         }
                     }
                 };
-                for frame in Responses::new(series, batch_size) {
+                for frame in Responses::new(series, batch_size, r.aggregates.clone()) {
                     if tx.send(frame).await.is_err() {
                         return;
                     }
@@ -1022,7 +1112,7 @@ impl BucketStore {
         let mut names = BTreeSet::new();
         let mut warnings = Vec::new();
         let stats = Arc::new(FetchStats::default());
-        for (block, rest) in self.blocks_for(matchers, start, end, i64::MAX) {
+        for (block, rest) in self.blocks_for(matchers, start, end, None) {
             let found: Result<Vec<String>, Error> = async {
                 if rest.is_empty() {
                     return Ok(self.header(&block).await?.label_names());
@@ -1064,7 +1154,7 @@ impl BucketStore {
         let mut values = BTreeSet::new();
         let mut warnings = Vec::new();
         let stats = Arc::new(FetchStats::default());
-        for (block, rest) in self.blocks_for(matchers, start, end, i64::MAX) {
+        for (block, rest) in self.blocks_for(matchers, start, end, None) {
             if let Some(v) = block.external.get(name) {
                 values.insert(v.clone());
                 continue;
@@ -1224,4 +1314,64 @@ pub async fn collect(
         out.push(r?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = 3_600_000;
+
+    fn span(min_time: i64, max_time: i64, resolution: i64) -> BlockSpan {
+        BlockSpan {
+            min_time,
+            max_time,
+            resolution,
+        }
+    }
+
+    #[test]
+    fn coarsest_resolution_first_and_finer_blocks_fill_the_gaps() {
+        // Raw blocks over [0, 60h) in 2h..48h pieces, a 5m block over [0, 48h), a 1h block
+        // over [0, 24h).
+        let blocks = [
+            span(0, 48 * H, 0),
+            span(48 * H, 50 * H, 0),
+            span(50 * H, 60 * H, 0),
+            span(0, 48 * H, 300_000),
+            span(0, 24 * H, 3_600_000),
+        ];
+        let sorted = |mut v: Vec<usize>| {
+            v.sort();
+            v
+        };
+        // Window 0: raw only, whatever else exists.
+        assert_eq!(sorted(choose_resolutions(&blocks, 0, 60 * H, 0)), [0, 1, 2]);
+        // 5m: the 5m block, raw after it.
+        assert_eq!(
+            sorted(choose_resolutions(&blocks, 0, 60 * H, 300_000)),
+            [1, 2, 3]
+        );
+        // Windows between resolutions pick the coarsest at most the window.
+        assert_eq!(
+            sorted(choose_resolutions(&blocks, 0, 60 * H, 3_599_999)),
+            [1, 2, 3]
+        );
+        // 1h: the 1h block, 5m for [24h, 48h), raw after.
+        assert_eq!(
+            sorted(choose_resolutions(&blocks, 0, 60 * H, 3_600_000)),
+            [1, 2, 3, 4]
+        );
+        // Only the blocks overlapping the range; the 5m block fills before the 1h one too.
+        let later = [span(0, 10 * H, 300_000), span(10 * H, 20 * H, 3_600_000)];
+        assert_eq!(
+            sorted(choose_resolutions(&later, 2 * H, 12 * H, 3_600_000)),
+            [0, 1]
+        );
+        assert_eq!(
+            sorted(choose_resolutions(&later, 12 * H, 15 * H, 3_600_000)),
+            [1]
+        );
+        assert!(choose_resolutions(&later, 12 * H, 11 * H, 3_600_000).is_empty());
+    }
 }
