@@ -153,6 +153,21 @@ fn the_query_page_works_in_headless_chromium() {
         "{legend}"
     );
 
+    // The resolution selector, restored from the URL and sent as max_source_resolution (the
+    // receivers have raw data only, which answers at any resolution).
+    let html = dom(
+        &profile,
+        &url(
+            query.http,
+            &format!(
+                "/?expr=rate(ui_requests_total%5B2m%5D)&tab=graph&range=15m&end={end}&max_source_resolution=5m"
+            ),
+        ),
+    );
+    assert!(html.contains(r#"data-resolution="5m""#), "{html}");
+    assert!(html.contains(r#"data-state="done""#), "{html}");
+    assert_eq!(count(&html, r#"<path class="series" d="M"#), 2, "{html}");
+
     // Autocompletion: metric names, label names inside braces, label values inside quotes.
     let html = dom(&profile, &url(query.http, "/?expr=ui_req&suggest=1"));
     let list = between(&html, r#"<ul id="suggestions""#, "</ul>");

@@ -1,7 +1,7 @@
 // Cairn's query page: a PromQL box with autocomplete, a table of instant results, a graph of
 // range results, and the stores page. Plain JavaScript over the Prometheus HTTP API that
 // `cairn query` serves; state lives in the URL (?expr=&tab=&range=&end=&step=&dedup=&
-// partial_response=) so a page can be bookmarked, shared, and tested in a headless browser.
+// partial_response=&max_source_resolution=) so a page can be bookmarked, shared, and tested in a headless browser.
 "use strict";
 
 const FUNCTIONS = [
@@ -85,6 +85,7 @@ function formState() {
     step: $("step").value,
     dedup: $("dedup").checked ? "true" : "false",
     partial_response: $("partial").checked ? "true" : "false",
+    max_source_resolution: $("resolution").value,
   };
 }
 
@@ -181,6 +182,7 @@ async function execute() {
   const st = formState();
   const params = new URLSearchParams(st);
   history.replaceState(null, "", `?${params}`);
+  $("query-form").dataset.resolution = st.max_source_resolution || "raw";
   $("table-view").hidden = st.tab !== "table";
   $("graph-view").hidden = st.tab !== "graph";
   if (!st.expr.trim()) {
@@ -193,6 +195,8 @@ async function execute() {
   try {
     let json, n;
     const common = { query: st.expr, dedup: st.dedup, partial_response: st.partial_response };
+    // Downsampled data only when asked for (the server reads raw samples otherwise).
+    if (st.max_source_resolution) common.max_source_resolution = st.max_source_resolution;
     if (st.tab === "table") {
       json = await api("api/v1/query", { ...common, time: end });
       n = renderTable(json.data);
@@ -357,6 +361,9 @@ function start() {
   if (q.get("step")) $("step").value = q.get("step");
   $("dedup").checked = q.get("dedup") !== "false";
   $("partial").checked = q.get("partial_response") !== "false";
+  $("resolution").value = ["auto", "5m", "1h"].includes(q.get("max_source_resolution"))
+    ? q.get("max_source_resolution") : "";
+  $("resolution").addEventListener("change", execute);
   $("query-form").addEventListener("submit", (ev) => { ev.preventDefault(); execute(); });
   $("tab").addEventListener("change", execute);
   $("expr").addEventListener("input", suggest);
