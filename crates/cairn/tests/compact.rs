@@ -152,7 +152,7 @@ fn promtool_dump(
     let _ = std::fs::remove_dir_all(&db);
     std::fs::create_dir_all(db.join("wal")).unwrap();
     for id in blocks {
-        copy_dir(&root.join(id), &db.join(id));
+        common::copy_dir(&root.join(id), &db.join(id));
         let analyze = Command::new(&promtool)
             .args(["tsdb", "analyze", db.to_str().unwrap(), id])
             .output()
@@ -184,19 +184,6 @@ fn promtool_dump(
             (line[..=close].to_string(), t, v.to_bits())
         })
         .collect()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &dest);
-        } else {
-            std::fs::copy(entry.path(), dest).unwrap();
-        }
-    }
 }
 
 /// The answers the test compares before and after compaction.
@@ -589,33 +576,6 @@ fn promtool_blocks(dir: &Path, out: &Path) -> Vec<String> {
     ids
 }
 
-fn upload(yaml: &str, blocks: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args([
-            "tools",
-            "bucket",
-            &format!("--objstore.config={yaml}"),
-            "upload",
-        ])
-        .arg(blocks)
-        .arg("--label=cluster=\"edge\"")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "upload: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn filesystem_yaml(bucket: &Path) -> String {
-    std::fs::create_dir_all(bucket).unwrap();
-    format!(
-        "type: FILESYSTEM\nconfig:\n  directory: {}\n",
-        bucket.display()
-    )
-}
-
 /// promtool's 2 h blocks go 2h -> 8h -> 2d in one run; the 2-day block holds exactly their
 /// samples (promtool dump of both equal) and lists them all as its sources, and, being over
 /// 40 h, gets a 5m downsampled copy.
@@ -625,8 +585,8 @@ fn promtool_blocks_are_compacted_level_by_level_into_their_exact_union() {
     let inputs = dir.path().join("inputs");
     let ids = promtool_blocks(dir.path(), &inputs);
     let bucket = dir.path().join("bucket");
-    let yaml = filesystem_yaml(&bucket);
-    upload(&yaml, &inputs);
+    let yaml = common::filesystem_yaml(&bucket);
+    common::upload_blocks(&yaml, &inputs, "cluster=\"edge\"");
     let all: BTreeSet<String> = ids.iter().cloned().collect();
     let want = promtool_dump(&inputs, &all, &dir.path().join("want"));
 
@@ -690,11 +650,11 @@ fn promtool_blocks_are_compacted_level_by_level_into_their_exact_union() {
 fn overlapping_blocks_without_deduplication_halt_the_compactor() {
     let dir = tempfile::tempdir().unwrap();
     let bucket = dir.path().join("bucket");
-    let yaml = filesystem_yaml(&bucket);
+    let yaml = common::filesystem_yaml(&bucket);
     let a = promtool_blocks(dir.path(), &dir.path().join("a"));
     let b = promtool_blocks(dir.path(), &dir.path().join("b"));
-    upload(&yaml, &dir.path().join("a"));
-    upload(&yaml, &dir.path().join("b"));
+    common::upload_blocks(&yaml, &dir.path().join("a"), "cluster=\"edge\"");
+    common::upload_blocks(&yaml, &dir.path().join("b"), "cluster=\"edge\"");
 
     let mut compact = CairnCompact::start(dir.path(), &yaml, &[]);
     wait_until(Duration::from_secs(60), "thanos_compact_halted 1", || {

@@ -8,8 +8,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::{CairnCompact, CairnQuery, CairnStore, PrometheusServer};
@@ -193,22 +191,7 @@ fn fourteen_days_answer_the_same_at_5m_and_1h_as_raw_and_prometheus() {
         "type: FILESYSTEM\nconfig:\n  directory: {}\n",
         bucket.display()
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args([
-            "tools",
-            "bucket",
-            &format!("--objstore.config={yaml}"),
-            "upload",
-        ])
-        .arg(&raw_dir)
-        .arg("--label=cluster=\"edge\"")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::upload_blocks(&yaml, &raw_dir, "cluster=\"edge\"");
 
     let mut compact = CairnCompact::start(dir.path(), &yaml, &[]);
     let status = compact.wait(Duration::from_secs(120));
@@ -235,7 +218,7 @@ fn fourteen_days_answer_the_same_at_5m_and_1h_as_raw_and_prometheus() {
     // Prometheus 2.42 over the raw block.
     let prom_data = dir.path().join("prometheus");
     std::fs::create_dir_all(prom_data.join("wal")).unwrap();
-    copy_dir(
+    common::copy_dir(
         &raw_dir.join(meta.ulid.to_string()),
         &prom_data.join(meta.ulid.to_string()),
     );
@@ -302,18 +285,5 @@ fn fourteen_days_answer_the_same_at_5m_and_1h_as_raw_and_prometheus() {
             got.values().flatten().all(|&(_, v)| v > 0.0),
             "no false drop at {res}"
         );
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &dest);
-        } else {
-            std::fs::copy(entry.path(), dest).unwrap();
-        }
     }
 }

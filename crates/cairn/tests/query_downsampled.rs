@@ -70,25 +70,6 @@ fn promtool_blocks(dir: &Path, out: &Path) {
     );
 }
 
-fn upload(yaml: &str, blocks: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args([
-            "tools",
-            "bucket",
-            &format!("--objstore.config={yaml}"),
-            "upload",
-        ])
-        .arg(blocks)
-        .arg("--label=cluster=\"edge\"")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "upload: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A range query's answer: series (labels as JSON text) -> (t ms, value).
 type Answer = BTreeMap<String, Vec<(i64, f64)>>;
 
@@ -178,7 +159,7 @@ fn downsampled_blocks_answer_close_to_raw_and_default_queries_do_not_change() {
         "type: FILESYSTEM\nconfig:\n  directory: {}\n",
         bucket.display()
     );
-    upload(&yaml, &inputs);
+    common::upload_blocks(&yaml, &inputs, "cluster=\"edge\"");
     for d in ["s1", "q1", "s2", "q2", "q3"] {
         std::fs::create_dir_all(dir.path().join(d)).unwrap();
     }

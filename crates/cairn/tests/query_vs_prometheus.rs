@@ -148,19 +148,6 @@ fn openmetrics() -> String {
     out
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
-}
-
 const QUERIES: &[&str] = &[
     "cmp_requests_total",
     "rate(cmp_requests_total[5m])",
@@ -296,13 +283,13 @@ fn answers_match_prometheus() {
     let dir = tempfile::tempdir().unwrap();
     let blocks = promtool_blocks(dir.path());
     let prom_data = dir.path().join("prometheus");
-    copy_dir(&blocks, &prom_data);
+    common::copy_dir(&blocks, &prom_data);
     let prometheus = PrometheusServer::start(dir.path(), &prom_data);
 
     let receivers: Vec<Cairn> = (1..=2)
         .map(|i| {
             let d = dir.path().join(format!("r{i}"));
-            copy_dir(&blocks, &d.join("tsdb").join("default-tenant"));
+            common::copy_dir(&blocks, &d.join("tsdb").join("default-tenant"));
             Cairn::receive(&d, &[&format!("--label=replica=\"r{i}\"")])
         })
         .collect();
@@ -325,7 +312,7 @@ fn answers_through_the_store_gateway_match_prometheus() {
     let dir = tempfile::tempdir().unwrap();
     let blocks = promtool_blocks(dir.path());
     let prom_data = dir.path().join("prometheus");
-    copy_dir(&blocks, &prom_data);
+    common::copy_dir(&blocks, &prom_data);
     let prometheus = PrometheusServer::start(dir.path(), &prom_data);
 
     let s3 = S3Server::start(dir.path(), &dir.path().join("s3"), free_port(), "metrics");

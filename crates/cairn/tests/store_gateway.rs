@@ -62,32 +62,6 @@ fn blocks(dir: &Path) -> Vec<(String, PathBuf)> {
     blocks
 }
 
-fn filesystem_yaml(bucket: &Path) -> String {
-    format!(
-        "type: FILESYSTEM\nconfig:\n  directory: {}\n",
-        bucket.display()
-    )
-}
-
-fn upload(yaml: &str, blocks_dir: &Path, label: &str) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args([
-            "tools",
-            "bucket",
-            &format!("--objstore.config={yaml}"),
-            "upload",
-        ])
-        .arg(blocks_dir)
-        .arg(format!("--label={label}"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "upload: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The `part` values `cairn query` sees over the whole period.
 fn parts_seen(query: &CairnQuery) -> (BTreeSet<String>, serde_json::Value) {
     let start = format!("{}", DATA_START / 1000);
@@ -138,8 +112,8 @@ fn the_served_blocks_follow_the_bucket_and_its_filters() {
     let dir = tempfile::tempdir().unwrap();
     let blocks = blocks(dir.path());
     let bucket = dir.path().join("bucket");
-    let yaml = filesystem_yaml(&bucket);
-    upload(&yaml, &dir.path().join("blocks"), "cluster=\"a\"");
+    let yaml = common::filesystem_yaml(&bucket);
+    common::upload_blocks(&yaml, &dir.path().join("blocks"), "cluster=\"a\"");
     let (b0, b1, b2) = (&blocks[0].0, &blocks[1].0, &blocks[2].0);
 
     // A partial upload: a block directory without meta.json (a copy of part 0's files under a
@@ -202,8 +176,8 @@ fn relabel_selectors_shard_the_bucket_across_two_stores() {
     let dir = tempfile::tempdir().unwrap();
     let blocks = blocks(dir.path());
     let bucket = dir.path().join("bucket");
-    let yaml = filesystem_yaml(&bucket);
-    upload(&yaml, &dir.path().join("blocks"), "cluster=\"a\"");
+    let yaml = common::filesystem_yaml(&bucket);
+    common::upload_blocks(&yaml, &dir.path().join("blocks"), "cluster=\"a\"");
     let shard = |n: u32| {
         format!(
             "- action: hashmod\n  source_labels: [__block_id]\n  target_label: shard\n  modulus: 2\n\
@@ -235,8 +209,8 @@ fn a_damaged_block_is_skipped_with_a_warning_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let blocks = blocks(dir.path());
     let bucket = dir.path().join("bucket");
-    let yaml = filesystem_yaml(&bucket);
-    upload(&yaml, &dir.path().join("blocks"), "cluster=\"a\"");
+    let yaml = common::filesystem_yaml(&bucket);
+    common::upload_blocks(&yaml, &dir.path().join("blocks"), "cluster=\"a\"");
     // Part 1's index is cut short: its index-header cannot be built, it is not served.
     let index = bucket.join(&blocks[1].0).join("index");
     let len = std::fs::metadata(&index).unwrap().len();
@@ -319,7 +293,7 @@ fn an_unreachable_bucket_keeps_the_store_up_and_not_ready() {
     // The bucket comes up (with the blocks in it): the next sync makes the store ready.
     let s3_root = dir.path().join("s3");
     let s3 = S3Server::start(dir.path(), &s3_root, port, "metrics");
-    upload(
+    common::upload_blocks(
         &s3.objstore_yaml("metrics"),
         &dir.path().join("blocks"),
         "cluster=\"a\"",

@@ -1176,3 +1176,47 @@ impl CairnCompact {
             .and_then(|v| v.parse().ok())
     }
 }
+
+/// Copies a directory tree (a block, a TSDB) file by file.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).unwrap();
+        }
+    }
+}
+
+/// objstore.yml text for a local-directory bucket (made if missing).
+pub fn filesystem_yaml(bucket: &Path) -> String {
+    std::fs::create_dir_all(bucket).unwrap();
+    format!(
+        "type: FILESYSTEM\nconfig:\n  directory: {}\n",
+        bucket.display()
+    )
+}
+
+/// `cairn tools bucket upload` of every block under `blocks_dir` with the external `label`
+/// (`name="value"`).
+pub fn upload_blocks(yaml: &str, blocks_dir: &Path, label: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "tools",
+            "bucket",
+            &format!("--objstore.config={yaml}"),
+            "upload",
+        ])
+        .arg(blocks_dir)
+        .arg(format!("--label={label}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "upload: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
