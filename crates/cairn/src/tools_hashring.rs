@@ -2,6 +2,7 @@
 //! `receive::hashring`; this module reads files, picks tenants and prints.
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -53,6 +54,49 @@ pub enum HashringCommand {
         #[arg(long)]
         tenant: Vec<String>,
     },
+    /// Print the hashrings file of a receive StatefulSet of N replicas (the pods' stable DNS
+    /// names, as they pass `--receive.local-endpoint`), for scaling it: stdout is the file for
+    /// the ConfigMap; stderr shows how series spread over the new ring and, with `--current`,
+    /// how many change owners.
+    Generate(GenerateArgs),
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// The receivers' StatefulSet: pod i is `<statefulset>-<i>`.
+    #[arg(long)]
+    statefulset: String,
+    /// The StatefulSet's headless Service (the pods' DNS subdomain).
+    #[arg(long)]
+    service: String,
+    #[arg(long, default_value = "monitoring")]
+    namespace: String,
+    /// Pods in the StatefulSet after scaling.
+    #[arg(long)]
+    replicas: usize,
+    /// The receivers' gRPC port.
+    #[arg(long, default_value_t = 10901)]
+    port: u16,
+    /// Availability zones, comma-separated; pod i is listed in zone i modulo their number, which is
+    /// where a zone-spread StatefulSet (maxSkew 1, pods created in order) puts it. With zones,
+    /// ketama keeps a series' replicas in different zones.
+    #[arg(long, value_delimiter = ',')]
+    zones: Vec<String>,
+    /// The cluster's DNS domain.
+    #[arg(long = "cluster-domain", default_value = "cluster.local")]
+    cluster_domain: String,
+    /// The hashring's name.
+    #[arg(long = "hashring", default_value = "default")]
+    hashring: String,
+    /// Replicas per series (`--receive.replication-factor`).
+    #[arg(long = "replication-factor", default_value_t = 3)]
+    replication_factor: usize,
+    /// The hashrings file in use now (e.g. from `kubectl get configmap`): stderr then shows the
+    /// share of series whose owners change.
+    #[arg(long)]
+    current: Option<PathBuf>,
+    #[command(flatten)]
+    series: SeriesArgs,
 }
 
 #[derive(Args)]
@@ -91,7 +135,83 @@ pub fn run(command: HashringCommand) -> anyhow::Result<()> {
             series,
             tenant,
         } => diff(&old, &new, &ring, &series, &tenant),
+        HashringCommand::Generate(args) => generate(&args),
     }
+}
+
+/// The hashrings file of `args.replicas` pods, as pretty JSON in Thanos' schema.
+fn generated_file(args: &GenerateArgs) -> anyhow::Result<String> {
+    if args.replicas == 0 {
+        bail!("--replicas must be at least 1");
+    }
+    if args.zones.iter().any(|z| z.trim().is_empty()) {
+        bail!("--zones has an empty zone name");
+    }
+    let endpoints: Vec<serde_json::Value> = (0..args.replicas)
+        .map(|i| {
+            let address = format!(
+                "{}-{i}.{}.{}.svc.{}:{}",
+                args.statefulset, args.service, args.namespace, args.cluster_domain, args.port
+            );
+            if args.zones.is_empty() {
+                serde_json::Value::String(address)
+            } else {
+                serde_json::json!({"address": address, "az": args.zones[i % args.zones.len()].trim()})
+            }
+        })
+        .collect();
+    let file = serde_json::json!([{
+        "hashring": args.hashring,
+        "algorithm": "ketama",
+        "endpoints": endpoints,
+    }]);
+    Ok(serde_json::to_string_pretty(&file)? + "\n")
+}
+
+/// Zone-aware placement puts one copy of each series in each of `replication_factor` zones, so
+/// with zones of different sizes the receivers of the smaller zones hold more series.
+fn uneven_zones(args: &GenerateArgs) -> Option<String> {
+    if args.zones.is_empty() || args.replicas.is_multiple_of(args.zones.len()) {
+        return None;
+    }
+    let sizes: Vec<String> = args
+        .zones
+        .iter()
+        .enumerate()
+        .map(|(z, name)| {
+            let pods = (0..args.replicas)
+                .filter(|i| i % args.zones.len() == z)
+                .count();
+            format!("{}: {pods}", name.trim())
+        })
+        .collect();
+    Some(format!(
+        "zones hold different numbers of receivers ({}); receivers in the smaller zones hold \
+         more series. Scale by a multiple of {} pods to keep them even.",
+        sizes.join(", "),
+        args.zones.len()
+    ))
+}
+
+fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
+    let text = generated_file(args)?;
+    // Refuse what the receivers would refuse (fewer endpoints or zones than replicas per series).
+    let rings = Hashrings::parse(&text, Algorithm::Ketama, args.replication_factor)
+        .context("the generated hashring is not usable")?;
+    let series = series_set(&args.series)?;
+    let mut err = std::io::stderr().lock();
+    if let Some(warning) = uneven_zones(args) {
+        writeln!(err, "warning: {warning}")?;
+    }
+    write_plan(&mut err, &rings, &series, Path::new("generated"), None)?;
+    if let Some(path) = &args.current {
+        let current = Hashrings::parse(&read(path)?, Algorithm::Ketama, args.replication_factor)
+            .with_context(|| format!("{} is not a usable hashrings file", path.display()))?;
+        writeln!(err, "from {} to the generated file:", path.display())?;
+        write_diff(&mut err, &current, &rings, &series, &[])?;
+    }
+    print!("{text}");
+    Ok(())
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {
@@ -220,9 +340,20 @@ fn plan(
 ) -> anyhow::Result<()> {
     let rings = load(path, args)?;
     let series = series_set(series_args)?;
+    write_plan(&mut std::io::stdout().lock(), &rings, &series, path, tenant)
+}
+
+/// `plan`'s report: each chosen hashring's per-endpoint share and skew.
+fn write_plan(
+    out: &mut dyn Write,
+    rings: &Hashrings,
+    series: &[Vec<(String, String)>],
+    path: &Path,
+    tenant: Option<&str>,
+) -> anyhow::Result<()> {
     let chosen: Vec<(usize, &TenantHashring, String)> = match tenant {
         Some(t) => {
-            let (i, r) = ring_of(&rings, t).with_context(|| {
+            let (i, r) = ring_of(rings, t).with_context(|| {
                 format!("no hashring of {} matches tenant {t:?}", path.display())
             })?;
             vec![(i, r, t.to_string())]
@@ -235,21 +366,24 @@ fn plan(
             .collect(),
     };
     for (i, r, tenant) in chosen {
-        let d = Distribution::measure(&r.ring, hashes(&tenant, &series));
-        println!(
+        let d = Distribution::measure(&r.ring, hashes(&tenant, series));
+        writeln!(
+            out,
             "{}, replication factor {}: {} series of tenant {tenant:?}",
             describe(i, r),
             d.replication_factor,
             d.series
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "  {:<40} {:<12} {:>10} {:>8} {:>8} {:>8}",
             "endpoint", "az", "series", "share", "primary", "exact"
-        );
+        )?;
         let mut rows: Vec<_> = d.endpoints.iter().collect();
         rows.sort_by(|a, b| a.address.cmp(&b.address));
         for e in rows {
-            println!(
+            writeln!(
+                out,
                 "  {:<40} {:<12} {:>10} {:>7.2}% {:>7.2}% {:>7.2}%",
                 e.address,
                 if e.az.is_empty() { "-" } else { &e.az },
@@ -257,15 +391,16 @@ fn plan(
                 100.0 * e.series as f64 / d.series as f64,
                 100.0 * e.primaries as f64 / d.series as f64,
                 100.0 * e.expected_share
-            );
+            )?;
         }
-        println!(
+        writeln!(
+            out,
             "  skew: max/mean {:.3} (exact {:.3}), min/mean {:.3}; mean {:.1} series per endpoint",
             d.max_over_mean(),
             d.expected_max_over_mean(),
             d.min_over_mean(),
             d.mean()
-        );
+        )?;
     }
     Ok(())
 }
@@ -308,16 +443,27 @@ fn diff(
     let old = load(old_path, args)?;
     let new = load(new_path, args)?;
     let series = series_set(series_args)?;
+    write_diff(&mut std::io::stdout().lock(), &old, &new, &series, tenants)
+}
+
+/// `diff`'s report: per tenant, the share of series whose owners move from `old` to `new`.
+fn write_diff(
+    out: &mut dyn Write,
+    old: &Hashrings,
+    new: &Hashrings,
+    series: &[Vec<(String, String)>],
+    tenants: &[String],
+) -> anyhow::Result<()> {
     let tenants = if tenants.is_empty() {
-        tenants_of([&old, &new])
+        tenants_of([old, new])
     } else {
         tenants.to_vec()
     };
     let mut total = Movement::default();
     for tenant in &tenants {
-        let (a, b) = (ring_of(&old, tenant), ring_of(&new, tenant));
+        let (a, b) = (ring_of(old, tenant), ring_of(new, tenant));
         if a.is_none() && b.is_none() {
-            println!("tenant {tenant:?}: no hashring in either file");
+            writeln!(out, "tenant {tenant:?}: no hashring in either file")?;
             continue;
         }
         let label = |x: Option<(usize, &TenantHashring)>| {
@@ -325,19 +471,20 @@ fn diff(
                 describe(i, r)
             })
         };
-        println!("tenant {tenant:?}: {} -> {}", label(a), label(b));
-        let hashes = hashes(tenant, &series);
+        writeln!(out, "tenant {tenant:?}: {} -> {}", label(a), label(b))?;
+        let hashes = hashes(tenant, series);
         let m = Movement::measure(
             a.map(|(_, r)| &r.ring),
             b.map(|(_, r)| &r.ring),
             hashes.iter().copied(),
         );
-        println!(
+        writeln!(
+            out,
             "  owners changed: {:.2}% of {} series; primary owner changed: {:.2}%",
             100.0 * m.owners_fraction(),
             m.series,
             100.0 * m.primary_fraction()
-        );
+        )?;
         if let (Some((_, ra)), Some((_, rb))) = (a, b) {
             let mut notes = Vec::new();
             if let Some((owners, primary)) = exact_movement(&ra.ring, &rb.ring) {
@@ -364,7 +511,7 @@ fn diff(
                 ));
             }
             if !notes.is_empty() {
-                println!("  {}", notes.join("; "));
+                writeln!(out, "  {}", notes.join("; "))?;
             }
             let before = Distribution::measure(&ra.ring, hashes.iter().copied());
             let after = Distribution::measure(&rb.ring, hashes.iter().copied());
@@ -376,26 +523,28 @@ fn diff(
                     .find(|e| e.address == a)
                     .map_or(0, |e| e.series)
             };
-            println!("  {:<40} {:>10} {:>10}", "endpoint", "before", "after");
+            writeln!(out, "  {:<40} {:>10} {:>10}", "endpoint", "before", "after")?;
             for a in all {
-                println!(
+                writeln!(
+                    out,
                     "  {:<40} {:>10} {:>10}",
                     a,
                     held(&before, a),
                     held(&after, a)
-                );
+                )?;
             }
         }
         total.add(m);
     }
     if tenants.len() > 1 {
-        println!(
+        writeln!(
+            out,
             "all {} tenants: owners changed {:.2}%, primary owner changed {:.2}% of {} series",
             tenants.len(),
             100.0 * total.owners_fraction(),
             100.0 * total.primary_fraction(),
             total.series
-        );
+        )?;
     }
     Ok(())
 }

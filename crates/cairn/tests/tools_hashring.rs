@@ -272,3 +272,83 @@ fn diff_measures_movement() {
     assert!(!o.status.success());
     assert!(text(&o).1.contains("lists no hashrings"));
 }
+
+/// The hashrings file in `deploy/kubernetes`'s ConfigMap.
+fn configmap_hashrings() -> String {
+    let manifest = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/kubernetes/receive-hashrings.yaml"
+    ))
+    .unwrap();
+    let doc: serde_json::Value = serde_saphyr::from_str(&manifest).unwrap();
+    doc["data"]["hashrings.json"].as_str().unwrap().to_string()
+}
+
+fn generate(extra: &[&str]) -> Output {
+    let mut args = vec![
+        "generate",
+        "--statefulset",
+        "cairn-receive",
+        "--service",
+        "cairn-receive",
+        "--namespace",
+        "monitoring",
+        "--series",
+        "20000",
+    ];
+    args.extend_from_slice(extra);
+    cairn(&args)
+}
+
+#[test]
+fn generate_prints_the_configmaps_file_and_the_movement_of_a_scale_out() {
+    let dir = tempfile::tempdir().unwrap();
+    // Three replicas: exactly the file the Kubernetes manifests ship.
+    let o = generate(&["--replicas", "3"]);
+    let (three, err) = text(&o);
+    assert!(o.status.success(), "{three}{err}");
+    let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap();
+    assert_eq!(parse(&three), parse(&configmap_hashrings()));
+    assert!(err.contains("skew: max/mean"), "{err}");
+    let current = write(dir.path(), "three.json", &three);
+
+    // 3 -> 5: the file validates, and stderr tells how many series move.
+    let o = generate(&["--replicas", "5", "--current", &current]);
+    let (five, err) = text(&o);
+    assert!(o.status.success(), "{five}{err}");
+    let endpoints = parse(&five)[0]["endpoints"].as_array().unwrap().clone();
+    assert_eq!(endpoints.len(), 5);
+    assert_eq!(
+        endpoints[4],
+        "cairn-receive-4.cairn-receive.monitoring.svc.cluster.local:10901"
+    );
+    let moved = percent_after(&err, "primary owner changed:");
+    // Two new receivers of five take about 2/5 of the primaries (ketama moves little more).
+    assert!((35.0..46.0).contains(&moved), "{moved} {err}");
+    let five_path = write(dir.path(), "five.json", &five);
+    let o = cairn(&["validate", &five_path, "--replication-factor", "3"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+
+    // Zones: pod i in zone i mod 3; uneven zones are warned about.
+    let o = generate(&["--replicas", "6", "--zones", "a,b,c", "--port", "10907"]);
+    let (six, err) = text(&o);
+    assert!(o.status.success(), "{six}{err}");
+    let six = parse(&six);
+    assert_eq!(
+        six[0]["endpoints"][4],
+        serde_json::json!({"address": "cairn-receive-4.cairn-receive.monitoring.svc.cluster.local:10907", "az": "b"})
+    );
+    assert!(!err.contains("warning"), "{err}");
+    let o = generate(&["--replicas", "5", "--zones", "a,b,c"]);
+    let (_, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("warning: zones hold different numbers of receivers (a: 2, b: 2, c: 1)"),
+        "{err}"
+    );
+
+    // Fewer receivers than copies per series: refused, as the receivers would refuse the file.
+    let o = generate(&["--replicas", "2"]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("not usable"), "{:?}", text(&o));
+}
