@@ -161,6 +161,11 @@ struct ReceiveArgs {
     /// head_series_limit -> 429); re-read when it changes.
     #[arg(long = "receive.limits-config-file")]
     limits_config_file: Option<PathBuf>,
+    /// Active series this receiver holds across all tenants before new series get 429 (0: no
+    /// limit). A guard against running out of memory when the hashring sends one receiver far
+    /// more than its share; size it from the memory limit (docs/kubernetes.md, Sizing).
+    #[arg(long = "receive.node-head-series-limit", default_value_t = 0)]
+    node_head_series_limit: u64,
     /// Certificate (PEM) for TLS on the remote-write listener.
     #[arg(long = "remote-write.server-tls-cert", requires = "rw_tls_key")]
     rw_tls_cert: Option<PathBuf>,
@@ -628,6 +633,8 @@ impl ReceiveArgs {
             },
             // Check often enough that short test block durations cut on time.
             limits_file: self.limits_config_file.clone(),
+            node_head_series_limit: (self.node_head_series_limit > 0)
+                .then_some(self.node_head_series_limit),
             remote_write_tls: tls_files(
                 &self.rw_tls_cert,
                 &self.rw_tls_key,

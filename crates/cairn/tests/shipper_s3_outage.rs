@@ -181,6 +181,12 @@ fn s3_outage_loses_nothing_and_a_restart_resumes_uploads() {
         },
     );
 
+    // The backlog in bytes (what the outage adds to the volume): at least three blocks' files.
+    let backlog = cairn
+        .metric("cairn_shipper_queue_bytes{tenant=\"default-tenant\"}")
+        .unwrap_or(0.0);
+    assert!(backlog > 3.0 * 1024.0, "backlog {backlog} bytes");
+
     // The bucket comes back: everything arrives, byte-identical.
     let s3 = S3Server::start(dir.path(), &s3_root, port, "metrics");
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -191,7 +197,11 @@ fn s3_outage_loses_nothing_and_a_restart_resumes_uploads() {
         let shipped = std::fs::read(tenant_dir.join("thanos.shipper.json"))
             .map(|b| String::from_utf8_lossy(&b).to_string())
             .unwrap_or_default();
+        let queue_bytes = cairn
+            .metric("cairn_shipper_queue_bytes{tenant=\"default-tenant\"}")
+            .unwrap_or(1.0);
         if queue == 0.0
+            && queue_bytes == 0.0
             && local_blocks(&tenant_dir)
                 .iter()
                 .all(|b| shipped.contains(b))

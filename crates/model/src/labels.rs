@@ -135,6 +135,23 @@ impl Labels {
     }
 }
 
+/// A label value as the text exposition format writes it (`\\`, `\"` and `\n` escaped).
+/// `prometheus-client` writes label values as given, so values that can hold these characters
+/// (a label set rendered as text, names from configuration files) pass through here first;
+/// otherwise one such value makes the whole `/metrics` page unparsable for Prometheus.
+pub fn escape_exposition_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// The 128-bit identity hash of name/value pairs (in the order given): XXH3-128 over the
 /// strings, each followed by 0xff (a byte UTF-8 never contains, so pairs cannot alias).
 ///
@@ -237,6 +254,15 @@ macro_rules! labels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exposition_values_escape_quotes_backslashes_and_newlines() {
+        assert_eq!(escape_exposition_value("plain"), "plain");
+        assert_eq!(
+            escape_exposition_value("{replica=\"r0\"}\\\n"),
+            "{replica=\\\"r0\\\"}\\\\\\n"
+        );
+    }
 
     #[test]
     fn sorted_and_deduplicated() {

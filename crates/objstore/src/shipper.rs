@@ -38,6 +38,8 @@ pub struct SyncStats {
     pub bytes: u64,
     /// Blocks still waiting (including the one that failed).
     pub pending: usize,
+    /// Their bytes on local disk: what an outage of the bucket adds to the volume.
+    pub pending_bytes: u64,
     /// Age in ms (by the block's maxTime against now) of the oldest block not uploaded.
     pub oldest_pending_max_time: Option<i64>,
     pub failed: Option<String>,
@@ -94,6 +96,14 @@ impl Shipper {
             })
     }
 
+    /// Bytes of these blocks' directories on local disk.
+    fn bytes_of(&self, blocks: &[&BlockMeta]) -> u64 {
+        blocks
+            .iter()
+            .map(|m| dir_bytes(&self.tsdb_dir.join(m.ulid.to_string())))
+            .sum()
+    }
+
     /// Uploads every block in `blocks` not yet shipped, oldest first, stopping at the first
     /// failure. Only level-1 blocks (cut from the head) are shipped, as Thanos does.
     pub async fn sync(&self, blocks: &[BlockMeta], now_ms: i64) -> SyncStats {
@@ -123,6 +133,7 @@ impl Shipper {
                 }
                 Err(e) => {
                     stats.pending = todo.len() - i;
+                    stats.pending_bytes = self.bytes_of(&todo[i..]);
                     stats.oldest_pending_max_time = Some(now_ms - meta.max_time);
                     stats.failed = Some(format!("block {ulid}: {e}"));
                     return stats;
@@ -131,6 +142,7 @@ impl Shipper {
             if let Err(e) = self.record(&ulid) {
                 stats.failed = Some(e.to_string());
                 stats.pending = todo.len() - i - 1;
+                stats.pending_bytes = self.bytes_of(&todo[i + 1..]);
                 return stats;
             }
         }
@@ -148,4 +160,19 @@ pub fn backoff(failures: u32, max: Duration) -> Duration {
         .unwrap_or_default()
         .subsec_nanos();
     capped.mul_f64(0.5 + (nanos % 1000) as f64 / 2000.0)
+}
+
+/// Bytes of the files under `dir` (0 for what cannot be read).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }

@@ -107,7 +107,9 @@ impl Metrics {
                     .get_or_create(&vec![
                         (
                             "external_labels".to_string(),
-                            describe_label_sets(&info.label_sets),
+                            model::labels::escape_exposition_value(&describe_label_sets(
+                                &info.label_sets,
+                            )),
                         ),
                         ("store_type".to_string(), info.component_type.clone()),
                     ])

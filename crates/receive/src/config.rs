@@ -50,6 +50,9 @@ pub struct ReceiveConfig {
     pub maintenance_interval: Duration,
     /// `--receive.limits-config-file`: per-tenant limits, re-read when it changes.
     pub limits_file: Option<PathBuf>,
+    /// Active series this receiver holds across all tenants before it refuses new series with
+    /// 429 (`--receive.node-head-series-limit`); `None`: no limit.
+    pub node_head_series_limit: Option<u64>,
     /// TLS on the remote-write listener (`--remote-write.server-tls-*`).
     pub remote_write_tls: Option<crate::tls::TlsFiles>,
     /// TLS on the HTTP listener (`--http.server-tls-*`).
@@ -94,6 +97,7 @@ impl Default for ReceiveConfig {
             limits: RequestLimits::default(),
             maintenance_interval: Duration::from_secs(5),
             limits_file: None,
+            node_head_series_limit: None,
             remote_write_tls: None,
             http_tls: None,
             auth_file: None,

@@ -108,7 +108,10 @@ pub fn http_router(receiver: Arc<Receiver>) -> Router {
 }
 
 /// Prometheus' `/api/v1/status/tsdb` for one tenant: the tenant header (or `?tenant=`) picks it,
-/// the default tenant otherwise; `?limit=` sizes the top lists (default 10).
+/// the default tenant otherwise; `?tenant=*` takes every tenant of this receiver as one head (the
+/// node's totals, what its memory holds). `?limit=` sizes the top lists (default 10). Besides
+/// Prometheus' fields, `data.nodeHeadStats` always gives this receiver's series per tenant and in
+/// all, so one request tells a tenant's share of the node.
 async fn status_tsdb(
     State(state): State<Arc<Receiver>>,
     headers: HeaderMap,
@@ -129,14 +132,25 @@ async fn status_tsdb(
             )
         }
     };
-    let Some(db) = state.tenants.get(&tenant) else {
-        return api_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            &format!("unknown tenant {tenant:?}"),
-        );
+    let all = state.tenants.all();
+    let st = if tenant == "*" {
+        let heads: Vec<&tsdb::head::Head> = all.iter().map(|(_, db)| &**db.head()).collect();
+        tsdb::head::Head::status_of(&heads, limit)
+    } else {
+        let Some(db) = state.tenants.get(&tenant) else {
+            return api_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("unknown tenant {tenant:?}"),
+            );
+        };
+        db.head().status(limit)
     };
-    let st = db.head().status(limit);
+    let per_tenant: Vec<serde_json::Value> = all
+        .iter()
+        .map(|(name, db)| serde_json::json!({"tenant": name, "numSeries": db.head().num_series()}))
+        .collect();
+    let node_series: usize = all.iter().map(|(_, db)| db.head().num_series()).sum();
     let list = |v: &[(String, u64)]| -> Vec<serde_json::Value> {
         v.iter()
             .map(|(name, value)| serde_json::json!({"name": name, "value": value}))
@@ -161,6 +175,7 @@ async fn status_tsdb(
             "labelValueCountByLabelName": list(&st.label_value_count_by_label_name),
             "memoryInBytesByLabelName": list(&st.memory_in_bytes_by_label_name),
             "seriesCountByLabelValuePair": list(&st.series_count_by_label_value_pair),
+            "nodeHeadStats": {"numSeries": node_series, "tenants": per_tenant},
         }
     });
     (
@@ -187,7 +202,7 @@ async fn metrics(State(state): State<Arc<Receiver>>) -> Response {
     }
     if let Some(handoff) = state.replicator.as_ref().and_then(|r| r.handoff.as_ref()) {
         if let Some(r) = &state.replicator {
-            r.metrics.update_queues(handoff);
+            r.metrics.update_queues(handoff, &r.peer_endpoints());
         }
     }
     (

@@ -237,8 +237,14 @@ impl Receiver {
         I: Iterator<Item = &'a TimeSeries<'b>> + Clone,
     {
         let db = self.tenants.get_or_open(tenant)?;
-        let limit = self.limits.for_tenant(tenant).head_series;
-        let outcome = writer::write_series(&db, series, limit, late);
+        let limits = writer::HeadLimits {
+            tenant: self.limits.for_tenant(tenant).head_series,
+            node: self
+                .config
+                .node_head_series_limit
+                .map(|limit| (limit, self.tenants.head_series() as u64)),
+        };
+        let outcome = writer::write_series(&db, series, limits, late);
         self.record(tenant, &outcome);
         if outcome.error.is_some() {
             tracing::debug!(tenant, status = outcome.status(), message = %outcome.message(), "write rejected");

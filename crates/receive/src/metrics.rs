@@ -39,6 +39,9 @@ pub struct Metrics {
     pub shipper_bytes: Family<MetricLabels, Counter>,
     pub shipper_queue: Family<MetricLabels, Gauge>,
     pub shipper_oldest_age: Family<MetricLabels, Gauge>,
+    pub shipper_queue_bytes: Family<MetricLabels, Gauge>,
+    volume_size: Gauge,
+    volume_available: Gauge,
     hashring: HashringMetrics,
 }
 
@@ -53,6 +56,8 @@ struct HashringMetrics {
     config_hash: Gauge<f64, std::sync::atomic::AtomicU64>,
     nodes: Family<MetricLabels, Gauge>,
     tenants: Family<MetricLabels, Gauge>,
+    skew: Family<MetricLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    problems: Family<MetricLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -151,6 +156,26 @@ impl Metrics {
             "Age of the oldest block not yet uploaded (by its maxTime), per tenant.",
             shipper_oldest_age.clone(),
         );
+        let shipper_queue_bytes = Family::<MetricLabels, Gauge>::default();
+        registry.register(
+            "cairn_shipper_queue_bytes",
+            "Bytes of the local blocks not yet in the bucket, per tenant: what a bucket outage \
+             adds to the volume.",
+            shipper_queue_bytes.clone(),
+        );
+        let volume_size = Gauge::default();
+        registry.register(
+            "cairn_receive_tsdb_volume_size_bytes",
+            "Size of the filesystem holding the TSDB directory.",
+            volume_size.clone(),
+        );
+        let volume_available = Gauge::default();
+        registry.register(
+            "cairn_receive_tsdb_volume_available_bytes",
+            "Bytes free to this process on the filesystem holding the TSDB directory; at 0 the \
+             WAL cannot grow and writes fail.",
+            volume_available.clone(),
+        );
         let hashring = HashringMetrics::default();
         for (name, help, c) in [
             (
@@ -196,6 +221,19 @@ impl Metrics {
             "Tenants per hashring.",
             hashring.tenants.clone(),
         );
+        registry.register(
+            "cairn_receive_hashring_skew",
+            "Per hashring, the most loaded endpoint's exact share of the hash space over the mean \
+             share (1: even).",
+            hashring.skew.clone(),
+        );
+        registry.register(
+            "cairn_receive_hashring_problems",
+            "Problems of the hashrings file in use that load but have caused incidents \
+             (severity=\"incident\", e.g. a default hashring missing receivers) or look wrong \
+             (severity=\"warning\"); each is logged when the file is applied.",
+            hashring.problems.clone(),
+        );
         Metrics {
             hashring,
             registry,
@@ -204,6 +242,9 @@ impl Metrics {
             shipper_bytes,
             shipper_queue,
             shipper_oldest_age,
+            shipper_queue_bytes,
+            volume_size,
+            volume_available,
             http_requests,
             http_request_duration,
             samples_ingested,
@@ -237,10 +278,19 @@ impl Metrics {
         h.config_hash.set(snap.config_hash);
         h.nodes.clear();
         h.tenants.clear();
+        h.skew.clear();
         for r in &snap.hashrings {
-            let l = vec![("name".to_string(), r.name.clone())];
+            let name = model::labels::escape_exposition_value(&r.name);
+            let l = vec![("name".to_string(), name)];
             h.nodes.get_or_create(&l).set(r.nodes as i64);
             h.tenants.get_or_create(&l).set(r.tenants as i64);
+            h.skew.get_or_create(&l).set(r.skew);
+        }
+        for severity in ["incident", "warning"] {
+            let n = snap.problems.iter().filter(|(s, _)| *s == severity).count();
+            h.problems
+                .get_or_create(&vec![("severity".to_string(), severity.to_string())])
+                .set(n as i64);
         }
     }
 
@@ -249,8 +299,18 @@ impl Metrics {
         &mut self.registry
     }
 
-    /// Refreshes the per-tenant TSDB gauges.
+    /// Refreshes the per-tenant TSDB gauges and the TSDB volume's size and free space.
     pub fn update_tsdb(&self, tenants: &Tenants) {
+        match rustix::fs::statvfs(tenants.root()) {
+            Ok(st) => {
+                let block = st.f_frsize;
+                self.volume_size.set((st.f_blocks * block) as i64);
+                self.volume_available.set((st.f_bavail * block) as i64);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "statvfs of the TSDB directory failed");
+            }
+        }
         for (tenant, db) in tenants.all() {
             let l = vec![("tenant".to_string(), tenant)];
             let head = db.head();

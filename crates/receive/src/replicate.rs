@@ -319,7 +319,17 @@ impl ReplicationMetrics {
     }
 
     /// Refreshes the queue gauges.
-    pub fn update_queues(&self, handoff: &Handoff) {
+    /// Sets the hint gauges from the queues, and to 0 for the `peers` that have none, so that a
+    /// healthy pool shows a flat line per peer rather than no data.
+    pub fn update_queues(&self, handoff: &Handoff, peers: &[String]) {
+        for peer in peers {
+            if handoff.get(peer).is_none() {
+                let l = Self::peer(peer);
+                self.hints_pending.get_or_create(&l).set(0);
+                self.hints_pending_bytes.get_or_create(&l).set(0);
+                self.hints_oldest_age.get_or_create(&l).set(0);
+            }
+        }
         let now = crate::handoff::now_millis();
         for q in handoff.queues() {
             let s = q.stats();
@@ -449,6 +459,20 @@ impl Replicator {
             handoff,
             metrics,
         })
+    }
+
+    /// Every endpoint of the hashrings in use except this receiver: the peers it forwards to.
+    pub fn peer_endpoints(&self) -> Vec<String> {
+        let rings = self.rings.get();
+        let mut out: Vec<String> = rings
+            .rings()
+            .iter()
+            .flat_map(|r| r.ring.endpoints().iter().map(|e| e.address.clone()))
+            .filter(|a| !self.is_local(a))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Starts delivering the hints a previous run left (needs a tokio runtime).

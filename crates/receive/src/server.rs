@@ -35,6 +35,9 @@ async fn ship_all(receiver: &Receiver) -> bool {
             .inc_by(stats.uploaded as u64);
         m.shipper_bytes.get_or_create(&l).inc_by(stats.bytes);
         m.shipper_queue.get_or_create(&l).set(stats.pending as i64);
+        m.shipper_queue_bytes
+            .get_or_create(&l)
+            .set(stats.pending_bytes as i64);
         m.shipper_oldest_age
             .get_or_create(&l)
             .set(stats.oldest_pending_max_time.map_or(0, |ms| ms / 1000));

@@ -166,6 +166,21 @@ impl Tenants {
         v
     }
 
+    /// The TSDB directory (one subdirectory per tenant).
+    pub fn root(&self) -> &std::path::Path {
+        &self.config.tsdb_path
+    }
+
+    /// Active series in every tenant's head: what this receiver's memory holds.
+    pub fn head_series(&self) -> usize {
+        self.dbs
+            .read()
+            .unwrap()
+            .values()
+            .map(|db| db.head().num_series())
+            .sum()
+    }
+
     /// Cuts due blocks and applies retention in every tenant; errors are logged.
     pub fn maintain(&self) {
         for (tenant, db) in self.all() {

@@ -41,6 +41,7 @@ pub enum Reason {
     DuplicateTimestamp,
     OutOfBounds,
     SeriesLimit,
+    NodeSeriesLimit,
     Storage,
 }
 
@@ -53,6 +54,7 @@ impl Reason {
             Reason::DuplicateTimestamp => "duplicate_timestamp",
             Reason::OutOfBounds => "out_of_bounds",
             Reason::SeriesLimit => "series_limit",
+            Reason::NodeSeriesLimit => "node_series_limit",
             Reason::Storage => "storage",
         }
     }
@@ -63,7 +65,7 @@ impl Reason {
             Reason::OutOfOrder | Reason::DuplicateTimestamp | Reason::OutOfBounds => {
                 Severity::Conflict
             }
-            Reason::SeriesLimit => Severity::TooManyRequests,
+            Reason::SeriesLimit | Reason::NodeSeriesLimit => Severity::TooManyRequests,
             Reason::Storage => Severity::Internal,
         }
     }
@@ -185,10 +187,20 @@ pub fn validate_labels(series: &TimeSeries<'_>) -> Result<(), InvalidLabels> {
     Ok(())
 }
 
-/// Appends a request's samples to `db` as one commit. With `head_series_limit`, a tenant whose
-/// head holds that many series accepts samples of existing series only.
-pub fn write(db: &Db, req: &WriteRequest<'_>, head_series_limit: Option<u64>) -> WriteOutcome {
-    write_series(db, req.timeseries.iter(), head_series_limit, false)
+/// Active-series limits a write checks before it creates a series.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HeadLimits {
+    /// The tenant's limit (the limits file's `head_series_limit`).
+    pub tenant: Option<u64>,
+    /// The receiver's limit across tenants (`--receive.node-head-series-limit`) and the
+    /// series all its tenants' heads hold now.
+    pub node: Option<(u64, u64)>,
+}
+
+/// Appends a request's samples to `db` as one commit. A tenant at its limit of series, or a
+/// receiver at its limit across tenants, accepts samples of existing series only.
+pub fn write(db: &Db, req: &WriteRequest<'_>, limits: HeadLimits) -> WriteOutcome {
+    write_series(db, req.timeseries.iter(), limits, false)
 }
 
 /// [`write`] for some of a request's series (the share a receiver owns). `late`: the samples are
@@ -196,7 +208,7 @@ pub fn write(db: &Db, req: &WriteRequest<'_>, head_series_limit: Option<u64>) ->
 pub fn write_series<'a, 'b: 'a, I>(
     db: &Db,
     series: I,
-    head_series_limit: Option<u64>,
+    limits: HeadLimits,
     late: bool,
 ) -> WriteOutcome
 where
@@ -206,7 +218,13 @@ where
         total_samples: series.clone().map(|s| s.samples.len()).sum(),
         ..Default::default()
     };
-    let at_limit = head_series_limit.filter(|&l| db.head().num_series() as u64 >= l);
+    let at_limit = limits
+        .tenant
+        .filter(|&l| db.head().num_series() as u64 >= l);
+    let node_at_limit = limits
+        .node
+        .filter(|&(limit, series)| series >= limit)
+        .map(|(limit, _)| limit);
     let mut app = db.appender();
     if late {
         app.accept_late();
@@ -235,16 +253,25 @@ where
         };
         pairs.clear();
         pairs.extend(series.labels.iter().map(|l| (l.name, l.value)));
-        if let Some(limit) = at_limit {
-            if !db.head().contains_pairs(&pairs) {
+        if (at_limit.is_some() || node_at_limit.is_some()) && !db.head().contains_pairs(&pairs) {
+            if let Some(limit) = at_limit {
                 out.reject(Reason::SeriesLimit, series.samples.len(), || {
                     format!(
                         "series {}: the tenant is at its limit of {limit} active series",
                         describe(series)
                     )
                 });
-                continue;
+            } else if let Some(limit) = node_at_limit {
+                out.reject(Reason::NodeSeriesLimit, series.samples.len(), || {
+                    format!(
+                        "series {}: this receiver is at its limit of {limit} active series across \
+                         tenants (--receive.node-head-series-limit); new series are refused until \
+                         the head is cut into a block or the pool grows",
+                        describe(series)
+                    )
+                });
             }
+            continue;
         }
         let handle = match app.series_for_pairs(&pairs) {
             Ok(h) => h,
@@ -355,7 +382,7 @@ mod tests {
             ],
             metadata: vec![],
         };
-        let out = write(&db, &req, None);
+        let out = write(&db, &req, HeadLimits::default());
         assert_eq!(out.status(), 400);
         assert_eq!(out.accepted_samples, 2);
         assert!(
@@ -377,7 +404,7 @@ mod tests {
             )],
             metadata: vec![],
         };
-        let out = write(&db, &req, None);
+        let out = write(&db, &req, HeadLimits::default());
         assert_eq!(out.status(), 409);
         assert_eq!(out.accepted_samples, 1);
         assert!(out.message().contains("out of order"), "{}", out.message());
@@ -386,5 +413,52 @@ mod tests {
             "{}",
             out.message()
         );
+    }
+
+    #[test]
+    fn a_receiver_at_its_node_limit_takes_samples_of_existing_series_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = Db::open(dir.path(), Default::default()).unwrap();
+        fn one(name: &str, t: i64) -> WriteRequest<'_> {
+            WriteRequest {
+                timeseries: vec![ts(&[("__name__", name)], &[(t, 1.0)])],
+                metadata: vec![],
+            }
+        }
+        let out = write(&db, &one("a", 1000), HeadLimits::default());
+        assert_eq!(out.status(), 204);
+        // Other tenants fill the node: 10 series of a limit of 10.
+        let full = HeadLimits {
+            tenant: None,
+            node: Some((10, 10)),
+        };
+        let out = write(&db, &one("a", 2000), full);
+        assert_eq!(out.status(), 204, "an existing series still takes samples");
+        let out = write(&db, &one("b", 2000), full);
+        assert_eq!(out.status(), 429);
+        assert_eq!(out.rejected, vec![(Reason::NodeSeriesLimit, 1)]);
+        assert!(
+            out.message().contains(
+                r#"series {__name__="b"}: this receiver is at its limit of 10 active series across tenants"#
+            ),
+            "{}",
+            out.message()
+        );
+        // The tenant's own limit is named first when both are reached.
+        let both = HeadLimits {
+            tenant: Some(1),
+            node: Some((10, 10)),
+        };
+        let out = write(&db, &one("b", 2000), both);
+        assert_eq!(out.rejected, vec![(Reason::SeriesLimit, 1)]);
+        let out = write(
+            &db,
+            &one("b", 2000),
+            HeadLimits {
+                tenant: None,
+                node: Some((10, 9)),
+            },
+        );
+        assert_eq!(out.status(), 204);
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::ConfigError;
 
-use super::{Algorithm, Hashrings};
+use super::{Algorithm, Hashrings, HashringsConfig, Severity};
 
 /// The current hashrings, read by request handlers and swapped on reload.
 #[derive(Clone, Debug)]
@@ -54,6 +54,9 @@ pub struct HashringGauges {
     pub name: String,
     pub nodes: usize,
     pub tenants: usize,
+    /// The most loaded endpoint's exact share of the hash space over the mean share (1.0: an
+    /// even spread; ketama's 200 sections per endpoint give about 1.01-1.07).
+    pub skew: f64,
 }
 
 /// What the hashring metrics expose; updated by the watcher.
@@ -66,6 +69,9 @@ pub struct WatchStatus {
     last_success_unix_millis: AtomicU64,
     config_hash_bits: AtomicU64,
     hashrings: Mutex<Vec<HashringGauges>>,
+    /// What the file in use has that loads but has caused incidents (or is suspicious):
+    /// (`incident` or `warning`, the problem).
+    problems: Mutex<Vec<(&'static str, String)>>,
 }
 
 /// A consistent read of [`WatchStatus`].
@@ -85,6 +91,8 @@ pub struct WatchSnapshot {
     pub config_hash: f64,
     /// `thanos_receive_hashring_nodes` and `_tenants` of the rings in use.
     pub hashrings: Vec<HashringGauges>,
+    /// The lint's findings on the file in use: (`incident` or `warning`, the problem).
+    pub problems: Vec<(&'static str, String)>,
 }
 
 impl WatchStatus {
@@ -98,10 +106,11 @@ impl WatchStatus {
             last_success: (millis > 0).then(|| UNIX_EPOCH + Duration::from_millis(millis)),
             config_hash: f64::from_bits(self.config_hash_bits.load(Ordering::Relaxed)),
             hashrings: self.hashrings.lock().unwrap().clone(),
+            problems: self.problems.lock().unwrap().clone(),
         }
     }
 
-    fn applied(&self, text: &[u8], rings: &Hashrings) {
+    fn applied(&self, text: &[u8], rings: &Hashrings, algorithm: Algorithm) {
         self.last_reload_successful.store(true, Ordering::Relaxed);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -114,12 +123,42 @@ impl WatchStatus {
         *self.hashrings.lock().unwrap() = rings
             .rings()
             .iter()
-            .map(|r| HashringGauges {
-                name: r.name.clone(),
-                nodes: r.ring.endpoints().len(),
-                tenants: r.tenants.len(),
+            .map(|r| {
+                let shares = r.ring.hash_space_shares();
+                let mean = rings.replication_factor() as f64 / shares.len().max(1) as f64;
+                let max = shares.iter().map(|(_, any)| *any).fold(0.0, f64::max);
+                HashringGauges {
+                    name: r.name.clone(),
+                    nodes: r.ring.endpoints().len(),
+                    tenants: r.tenants.len(),
+                    skew: max / mean,
+                }
             })
             .collect();
+        // The file loads, but a default hashring smaller than the tenant hashrings (the design's
+        // "hashring missing nodes" outage) or a tenant no hashring reaches is worth a warning
+        // on every receiver that applies it, not only in `cairn tools hashring validate`.
+        let problems: Vec<(&'static str, String)> = std::str::from_utf8(text)
+            .ok()
+            .and_then(|t| HashringsConfig::parse(t).ok())
+            .map(|c| c.lint(algorithm, rings.replication_factor()))
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| match p.severity() {
+                Severity::Incident => Some(("incident", p.to_string())),
+                Severity::Warning => Some(("warning", p.to_string())),
+                Severity::Refused => None,
+            })
+            .collect();
+        for (severity, problem) in &problems {
+            tracing::warn!(severity, problem = %problem, "the hashrings file in use has a problem");
+        }
+        for g in self.hashrings.lock().unwrap().iter() {
+            if g.skew > SKEW_WARNING {
+                tracing::warn!(hashring = %g.name, skew = g.skew, "hashring spreads series unevenly: its most loaded receiver owns {:.2} times the mean share", g.skew);
+            }
+        }
+        *self.problems.lock().unwrap() = problems;
     }
 
     fn failed(&self) {
@@ -136,6 +175,10 @@ pub fn config_hash(bytes: &[u8]) -> f64 {
     eight[..6].copy_from_slice(&digest.as_ref()[..6]);
     u64::from_le_bytes(eight) as f64
 }
+
+/// Exact max/mean share above which a receiver warns: ketama with a few endpoints stays under
+/// 1.1; hashmod is exact; zones of unequal size go far above.
+const SKEW_WARNING: f64 = 1.25;
 
 /// The outcome of one re-read.
 #[derive(Debug)]
@@ -172,7 +215,7 @@ impl HashringWatcher {
         let text = read(&path)?;
         let rings = build(&path, &text, algorithm, replication_factor)?;
         let status = Arc::new(WatchStatus::default());
-        status.applied(&text, &rings);
+        status.applied(&text, &rings, algorithm);
         Ok(HashringWatcher {
             last_stat: stat(&path),
             path,
@@ -216,7 +259,7 @@ impl HashringWatcher {
         match built {
             Ok(rings) => {
                 self.status.changes.fetch_add(1, Ordering::Relaxed);
-                self.status.applied(&self.last_seen, &rings);
+                self.status.applied(&self.last_seen, &rings, self.algorithm);
                 self.shared.set(rings);
                 Reload::Applied
             }
@@ -301,6 +344,36 @@ mod tests {
     const GOOD: &str = r#"[{"hashring": "default", "endpoints": ["a:1", "b:1", "c:1"]}]"#;
 
     #[test]
+    fn a_default_hashring_missing_receivers_loads_with_an_incident_and_its_skew() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hashrings.json");
+        // The design's outage: tenants spread over three receivers, everyone else on one.
+        std::fs::write(
+            &path,
+            r#"[{"hashring": "t", "tenants": ["t"], "endpoints": ["a:1", "b:1", "c:1"]},
+                {"hashring": "default", "endpoints": ["a:1"]}]"#,
+        )
+        .unwrap();
+        let w = HashringWatcher::load(path, Algorithm::Ketama, 1).unwrap();
+        let s = w.status().snapshot();
+        assert_eq!(s.problems.len(), 1, "{:?}", s.problems);
+        assert_eq!(s.problems[0].0, "incident");
+        assert!(s.problems[0].1.contains("default"), "{:?}", s.problems);
+        let default = s.hashrings.iter().find(|g| g.name == "default").unwrap();
+        assert_eq!(default.skew, 1.0);
+        // Zones of unequal size: one receiver alone in its zone holds a copy of every series.
+        std::fs::write(
+            dir.path().join("zones.json"),
+            r#"[{"hashring": "default", "endpoints": [{"address": "a:1", "az": "x"}, {"address": "b:1", "az": "x"},
+                {"address": "c:1", "az": "x"}, {"address": "d:1", "az": "y"}]}]"#,
+        )
+        .unwrap();
+        let w = HashringWatcher::load(dir.path().join("zones.json"), Algorithm::Ketama, 2).unwrap();
+        let skew = w.status().snapshot().hashrings[0].skew;
+        assert!((skew - 2.0).abs() < 1e-9, "{skew}");
+    }
+
+    #[test]
     fn applies_valid_changes_and_refuses_invalid_ones() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hashrings.json");
@@ -312,14 +385,12 @@ mod tests {
         assert!(s.last_reload_successful);
         assert!(s.last_success.is_some());
         assert_eq!(s.config_hash, config_hash(GOOD.as_bytes()));
-        assert_eq!(
-            s.hashrings,
-            [HashringGauges {
-                name: "default".into(),
-                nodes: 3,
-                tenants: 0
-            }]
-        );
+        assert_eq!(s.hashrings.len(), 1);
+        let g = &s.hashrings[0];
+        assert_eq!((g.name.as_str(), g.nodes, g.tenants), ("default", 3, 0));
+        // Three ketama endpoints split the hash space within a few percent of a third each.
+        assert!((1.0..1.1).contains(&g.skew), "{}", g.skew);
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
         assert!(matches!(w.check(), Reload::Unchanged));
 
         // A valid change applies without a restart.
@@ -327,6 +398,10 @@ mod tests {
                        {"hashring": "t", "tenants": ["t"], "endpoints": ["a:1", "b:1"]}]"#;
         std::fs::write(&path, four).unwrap();
         assert!(matches!(w.check(), Reload::Applied));
+        // It loads, but the default hashring listed first shadows "t": an incident to report.
+        let problems = status.snapshot().problems;
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].1.contains("never used"), "{problems:?}");
         assert_eq!(shared.generation(), 1);
         assert_eq!(shared.get().rings()[0].ring.endpoints().len(), 4);
         let s = status.snapshot();

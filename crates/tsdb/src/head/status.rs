@@ -59,40 +59,69 @@ fn top(mut v: Vec<(String, u64)>, limit: usize) -> Vec<(String, u64)> {
 impl Head {
     /// Head statistics with top-`limit` lists.
     pub fn status(&self, limit: usize) -> HeadStatus {
-        let index = self.index.read().unwrap();
-        let mut by_metric = Vec::new();
-        let mut values_per_name = Vec::new();
-        let mut bytes_per_name = Vec::new();
-        let mut by_pair = Vec::new();
-        let mut pairs = 0;
-        for (name, values) in &index.postings {
-            pairs += values.len();
-            values_per_name.push((name.to_string(), values.len() as u64));
-            let mut bytes = 0u64;
-            for (value, refs) in values {
-                bytes += (value.len() * refs.len()) as u64;
-                by_pair.push((format!("{name}={value}"), refs.len() as u64));
-                if &**name == crate::labels::METRIC_NAME {
-                    by_metric.push((value.to_string(), refs.len() as u64));
-                }
+        Head::status_of(&[self], limit)
+    }
+
+    /// Statistics of several heads taken as one (a receiver's tenants): series and bytes add
+    /// up, label values and label pairs are counted once however many heads hold them.
+    pub fn status_of(heads: &[&Head], limit: usize) -> HeadStatus {
+        use std::collections::{BTreeMap, BTreeSet};
+        let mut by_metric: BTreeMap<String, u64> = BTreeMap::new();
+        let mut values_per_name: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut bytes_per_name: BTreeMap<String, u64> = BTreeMap::new();
+        let mut by_pair: BTreeMap<String, u64> = BTreeMap::new();
+        let (mut num_series, mut chunk_count) = (0, 0);
+        let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
+        for head in heads {
+            let index = head.index.read().unwrap();
+            num_series += index.by_ref.len();
+            chunk_count += index
+                .by_ref
+                .values()
+                .map(|s| s.samples.lock().unwrap().chunk_count())
+                .sum::<usize>();
+            if !index.by_ref.is_empty() {
+                min_time = min_time.min(head.min_time());
+                max_time = max_time.max(head.max_time());
             }
-            bytes_per_name.push((name.to_string(), bytes));
+            for (name, values) in &index.postings {
+                let seen = values_per_name.entry(name.to_string()).or_default();
+                let mut bytes = 0u64;
+                for (value, refs) in values {
+                    seen.insert(value.to_string());
+                    bytes += (value.len() * refs.len()) as u64;
+                    *by_pair.entry(format!("{name}={value}")).or_default() += refs.len() as u64;
+                    if &**name == crate::labels::METRIC_NAME {
+                        *by_metric.entry(value.to_string()).or_default() += refs.len() as u64;
+                    }
+                }
+                *bytes_per_name.entry(name.to_string()).or_default() += bytes;
+            }
         }
-        let chunk_count = index
-            .by_ref
-            .values()
-            .map(|s| s.samples.lock().unwrap().chunk_count())
-            .sum();
+        let (min_time, max_time) = if num_series == 0 {
+            (
+                heads.first().map_or(0, |h| h.min_time()),
+                heads.first().map_or(0, |h| h.max_time()),
+            )
+        } else {
+            (min_time, max_time)
+        };
         HeadStatus {
-            num_series: index.by_ref.len(),
-            num_label_pairs: pairs,
+            num_series,
+            num_label_pairs: by_pair.len(),
             chunk_count,
-            min_time: self.min_time(),
-            max_time: self.max_time(),
-            series_count_by_metric_name: top(by_metric, limit),
-            label_value_count_by_label_name: top(values_per_name, limit),
-            memory_in_bytes_by_label_name: top(bytes_per_name, limit),
-            series_count_by_label_value_pair: top(by_pair, limit),
+            min_time,
+            max_time,
+            series_count_by_metric_name: top(by_metric.into_iter().collect(), limit),
+            label_value_count_by_label_name: top(
+                values_per_name
+                    .into_iter()
+                    .map(|(n, v)| (n, v.len() as u64))
+                    .collect(),
+                limit,
+            ),
+            memory_in_bytes_by_label_name: top(bytes_per_name.into_iter().collect(), limit),
+            series_count_by_label_value_pair: top(by_pair.into_iter().collect(), limit),
         }
     }
 }
