@@ -114,6 +114,22 @@ fn the_query_page_works_in_headless_chromium() {
     }
     assert!(html.contains("2 series, vector"), "{html}");
 
+    // Sorted by value, largest first (the Value header's first click), from the URL.
+    let html = dom(
+        &profile,
+        &url(
+            query.http,
+            &format!("/?expr=ui_requests_total&tab=table&end={end}&sort=-value"),
+        ),
+    );
+    let rows = between(&html, "<tbody>", "</tbody>");
+    let (web, api) = (rows.find(">237<").unwrap(), rows.find(">158<").unwrap());
+    assert!(web < api, "{rows}");
+    assert!(
+        html.contains(r#"data-sort="value" data-dir="desc""#),
+        "{html}"
+    );
+
     // Without de-duplication both replicas show.
     let html = dom(
         &profile,

@@ -1,7 +1,7 @@
 // Cairn's query page: a PromQL box with autocomplete and history, a sortable table of instant
 // results, a graph of range results (uPlot, vendored), and the stores page. Plain JavaScript
 // over the Prometheus HTTP API that `cairn query` serves; state lives in the URL (?expr=&tab=&
-// range=&end=&step=&dedup=&partial_response=&max_source_resolution=&stacked=&utc=) so a page
+// range=&end=&step=&dedup=&partial_response=&max_source_resolution=&stacked=&utc=&sort=) so a page
 // can be bookmarked, shared, and tested in a headless browser; #hover=FRACTION moves the mouse
 // over the graph once it is drawn, for tests.
 "use strict";
@@ -263,6 +263,9 @@ function sortBy(key) {
   // Values sort largest first on the first click, as one usually looks for the top series.
   if (tableSort.key === key) tableSort.dir = -tableSort.dir;
   else tableSort = { key, dir: key === "value" ? -1 : 1 };
+  const q = new URLSearchParams(location.search);
+  q.set("sort", `${tableSort.dir < 0 ? "-" : ""}${key}`);
+  history.replaceState(null, "", `?${q}${location.hash}`);
   drawTable();
 }
 
@@ -342,7 +345,9 @@ function showTooltip(u) {
   tip.hidden = false;
   const left = u.cursor.left + u.over.offsetLeft;
   const wrap = $("graph-wrap").clientWidth;
-  tip.style.left = `${Math.min(left + 16, Math.max(0, wrap - tip.offsetWidth - 4))}px`;
+  // Right of the cursor, or left of it near the right edge, so it never hides the point.
+  const w = tip.offsetWidth;
+  tip.style.left = `${left + 16 + w <= wrap ? left + 16 : Math.max(0, left - 16 - w)}px`;
   tip.style.top = `${u.cursor.top + u.over.offsetTop + 16}px`;
   document.body.dataset.hover = String(rows);
 }
@@ -421,7 +426,7 @@ function drawPlot() {
     cursor: { drag: { x: true, y: false, setScale: false }, points: { size: 6 } },
     scales: { x: { time: true, min: g.start, max: g.end } },
     axes: [
-      { stroke: "#555", grid: { stroke: "#eee" }, ticks: { stroke: "#ccc" }, size: 44,
+      { stroke: "#555", grid: { stroke: "#eee" }, ticks: { stroke: "#ccc" }, size: 44, space: 90,
         values: (u, splits, ax, space, incr) => timeTicks(splits, incr, g.utc) },
       { stroke: "#555", grid: { stroke: "#eee" }, ticks: { stroke: "#ccc" }, size: 60,
         values: (u, splits) => splits.map((v) => fmtSI(v)) },
@@ -537,6 +542,7 @@ async function execute() {
   const params = new URLSearchParams(st);
   if ($("stacked").checked) params.set("stacked", "1");
   if ($("utc").checked) params.set("utc", "1");
+  if (tableSort.key) params.set("sort", `${tableSort.dir < 0 ? "-" : ""}${tableSort.key}`);
   history.replaceState(null, "", `?${params}${location.hash}`);
   $("query-form").dataset.resolution = st.max_source_resolution || "raw";
   $("table-view").hidden = st.tab !== "table";
@@ -745,6 +751,8 @@ function start() {
   $("partial").checked = q.get("partial_response") !== "false";
   $("stacked").checked = q.get("stacked") === "1";
   $("utc").checked = q.get("utc") === "1";
+  const sort = /^(-?)(value|series)$/.exec(q.get("sort") || "");
+  if (sort) tableSort = { key: sort[2], dir: sort[1] ? -1 : 1 };
   $("resolution").value = ["auto", "5m", "1h"].includes(q.get("max_source_resolution"))
     ? q.get("max_source_resolution") : "";
   $("resolution").addEventListener("change", execute);
