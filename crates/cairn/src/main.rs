@@ -15,6 +15,8 @@ use receive::ReceiveConfig;
 use tsdb::wal::FsyncPolicy;
 
 mod bench;
+mod exposition;
+mod self_scrape;
 mod tools_bucket;
 mod tools_bucket_web;
 mod tools_hashring;
@@ -603,6 +605,13 @@ struct UpArgs {
     /// The compactor's /metrics and health.
     #[arg(long = "compact.http-address", default_value = "127.0.0.1:10922")]
     compact_http_address: SocketAddr,
+    /// Do not scrape the components' own /metrics (by default they are written, job `cairn`,
+    /// into the default tenant through the remote-write endpoint, so there is data to query).
+    #[arg(long = "no-self-scrape")]
+    no_self_scrape: bool,
+    /// How often the self-scrape runs.
+    #[arg(long = "self-scrape.interval", default_value = "15s", value_parser = parse_duration)]
+    self_scrape_interval: Duration,
 }
 
 impl ReceiveArgs {
@@ -781,6 +790,25 @@ fn main() -> anyhow::Result<()> {
                     "  PromQL:       http://{}/api/v1/query (Prometheus HTTP API, UI at /)",
                     args.query_http_address
                 );
+                if args.no_self_scrape {
+                    println!("  self-scrape:  off");
+                } else {
+                    println!(
+                        "  self-scrape:  every {:?}, job=\"cairn\", into the default tenant (--no-self-scrape turns it off)",
+                        args.self_scrape_interval
+                    );
+                }
+                let self_scrape = (!args.no_self_scrape).then(|| self_scrape::SelfScrapeConfig {
+                    targets: vec![
+                        args.http_address,
+                        args.query_http_address,
+                        args.store_http_address,
+                        args.compact_http_address,
+                    ],
+                    remote_write: args.remote_write_address,
+                    interval: args.self_scrape_interval,
+                    job: "cairn".to_string(),
+                });
                 // The query layer over the receiver's own StoreAPI, with one shutdown for both.
                 let query_config = query::QueryConfig {
                     http_address: args.query_http_address,
@@ -830,11 +858,18 @@ fn main() -> anyhow::Result<()> {
                     wait: true,
                     wait_interval: Duration::from_secs(5 * 60),
                 };
-                let (received, queried, stored, compacted) = tokio::join!(
+                let scraper_stop = stopped(stop_rx.clone());
+                let scraper = async move {
+                    if let Some(cfg) = self_scrape {
+                        self_scrape::run(cfg, scraper_stop).await;
+                    }
+                };
+                let (received, queried, stored, compacted, ()) = tokio::join!(
                     receive::server::run(config, stopped(stop_rx.clone())),
                     query::serve(query_config, query_listener, stopped(stop_rx.clone())),
                     store::gateway::run(store_config, stopped(stop_rx.clone())),
                     compact::server::run(compact_config, stopped(stop_rx)),
+                    scraper,
                 );
                 received.context("receiver failed")?;
                 queried.context("query failed")?;

@@ -1,46 +1,26 @@
 //! `cairn query`'s web page in a real headless Chromium (Debian's `chromium`): the page runs its
 //! JavaScript against the real query layer over two replica receivers, and the rendered DOM is
-//! checked: a table of instant results (one row per series after de-duplication, three with
-//! dedup off), a graph with one line per series, autocompletion from the metric names, label
-//! names and label values the API serves, the error of a bad query, and the stores page.
+//! checked: a table of instant results (one row per series after de-duplication, four with
+//! dedup off; labels as chips, a copy button), a graph with one line per series and the step
+//! under it, autocompletion from the metric names, label names and label values the API
+//! serves, the error of a bad query at its position, and the stores page.
 
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{remote_write, require_binary, Cairn, CairnQuery};
+use common::{chromium_dom, remote_write, Cairn, CairnQuery};
 
-fn chromium() -> PathBuf {
-    require_binary("/usr/bin/chromium", "chromium")
+fn dom(profile: &std::path::Path, url: &str) -> String {
+    chromium_dom(profile, url)
 }
 
-/// Loads `url` in headless Chromium, lets its scripts run, and returns the DOM.
-fn dom(profile: &std::path::Path, url: &str) -> String {
-    let out = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--virtual-time-budget=10000",
-            "--timeout=30000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg("--dump-dom")
-        .arg(url)
-        .output()
-        .expect("running chromium");
-    let html = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        html.contains("</html>"),
-        "chromium printed no page for {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    html
+/// The table row (`<tr class="result" ...>...</tr>`) that contains `needle`.
+fn row_with<'a>(rows: &'a str, needle: &str) -> &'a str {
+    rows.split(r#"<tr class="result""#)
+        .find(|r| r.contains(needle))
+        .unwrap_or_else(|| panic!("no row with {needle} in {rows}"))
 }
 
 fn count(haystack: &str, needle: &str) -> usize {
@@ -109,20 +89,46 @@ fn the_query_page_works_in_headless_chromium() {
     );
     assert!(html.contains(r#"data-state="done""#), "{html}");
     let rows = between(&html, "<tbody>", "</tbody>");
-    assert_eq!(count(rows, r#"<tr class="result">"#), 2, "{rows}");
-    assert!(
-        rows.contains(
-            r#"<td>ui_requests_total{job="api", tenant_id="default-tenant"}</td><td>158</td>"#
-        ),
-        "{rows}"
-    );
-    assert!(
-        rows.contains(
-            r#"<td>ui_requests_total{job="web", tenant_id="default-tenant"}</td><td>237</td>"#
-        ),
-        "{rows}"
-    );
+    assert_eq!(count(rows, r#"<tr class="result""#), 2, "{rows}");
+    // Labels as chips, the value, and a button that copies the series' selector.
+    for (job, value) in [("api", "158"), ("web", "237")] {
+        let row = row_with(rows, &format!(r#"<span class="chip">job="{job}"</span>"#));
+        assert!(
+            row.contains(r#"<span class="metric-name">ui_requests_total</span>"#),
+            "{row}"
+        );
+        assert!(
+            row.contains(r#"<span class="chip">tenant_id="default-tenant"</span>"#),
+            "{row}"
+        );
+        assert!(
+            row.contains(&format!(r#"<td class="value">{value}</td>"#)),
+            "{row}"
+        );
+        assert!(
+            row.contains(&format!(
+                r#"title="Copy ui_requests_total{{job=&quot;{job}&quot;, tenant_id=&quot;default-tenant&quot;}}""#
+            )),
+            "{row}"
+        );
+    }
     assert!(html.contains("2 series, vector"), "{html}");
+
+    // Sorted by value, largest first (the Value header's first click), from the URL.
+    let html = dom(
+        &profile,
+        &url(
+            query.http,
+            &format!("/?expr=ui_requests_total&tab=table&end={end}&sort=-value"),
+        ),
+    );
+    let rows = between(&html, "<tbody>", "</tbody>");
+    let (web, api) = (rows.find(">237<").unwrap(), rows.find(">158<").unwrap());
+    assert!(web < api, "{rows}");
+    assert!(
+        html.contains(r#"data-sort="value" data-dir="desc""#),
+        "{html}"
+    );
 
     // Without de-duplication both replicas show.
     let html = dom(
@@ -133,10 +139,10 @@ fn the_query_page_works_in_headless_chromium() {
         ),
     );
     let rows = between(&html, "<tbody>", "</tbody>");
-    assert_eq!(count(rows, r#"<tr class="result">"#), 4, "{rows}");
+    assert_eq!(count(rows, r#"<tr class="result""#), 4, "{rows}");
     assert!(rows.contains(r#"replica="r2""#), "{rows}");
 
-    // A range query on the graph: one line per series, and a legend.
+    // A range query on the graph (uPlot on a canvas): one line per series, and a legend.
     let html = dom(
         &profile,
         &url(
@@ -145,13 +151,19 @@ fn the_query_page_works_in_headless_chromium() {
         ),
     );
     assert!(html.contains(r#"data-state="done""#), "{html}");
-    assert_eq!(count(&html, r#"<path class="series" d="M"#), 2, "{html}");
+    assert!(html.contains(r#"data-series="2""#), "{html}");
+    assert!(html.contains("<canvas"), "{html}");
     assert!(html.contains("2 series, matrix"), "{html}");
     let legend = between(&html, r#"<ul id="legend">"#, "</ul>");
+    assert_eq!(count(legend, r#"<li class="series""#), 2, "{legend}");
     assert!(
-        legend.contains(r#"{job="api", tenant_id="default-tenant"}"#),
+        legend.contains(r#"<span class="chip">job="api"</span>"#),
         "{legend}"
     );
+    // The step is shown under the graph (15m / 250 rounds to 4s).
+    let info = between(&html, r#"<div id="graph-info""#, "</div>");
+    assert!(info.contains("step 4s"), "{info}");
+    assert!(info.contains("resolution raw"), "{info}");
 
     // The resolution selector, restored from the URL and sent as max_source_resolution (the
     // receivers have raw data only, which answers at any resolution).
@@ -166,7 +178,9 @@ fn the_query_page_works_in_headless_chromium() {
     );
     assert!(html.contains(r#"data-resolution="5m""#), "{html}");
     assert!(html.contains(r#"data-state="done""#), "{html}");
-    assert_eq!(count(&html, r#"<path class="series" d="M"#), 2, "{html}");
+    assert!(html.contains(r#"data-series="2""#), "{html}");
+    let info = between(&html, r#"<div id="graph-info""#, "</div>");
+    assert!(info.contains("resolution 5m"), "{info}");
 
     // Autocompletion: metric names, label names inside braces, label values inside quotes.
     let html = dom(&profile, &url(query.http, "/?expr=ui_req&suggest=1"));
@@ -201,6 +215,17 @@ fn the_query_page_works_in_headless_chromium() {
     let status = between(&html, r#"<div id="status""#, "</div>");
     assert!(status.contains("bad_data"), "{status}");
     assert!(status.contains("parse error"), "{status}");
+    // ... and points at where the parser stopped.
+    let pos = between(&html, r#"<pre id="error-pos""#, "</pre>");
+    assert!(pos.contains(r#"data-line="1""#), "{pos}");
+    assert!(pos.contains(r#"data-col="22""#), "{pos}");
+    assert!(
+        pos.contains(&format!(
+            "sum(ui_requests_total\n{}^ unclosed",
+            " ".repeat(21)
+        )),
+        "{pos}"
+    );
 
     // The stores page: both receivers, healthy, with their label sets and time ranges.
     let html = dom(&profile, &url(query.http, "/stores"));

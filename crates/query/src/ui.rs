@@ -5,7 +5,8 @@
 //! Plain HTML, CSS and JavaScript under `crates/query/ui/`, compiled into the binary; the page
 //! calls the Prometheus HTTP API of [`crate::api`] with relative URLs, so it works behind a
 //! path prefix too. Its state lives in the URL (`?expr=&tab=table|graph&range=&end=&step=`),
-//! which is also how the headless-browser test drives it.
+//! which is also how the headless-browser test drives it. The graph is drawn by uPlot, vendored
+//! under `ui/vendor/` with its licence so the binary needs nothing from the network.
 
 use std::sync::Arc;
 
@@ -19,6 +20,9 @@ use crate::api::Api;
 const INDEX: &str = include_str!("../ui/index.html");
 const APP_JS: &str = include_str!("../ui/app.js");
 const STYLE: &str = include_str!("../ui/style.css");
+/// uPlot (MIT, version pinned in `ui/vendor/`), the graph's charting library.
+const UPLOT_JS: &str = include_str!("../ui/vendor/uPlot.iife.min.js");
+const UPLOT_CSS: &str = include_str!("../ui/vendor/uPlot.min.css");
 
 async fn index() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX)
@@ -35,6 +39,20 @@ async fn style() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE)
 }
 
+async fn uplot_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        UPLOT_JS,
+    )
+}
+
+async fn uplot_css() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        UPLOT_CSS,
+    )
+}
+
 /// The UI routes, merged into the API router.
 pub fn routes() -> Router<Arc<Api>> {
     Router::new()
@@ -43,6 +61,8 @@ pub fn routes() -> Router<Arc<Api>> {
         .route("/stores", get(index))
         .route("/static/app.js", get(app_js))
         .route("/static/style.css", get(style))
+        .route("/static/vendor/uPlot.iife.min.js", get(uplot_js))
+        .route("/static/vendor/uPlot.min.css", get(uplot_css))
 }
 
 #[cfg(test)]
@@ -53,7 +73,22 @@ mod tests {
     fn the_page_loads_its_script_and_styles_by_relative_urls() {
         assert!(INDEX.contains(r#"<script src="static/app.js">"#));
         assert!(INDEX.contains(r#"href="static/style.css""#));
-        for id in ["expr", "suggestions", "results", "graph", "stores"] {
+        assert!(INDEX.contains(r#"<script src="static/vendor/uPlot.iife.min.js">"#));
+        assert!(INDEX.contains(r#"href="static/vendor/uPlot.min.css""#));
+        assert!(UPLOT_JS.starts_with("/*! https://github.com/leeoniya/uPlot (v1.6.32) */"));
+        for id in [
+            "expr",
+            "suggestions",
+            "results",
+            "graph",
+            "stores",
+            "tooltip",
+            "legend",
+            "history",
+            "empty",
+            "graph-info",
+            "error-pos",
+        ] {
             assert!(INDEX.contains(&format!("id=\"{id}\"")), "{id}");
         }
     }

@@ -1,7 +1,9 @@
-// Cairn's query page: a PromQL box with autocomplete, a table of instant results, a graph of
-// range results, and the stores page. Plain JavaScript over the Prometheus HTTP API that
-// `cairn query` serves; state lives in the URL (?expr=&tab=&range=&end=&step=&dedup=&
-// partial_response=&max_source_resolution=) so a page can be bookmarked, shared, and tested in a headless browser.
+// Cairn's query page: a PromQL box with autocomplete and history, a sortable table of instant
+// results, a graph of range results (uPlot, vendored), and the stores page. Plain JavaScript
+// over the Prometheus HTTP API that `cairn query` serves; state lives in the URL (?expr=&tab=&
+// range=&end=&step=&dedup=&partial_response=&max_source_resolution=&stacked=&utc=&sort=) so a page
+// can be bookmarked, shared, and tested in a headless browser; #hover=FRACTION moves the mouse
+// over the graph once it is drawn, for tests.
 "use strict";
 
 const FUNCTIONS = [
@@ -97,98 +99,463 @@ function endSeconds(end) {
   return Number.isNaN(t) ? Date.now() / 1000 : t / 1000;
 }
 
-function renderTable(data) {
+// --- number and time formatting ------------------------------------------------------------
+
+const SI = [[1e15, "P"], [1e12, "T"], [1e9, "G"], [1e6, "M"], [1e3, "k"], [1, ""], [1e-3, "m"],
+  [1e-6, "µ"], [1e-9, "n"]];
+
+// 1500 -> "1.5k", 0.002 -> "2m": the y axis of the graph, as Grafana's "short" unit does.
+function fmtSI(v, digits = 3) {
+  if (v === null || v === undefined || Number.isNaN(v)) return "NaN";
+  if (!Number.isFinite(v)) return v > 0 ? "+Inf" : "-Inf";
+  if (v === 0) return "0";
+  const a = Math.abs(v);
+  for (const [f, p] of SI) {
+    if (a >= f) return `${parseFloat((v / f).toPrecision(digits))}${p}`;
+  }
+  return v.toExponential(digits - 1);
+}
+
+function pad(n, w = 2) { return String(n).padStart(w, "0"); }
+
+function fmtDateTime(sec, utc) {
+  const d = new Date(sec * 1000);
+  if (utc) return `${d.toISOString().slice(0, 19).replace("T", " ")} UTC`;
+  const off = -d.getTimezoneOffset();
+  const zone = `${off >= 0 ? "+" : "-"}${pad(Math.floor(Math.abs(off) / 60))}:${pad(Math.abs(off) % 60)}`;
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())} ${zone}`;
+}
+
+// 24-hour tick labels; the date is added under the first tick and wherever the day changes.
+function timeTicks(splits, incr, utc) {
+  let lastDay = "";
+  return splits.map((sec) => {
+    const d = new Date(sec * 1000);
+    const get = utc
+      ? [d.getUTCMonth() + 1, d.getUTCDate(), d.getUTCHours(), d.getUTCMinutes(), d.getUTCSeconds()]
+      : [d.getMonth() + 1, d.getDate(), d.getHours(), d.getMinutes(), d.getSeconds()];
+    const [mo, day, h, mi, se] = get;
+    const date = `${pad(mo)}-${pad(day)}`;
+    const time = incr < 60 ? `${pad(h)}:${pad(mi)}:${pad(se)}` : `${pad(h)}:${pad(mi)}`;
+    const label = incr >= 86400 ? date : (date !== lastDay ? `${time}\n${date}` : time);
+    lastDay = date;
+    return label;
+  });
+}
+
+function fmtDuration(sec) {
+  const units = [["d", 86400], ["h", 3600], ["m", 60], ["s", 1]];
+  let out = "", rest = Math.round(sec);
+  for (const [u, n] of units) {
+    if (rest >= n) { out += `${Math.floor(rest / n)}${u}`; rest %= n; }
+  }
+  return out || `${sec}s`;
+}
+
+// --- table ----------------------------------------------------------------------------------
+
+let tableRows = [];
+let tableSort = { key: "", dir: 1 };
+
+function labelChips(metric) {
+  const frag = document.createDocumentFragment();
+  const name = document.createElement("span");
+  name.className = "metric-name";
+  name.textContent = metric.__name__ || "";
+  frag.appendChild(name);
+  for (const k of Object.keys(metric).filter((k) => k !== "__name__").sort()) {
+    const chip = document.createElement("span");
+    chip.className = "chip";
+    chip.textContent = `${k}=${JSON.stringify(metric[k])}`;
+    frag.appendChild(chip);
+  }
+  return frag;
+}
+
+async function copyText(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch (e) {
+    // Plain http (not localhost) has no clipboard API; the old way still works there.
+    const ta = document.createElement("textarea");
+    ta.value = text;
+    document.body.appendChild(ta);
+    ta.select();
+    const ok = document.execCommand("copy");
+    ta.remove();
+    return ok;
+  }
+}
+
+function copyButton(selector) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = "copy";
+  b.title = `Copy ${selector}`;
+  b.textContent = "Copy";
+  b.addEventListener("click", async () => {
+    b.textContent = (await copyText(selector)) ? "Copied" : "Copy failed";
+    setTimeout(() => { b.textContent = "Copy"; }, 1500);
+  });
+  return b;
+}
+
+function drawTable() {
   const tbody = $("results").querySelector("tbody");
   tbody.innerHTML = "";
-  const add = (name, value) => {
+  const rows = tableRows.slice();
+  if (tableSort.key === "value") {
+    const num = (r) => { const f = parseFloat(r.value); return Number.isNaN(f) ? -Infinity : f; };
+    rows.sort((a, b) => tableSort.dir * (num(a) - num(b)));
+  } else if (tableSort.key === "series") {
+    rows.sort((a, b) => tableSort.dir * a.selector.localeCompare(b.selector));
+  }
+  for (const r of rows) {
     const tr = document.createElement("tr");
     tr.className = "result";
+    tr.dataset.selector = r.selector;
     const a = document.createElement("td");
-    a.textContent = name;
+    a.className = "series";
+    if (r.metric) {
+      a.appendChild(labelChips(r.metric));
+      a.appendChild(copyButton(r.selector));
+    } else {
+      a.textContent = r.selector;
+    }
     const b = document.createElement("td");
-    b.textContent = value;
+    b.className = "value";
+    b.textContent = r.value;
     tr.append(a, b);
     tbody.appendChild(tr);
-  };
+  }
+  for (const th of $("results").querySelectorAll("th.sortable")) {
+    const on = th.dataset.sort === tableSort.key;
+    th.dataset.dir = on ? (tableSort.dir > 0 ? "asc" : "desc") : "";
+  }
+}
+
+function renderTable(data) {
+  tableRows = [];
   switch (data.resultType) {
     case "vector":
-      for (const s of data.result) add(seriesName(s.metric), s.value[1]);
+      for (const s of data.result) {
+        tableRows.push({ metric: s.metric, selector: seriesName(s.metric), value: s.value[1] });
+      }
       break;
     case "matrix":
-      for (const s of data.result) add(seriesName(s.metric), s.values.map((v) => `${v[1]} @${v[0]}`).join("\n"));
+      for (const s of data.result) {
+        tableRows.push({ metric: s.metric, selector: seriesName(s.metric),
+          value: s.values.map((v) => `${v[1]} @${v[0]}`).join("\n") });
+      }
       break;
     case "scalar":
     case "string":
-      add(data.resultType, data.result[1]);
+      tableRows.push({ metric: null, selector: data.resultType, value: data.result[1] });
       break;
   }
-  return tbody.children.length;
+  drawTable();
+  return tableRows.length;
 }
 
-function renderGraph(data, start, end) {
-  const svg = $("graph");
-  const legend = $("legend");
-  svg.innerHTML = "";
-  legend.innerHTML = "";
-  const W = 960, H = 360, L = 60, R = 10, T = 10, B = 25;
-  const series = data.resultType === "matrix" ? data.result : [];
-  let lo = Infinity, hi = -Infinity;
-  for (const s of series) {
-    for (const [, v] of s.values) {
-      const f = parseFloat(v);
-      if (Number.isFinite(f)) { lo = Math.min(lo, f); hi = Math.max(hi, f); }
-    }
-  }
-  if (lo === Infinity) { lo = 0; hi = 1; }
-  if (lo === hi) { lo -= 1; hi += 1; }
-  const x = (t) => L + ((t - start) / Math.max(end - start, 1e-9)) * (W - L - R);
-  const y = (v) => T + (1 - (v - lo) / (hi - lo)) * (H - T - B);
-  const ns = "http://www.w3.org/2000/svg";
-  const el = (tag, attrs, text) => {
-    const e = document.createElementNS(ns, tag);
-    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
-    if (text !== undefined) e.textContent = text;
-    svg.appendChild(e);
-    return e;
-  };
-  el("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B });
-  el("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B });
-  el("text", { x: 2, y: T + 10 }, hi.toPrecision(4));
-  el("text", { x: 2, y: H - B }, lo.toPrecision(4));
-  el("text", { x: L, y: H - 5 }, new Date(start * 1000).toISOString());
-  el("text", { x: W - R - 150, y: H - 5 }, new Date(end * 1000).toISOString());
-  series.forEach((s, i) => {
-    const color = COLORS[i % COLORS.length];
-    let d = "", prev = null;
+function sortBy(key) {
+  // Values sort largest first on the first click, as one usually looks for the top series.
+  if (tableSort.key === key) tableSort.dir = -tableSort.dir;
+  else tableSort = { key, dir: key === "value" ? -1 : 1 };
+  const q = new URLSearchParams(location.search);
+  q.set("sort", `${tableSort.dir < 0 ? "-" : ""}${key}`);
+  history.replaceState(null, "", `?${q}${location.hash}`);
+  drawTable();
+}
+
+// --- graph ----------------------------------------------------------------------------------
+
+let plot = null;
+let graphState = null; // { series, raw, stacked, utc, start, end, step }
+let isolated = -1;
+
+function alpha(hex, a) {
+  return hex + Math.round(a * 255).toString(16).padStart(2, "0");
+}
+
+// The step grid of a range query: every series' timestamps fall on start + k * step.
+function alignData(series, start, end, step) {
+  const xs = [];
+  const n = Math.floor((end - start) / step + 1e-9);
+  for (let k = 0; k <= n; k++) xs.push(Math.round(start * 1000 + k * step * 1000) / 1000);
+  const index = new Map(xs.map((t, i) => [t.toFixed(3), i]));
+  const ys = series.map((s) => {
+    const col = new Array(xs.length).fill(null);
     for (const [t, v] of s.values) {
+      const i = index.get(Number(t).toFixed(3));
       const f = parseFloat(v);
-      if (!Number.isFinite(f)) { prev = null; continue; }
-      d += `${prev === null ? "M" : "L"}${x(t).toFixed(1)},${y(f).toFixed(1)} `;
-      prev = t;
+      if (i !== undefined && Number.isFinite(f)) col[i] = f;
     }
-    const p = el("path", { class: "series", d: d.trim(), stroke: color });
-    p.dataset.series = seriesName(s.metric);
-    const li = document.createElement("li");
+    return col;
+  });
+  return [xs, ys];
+}
+
+function stack(ys, shown) {
+  const acc = new Array(ys.length ? ys[0].length : 0).fill(0);
+  return ys.map((col, i) => {
+    if (!shown[i]) return col.slice();
+    return col.map((v, k) => (v === null ? null : (acc[k] += v)));
+  });
+}
+
+function showTooltip(u) {
+  const tip = $("tooltip");
+  const idx = u.cursor.idx;
+  if (idx === null || idx === undefined || !graphState) {
+    tip.hidden = true;
+    return;
+  }
+  const g = graphState;
+  tip.innerHTML = "";
+  const head = document.createElement("div");
+  head.className = "tip-time";
+  head.textContent = fmtDateTime(u.data[0][idx], g.utc);
+  tip.appendChild(head);
+  let rows = 0;
+  g.series.forEach((s, i) => {
+    if (!u.series[i + 1].show) return;
+    const v = g.raw[i][idx];
+    if (v === null) return;
+    const row = document.createElement("div");
+    row.className = "tip-row";
     const sw = document.createElement("span");
     sw.className = "swatch";
-    sw.style.background = color;
-    li.append(sw, document.createTextNode(seriesName(s.metric)));
+    sw.style.background = COLORS[i % COLORS.length];
+    const val = document.createElement("b");
+    val.className = "tip-value";
+    val.textContent = String(v);
+    const name = document.createElement("span");
+    name.className = "tip-labels";
+    name.textContent = seriesName(s.metric);
+    row.append(sw, val, name);
+    tip.appendChild(row);
+    rows++;
+  });
+  if (!rows) {
+    tip.hidden = true;
+    return;
+  }
+  tip.hidden = false;
+  const left = u.cursor.left + u.over.offsetLeft;
+  const wrap = $("graph-wrap").clientWidth;
+  // Right of the cursor, or left of it near the right edge, so it never hides the point.
+  const w = tip.offsetWidth;
+  tip.style.left = `${left + 16 + w <= wrap ? left + 16 : Math.max(0, left - 16 - w)}px`;
+  tip.style.top = `${u.cursor.top + u.over.offsetTop + 16}px`;
+  document.body.dataset.hover = String(rows);
+}
+
+// Dragging across the graph zooms: the selection becomes the query's range and end, so the
+// zoomed view is queried again at a finer step, as in Prometheus' page.
+function zoomTo(u) {
+  const sel = u.select;
+  if (sel.width < 5) return;
+  const from = u.posToVal(sel.left, "x");
+  const to = u.posToVal(sel.left + sel.width, "x");
+  u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+  $("end").value = new Date(to * 1000).toISOString();
+  $("range").value = fmtDuration(Math.max(1, to - from));
+  $("step").value = "";
+  execute();
+}
+
+function drawLegend() {
+  const legend = $("legend");
+  legend.innerHTML = "";
+  graphState.series.forEach((s, i) => {
+    const li = document.createElement("li");
+    li.className = "series";
+    li.dataset.series = seriesName(s.metric);
+    li.title = "Click to show only this series; click again to show all";
+    if (isolated >= 0 && isolated !== i) li.classList.add("off");
+    const sw = document.createElement("span");
+    sw.className = "swatch";
+    sw.style.background = COLORS[i % COLORS.length];
+    li.append(sw, labelChips(s.metric));
+    li.addEventListener("click", () => isolate(i));
     legend.appendChild(li);
   });
+}
+
+// A click on a legend entry shows only that series; a second click shows them all again.
+function isolate(i) {
+  isolated = isolated === i ? -1 : i;
+  drawPlot();
+}
+
+function drawPlot() {
+  const g = graphState;
+  const host = $("graph");
+  if (plot) { plot.destroy(); plot = null; }
+  host.innerHTML = "";
+  const shown = g.series.map((_, i) => isolated < 0 || isolated === i);
+  const ys = g.stacked ? stack(g.raw, shown) : g.raw;
+  const series = [{}].concat(g.series.map((s, i) => ({
+    label: seriesName(s.metric),
+    stroke: COLORS[i % COLORS.length],
+    width: 1.5,
+    show: shown[i],
+    fill: g.stacked ? alpha(COLORS[i % COLORS.length], 0.35) : undefined,
+    spanGaps: false,
+    points: { show: false },
+  })));
+  // In stacked mode each series fills down to the one below it, not to zero.
+  const bands = [];
+  if (g.stacked) {
+    let below = -1;
+    shown.forEach((on, i) => {
+      if (!on) return;
+      if (below >= 0) bands.push({ series: [i + 1, below + 1], fill: alpha(COLORS[i % COLORS.length], 0.35) });
+      below = i;
+    });
+  }
+  const width = Math.max(300, host.clientWidth || 960);
+  const opts = {
+    width,
+    height: 360,
+    legend: { show: false },
+    series,
+    bands,
+    cursor: { drag: { x: true, y: false, setScale: false }, points: { size: 6 } },
+    scales: { x: { time: true, min: g.start, max: g.end } },
+    axes: [
+      { stroke: "#555", grid: { stroke: "#eee" }, ticks: { stroke: "#ccc" }, size: 44, space: 90,
+        values: (u, splits, ax, space, incr) => timeTicks(splits, incr, g.utc) },
+      { stroke: "#555", grid: { stroke: "#eee" }, ticks: { stroke: "#ccc" }, size: 60,
+        values: (u, splits) => splits.map((v) => fmtSI(v)) },
+    ],
+    hooks: {
+      setCursor: [showTooltip],
+      setSelect: [zoomTo],
+    },
+  };
+  if (g.utc) opts.tzDate = (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC");
+  plot = new uPlot(opts, [g.xs, ...ys], host);
+  plot.over.addEventListener("mouseleave", () => { $("tooltip").hidden = true; });
+  host.dataset.series = String(g.series.length);
+  host.dataset.shown = String(shown.filter(Boolean).length);
+  drawLegend();
+}
+
+function renderGraph(data, start, end, step, resolution) {
+  const series = data.resultType === "matrix" ? data.result : [];
+  const [xs, raw] = alignData(series, start, end, step);
+  graphState = { series, raw, xs, start, end, step, stacked: $("stacked").checked, utc: $("utc").checked };
+  isolated = -1;
+  $("tooltip").hidden = true;
+  const points = raw.reduce((n, col) => n + col.filter((v) => v !== null).length, 0);
+  $("graph-info").textContent = `step ${fmtDuration(step)} · resolution ${resolution || "raw"} · ` +
+    `${fmtDateTime(start, graphState.utc)} to ${fmtDateTime(end, graphState.utc)} · ` +
+    `${series.length} series, ${points} points`;
+  $("graph-info").dataset.step = String(step);
+  drawPlot();
   return series.length;
+}
+
+// Moves the mouse over the plot, as a person would, so a test can see the hover from the DOM:
+// #hover=0.5 at half the width, #hover=last over the newest timestamp that has a value.
+function hoverAt(where) {
+  if (!plot || !graphState) return;
+  const rect = plot.over.getBoundingClientRect();
+  let x = rect.width * Number(where);
+  if (where === "last") {
+    let idx = -1;
+    for (const col of graphState.raw) {
+      for (let k = col.length - 1; k > idx; k--) if (col[k] !== null) { idx = k; break; }
+    }
+    if (idx < 0) return;
+    x = plot.valToPos(graphState.xs[idx], "x");
+  }
+  const init = { bubbles: true, clientX: rect.left + x, clientY: rect.top + rect.height / 2 };
+  plot.over.dispatchEvent(new MouseEvent("mouseenter", init));
+  plot.over.dispatchEvent(new MouseEvent("mousemove", init));
+}
+
+// --- errors at their position ---------------------------------------------------------------
+
+// The engine reports "line:col: parse error: ..."; show the expression with a caret there.
+function showErrorPosition(expr, message) {
+  const pre = $("error-pos");
+  const m = /(\d+):(\d+): parse error/.exec(message);
+  if (!m) {
+    pre.hidden = true;
+    return;
+  }
+  const line = Number(m[1]), col = Number(m[2]);
+  const lines = expr.split("\n");
+  const text = lines[line - 1] ?? "";
+  pre.textContent = `${text}\n${" ".repeat(Math.max(0, col - 1))}^ ${message.replace(/^.*?parse error: /, "")}`;
+  pre.dataset.line = String(line);
+  pre.dataset.col = String(col);
+  pre.hidden = false;
+  const box = $("expr");
+  let offset = col - 1;
+  for (let i = 0; i < line - 1 && i < lines.length; i++) offset += lines[i].length + 1;
+  box.setSelectionRange(offset, Math.min(offset + 1, box.value.length));
+}
+
+// --- history --------------------------------------------------------------------------------
+
+const HISTORY_KEY = "cairn.history";
+const LAST_KEY = "cairn.last";
+
+function loadHistory() {
+  try {
+    const h = JSON.parse(localStorage.getItem(HISTORY_KEY) || "[]");
+    return Array.isArray(h) ? h.filter((e) => typeof e === "string") : [];
+  } catch (e) {
+    return [];
+  }
+}
+
+function remember(expr, query) {
+  try {
+    const h = [expr].concat(loadHistory().filter((e) => e !== expr)).slice(0, 50);
+    localStorage.setItem(HISTORY_KEY, JSON.stringify(h));
+    localStorage.setItem(LAST_KEY, query);
+  } catch (e) {
+    // Storage may be disabled; the URL still has the query.
+  }
+  drawHistory();
+}
+
+function drawHistory() {
+  const sel = $("history");
+  sel.length = 1;
+  for (const e of loadHistory()) {
+    const o = document.createElement("option");
+    o.value = e;
+    o.textContent = e.length > 80 ? `${e.slice(0, 77)}…` : e;
+    sel.appendChild(o);
+  }
 }
 
 async function execute() {
   const st = formState();
   const params = new URLSearchParams(st);
-  history.replaceState(null, "", `?${params}`);
+  if ($("stacked").checked) params.set("stacked", "1");
+  if ($("utc").checked) params.set("utc", "1");
+  if (tableSort.key) params.set("sort", `${tableSort.dir < 0 ? "-" : ""}${tableSort.key}`);
+  history.replaceState(null, "", `?${params}${location.hash}`);
   $("query-form").dataset.resolution = st.max_source_resolution || "raw";
   $("table-view").hidden = st.tab !== "table";
   $("graph-view").hidden = st.tab !== "graph";
+  $("error-pos").hidden = true;
+  $("empty").hidden = Boolean(st.expr.trim());
   if (!st.expr.trim()) {
-    setStatus("Enter an expression.", false);
+    setStatus("Enter an expression, or pick one of these.", false);
+    $("table-view").hidden = true;
+    $("graph-view").hidden = true;
     return;
   }
+  remember(st.expr, params.toString());
   setStatus("Loading…", false);
   const started = performance.now();
   const end = endSeconds(st.end);
@@ -202,17 +569,23 @@ async function execute() {
       n = renderTable(json.data);
     } else {
       const range = parseDuration(st.range) || 3600;
-      const start = end - range;
+      // Whole steps from a whole-second start, so sample timestamps fall on the grid.
       const step = parseDuration(st.step || "") || Math.max(1, Math.round(range / 250));
+      const start = end - range;
       json = await api("api/v1/query_range", { ...common, start, end, step }, true);
-      n = renderGraph(json.data, start, end);
+      n = renderGraph(json.data, start, end, step, st.max_source_resolution);
     }
     showWarnings(json.warnings);
     const ms = Math.round(performance.now() - started);
     setStatus(`${n} series, ${json.data.resultType}, ${ms} ms`, false);
     document.body.dataset.state = "done";
+    const hover = /hover=(last|[0-9.]+)/.exec(location.hash);
+    // uPlot sizes its elements after the constructor returns; hover once they have a size.
+    if (hover && st.tab === "graph") setTimeout(() => hoverAt(hover[1]), 100);
   } catch (e) {
-    setStatus(String(e.message || e), true);
+    const msg = String(e.message || e);
+    setStatus(msg, true);
+    showErrorPosition(st.expr, msg);
     document.body.dataset.state = "error";
   }
 }
@@ -288,6 +661,12 @@ function accept(choice) {
 function onKey(ev) {
   const ul = $("suggestions");
   const items = [...ul.children];
+  if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) {
+    ev.preventDefault();
+    ul.hidden = true;
+    execute();
+    return;
+  }
   if (ev.key === "Enter" && !ev.shiftKey && (ul.hidden || active < 0)) {
     ev.preventDefault();
     ul.hidden = true;
@@ -353,7 +732,16 @@ function start() {
     stores();
     return;
   }
-  const q = new URLSearchParams(location.search);
+  let q = new URLSearchParams(location.search);
+  if (!q.has("expr")) {
+    // A bare visit picks up where the last one left off.
+    try {
+      const last = localStorage.getItem(LAST_KEY);
+      if (last) q = new URLSearchParams(last);
+    } catch (e) {
+      // No storage: start empty.
+    }
+  }
   $("expr").value = q.get("expr") || "";
   $("tab").value = q.get("tab") === "graph" ? "graph" : "table";
   if (q.get("range")) $("range").value = q.get("range");
@@ -361,6 +749,10 @@ function start() {
   if (q.get("step")) $("step").value = q.get("step");
   $("dedup").checked = q.get("dedup") !== "false";
   $("partial").checked = q.get("partial_response") !== "false";
+  $("stacked").checked = q.get("stacked") === "1";
+  $("utc").checked = q.get("utc") === "1";
+  const sort = /^(-?)(value|series)$/.exec(q.get("sort") || "");
+  if (sort) tableSort = { key: sort[2], dir: sort[1] ? -1 : 1 };
   $("resolution").value = ["auto", "5m", "1h"].includes(q.get("max_source_resolution"))
     ? q.get("max_source_resolution") : "";
   $("resolution").addEventListener("change", execute);
@@ -369,6 +761,42 @@ function start() {
   $("expr").addEventListener("input", suggest);
   $("expr").addEventListener("keydown", onKey);
   $("expr").addEventListener("blur", () => setTimeout(() => { $("suggestions").hidden = true; }, 100));
+  // Ctrl+Enter (Cmd+Enter) runs the query from anywhere on the page.
+  document.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey) && ev.target !== $("expr")) {
+      ev.preventDefault();
+      execute();
+    }
+  });
+  for (const th of $("results").querySelectorAll("th.sortable")) {
+    th.addEventListener("click", () => sortBy(th.dataset.sort));
+  }
+  for (const b of document.querySelectorAll("button.example")) {
+    b.addEventListener("click", () => {
+      $("expr").value = b.dataset.expr;
+      $("tab").value = "graph";
+      execute();
+    });
+  }
+  $("history").addEventListener("change", () => {
+    const e = $("history").value;
+    $("history").value = "";
+    if (!e) return;
+    $("expr").value = e;
+    execute();
+  });
+  const redraw = () => {
+    if (!graphState) return;
+    graphState.stacked = $("stacked").checked;
+    graphState.utc = $("utc").checked;
+    execute();
+  };
+  $("stacked").addEventListener("change", redraw);
+  $("utc").addEventListener("change", redraw);
+  window.addEventListener("resize", () => {
+    if (plot) plot.setSize({ width: Math.max(300, $("graph").clientWidth), height: 360 });
+  });
+  drawHistory();
   if (q.has("suggest")) {
     // Place the cursor at the end and show what would be suggested (used by the page test).
     const box = $("expr");
@@ -377,6 +805,10 @@ function start() {
     suggest();
   } else if ($("expr").value) {
     execute();
+  } else {
+    $("empty").hidden = false;
+    $("table-view").hidden = true;
+    document.body.dataset.state = "empty";
   }
 }
 

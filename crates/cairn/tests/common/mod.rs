@@ -1220,3 +1220,128 @@ pub fn upload_blocks(yaml: &str, blocks_dir: &Path, label: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A `cairn up` process (receiver, query layer, store gateway, compactor and the self-scrape in
+/// one), every address on a free loopback port and its data in `dir`.
+pub struct CairnUp {
+    pub proc: Proc,
+    pub remote_write: SocketAddr,
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    pub query: SocketAddr,
+    pub store_grpc: SocketAddr,
+    pub store_http: SocketAddr,
+    pub compact_http: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl CairnUp {
+    /// Starts `cairn up` and waits until the receiver and the query layer are ready.
+    pub fn start(dir: &Path, extra: &[&str]) -> CairnUp {
+        let addr = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().unwrap() };
+        let (remote_write, http_addr, grpc, query) = (addr(), addr(), addr(), addr());
+        let (store_grpc, store_http, compact_http) = (addr(), addr(), addr());
+        let data_dir = dir.join("data");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        cmd.arg("up")
+            .arg(format!("--data-dir={}", data_dir.display()))
+            .arg(format!("--remote-write.address={remote_write}"))
+            .arg(format!("--http-address={http_addr}"))
+            .arg(format!("--grpc-address={grpc}"))
+            .arg(format!("--query.http-address={query}"))
+            .arg(format!("--store.grpc-address={store_grpc}"))
+            .arg(format!("--store.http-address={store_http}"))
+            .arg(format!("--compact.http-address={compact_http}"))
+            .args(extra)
+            .env("CAIRN_LOG", "info");
+        let mut proc = Proc::spawn("cairn-up", &mut cmd, dir);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = |a| matches!(get(a, "/-/ready"), Ok(r) if r.status == 200);
+            if ready(http_addr) && ready(query) {
+                break;
+            }
+            if let Some(status) = proc.child.try_wait().unwrap() {
+                panic!(
+                    "cairn up exited early ({status}); log:\n{}",
+                    proc.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cairn up not ready; log:\n{}",
+                proc.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        CairnUp {
+            proc,
+            remote_write,
+            http: http_addr,
+            grpc,
+            query,
+            store_grpc,
+            store_http,
+            compact_http,
+            data_dir,
+        }
+    }
+}
+
+fn chromium_command(profile: &Path) -> Command {
+    let mut cmd = Command::new(require_binary("/usr/bin/chromium", "chromium"));
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--hide-scrollbars",
+        "--window-size=1280,900",
+        // Scripts get this much (virtual) time after load; network waits do not count.
+        "--virtual-time-budget=10000",
+        "--timeout=30000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()));
+    cmd
+}
+
+/// Loads `url` in headless Chromium, lets its scripts run, and returns the DOM.
+pub fn chromium_dom(profile: &Path, url: &str) -> String {
+    let out = chromium_command(profile)
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .expect("running chromium");
+    let html = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        html.contains("</html>"),
+        "chromium printed no page for {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    html
+}
+
+/// Loads `url` in headless Chromium and saves a PNG of the window to `file`.
+pub fn chromium_screenshot(profile: &Path, url: &str, file: &Path) {
+    let out = chromium_command(profile)
+        .arg(format!("--screenshot={}", file.display()))
+        .arg(url)
+        .output()
+        .expect("running chromium");
+    let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size > 1000,
+        "chromium wrote no screenshot of {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Where tests keep what a person may want to look at afterwards (screenshots):
+/// `target/test-artifacts/`, beside Cargo's temp dir for integration tests.
+pub fn artifact_dir() -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let dir = tmp.parent().unwrap_or(tmp).join("test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
