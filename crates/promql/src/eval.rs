@@ -410,6 +410,29 @@ impl<'a> Evaluator<'a> {
         Ok(out)
     }
 
+    /// The samples a range selector needs for the windows of all `steps`: `[mint, maxt]`.
+    fn range_span(&self, vs: &VectorSelector, range: i64, steps: Steps) -> (i64, i64) {
+        let off = offset_ms(&vs.offset);
+        match self.at_ms(&vs.at) {
+            Some(a) => (a - off - range + 1, a - off),
+            None => (steps.start - off - range + 1, steps.end - off),
+        }
+    }
+
+    /// Whether storage hands this range selector's samples over as counts of raw samples
+    /// ([`crate::Queryable::samples_are_counts`]).
+    pub fn range_selector_counts(
+        &self,
+        vs: &VectorSelector,
+        range: i64,
+        steps: Steps,
+        hint: &HintCtx,
+    ) -> bool {
+        let (mint, maxt) = self.range_span(vs, range, steps);
+        let hints = planner::hints(mint, maxt, self.query_step, range, hint);
+        self.storage.samples_are_counts(&hints)
+    }
+
     /// Hands the series of a range selector to `f` one at a time: each series' samples in the
     /// span the windows of all `steps` cover, stale markers removed, and whether any of them is
     /// a native histogram. Series without samples there are skipped.
@@ -421,11 +444,7 @@ impl<'a> Evaluator<'a> {
         hint: &HintCtx,
         f: &mut RangeSink<'_, 'a>,
     ) -> Result<()> {
-        let off = offset_ms(&vs.offset);
-        let (mint, maxt) = match self.at_ms(&vs.at) {
-            Some(a) => (a - off - range + 1, a - off),
-            None => (steps.start - off - range + 1, steps.end - off),
-        };
+        let (mint, maxt) = self.range_span(vs, range, steps);
         let mut scratch: Vec<Sample> = Vec::new();
         self.select_each(vs, (mint, maxt), range, hint, &mut |ev, labels, all| {
             let lo = all.partition_point(|p| p.t < mint);

@@ -1270,6 +1270,7 @@ fn eval_range_call(
         scratch: Vec::new(),
         resets: Vec::new(),
         extremes: std::collections::VecDeque::new(),
+        counts: false,
         out: Vec::new(),
         total: 0,
     };
@@ -1280,6 +1281,8 @@ fn eval_range_call(
             rf.range = ms.range.as_millis() as i64;
             rf.offset = crate::eval::offset_ms(&ms.vs.offset);
             rf.at = ev.at_ms(&ms.vs.at);
+            rf.counts = name == "count_over_time"
+                && ev.range_selector_counts(&ms.vs, rf.range, steps, hint);
             ev.range_selector_each(&ms.vs, rf.range, steps, hint, &mut |ev, labels, pts, hh| {
                 ev.check()?;
                 rf.series(&mut ev.annos, labels, pts, hh, false);
@@ -1349,6 +1352,9 @@ struct RangeFnEval<'a> {
     resets: Vec<usize>,
     /// Sliding-window extremes for max/min_over_time: indices of candidate points.
     extremes: std::collections::VecDeque<usize>,
+    /// The input's samples are counts of raw samples (downsampled data): `count_over_time`
+    /// adds them up.
+    counts: bool,
     out: Vec<Series>,
     /// Output points so far.
     total: usize,
@@ -1364,7 +1370,12 @@ impl RangeFnEval<'_> {
         has_histograms: bool,
         drop_name: bool,
     ) {
-        let name = self.name;
+        // Counts of raw samples (see `counts`) add up to the raw count.
+        let name = if self.counts {
+            "sum_over_time"
+        } else {
+            self.name
+        };
         let steps = self.steps;
         let n = steps.len();
         let keep_name = matches!(name, "last_over_time" | "first_over_time");
@@ -1862,6 +1873,7 @@ mod tests {
             scratch: Vec::new(),
             resets: Vec::new(),
             extremes: std::collections::VecDeque::new(),
+            counts: false,
             out: Vec::new(),
             total: 0,
         };

@@ -104,6 +104,13 @@ pub trait Queryable: Send + Sync {
     /// `[hints.start, hints.end]`, sorted by labels.
     fn select(&self, hints: &SelectHints, matchers: &[Matcher]) -> Result<Vec<Series>, Error>;
 
+    /// Whether each sample this storage hands over for `hints` stands for as many raw samples as
+    /// its value says (downsampled data read through its count aggregate, raw samples as 1), so
+    /// that `count_over_time` adds the values up instead of counting the samples. Default: no.
+    fn samples_are_counts(&self, _hints: &SelectHints) -> bool {
+        false
+    }
+
     /// The same series as [`select`](Queryable::select), in the same order, handed to `f` one
     /// at a time with their samples borrowed, so that storage which decodes (or fetches) series
     /// can reuse one buffer instead of holding every series' samples at once. The engine uses

@@ -190,3 +190,41 @@ fn parse_errors_are_reported() {
         assert_eq!(promql::parse(query).unwrap_err().to_string(), want, "{query}");
     }
 }
+
+/// Storage whose samples stand for counts of raw samples (downsampled data read for
+/// `count_over_time`).
+struct Counts<'a>(&'a MemoryStorage);
+
+impl Queryable for Counts<'_> {
+    fn select(&self, hints: &SelectHints, matchers: &[Matcher]) -> Result<Vec<Series>, Error> {
+        self.0.select(hints, matchers)
+    }
+
+    fn samples_are_counts(&self, hints: &SelectHints) -> bool {
+        hints.func.as_deref() == Some("count_over_time")
+    }
+}
+
+#[test]
+fn count_over_time_adds_up_counts_when_storage_says_samples_are_counts() {
+    let mut st = MemoryStorage::new();
+    // Two 5m windows covering 20 and 20 raw samples, and a raw sample (read as 1).
+    let l = Labels::from_pairs([("__name__", "windows")]);
+    for (t, v) in [(300_000, 20.0), (600_000, 20.0), (615_000, 1.0)] {
+        st.append(&l, t, v);
+    }
+    let e = Engine::default();
+    let value = |q: &str, storage: &dyn Queryable| {
+        let r = e.instant_query(storage, q, 615_000).unwrap();
+        let QueryValue::Vector(v) = r.value else {
+            panic!("{q}")
+        };
+        v[0].f
+    };
+    assert_eq!(value("count_over_time(windows[15m])", &Counts(&st)), 41.0);
+    // Plain storage: samples are samples.
+    assert_eq!(value("count_over_time(windows[15m])", &st), 3.0);
+    // Other functions over the same storage are unchanged.
+    assert_eq!(value("sum_over_time(windows[15m])", &Counts(&st)), 41.0);
+    assert_eq!(value("max_over_time(windows[15m])", &Counts(&st)), 20.0);
+}

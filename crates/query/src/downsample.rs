@@ -11,7 +11,8 @@
 //! |---|---|---|
 //! | `min`, `min_*` | min | min |
 //! | `max`, `max_*` | max | max |
-//! | `count`, `count_*` | count | count |
+//! | `count_over_time` | count | the count, raw samples read as 1 (the engine then adds them up: [`Aggregates::CountOverTime`]) |
+//! | `count`, other `count_*` | count | count |
 //! | `sum_*` (not `sum`) | sum | sum |
 //! | `rate`, `increase`, `irate`, `resets`, `xrate`, `xincrease` | counter | the counter, reset corrections applied across chunks ([`CounterResets`]) |
 //! | anything else, a plain selector | count, sum | sum / count |
@@ -51,6 +52,11 @@ pub enum Aggregates {
     /// Count and sum, read as their average (raw chunks read as they are).
     Average,
     Count,
+    /// `count_over_time`: each sample stands for how many raw samples it covers (a window's
+    /// count, or 1 for a raw sample), and the engine adds them up
+    /// ([`promql::Queryable::samples_are_counts`]). Thanos counts the windows instead, so its
+    /// `count_over_time` over 5m data is the number of windows; Cairn answers the raw count.
+    CountOverTime,
     Sum,
     Min,
     Max,
@@ -67,6 +73,8 @@ impl Aggregates {
             Aggregates::Min
         } else if f == "max" || f.starts_with("max_") {
             Aggregates::Max
+        } else if f == "count_over_time" {
+            Aggregates::CountOverTime
         } else if f == "count" || f.starts_with("count_") {
             Aggregates::Count
         } else if f.starts_with("sum_") {
@@ -86,7 +94,7 @@ impl Aggregates {
     pub fn request(self) -> Vec<i32> {
         let a: &[thanos::Aggr] = match self {
             Aggregates::Average => &[thanos::Aggr::Count, thanos::Aggr::Sum],
-            Aggregates::Count => &[thanos::Aggr::Count],
+            Aggregates::Count | Aggregates::CountOverTime => &[thanos::Aggr::Count],
             Aggregates::Sum => &[thanos::Aggr::Sum],
             Aggregates::Min => &[thanos::Aggr::Min],
             Aggregates::Max => &[thanos::Aggr::Max],
@@ -100,7 +108,7 @@ impl Aggregates {
     pub fn field(self, c: &thanos::AggrChunk) -> Option<&thanos::Chunk> {
         match self {
             Aggregates::Average => None,
-            Aggregates::Count => c.count.as_ref(),
+            Aggregates::Count | Aggregates::CountOverTime => c.count.as_ref(),
             Aggregates::Sum => c.sum.as_ref(),
             Aggregates::Min => c.min.as_ref(),
             Aggregates::Max => c.max.as_ref(),
@@ -165,7 +173,7 @@ mod tests {
             (Some("max"), Max),
             (Some("max_over_time"), Max),
             (Some("count"), Count),
-            (Some("count_over_time"), Count),
+            (Some("count_over_time"), CountOverTime),
             (Some("sum_over_time"), Sum),
             (Some("rate"), Counter),
             (Some("increase"), Counter),
@@ -181,6 +189,7 @@ mod tests {
         }
         assert_eq!(Average.request(), [1, 2]);
         assert_eq!(Counter.request(), [5]);
+        assert_eq!(CountOverTime.request(), [1]);
         assert_eq!(Min.request(), [3]);
     }
 

@@ -117,6 +117,10 @@ impl FanoutQueryable {
 }
 
 impl Queryable for FanoutQueryable {
+    fn samples_are_counts(&self, hints: &SelectHints) -> bool {
+        Aggregates::for_func(hints.func.as_deref()) == Aggregates::CountOverTime
+    }
+
     fn select(
         &self,
         hints: &SelectHints,

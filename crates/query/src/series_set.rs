@@ -190,11 +190,19 @@ pub fn decode(
             }
             overlapping |= c.min_time <= prev_max;
             prev_max = prev_max.max(c.max_time);
+            // For count_over_time a raw sample counts once; a window's count as many times as
+            // the raw samples it covers. Stale markers stay markers.
+            let ones = read == Aggregates::CountOverTime && c.raw.is_some();
             let mut it = XorIterator::new(&chunk.data);
             for (t, v) in it.by_ref() {
                 if t > maxt {
                     break;
                 }
+                let v = if ones && !model::is_stale_nan(v) {
+                    1.0
+                } else {
+                    v
+                };
                 push(t, v, out);
             }
             if let Some(e) = it.err() {
@@ -324,7 +332,7 @@ pub(crate) mod tests {
         for &(a, samples) in fields {
             let data = Some(xor_data(samples));
             match a {
-                Aggregates::Count => c.count = data,
+                Aggregates::Count | Aggregates::CountOverTime => c.count = data,
                 Aggregates::Sum => c.sum = data,
                 Aggregates::Min => c.min = data,
                 Aggregates::Max => c.max = data,
@@ -422,6 +430,33 @@ pub(crate) mod tests {
         sorted.sort();
         assert_eq!(names, sorted);
         assert!(all.iter().all(|g| g.replicas.len() == 1));
+    }
+
+    #[test]
+    fn count_over_time_reads_window_counts_and_raw_samples_as_one() {
+        // A 5m block's windows (30 and 20 raw samples), then raw samples filling the gap after
+        // it, one of them a stale marker.
+        let windows = aggr(
+            0,
+            599_999,
+            &[(Aggregates::Count, &[(299_999, 30.0), (599_999, 20.0)])],
+        );
+        let raw = xor_chunk(&[
+            (615_000, 7.5),
+            (630_000, model::stale_nan()),
+            (645_000, -2.0),
+        ]);
+        let got = decoded(&[windows, raw], 0, 700_000, Aggregates::CountOverTime);
+        assert_eq!(got[..2], [(299_999, 30.0), (599_999, 20.0)]);
+        assert_eq!(got[2], (615_000, 1.0));
+        assert!(model::is_stale_nan(got[3].1), "a stale marker stays one");
+        assert_eq!(got[4], (645_000, 1.0));
+        // Raw data only: every sample reads as 1.
+        let raw_only = xor_chunk(&[(0, 3.0), (15_000, 4.0)]);
+        assert_eq!(
+            decoded(&[raw_only], 0, 20_000, Aggregates::CountOverTime),
+            [(0, 1.0), (15_000, 1.0)]
+        );
     }
 
     #[test]
