@@ -63,10 +63,6 @@ pub async fn serve(
         let _ = stop_rx.wait_for(|stopped| *stopped).await;
     }));
     let api = Api::new(config.api.clone(), endpoints);
-    // Small answers must not wait for a delayed ACK (Nagle) before their last segment leaves.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let result = axum::serve(listener, api::router(api))
         .with_graceful_shutdown(shutdown)
         .await;
