@@ -10,8 +10,10 @@
 # answer the same, then times each query on both sides, interleaved: the first request of each
 # query meets an index cache that is cold for its selectors ("first request"), the timed runs
 # after it are warm (medians). Then it reports the store's RSS with every block's index-header
-# open against the total size of the blocks' `index` files, and the bytes the store fetched
-# from the bucket per Series request. See bench/README.md.
+# open against the total size of the blocks' `index` files, the bytes the store fetched
+# from the bucket per Series request, and what its index and chunks caches answered. The store
+# runs with its default chunks cache (in-memory, 256 MiB); STORE_ARGS adds flags, e.g.
+# STORE_ARGS='--store.caching-bucket.config=type: NONE' for none. See bench/README.md.
 #
 # Environment (defaults in brackets):
 #   TARGETS [100] HOURS [8] SCRAPE [15]   data shape (see bench/promql.sh)
@@ -75,7 +77,7 @@ log "starting cairn store (StoreAPI 127.0.0.1:$STORE_GRPC)"
 t0=$(date +%s%N)
 "$CAIRN" store --data-dir="$WORK/store-data" --objstore.config="$OBJSTORE" \
   --grpc-address="127.0.0.1:$STORE_GRPC" --http-address="127.0.0.1:$STORE_HTTP" \
-  >"$WORK/store.log" 2>&1 &
+  ${STORE_ARGS:+"$STORE_ARGS"} >"$WORK/store.log" 2>&1 &
 STORE_PID=$!
 PIDS+=($STORE_PID)
 wait_ready "cairn store" "http://127.0.0.1:$STORE_HTTP/-/ready" "$STORE_PID" "$WORK/store.log"
@@ -111,11 +113,16 @@ REQUESTS=$(metric_sum 'thanos_bucket_store_series_data_fetched_count{data_type="
 HITS=$(metric_sum thanos_store_index_cache_hits_total)
 LOOKUPS=$(metric_sum thanos_store_index_cache_requests_total)
 OPEN=$(metric_sum thanos_bucket_store_indexheader_lazy_load)
+FROM_CACHE=$(metric_sum 'thanos_store_bucket_cache_getrange_fetched_bytes_total{origin="cache"')
+FROM_BUCKET=$(metric_sum 'thanos_store_bucket_cache_getrange_fetched_bytes_total{origin="bucket"')
+CHUNK_READS=$(metric_sum thanos_store_bucket_cache_operation_requests_total)
+CHUNK_HITS=$(metric_sum thanos_store_bucket_cache_operation_hits_total)
 echo
 echo "store: $BLOCKS blocks ($((BLOCK_BYTES / 1048576)) MiB, index files $((INDEX_BYTES / 1048576)) MiB, index-headers $((HEADER_BYTES / 1048576)) MiB), first sync ${SYNC_MS} ms"
 echo "store RSS after the queries: $((RSS_KB / 1024)) MiB (peak $((HWM_KB / 1024)) MiB) with $OPEN index-headers open; index files $((INDEX_BYTES / 1048576)) MiB: ratio $(awk -v r="$RSS_KB" -v i="$INDEX_BYTES" 'BEGIN {printf "%.2f", r * 1024 / i}')"
 echo "bucket bytes fetched: $((FETCHED / 1048576)) MiB over $REQUESTS Series requests, $(awk -v f="$FETCHED" -v n="$REQUESTS" 'BEGIN {printf "%.1f", n ? f / n / 1024 : 0}') KiB per request"
 echo "index cache: $HITS hits of $LOOKUPS lookups"
+echo "chunks cache: $((FROM_CACHE / 1048576)) MiB from memory, $((FROM_BUCKET / 1048576)) MiB from the bucket; $CHUNK_HITS of $CHUNK_READS segment reads from memory alone"
 if [[ $status == 0 && ${REQUIRE_TARGETS:-0} == 1 && $((RSS_KB * 1024)) -ge $INDEX_BYTES ]]; then
   echo "RSS target MISSED"
   status=3

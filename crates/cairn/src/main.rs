@@ -293,6 +293,15 @@ struct StoreArgs {
     index_cache_config_file: Option<PathBuf>,
     #[arg(long = "index-cache.config")]
     index_cache_config: Option<String>,
+    /// Chunks cache config (Thanos' caching bucket format; type IN-MEMORY, or NONE to turn it
+    /// off). Without one, chunk subranges are cached in memory up to 256 MiB.
+    #[arg(
+        long = "store.caching-bucket.config-file",
+        conflicts_with = "caching_bucket_config"
+    )]
+    caching_bucket_config_file: Option<PathBuf>,
+    #[arg(long = "store.caching-bucket.config")]
+    caching_bucket_config: Option<String>,
 }
 
 /// `cairn compact`, with Thanos' flag names and defaults.
@@ -479,6 +488,22 @@ impl StoreArgs {
                 store::gateway::parse_index_cache_config(&text).map_err(anyhow::Error::msg)?;
             config.index_cache_bytes = max;
             config.index_cache_max_item_bytes = item;
+        }
+        let caching_text = match (
+            &self.caching_bucket_config_file,
+            &self.caching_bucket_config,
+        ) {
+            (Some(path), _) => Some(std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "reading --store.caching-bucket.config-file {}",
+                    path.display()
+                )
+            })?),
+            (None, text) => text.clone(),
+        };
+        if let Some(text) = caching_text {
+            config.chunks_cache =
+                store::gateway::parse_caching_bucket_config(&text).map_err(anyhow::Error::msg)?;
         }
         config.store.block_sync_concurrency = self.block_sync_concurrency;
         config.store.series_sample_limit = self.series_sample_limit;

@@ -220,7 +220,12 @@ fn a_damaged_block_is_skipped_with_a_warning_naming_it() {
         .unwrap()
         .set_len(len / 2)
         .unwrap();
-    let store = CairnStore::start(dir.path(), &yaml, &[]);
+    // No chunks cache: with one, the chunks deleted below would still be served from memory.
+    let store = CairnStore::start(
+        dir.path(),
+        &yaml,
+        &["--store.caching-bucket.config=type: NONE"],
+    );
     assert_eq!(store.metric("thanos_bucket_store_blocks_loaded"), Some(2.0));
     assert!(
         store

@@ -24,6 +24,7 @@ use objstore::BucketConfig;
 use prometheus_client::registry::Registry;
 
 use crate::bucket::cache::{IndexCache, DEFAULT_MAX_SIZE_BYTES};
+use crate::bucket::chunks_cache::{ChunksCache, ChunksCacheConfig};
 use crate::bucket::grpc::BucketStoreService;
 use crate::bucket::store::{sync_loop, BucketStore, BucketStoreConfig, BucketStoreMetrics};
 
@@ -46,6 +47,9 @@ pub struct GatewayConfig {
     pub index_cache_bytes: u64,
     /// The index cache config's `max_item_size`.
     pub index_cache_max_item_bytes: u64,
+    /// `--store.caching-bucket.config(-file)`: the chunks cache (on by default, see
+    /// [`crate::bucket::chunks_cache::DEFAULT_MAX_SIZE_BYTES`]).
+    pub chunks_cache: ChunksCacheConfig,
     pub store: BucketStoreConfig,
 }
 
@@ -63,6 +67,7 @@ impl GatewayConfig {
             ignore_deletion_marks_delay: Duration::from_secs(24 * 3600),
             index_cache_bytes: DEFAULT_MAX_SIZE_BYTES,
             index_cache_max_item_bytes: DEFAULT_MAX_SIZE_BYTES / 2,
+            chunks_cache: ChunksCacheConfig::default(),
             store: BucketStoreConfig::new(data_dir),
         }
     }
@@ -131,6 +136,70 @@ pub fn parse_index_cache_config(yaml: &str) -> Result<(u64, u64), String> {
     Ok((max, item))
 }
 
+/// The caching bucket config file (`--store.caching-bucket.config-file`), in Thanos' format.
+/// Only chunk subranges are cached, in memory; the TTL and metafile fields are accepted and
+/// have no effect (segment files never change, and the in-memory backend has no expiry).
+#[derive(Debug, serde::Deserialize)]
+struct CachingBucketFile {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    config: InMemoryCacheConfig,
+    chunk_subrange_size: Option<u64>,
+    max_chunks_get_range_requests: Option<i64>,
+    #[serde(flatten)]
+    _ignored: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
+}
+
+/// Reads a caching bucket config. `type: NONE` (a Cairn addition, Thanos has no chunks cache
+/// without a config) or `max_size: 0` turns the cache off.
+pub fn parse_caching_bucket_config(yaml: &str) -> Result<ChunksCacheConfig, String> {
+    let file: CachingBucketFile =
+        serde_saphyr::from_str(yaml).map_err(|e| format!("caching bucket config: {e}"))?;
+    if file.kind.eq_ignore_ascii_case("NONE") {
+        return Ok(ChunksCacheConfig::disabled());
+    }
+    if !file.kind.eq_ignore_ascii_case("IN-MEMORY") {
+        return Err(format!(
+            "caching bucket config: type {:?} is not supported (only IN-MEMORY, or NONE)",
+            file.kind
+        ));
+    }
+    let defaults = ChunksCacheConfig::default();
+    let max_size = match &file.config.max_size {
+        Some(s) => parse_bytes(s)?,
+        None => defaults.max_size,
+    };
+    let max_item_size = match &file.config.max_item_size {
+        Some(s) => parse_bytes(s)?,
+        None => max_size / 2,
+    };
+    if max_item_size > max_size {
+        return Err(format!(
+            "caching bucket config: max_item_size ({max_item_size} bytes) is larger than \
+             max_size ({max_size} bytes)"
+        ));
+    }
+    let subrange_size = match file.chunk_subrange_size {
+        Some(0) => {
+            return Err("caching bucket config: chunk_subrange_size must be positive".into())
+        }
+        Some(n) => n,
+        None => defaults.subrange_size,
+    };
+    Ok(ChunksCacheConfig {
+        max_size,
+        max_item_size,
+        subrange_size,
+        // Thanos: zero or negative means no limit.
+        max_get_range_requests: match file.max_chunks_get_range_requests {
+            Some(n) if n <= 0 => 0,
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            None => defaults.max_get_range_requests,
+        },
+    })
+}
+
 /// What the HTTP handlers read.
 struct Http {
     store: Arc<BucketStore>,
@@ -193,11 +262,14 @@ pub fn build(config: &GatewayConfig) -> std::io::Result<(Arc<BucketStore>, Regis
         config.index_cache_bytes,
         config.index_cache_max_item_bytes,
     ));
+    let chunks_cache = Arc::new(ChunksCache::new(config.chunks_cache.clone()));
     let metrics = BucketStoreMetrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     cache.register(&mut registry);
-    let store = BucketStore::new(bucket, fetcher, config.store.clone(), cache, metrics)?;
+    chunks_cache.register(&mut registry);
+    let store = BucketStore::new(bucket, fetcher, config.store.clone(), cache, metrics)?
+        .with_chunks_cache(chunks_cache);
     Ok((Arc::new(store), registry))
 }
 
@@ -314,5 +386,43 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("max_item_size"), "{e}");
+    }
+
+    #[test]
+    fn caching_bucket_config_reads_thanos_in_memory_type() {
+        let c = parse_caching_bucket_config(
+            "type: IN-MEMORY\nconfig:\n  max_size: 1GB\n  max_item_size: 10MB\n\
+             chunk_subrange_size: 8000\nmax_chunks_get_range_requests: 5\n\
+             chunk_object_attrs_ttl: 24h\nchunk_subrange_ttl: 24h\nblocks_iter_ttl: 5m\n\
+             metafile_exists_ttl: 2h\nmetafile_doesnt_exist_ttl: 15m\n\
+             metafile_content_ttl: 24h\nmetafile_max_size: 1MiB\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            ChunksCacheConfig {
+                max_size: 1 << 30,
+                max_item_size: 10 << 20,
+                subrange_size: 8000,
+                max_get_range_requests: 5,
+            }
+        );
+        let c = parse_caching_bucket_config("type: in-memory\n").unwrap();
+        assert_eq!(c, ChunksCacheConfig::default());
+        let c = parse_caching_bucket_config(
+            "type: IN-MEMORY\nconfig: {max_size: 0}\nmax_chunks_get_range_requests: -1\n",
+        )
+        .unwrap();
+        assert_eq!((c.max_size, c.max_get_range_requests), (0, 0));
+        assert_eq!(
+            parse_caching_bucket_config("type: NONE\n").unwrap(),
+            ChunksCacheConfig::disabled()
+        );
+        let e = parse_caching_bucket_config("type: MEMCACHED\nconfig: {addresses: [a:1]}\n")
+            .unwrap_err();
+        assert!(e.contains("MEMCACHED") && e.contains("IN-MEMORY"), "{e}");
+        let e =
+            parse_caching_bucket_config("type: IN-MEMORY\nchunk_subrange_size: 0\n").unwrap_err();
+        assert!(e.contains("chunk_subrange_size"), "{e}");
     }
 }

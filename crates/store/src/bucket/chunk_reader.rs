@@ -20,6 +20,7 @@ use tsdb::index::enc::{Decoder, MAX_VARINT_LEN64};
 use tsdb::meta::BlockMeta;
 use ulid::Ulid;
 
+use super::chunks_cache::ChunksCache;
 use super::partition::GapPartitioner;
 use super::{Error, FetchStats, Result};
 
@@ -47,6 +48,7 @@ pub struct BlockChunkReader {
     partitioner: GapPartitioner,
     estimated_max_chunk_size: u64,
     stats: Arc<FetchStats>,
+    cache: Option<Arc<ChunksCache>>,
 }
 
 impl BlockChunkReader {
@@ -60,8 +62,9 @@ impl BlockChunkReader {
         stats: Arc<FetchStats>,
     ) -> Result<Self> {
         let segments = match segments_from_meta(meta) {
-            Some(s) => s,
-            None => list_segments(&bucket, meta.ulid).await?,
+            // The chunks cache needs every segment's size; a listing has them.
+            Some(s) if s.iter().all(|s| s.size.is_some()) => s,
+            _ => list_segments(&bucket, meta.ulid).await?,
         };
         Ok(Self::with_segments(
             bucket,
@@ -87,7 +90,14 @@ impl BlockChunkReader {
             partitioner: GapPartitioner::default(),
             estimated_max_chunk_size: estimated_max_chunk_size.max(1),
             stats,
+            cache: None,
         }
+    }
+
+    /// Reads segment ranges through `cache` (shared by the store's requests).
+    pub fn with_cache(mut self, cache: Arc<ChunksCache>) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// Uses `partitioner` instead of the default 512 KiB gap.
@@ -155,7 +165,7 @@ impl BlockChunkReader {
         let loaded = futures::future::try_join_all(jobs.into_iter().map(
             |(segment, range, offsets)| async move {
                 let path = self.path(segment);
-                let bytes = self.get(&path, range.clone()).await?;
+                let bytes = self.get(segment, &path, range.clone()).await?;
                 let mut chunks = Vec::with_capacity(offsets.len());
                 for (off, i) in offsets {
                     let from = ((off - range.start) as usize).min(bytes.len());
@@ -186,11 +196,23 @@ impl BlockChunkReader {
         ObjectPath::from(format!("{}/{}", self.block, segment.file))
     }
 
-    async fn get(&self, path: &ObjectPath, range: Range<u64>) -> Result<Bytes> {
-        let bytes = super::get_range(&self.bucket, self.block, path, range).await?;
-        FetchStats::add(&self.stats.chunks_fetches, 1);
-        FetchStats::add(&self.stats.chunks_fetched_bytes, bytes.len() as u64);
-        Ok(bytes)
+    /// `range` of the segment, through the cache when there is one. Only bytes that came
+    /// from the bucket count in the stats.
+    async fn get(&self, segment: &Segment, path: &ObjectPath, range: Range<u64>) -> Result<Bytes> {
+        let fetch = |range: Range<u64>| async move {
+            let bytes = super::get_range(&self.bucket, self.block, path, range).await?;
+            FetchStats::add(&self.stats.chunks_fetches, 1);
+            FetchStats::add(&self.stats.chunks_fetched_bytes, bytes.len() as u64);
+            Ok(bytes)
+        };
+        match &self.cache {
+            Some(cache) => {
+                let object: Arc<str> = Arc::from(path.as_ref());
+                let (bytes, _) = cache.get_range(&object, range, segment.size, fetch).await?;
+                Ok(bytes)
+            }
+            None => fetch(range).await,
+        }
     }
 
     /// The chunk at `off`, from `available` (the fetched bytes from `off` on) when it fits
@@ -214,7 +236,11 @@ impl BlockChunkReader {
                 // The length itself was cut off; read it on its own (rare: tiny estimates).
                 let limit = segment.size.unwrap_or(u64::MAX);
                 let head = self
-                    .get(path, off..(off + MAX_VARINT_LEN64 as u64).min(limit))
+                    .get(
+                        segment,
+                        path,
+                        off..(off + MAX_VARINT_LEN64 as u64).min(limit),
+                    )
                     .await?;
                 let mut d = Decoder::new(&head, off);
                 let len = d
@@ -266,7 +292,7 @@ impl BlockChunkReader {
         FetchStats::add(&self.stats.chunk_refetches, 1);
         tracing::debug!(block = %self.block, file = %segment.file, offset = off, size = end,
             estimate = self.estimated_max_chunk_size, "chunk larger than estimated; refetching");
-        let bytes = self.get(path, off..off + end).await?;
+        let bytes = self.get(segment, path, off..off + end).await?;
         if (bytes.len() as u64) < end {
             return Err(corrupt(format!(
                 "chunk of {end} bytes is cut off after {} bytes",

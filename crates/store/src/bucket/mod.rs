@@ -14,10 +14,12 @@
 //! panics on hostile bytes.
 //!
 //! - [`cache`]: the in-memory LRU of postings and series entries.
+//! - [`chunks_cache`]: the in-memory LRU of chunk segment subranges (Thanos' caching bucket).
 //! - [`store`]: the block set, its sync with the bucket and the StoreAPI's reads over it.
 
 pub mod cache;
 pub mod chunk_reader;
+pub mod chunks_cache;
 pub mod grpc;
 pub mod index_reader;
 pub mod indexheader;

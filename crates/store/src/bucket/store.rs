@@ -50,6 +50,7 @@ use ulid::Ulid;
 
 use super::cache::{CacheKey, IndexCache};
 use super::chunk_reader::{BlockChunkReader, Segment};
+use super::chunks_cache::ChunksCache;
 use super::index_reader::BlockIndexReader;
 use super::indexheader::{self, IndexHeaderReader, DEFAULT_POSTING_OFFSETS_IN_MEM_SAMPLING};
 use super::{estimated_max_chunk_size, estimated_max_series_size, Error, FetchStats};
@@ -343,6 +344,7 @@ pub struct BucketStore {
     config: BucketStoreConfig,
     blocks: RwLock<BTreeMap<Ulid, Arc<BucketBlock>>>,
     cache: Arc<IndexCache>,
+    chunks_cache: Option<Arc<ChunksCache>>,
     metrics: BucketStoreMetrics,
     series_gate: Arc<Semaphore>,
     synced_once: AtomicBool,
@@ -376,11 +378,18 @@ impl BucketStore {
             config,
             blocks: RwLock::new(BTreeMap::new()),
             cache,
+            chunks_cache: None,
             metrics,
             synced_once: AtomicBool::new(false),
             last_sync_error: Mutex::new(None),
             started: Instant::now(),
         })
+    }
+
+    /// Reads chunk segments through `cache` (none by default).
+    pub fn with_chunks_cache(mut self, cache: Arc<ChunksCache>) -> Self {
+        self.chunks_cache = cache.enabled().then_some(cache);
+        self
     }
 
     pub fn metrics(&self) -> &BucketStoreMetrics {
@@ -672,6 +681,10 @@ impl BucketStore {
             estimated_max_chunk_size(&block.meta),
             stats.clone(),
         );
+        let chunks = match &self.chunks_cache {
+            Some(cache) => chunks.with_cache(cache.clone()),
+            None => chunks,
+        };
         (index, chunks)
     }
 
