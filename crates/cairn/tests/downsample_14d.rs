@@ -1,5 +1,5 @@
-//! Fourteen days of 15 s data (a gauge, and a counter with resets) in one raw block go through
-//! `cairn compact`, which writes its 5m copy and, from that, its 1h copy. Through `cairn query`
+//! Fourteen days of 15 s data (a gauge, and a counter with resets), made into one raw block by
+//! promtool 2.42 (`tsdb create-blocks-from openmetrics`), go through `cairn compact`, which writes its 5m copy and, from that, its 1h copy. Through `cairn query`
 //! -> `cairn store`, `min/max/sum/count_over_time` over day windows answer at 5m and at 1h
 //! exactly what the test computes from the samples it wrote, and what Prometheus 2.42 answers
 //! over the raw block (`count_over_time` adds up the windows' counts; Thanos would count the
@@ -10,13 +10,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{CairnCompact, CairnQuery, CairnStore, PrometheusServer};
-use tsdb::block::{write_block, BlockWriteOptions};
-use tsdb::chunkenc::{XorChunk, ENCODING_XOR};
-use tsdb::querier::{ChunkData, Series};
+use common::{require_binary, CairnCompact, CairnQuery, CairnStore, PrometheusServer};
 
-/// A 14-day boundary (2023-11-23T00:00:00Z): the raw block is one whole compaction range.
-const D: i64 = 1_700_697_600_000;
+/// 2022-10-13T00:00:00Z: a multiple of 14 days (the compactor's largest range) and of 486 h (the
+/// block range promtool picks for `--max-block-duration=486h`), so that promtool writes the 14
+/// days as one block and the compactor takes it as one whole range.
+const D: i64 = 17 * 27_216 * 3_600_000;
 const DAY: i64 = 86_400_000;
 const STEP: i64 = 15_000;
 /// 7 s into each 15 s: no sample on a 5-minute, hour or day boundary.
@@ -38,30 +37,26 @@ fn counters(s: i64) -> Vec<f64> {
         .collect()
 }
 
-fn series(name: &str, s: i64, values: &[f64]) -> Series {
-    let samples: Vec<(i64, f64)> = values
-        .iter()
-        .enumerate()
-        .map(|(k, &v)| (D + k as i64 * STEP + OFFSET, v))
-        .collect();
-    Series {
-        labels: tsdb::labels!("__name__" => name, "s" => s.to_string().as_str()),
-        chunks: samples
-            .chunks(120)
-            .map(|part| {
-                let mut c = XorChunk::new();
-                for &(t, v) in part {
-                    c.append(t, v);
-                }
-                ChunkData {
-                    min_time: part[0].0,
-                    max_time: part[part.len() - 1].0,
-                    encoding: ENCODING_XOR,
-                    data: c.bytes().into(),
-                }
-            })
-            .collect(),
+/// The samples in the OpenMetrics text format promtool reads (each series' type `unknown`, so
+/// that the counter keeps its name without `_total`).
+fn openmetrics(data: &BTreeMap<(String, i64), Vec<f64>>) -> String {
+    let mut out = String::new();
+    let mut typed = std::collections::BTreeSet::new();
+    for ((name, s), values) in data {
+        if typed.insert(name.clone()) {
+            out.push_str(&format!("# TYPE {name} unknown\n"));
+        }
+        for (k, v) in values.iter().enumerate() {
+            let t = D + k as i64 * STEP + OFFSET;
+            out.push_str(&format!(
+                "{name}{{s=\"{s}\"}} {v} {}.{:03}\n",
+                t / 1000,
+                t % 1000
+            ));
+        }
     }
+    out.push_str("# EOF\n");
+    out
 }
 
 /// Every series' values, by name and `s`.
@@ -170,20 +165,37 @@ fn fourteen_days_answer_the_same_at_5m_and_1h_as_raw_and_prometheus() {
     let data = data();
     let raw_dir = dir.path().join("raw");
     std::fs::create_dir_all(&raw_dir).unwrap();
-    let mut all: Vec<Series> = data
-        .iter()
-        .map(|((name, s), values)| series(name, *s, values))
+    let input = dir.path().join("data.om");
+    std::fs::write(&input, openmetrics(&data)).unwrap();
+    let out = std::process::Command::new(require_binary("/usr/bin/promtool", "prometheus"))
+        .args([
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            "--max-block-duration=486h",
+        ])
+        .arg(&input)
+        .arg(&raw_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metas: Vec<serde_json::Value> = std::fs::read_dir(&raw_dir)
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path().join("meta.json")).ok())
+        .map(|t| serde_json::from_str(&t).unwrap())
         .collect();
-    all.sort_by(|a, b| a.labels.cmp(&b.labels));
-    let meta = write_block(
-        &raw_dir,
-        D,
-        D + 14 * DAY,
-        &all,
-        BlockWriteOptions::default(),
-    )
-    .unwrap();
-    assert_eq!(meta.stats.num_samples, 4 * SAMPLES as u64);
+    assert_eq!(metas.len(), 1, "promtool wrote one block: {metas:?}");
+    let meta = &metas[0];
+    assert_eq!(meta["stats"]["numSamples"], 4 * SAMPLES);
+    let span = (
+        meta["minTime"].as_i64().unwrap(),
+        meta["maxTime"].as_i64().unwrap(),
+    );
+    assert_eq!(span, (D + OFFSET, D + 14 * DAY - STEP + OFFSET + 1));
 
     let bucket = dir.path().join("bucket");
     std::fs::create_dir_all(&bucket).unwrap();
@@ -202,8 +214,11 @@ fn fourteen_days_answer_the_same_at_5m_and_1h_as_raw_and_prometheus() {
         if let Ok(text) = std::fs::read_to_string(path) {
             let m: serde_json::Value = serde_json::from_str(&text).unwrap();
             assert_eq!(
-                (m["minTime"].as_i64(), m["maxTime"].as_i64()),
-                (Some(D), Some(D + 14 * DAY))
+                (
+                    m["minTime"].as_i64().unwrap(),
+                    m["maxTime"].as_i64().unwrap()
+                ),
+                span
             );
             resolutions.push(m["thanos"]["downsample"]["resolution"].as_i64().unwrap());
         }
@@ -219,8 +234,8 @@ fn fourteen_days_answer_the_same_at_5m_and_1h_as_raw_and_prometheus() {
     let prom_data = dir.path().join("prometheus");
     std::fs::create_dir_all(prom_data.join("wal")).unwrap();
     common::copy_dir(
-        &raw_dir.join(meta.ulid.to_string()),
-        &prom_data.join(meta.ulid.to_string()),
+        &raw_dir.join(meta["ulid"].as_str().unwrap()),
+        &prom_data.join(meta["ulid"].as_str().unwrap()),
     );
     let prometheus = PrometheusServer::start(dir.path(), &prom_data);
     let store_dir = dir.path().join("store");
@@ -234,7 +249,7 @@ fn fourteen_days_answer_the_same_at_5m_and_1h_as_raw_and_prometheus() {
             let (_, v) = query.get_json("/api/v1/stores", &[]);
             v["data"]["store"]
                 .as_array()
-                .is_some_and(|a| a.iter().any(|s| s["minTime"].as_i64() == Some(D)))
+                .is_some_and(|a| a.iter().any(|s| s["minTime"].as_i64() == Some(span.0)))
         },
     );
 
