@@ -39,52 +39,52 @@ impl CompactMetrics {
         // prometheus-client appends `_total` to counters itself.
         registry.register(
             "thanos_compact_group_compactions",
-            "Total number of group compaction attempts that resulted in a new block.",
+            "Total number of group compaction attempts that resulted in a new block",
             self.group_compactions.clone(),
         );
         registry.register(
             "thanos_compact_group_vertical_compactions",
-            "Total number of group compaction attempts that resulted in a new block based on overlapping blocks.",
+            "Total number of group compaction attempts that resulted in a new block based on overlapping blocks",
             self.group_vertical_compactions.clone(),
         );
         registry.register(
             "thanos_compact_halted",
-            "Set to 1 if the compactor halted due to an unexpected error.",
+            "Set to 1 if the compactor halted due to an unexpected error",
             self.halted.clone(),
         );
         registry.register(
             "thanos_compact_iterations",
-            "Total number of iterations that were executed successfully.",
+            "Total number of iterations that were executed successfully",
             self.iterations.clone(),
         );
         registry.register(
             "thanos_compact_retries",
-            "Total number of retries after retriable compactor error.",
+            "Total number of retries after retriable compactor error",
             self.retries.clone(),
         );
         registry.register(
             "thanos_compact_blocks_marked",
-            "Total number of blocks marked in compactor.",
+            "Total number of blocks marked in compactor",
             self.blocks_marked.clone(),
         );
         registry.register(
             "thanos_compact_todo_compactions",
-            "The number of planned compactions.",
+            "The number of planned compactions",
             self.todo_compactions.clone(),
         );
         registry.register(
             "thanos_compact_blocks_cleaned",
-            "Total number of blocks deleted in compactor.",
+            "Total number of blocks deleted in compactor",
             self.blocks_cleaned.clone(),
         );
         registry.register(
             "thanos_compact_downsample",
-            "Total number of downsampling attempts.",
+            "Total number of downsampling attempts",
             self.downsamples.clone(),
         );
         registry.register(
             "thanos_compact_downsample_failures",
-            "Total number of failed downsampling attempts.",
+            "Total number of failed downsampling attempts",
             self.downsample_failures.clone(),
         );
     }

@@ -44,7 +44,7 @@ impl Metrics {
         let http_requests = Family::<MetricLabels, Counter>::default();
         registry.register(
             "http_requests",
-            "HTTP requests by handler, method and status code.",
+            "HTTP requests by handler, method and status code",
             http_requests.clone(),
         );
         let http_request_duration =
@@ -53,31 +53,31 @@ impl Metrics {
             );
         registry.register(
             "http_request_duration_seconds",
-            "HTTP request latency by handler and method.",
+            "HTTP request latency by handler and method",
             http_request_duration.clone(),
         );
         let store_nodes = Family::<MetricLabels, Gauge>::default();
         registry.register(
             "thanos_store_nodes_grpc_connections",
-            "Healthy endpoints, by external label sets and component type.",
+            "Healthy endpoints, by external label sets and component type",
             store_nodes.clone(),
         );
         let endpoint_up = Family::<MetricLabels, Gauge>::default();
         registry.register(
             "cairn_query_endpoint_up",
-            "Whether an endpoint answered its last Info call (1) or not (0).",
+            "Whether an endpoint answered its last Info call (1) or not (0)",
             endpoint_up.clone(),
         );
         let queries = Family::<MetricLabels, Counter>::default();
         registry.register(
             "cairn_query_queries",
-            "PromQL queries by kind (instant, range) and outcome (success or error type).",
+            "PromQL queries by kind (instant, range) and outcome (success or error type)",
             queries.clone(),
         );
         let partial_responses = Counter::default();
         registry.register(
             "cairn_query_partial_responses",
-            "Answers that carried a warning about an endpoint that failed.",
+            "Answers that carried a warning about an endpoint that failed",
             partial_responses.clone(),
         );
         Metrics {

@@ -72,7 +72,7 @@ impl Metrics {
         let http_requests = Family::<MetricLabels, Counter>::default();
         registry.register(
             "thanos_receive_http_requests",
-            "Remote-write requests by status code and tenant.",
+            "Remote-write requests by status code and tenant",
             http_requests.clone(),
         );
         let http_request_duration =
@@ -81,116 +81,116 @@ impl Metrics {
             );
         registry.register(
             "thanos_receive_http_request_duration_seconds",
-            "Remote-write request latency by status code and tenant.",
+            "Remote-write request latency by status code and tenant",
             http_request_duration.clone(),
         );
         let samples_ingested = Family::<MetricLabels, Counter>::default();
         registry.register(
             "cairn_receive_samples_ingested",
-            "Samples written to a tenant's TSDB.",
+            "Samples written to a tenant's TSDB",
             samples_ingested.clone(),
         );
         let samples_rejected = Family::<MetricLabels, Counter>::default();
         registry.register(
             "cairn_receive_samples_rejected",
-            "Samples rejected, by tenant and reason.",
+            "Samples rejected, by tenant and reason",
             samples_rejected.clone(),
         );
         let head_series = Family::<MetricLabels, Gauge>::default();
         registry.register(
             "prometheus_tsdb_head_series",
-            "Series in the head, per tenant.",
+            "Series in the head, per tenant",
             head_series.clone(),
         );
         let blocks_loaded = Family::<MetricLabels, Gauge>::default();
         registry.register(
             "thanos_receive_tsdb_blocks_loaded",
-            "Blocks open in a tenant's TSDB.",
+            "Blocks open in a tenant's TSDB",
             blocks_loaded.clone(),
         );
         let blocks_bytes = Family::<MetricLabels, Gauge>::default();
         registry.register(
             "prometheus_tsdb_storage_blocks_bytes",
-            "Bytes of a tenant's blocks on local disk.",
+            "Bytes of a tenant's blocks on local disk",
             blocks_bytes.clone(),
         );
         let head_min_time = Family::<MetricLabels, Gauge>::default();
         registry.register(
             "prometheus_tsdb_head_min_time",
-            "Oldest timestamp (ms) in a tenant's head.",
+            "Oldest timestamp (ms) in a tenant's head",
             head_min_time.clone(),
         );
         let head_max_time = Family::<MetricLabels, Gauge>::default();
         registry.register(
             "prometheus_tsdb_head_max_time",
-            "Newest timestamp (ms) in a tenant's head.",
+            "Newest timestamp (ms) in a tenant's head",
             head_max_time.clone(),
         );
         let shipper_uploads = Family::<MetricLabels, Counter>::default();
         registry.register(
             "thanos_shipper_uploads",
-            "Blocks uploaded to the bucket, per tenant.",
+            "Blocks uploaded to the bucket, per tenant",
             shipper_uploads.clone(),
         );
         let shipper_failures = Family::<MetricLabels, Counter>::default();
         registry.register(
             "thanos_shipper_upload_failures",
-            "Failed upload passes, per tenant.",
+            "Failed upload passes, per tenant",
             shipper_failures.clone(),
         );
         let shipper_bytes = Family::<MetricLabels, Counter>::default();
         registry.register(
             "cairn_shipper_uploaded_bytes",
-            "Bytes uploaded to the bucket, per tenant.",
+            "Bytes uploaded to the bucket, per tenant",
             shipper_bytes.clone(),
         );
         let shipper_queue = Family::<MetricLabels, Gauge>::default();
         registry.register(
             "cairn_shipper_queue_blocks",
-            "Local blocks not yet in the bucket, per tenant.",
+            "Local blocks not yet in the bucket, per tenant",
             shipper_queue.clone(),
         );
         let shipper_oldest_age = Family::<MetricLabels, Gauge>::default();
         registry.register(
             "cairn_shipper_oldest_pending_block_age_seconds",
-            "Age of the oldest block not yet uploaded (by its maxTime), per tenant.",
+            "Age of the oldest block not yet uploaded (by its maxTime), per tenant",
             shipper_oldest_age.clone(),
         );
         let shipper_queue_bytes = Family::<MetricLabels, Gauge>::default();
         registry.register(
             "cairn_shipper_queue_bytes",
             "Bytes of the local blocks not yet in the bucket, per tenant: what a bucket outage \
-             adds to the volume.",
+             adds to the volume",
             shipper_queue_bytes.clone(),
         );
         let volume_size = Gauge::default();
         registry.register(
             "cairn_receive_tsdb_volume_size_bytes",
-            "Size of the filesystem holding the TSDB directory.",
+            "Size of the filesystem holding the TSDB directory",
             volume_size.clone(),
         );
         let volume_available = Gauge::default();
         registry.register(
             "cairn_receive_tsdb_volume_available_bytes",
             "Bytes free to this process on the filesystem holding the TSDB directory; at 0 the \
-             WAL cannot grow and writes fail.",
+             WAL cannot grow and writes fail",
             volume_available.clone(),
         );
         let hashring = HashringMetrics::default();
         for (name, help, c) in [
             (
                 "thanos_receive_hashrings_file_refreshes",
-                "Re-reads of the hashrings file.",
+                "Re-reads of the hashrings file",
                 &hashring.refreshes,
             ),
             (
                 "thanos_receive_hashrings_file_changes",
-                "Hashrings file changes applied.",
+                "Hashrings file changes applied",
                 &hashring.changes,
             ),
             (
                 "thanos_receive_hashrings_file_errors",
-                "Hashrings file reads that failed or were refused.",
+                "Hashrings file reads that failed or were refused",
                 &hashring.errors,
             ),
         ] {
@@ -198,40 +198,40 @@ impl Metrics {
         }
         registry.register(
             "thanos_receive_config_last_reload_successful",
-            "Whether the last hashrings file reload succeeded.",
+            "Whether the last hashrings file reload succeeded",
             hashring.last_successful.clone(),
         );
         registry.register(
             "thanos_receive_config_last_reload_success_timestamp_seconds",
-            "When the hashrings file was last applied.",
+            "When the hashrings file was last applied",
             hashring.last_success_seconds.clone(),
         );
         registry.register(
             "thanos_receive_config_hash",
-            "Hash of the applied hashrings file.",
+            "Hash of the applied hashrings file",
             hashring.config_hash.clone(),
         );
         registry.register(
             "thanos_receive_hashring_nodes",
-            "Endpoints per hashring.",
+            "Endpoints per hashring",
             hashring.nodes.clone(),
         );
         registry.register(
             "thanos_receive_hashring_tenants",
-            "Tenants per hashring.",
+            "Tenants per hashring",
             hashring.tenants.clone(),
         );
         registry.register(
             "cairn_receive_hashring_skew",
             "Per hashring, the most loaded endpoint's exact share of the hash space over the mean \
-             share (1: even).",
+             share (1: even)",
             hashring.skew.clone(),
         );
         registry.register(
             "cairn_receive_hashring_problems",
             "Problems of the hashrings file in use that load but have caused incidents \
              (severity=\"incident\", e.g. a default hashring missing receivers) or look wrong \
-             (severity=\"warning\"); each is logged when the file is applied.",
+             (severity=\"warning\"); each is logged when the file is applied",
             hashring.problems.clone(),
         );
         Metrics {
@@ -335,5 +335,23 @@ impl Metrics {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// prometheus-client ends every help text with a period itself.
+    #[test]
+    fn help_texts_end_with_one_period() {
+        let m = Metrics::new();
+        m.update_hashrings(&crate::hashring::watch::WatchStatus::default().snapshot());
+        let text = m.encode();
+        let helps: Vec<&str> = text.lines().filter(|l| l.starts_with("# HELP")).collect();
+        assert!(helps.len() >= 5, "{text}");
+        for h in helps {
+            assert!(h.ends_with('.') && !h.ends_with(".."), "{h}");
+        }
     }
 }

@@ -252,52 +252,52 @@ impl ReplicationMetrics {
         };
         registry.register(
             "thanos_receive_replications",
-            "Series replicated (reached quorum or not), by result.",
+            "Series replicated (reached quorum or not), by result",
             m.replications.clone(),
         );
         registry.register(
             "thanos_receive_replication_requests",
-            "Write requests that needed replication, by result.",
+            "Write requests that needed replication, by result",
             m.replication_requests.clone(),
         );
         registry.register(
             "thanos_receive_forward_duration_seconds",
-            "Latency of writes forwarded to a peer.",
+            "Latency of writes forwarded to a peer",
             m.forward_duration.clone(),
         );
         registry.register(
             "thanos_receive_forward_requests",
-            "Writes forwarded to peers, by peer and result.",
+            "Writes forwarded to peers, by peer and result",
             m.forward_requests.clone(),
         );
         registry.register(
             "cairn_receive_hints_queued",
-            "Writes a peer missed, queued for hinted handoff.",
+            "Writes a peer missed, queued for hinted handoff",
             m.hints_queued.clone(),
         );
         registry.register(
             "cairn_receive_hints_delivered",
-            "Queued writes delivered to their peer.",
+            "Queued writes delivered to their peer",
             m.hints_delivered.clone(),
         );
         registry.register(
             "cairn_receive_hints_dropped",
-            "Queued writes given up, by peer and reason (expired, full, rejected, io).",
+            "Queued writes given up, by peer and reason (expired, full, rejected, io)",
             m.hints_dropped.clone(),
         );
         registry.register(
             "cairn_receive_hints_pending",
-            "Writes waiting in a peer's hint queue.",
+            "Writes waiting in a peer's hint queue",
             m.hints_pending.clone(),
         );
         registry.register(
             "cairn_receive_hints_pending_bytes",
-            "Bytes waiting in a peer's hint queue.",
+            "Bytes waiting in a peer's hint queue",
             m.hints_pending_bytes.clone(),
         );
         registry.register(
             "cairn_receive_hints_oldest_age_seconds",
-            "Age of the oldest write waiting in a peer's hint queue.",
+            "Age of the oldest write waiting in a peer's hint queue",
             m.hints_oldest_age.clone(),
         );
         m

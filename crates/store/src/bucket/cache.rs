@@ -111,34 +111,34 @@ impl IndexCache {
         let r = registry.sub_registry_with_prefix("thanos_store_index_cache");
         r.register(
             "requests",
-            "Index cache lookups by item type.",
+            "Index cache lookups by item type",
             m.requests.clone(),
         );
-        r.register("hits", "Index cache hits by item type.", m.hits.clone());
+        r.register("hits", "Index cache hits by item type", m.hits.clone());
         r.register(
             "items_added",
-            "Items added to the index cache.",
+            "Items added to the index cache",
             m.added.clone(),
         );
         r.register(
             "items_evicted",
-            "Items evicted from the index cache.",
+            "Items evicted from the index cache",
             m.evicted.clone(),
         );
         r.register(
             "items_overflowed",
-            "Items not cached because they exceed the item size limit.",
+            "Items not cached because they exceed the item size limit",
             m.overflowed.clone(),
         );
-        r.register("items", "Items in the index cache.", m.items.clone());
+        r.register("items", "Items in the index cache", m.items.clone());
         r.register(
             "items_size_bytes",
-            "Bytes of the items in the index cache.",
+            "Bytes of the items in the index cache",
             m.size_bytes.clone(),
         );
         r.register(
             "max_size_bytes",
-            "The index cache's size limit in bytes.",
+            "The index cache's size limit in bytes",
             m.max_size_bytes.clone(),
         );
     }

@@ -172,73 +172,73 @@ impl ChunksCache {
         let r = registry.sub_registry_with_prefix("thanos_store_bucket_cache");
         r.register(
             "getrange_requested_bytes",
-            "Total number of bytes requested via GetRange.",
+            "Total number of bytes requested via GetRange",
             m.requested_bytes.clone(),
         );
         r.register(
             "getrange_fetched_bytes",
-            "Total number of bytes fetched because of GetRange operation, by origin (cache or bucket).",
+            "Total number of bytes fetched because of GetRange operation, by origin (cache or bucket)",
             m.fetched_bytes.clone(),
         );
         r.register(
             "getrange_refetched_bytes",
-            "Total number of bytes re-fetched from storage because of GetRange operation, despite being in cache already.",
+            "Total number of bytes re-fetched from storage because of GetRange operation, despite being in cache already",
             m.refetched_bytes.clone(),
         );
         r.register(
             "operation_requests",
-            "Number of requested operations matching given config.",
+            "Number of requested operations matching given config",
             m.operation_requests.clone(),
         );
         r.register(
             "operation_hits",
-            "Number of operations served from cache for given config.",
+            "Number of operations served from cache for given config",
             m.operation_hits.clone(),
         );
         let r = registry.sub_registry_with_prefix("thanos_cache_inmemory");
         r.register(
             "requests",
-            "Total number of requests to the inmemory cache.",
+            "Total number of requests to the inmemory cache",
             m.requests.clone(),
         );
         r.register(
             "hits",
-            "Total number of requests to the inmemory cache that were a hit.",
+            "Total number of requests to the inmemory cache that were a hit",
             m.hits.clone(),
         );
         r.register(
             "items_added",
-            "Total number of items that were added to the inmemory cache.",
+            "Total number of items that were added to the inmemory cache",
             m.added.clone(),
         );
         r.register(
             "items_evicted",
-            "Total number of items that were evicted from the inmemory cache.",
+            "Total number of items that were evicted from the inmemory cache",
             m.evicted.clone(),
         );
         r.register(
             "items_overflowed",
-            "Total number of items that could not be added to the inmemory cache due to being too big.",
+            "Total number of items that could not be added to the inmemory cache due to being too big",
             m.overflowed.clone(),
         );
         r.register(
             "current_items",
-            "Current number of items in the inmemory cache.",
+            "Current number of items in the inmemory cache",
             m.items.clone(),
         );
         r.register(
             "current_size_bytes",
-            "Current byte size of items in the inmemory cache.",
+            "Current byte size of items in the inmemory cache",
             m.size_bytes.clone(),
         );
         r.register(
             "max_size_bytes",
-            "Maximum number of bytes to be held in the inmemory cache.",
+            "Maximum number of bytes to be held in the inmemory cache",
             m.max_size_bytes.clone(),
         );
         r.register(
             "max_item_size_bytes",
-            "Maximum number of bytes for single entry to be held in the inmemory cache.",
+            "Maximum number of bytes for single entry to be held in the inmemory cache",
             m.max_item_size_bytes.clone(),
         );
     }

@@ -176,70 +176,70 @@ impl BucketStoreMetrics {
         let r = registry.sub_registry_with_prefix("thanos_bucket_store");
         r.register(
             "blocks_loaded",
-            "Blocks the store serves.",
+            "Blocks the store serves",
             self.blocks_loaded.clone(),
         );
         r.register(
             "block_loads",
-            "Blocks added to the store.",
+            "Blocks added to the store",
             self.block_loads.clone(),
         );
         r.register(
             "block_load_failures",
-            "Blocks that could not be added (their index-header could not be built or read).",
+            "Blocks that could not be added (their index-header could not be built or read)",
             self.block_load_failures.clone(),
         );
         r.register(
             "block_drops",
-            "Blocks removed from the store.",
+            "Blocks removed from the store",
             self.block_drops.clone(),
         );
         r.register(
             "series_data_fetched",
-            "Bytes fetched from the bucket per Series request, by data type.",
+            "Bytes fetched from the bucket per Series request, by data type",
             self.series_data_fetched.clone(),
         );
         r.register(
             "series_get_all_duration_seconds",
-            "Time to resolve every series of a Series request.",
+            "Time to resolve every series of a Series request",
             self.series_get_all_duration.clone(),
         );
         r.register(
             "series_blocks_queried",
-            "Blocks a Series request read.",
+            "Blocks a Series request read",
             self.series_blocks_queried.clone(),
         );
         r.register(
             "series_refused",
-            "Series requests refused, by the limit they exceeded.",
+            "Series requests refused, by the limit they exceeded",
             self.series_refused.clone(),
         );
         r.register(
             "partial_blocks",
-            "Blocks skipped in an answer because reading them failed.",
+            "Blocks skipped in an answer because reading them failed",
             self.partial_blocks.clone(),
         );
         r.register(
             "indexheader_lazy_load",
-            "Index-headers open now.",
+            "Index-headers open now",
             self.index_headers_loaded.clone(),
         );
         let r = registry.sub_registry_with_prefix("thanos_blocks_meta");
-        r.register("syncs", "Block set syncs.", self.syncs.clone());
+        r.register("syncs", "Block set syncs", self.syncs.clone());
         r.register(
             "sync_failures",
-            "Failed block set syncs.",
+            "Failed block set syncs",
             self.sync_failures.clone(),
         );
         let r = registry.sub_registry_with_prefix("thanos_objstore_bucket");
         r.register(
             "operations",
-            "Bucket operations by type.",
+            "Bucket operations by type",
             self.bucket_operations.clone(),
         );
         r.register(
             "operation_failures",
-            "Failed bucket operations by type.",
+            "Failed bucket operations by type",
             self.bucket_operation_failures.clone(),
         );
     }
