@@ -330,7 +330,22 @@ impl HintQueue {
             }
             s.tail = Some(file);
         }
-        s.tail.as_mut().unwrap().write_all(&record)?;
+        if let Err(e) = s.tail.as_mut().unwrap().write_all(&record) {
+            // A write that failed part-way (a full disk) leaves a torn record, and hints
+            // appended after it would never be read back: cut the segment back to its whole
+            // records, or, when even that fails, go on in a new segment.
+            let valid = s.segments.back().map_or(0, |t| t.bytes);
+            if s.tail.as_ref().unwrap().set_len(valid).is_err() {
+                let next = s.segments.back().map_or(s.cursor.segment, |t| t.id + 1);
+                s.tail = None;
+                s.segments.push_back(Segment {
+                    id: next,
+                    bytes: 0,
+                    records: 0,
+                });
+            }
+            return Err(e);
+        }
         let tail = s.segments.back_mut().unwrap();
         tail.bytes += len;
         tail.records += 1;

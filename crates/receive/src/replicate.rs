@@ -82,6 +82,7 @@ impl ReplicaResult {
             Some((Severity::BadRequest, _)) => Err(Status::invalid_argument(out.message())),
             Some((Severity::TooManyRequests, _)) => Err(Status::resource_exhausted(out.message())),
             Some((Severity::Internal, _)) => Err(Status::internal(out.message())),
+            Some((Severity::Unavailable, _)) => Err(Status::unavailable(out.message())),
         }
     }
 

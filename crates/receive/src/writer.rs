@@ -7,7 +7,8 @@
 //! - 409: samples that conflict with what is stored (out of order, duplicate timestamp with a
 //!   different value, older than the head accepts);
 //! - 429: new series for a tenant at its active-series limit (existing series keep writing);
-//! - 500: a storage failure: nothing of the request was acknowledged, so the client retries.
+//! - 500: a storage failure: nothing of the request was acknowledged, so the client retries;
+//! - 503: the same when the TSDB's disk is full, named as such: retried, and worth an alert.
 
 use proto::remote_write::{TimeSeries, WriteRequest};
 use tsdb::db::Db;
@@ -19,6 +20,7 @@ pub enum Severity {
     BadRequest,
     TooManyRequests,
     Internal,
+    Unavailable,
 }
 
 impl Severity {
@@ -28,6 +30,7 @@ impl Severity {
             Severity::BadRequest => 400,
             Severity::TooManyRequests => 429,
             Severity::Internal => 500,
+            Severity::Unavailable => 503,
         }
     }
 }
@@ -43,6 +46,7 @@ pub enum Reason {
     SeriesLimit,
     NodeSeriesLimit,
     Storage,
+    DiskFull,
 }
 
 impl Reason {
@@ -56,6 +60,7 @@ impl Reason {
             Reason::SeriesLimit => "series_limit",
             Reason::NodeSeriesLimit => "node_series_limit",
             Reason::Storage => "storage",
+            Reason::DiskFull => "disk_full",
         }
     }
 
@@ -67,6 +72,7 @@ impl Reason {
             }
             Reason::SeriesLimit | Reason::NodeSeriesLimit => Severity::TooManyRequests,
             Reason::Storage => Severity::Internal,
+            Reason::DiskFull => Severity::Unavailable,
         }
     }
 }
@@ -319,12 +325,33 @@ where
         }
         Err(e) => {
             out.accepted_samples = 0;
-            out.reject(Reason::Storage, out.total_samples, || {
-                format!("storage error: {e}")
-            });
+            if is_disk_full(&e) {
+                out.reject(Reason::DiskFull, out.total_samples, || {
+                    format!(
+                        "the receiver's disk is full, nothing of this request was written: {e} \
+                         (the TSDB directory {} needs free space)",
+                        db.dir().display()
+                    )
+                });
+            } else {
+                out.reject(Reason::Storage, out.total_samples, || {
+                    format!("storage error: {e}")
+                });
+            }
         }
     }
     out
+}
+
+/// Whether a storage error comes from a full disk (or an exhausted quota).
+fn is_disk_full(e: &tsdb::Error) -> bool {
+    match e {
+        tsdb::Error::Io { source, .. } => matches!(
+            source.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        ),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

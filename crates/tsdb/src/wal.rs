@@ -233,7 +233,11 @@ impl Default for WalOptions {
 struct Writer {
     index: u32,
     file: Arc<File>,
+    /// Bytes of whole commits in the segment.
     size: u64,
+    /// A failed write left bytes after `size` that could not be cut off yet: nothing may be
+    /// appended until they are.
+    torn: bool,
 }
 
 /// An open WAL, appended to by commits.
@@ -397,6 +401,7 @@ impl Wal {
             index,
             file: Arc::new(file),
             size,
+            torn: false,
         })
     }
 
@@ -443,9 +448,31 @@ impl Wal {
                 *w = Self::create_segment(&self.dir, w.index + 1)?;
                 sync_dir(&self.dir)?;
             }
-            (&*w.file)
-                .write_all(&buf)
-                .ctx(|| format!("writing WAL segment {}", segment_name(w.index)))?;
+            if w.torn {
+                let size = w.size;
+                w.file.set_len(size).ctx(|| {
+                    format!(
+                        "cutting WAL segment {} back to its last whole commit ({size} bytes)",
+                        segment_name(w.index)
+                    )
+                })?;
+                w.torn = false;
+            }
+            if let Err(e) = (&*w.file).write_all(&buf) {
+                // A write that failed part-way (a full disk) leaves a torn record. Later commits
+                // appended after it would be lost at replay, which stops at the first damaged
+                // record: cut the segment back to its last whole commit first.
+                let cut = w.file.set_len(w.size);
+                w.torn = cut.is_err();
+                return Err(e).ctx(|| match cut {
+                    Ok(()) => format!("writing WAL segment {}", segment_name(w.index)),
+                    Err(c) => format!(
+                        "writing WAL segment {} (and cutting it back to {} bytes: {c})",
+                        segment_name(w.index),
+                        w.size
+                    ),
+                });
+            }
             w.size += buf.len() as u64;
             self.written.fetch_add(1, Ordering::SeqCst) + 1
         };
