@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use proto::cairn::status::v1 as pb;
 use pb::status_server::{Status, StatusServer};
+use proto::cairn::status::v1 as pb;
 use tonic::{Request, Response};
 
 use crate::ingest::Receiver;
