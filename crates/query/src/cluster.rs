@@ -247,7 +247,7 @@ pub fn view(reports: &[NodeReport], names: &Names) -> Value {
         });
         match &r.node {
             Ok(n) => {
-                let rep = n.replication.clone().unwrap_or_default();
+                let rep = n.replication.unwrap_or_default();
                 let total = rep.success + rep.error;
                 let shipper = n.shipper.clone().unwrap_or_default();
                 row["node"] = json!({
