@@ -836,7 +836,11 @@ async function cluster() {
     }
     const outside = d.members.filter((m) => !m.inHashrings.length);
     if (outside.length) {
-      out.appendChild(clusterTable("Receivers in no hashring (or whose hashrings are unknown)", null, outside));
+      // Without any hashrings file (a single `cairn up`) every receiver stores what it is sent.
+      const title = d.hashrings.length
+        ? "Receivers in no hashring (or whose hashrings are unknown)"
+        : "Receivers (no hashrings file: each stores what it is sent)";
+      out.appendChild(clusterTable(title, null, outside));
     }
     const down = d.members.filter((m) => m.health !== "up").length;
     status.textContent = `${d.members.length} members, replication factor ${d.replicationFactor}, ` +
