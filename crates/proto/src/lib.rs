@@ -17,6 +17,9 @@
 //!   [`thanos::writeable_store_client`], [`thanos::writeable_store_server`],
 //!   [`thanos::WriteRequest`]).
 //! - [`thanos::info`]: discovery (`thanos.info.Info`), [`thanos::info::InfoResponse`].
+//! - [`cairn::status::v1`]: Cairn's receiver status service (`cairn.status.v1.Status/Node`),
+//!   which Thanos does not have: what a receiver stores and owes its peers, for the query
+//!   layer's cluster page.
 //! - [`prometheus`]: the remote-write types (`prometheus.WriteRequest`, `TimeSeries`, `Sample`,
 //!   `Histogram`, ...), carried by `thanos.WriteRequest`.
 //!
@@ -42,6 +45,18 @@ pub mod thanos {
     /// The Info service (package `thanos.info`), generated from `proto/info/infopb/rpc.proto`.
     pub mod info {
         include!(concat!(env!("OUT_DIR"), "/thanos.info.rs"));
+    }
+}
+
+/// Cairn's own services (not Thanos'), generated from `proto/cairn/`.
+pub mod cairn {
+    /// The receivers' status service (`cairn.status.v1.Status`): [`status::v1::NodeResponse`],
+    /// [`status::v1::status_client::StatusClient`], [`status::v1::status_server::StatusServer`].
+    pub mod status {
+        #[allow(clippy::all, missing_docs, unused_qualifications)]
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/cairn.status.v1.rs"));
+        }
     }
 }
 

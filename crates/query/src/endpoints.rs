@@ -391,6 +391,11 @@ impl EndpointSet {
         }
     }
 
+    /// Every endpoint, sorted by address.
+    pub fn endpoints(&self) -> Vec<Arc<Endpoint>> {
+        self.endpoints.read().unwrap().values().cloned().collect()
+    }
+
     /// Every endpoint's status, sorted by address.
     pub fn snapshots(&self) -> Vec<EndpointSnapshot> {
         self.endpoints

@@ -12,6 +12,8 @@
 //! - [`FanoutQueryable`], which lets the PromQL engine ([`promql::Engine`]) evaluate over the
 //!   fan-out, and [`TsdbQueryable`], which lets it evaluate over a local TSDB
 //!   ([`tsdb::querier::Querier`]: the head, a block, or their merge);
+//! - the cluster view ([`cluster`]): every receiver's own report of its series, hint queues,
+//!   replication and shipper backlog, merged per hashring member;
 //! - the Prometheus HTTP API with Thanos' parameters ([`api`]), the UI routes ([`ui`]) and the
 //!   server that runs them ([`server`]).
 //!
@@ -19,6 +21,7 @@
 //! StoreAPI server (`store`), the command line (`cairn`). See `docs/components/query.md`.
 
 pub mod api;
+pub mod cluster;
 pub mod dedup;
 pub mod downsample;
 pub mod endpoints;

@@ -1,6 +1,8 @@
 //! The web page of `cairn query`: a PromQL box with autocompletion (metric names, label names
 //! and values from the API), a table of instant results, a graph of range results, and a
-//! stores page listing each endpoint with its health, label sets and time range.
+//! stores page listing each endpoint with its health, label sets and time range, and a cluster
+//! page over `/api/v1/status/cluster` (hashring members, their series share, hints, replication,
+//! shipper backlog and free volume).
 //!
 //! Plain HTML, CSS and JavaScript under `crates/query/ui/`, compiled into the binary; the page
 //! calls the Prometheus HTTP API of [`crate::api`] with relative URLs, so it works behind a
@@ -59,6 +61,7 @@ pub fn routes() -> Router<Arc<Api>> {
         .route("/", get(index))
         .route("/graph", get(index))
         .route("/stores", get(index))
+        .route("/cluster", get(index))
         .route("/static/app.js", get(app_js))
         .route("/static/style.css", get(style))
         .route("/static/vendor/uPlot.iife.min.js", get(uplot_js))
@@ -82,6 +85,8 @@ mod tests {
             "results",
             "graph",
             "stores",
+            "cluster",
+            "cluster-refresh",
             "tooltip",
             "legend",
             "history",

@@ -1,5 +1,5 @@
 // Cairn's query page: a PromQL box with autocomplete and history, a sortable table of instant
-// results, a graph of range results (uPlot, vendored), and the stores page. Plain JavaScript
+// results, a graph of range results (uPlot, vendored), the stores page and the cluster page. Plain JavaScript
 // over the Prometheus HTTP API that `cairn query` serves; state lives in the URL (?expr=&tab=&
 // range=&end=&step=&dedup=&partial_response=&max_source_resolution=&stacked=&utc=&sort=) so a page
 // can be bookmarked, shared, and tested in a headless browser; #hover=FRACTION moves the mouse
@@ -723,6 +723,138 @@ async function stores() {
   }
 }
 
+// --- cluster page ---------------------------------------------------------------------------
+
+function fmtBytes(n) {
+  return n ? `${fmtSI(n)}B` : "0";
+}
+
+function fmtAge(sec) {
+  return sec > 0 ? fmtDuration(sec) : "";
+}
+
+function cell(tr, text, cls, title) {
+  const td = document.createElement("td");
+  if (text instanceof Node) td.appendChild(text); else td.textContent = text ?? "";
+  if (cls) td.className = cls;
+  if (title) td.title = title;
+  tr.appendChild(td);
+  return td;
+}
+
+function shareBar(share) {
+  const wrap = document.createElement("span");
+  if (share === null || share === undefined) return wrap;
+  const bar = document.createElement("span");
+  bar.className = "bar";
+  const fill = document.createElement("span");
+  fill.style.width = `${Math.min(100, share * 100).toFixed(1)}%`;
+  bar.appendChild(fill);
+  wrap.appendChild(bar);
+  wrap.appendChild(document.createTextNode(`${(share * 100).toFixed(1)}%`));
+  return wrap;
+}
+
+const CLUSTER_COLUMNS = ["Member", "Endpoint", "Health", "Head series", "Share", "Hints toward",
+  "Oldest hint", "Forwards failing", "Replication ok", "Shipper backlog", "Oldest unshipped",
+  "Volume free", "Error"];
+
+function memberRow(m) {
+  const tr = document.createElement("tr");
+  const n = m.node;
+  tr.className = n ? "member" : "member error";
+  tr.dataset.member = m.member;
+  cell(tr, m.member);
+  cell(tr, m.endpoint || "—", "", m.endpoint ? "" : "no --endpoint of this query layer");
+  cell(tr, m.health, `health-${m.health}`);
+  cell(tr, n ? String(n.headSeries) : "");
+  cell(tr, n ? shareBar(n.seriesShare) : "");
+  const h = m.hintsToward || {};
+  cell(tr, h.pending ? `${h.pending} (${fmtBytes(h.bytes)})` : "0", h.pending ? "warn" : "",
+    h.pending ? `held by ${h.holders.join(", ")}` : "");
+  cell(tr, fmtAge(h.oldestAgeSeconds), h.pending ? "warn" : "");
+  const fe = m.forwardErrors || [];
+  cell(tr, fe.length ? fe.map((f) => f.from).join(", ") : "", fe.length ? "warn" : "",
+    fe.map((f) => `${f.from}: ${f.error}`).join("\n"));
+  const r = n && n.replication;
+  cell(tr, r && r.ratio !== null ? `${(r.ratio * 100).toFixed(2)}%` : "",
+    r && r.error ? "warn" : "", r ? `${r.success} series reached quorum, ${r.error} did not` : "");
+  const s = n && n.shipper;
+  cell(tr, s ? (s.enabled ? `${s.pendingBlocks} blocks (${fmtBytes(s.pendingBytes)})` : "no bucket") : "",
+    s && s.lastError ? "warn" : "", s && s.lastError ? s.lastError : "");
+  cell(tr, s ? fmtAge(s.oldestPendingAgeSeconds) : "");
+  const v = n && n.volume;
+  cell(tr, v ? `${fmtBytes(v.availableBytes)} (${(100 * v.availableBytes / Math.max(1, v.sizeBytes)).toFixed(0)}%)` : "");
+  // A down endpoint usually fails Info and Node alike: say it once.
+  cell(tr, [...new Set([m.error, m.endpointError].filter((e) => e))].join("; "), "err");
+  return tr;
+}
+
+function clusterTable(title, skew, members) {
+  const frag = document.createDocumentFragment();
+  const h3 = document.createElement("h3");
+  h3.textContent = title;
+  if (skew !== null && skew !== undefined) {
+    const sk = document.createElement("span");
+    sk.className = skew > 1.2 ? "skew high" : "skew";
+    sk.textContent = `skew ${skew.toFixed(3)}`;
+    sk.title = "the most loaded member's share of the hash space over the mean share (1: even)";
+    h3.appendChild(sk);
+  }
+  frag.appendChild(h3);
+  const table = document.createElement("table");
+  table.className = "cluster";
+  const head = document.createElement("tr");
+  for (const c of CLUSTER_COLUMNS) {
+    const th = document.createElement("th");
+    th.textContent = c;
+    head.appendChild(th);
+  }
+  table.createTHead().appendChild(head);
+  const tbody = table.createTBody();
+  for (const m of members) tbody.appendChild(memberRow(m));
+  frag.appendChild(table);
+  return frag;
+}
+
+async function cluster() {
+  const out = $("cluster");
+  const status = $("cluster-status");
+  document.body.dataset.state = "loading";
+  status.textContent = "Asking the receivers…";
+  status.className = "status";
+  try {
+    const json = await api("api/v1/status/cluster", {});
+    const d = json.data;
+    out.innerHTML = "";
+    const byName = new Map(d.members.map((m) => [m.member, m]));
+    for (const ring of d.hashrings) {
+      const title = `Hashring ${ring.name || "(unnamed)"}` +
+        (ring.tenants.length ? ` — tenants ${ring.tenants.join(", ")}` : " — every tenant") +
+        (ring.nodesDisagree ? " — the nodes disagree on its members" : "");
+      out.appendChild(clusterTable(title, ring.skew, ring.endpoints.map((e) => byName.get(e)).filter((m) => m)));
+    }
+    const outside = d.members.filter((m) => !m.inHashrings.length);
+    if (outside.length) {
+      // Without any hashrings file (a single `cairn up`) every receiver stores what it is sent.
+      const title = d.hashrings.length
+        ? "Receivers in no hashring (or whose hashrings are unknown)"
+        : "Receivers (no hashrings file: each stores what it is sent)";
+      out.appendChild(clusterTable(title, null, outside));
+    }
+    const down = d.members.filter((m) => m.health !== "up").length;
+    status.textContent = `${d.members.length} members, replication factor ${d.replicationFactor}, ` +
+      `${d.headSeriesTotal} head series stored` + (down ? `; ${down} not up` : "") +
+      `; asked ${new Date().toLocaleTimeString()}`;
+    status.className = down ? "status error" : "status";
+    document.body.dataset.state = "done";
+  } catch (e) {
+    status.textContent = String(e.message || e);
+    status.className = "status error";
+    document.body.dataset.state = "error";
+  }
+}
+
 // --- start ------------------------------------------------------------------------------------
 
 function start() {
@@ -730,6 +862,13 @@ function start() {
     $("page-query").hidden = true;
     $("page-stores").hidden = false;
     stores();
+    return;
+  }
+  if (location.pathname.endsWith("/cluster")) {
+    $("page-query").hidden = true;
+    $("page-cluster").hidden = false;
+    $("cluster-refresh").addEventListener("click", cluster);
+    cluster();
     return;
   }
   let q = new URLSearchParams(location.search);

@@ -49,6 +49,8 @@ pub struct Receiver {
     /// The hashrings file watcher, taken by the server to run it.
     watcher: Mutex<Option<HashringWatcher>>,
     pub hashring_status: Option<Arc<WatchStatus>>,
+    /// The last shipper pass's result per tenant, for the status service.
+    pub shipper_backlog: Mutex<std::collections::BTreeMap<String, objstore::shipper::SyncStats>>,
 }
 
 /// What [`Receiver::ingest_remote_write`] did with a request.
@@ -113,6 +115,7 @@ impl Receiver {
             replicator,
             watcher: Mutex::new(watcher),
             hashring_status,
+            shipper_backlog: Mutex::default(),
         }))
     }
 

@@ -5,7 +5,8 @@
 //! remote write 1.0/2.0 from agents; [`grpc_write`]: `thanos.WriteableStore` from other
 //! receivers), validation with the status codes remote-write clients act on ([`writer`],
 //! [`error`]), writers' authentication and TLS, per-tenant limits, the hashrings file and series
-//! placement ([`hashring`]), replication with quorum and hinted handoff ([`replicate`],
+//! placement ([`hashring`]), what this node reports of itself and its peers ([`status`]),
+//! replication with quorum and hinted handoff ([`replicate`],
 //! [`handoff`]), the per-tenant TSDBs and their shipping ([`tenants`]), and the receiver's
 //! metrics. [`server`] wires them into a running receiver.
 //!
@@ -26,6 +27,7 @@ pub mod limits;
 pub mod metrics;
 pub mod replicate;
 pub mod server;
+pub mod status;
 pub mod tenants;
 pub mod tls;
 pub mod writer;

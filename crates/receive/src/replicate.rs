@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
@@ -105,6 +105,16 @@ fn backoff(failures: u32) -> Duration {
 struct Health {
     failures: u32,
     retry_at: Option<Instant>,
+    /// For the status service: when the peer last answered a write, and last did not (why).
+    last_success: Option<SystemTime>,
+    last_error: Option<(SystemTime, String)>,
+}
+
+/// How writes to a peer went lately, as [`Replicator::peer_contact`] reports it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PeerContact {
+    pub last_success: Option<SystemTime>,
+    pub last_error: Option<(SystemTime, String)>,
 }
 
 /// Another receiver.
@@ -147,12 +157,23 @@ impl Peer {
         let mut h = self.health.lock().unwrap();
         h.failures = 0;
         h.retry_at = None;
+        h.last_success = Some(SystemTime::now());
     }
 
-    fn failed(&self) {
+    fn failed(&self, why: &str) {
         let mut h = self.health.lock().unwrap();
         h.failures = h.failures.saturating_add(1);
         h.retry_at = Some(Instant::now() + backoff(h.failures));
+        h.last_error = Some((SystemTime::now(), why.to_string()));
+    }
+
+    /// When the peer last answered a write and last failed one.
+    pub fn contact(&self) -> PeerContact {
+        let h = self.health.lock().unwrap();
+        PeerContact {
+            last_success: h.last_success,
+            last_error: h.last_error.clone(),
+        }
     }
 
     /// Sends an encoded `thanos.WriteRequest` (`hinted`: a hinted handoff delivery).
@@ -183,7 +204,7 @@ impl Peer {
             Err(_) => ReplicaResult::Unavailable(format!("no answer within {timeout:?}")),
         };
         match &result {
-            ReplicaResult::Unavailable(_) => self.failed(),
+            ReplicaResult::Unavailable(why) => self.failed(why),
             _ => self.succeeded(),
         }
         result
@@ -474,6 +495,12 @@ impl Replicator {
         out.sort();
         out.dedup();
         out
+    }
+
+    /// How writes to `endpoint` went lately (default: never sent one since start).
+    pub fn peer_contact(&self, endpoint: &str) -> PeerContact {
+        let peer = self.peers.lock().unwrap().get(endpoint).cloned();
+        peer.map(|p| p.contact()).unwrap_or_default()
     }
 
     /// Starts delivering the hints a previous run left (needs a tokio runtime).

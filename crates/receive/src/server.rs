@@ -1,6 +1,7 @@
 //! The receiver's composition root: binds the listeners and runs every part of a receiver
 //! together until shutdown — the remote-write and HTTP servers ([`crate::http`]), the gRPC
-//! server (StoreAPI over the tenants' TSDBs and `thanos.WriteableStore`), TSDB maintenance
+//! server (StoreAPI over the tenants' TSDBs, `thanos.WriteableStore` and Cairn's
+//! `cairn.status.v1.Status`), TSDB maintenance
 //! (block cuts, retention), the shipper, the hashrings and limits file watchers, and the
 //! replicator's hint delivery. Like Thanos' `cmd/thanos/receive.go`, it wires and holds no
 //! ingest logic of its own ([`crate::ingest`] does).
@@ -46,6 +47,11 @@ async fn ship_all(receiver: &Receiver) -> bool {
             m.shipper_failures.get_or_create(&l).inc();
             tracing::warn!(tenant, pending = stats.pending, error = %e, "upload failed; will retry with backoff");
         }
+        receiver
+            .shipper_backlog
+            .lock()
+            .unwrap()
+            .insert(tenant, stats);
     }
     ok
 }
@@ -190,6 +196,7 @@ pub async fn serve(
         };
         let store = store::TsdbStore::new(source);
         let writes = crate::grpc_write::WriteService::new(receiver.clone());
+        let status = crate::status::StatusService::new(receiver.clone()).server();
         let stop = wait(stop_rx.clone());
         tokio::spawn(async move {
             let incoming =
@@ -199,6 +206,7 @@ pub async fn serve(
                 .add_service(store.store_server())
                 .add_service(store.info_server())
                 .add_service(writes)
+                .add_service(status)
                 .serve_with_incoming_shutdown(incoming, stop)
                 .await;
             if let Err(e) = served {

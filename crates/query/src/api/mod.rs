@@ -4,7 +4,8 @@
 //! `/api/v1/query`, `/api/v1/query_range`, `/api/v1/series`, `/api/v1/labels`,
 //! `/api/v1/label/<name>/values`, `/api/v1/metadata` (always empty: StoreAPI carries no
 //! metadata), `/api/v1/query_exemplars` and `/api/v1/rules` (empty, for Grafana),
-//! `/api/v1/status/buildinfo`, `/api/v1/stores` (Thanos Query's endpoint list), `/metrics`,
+//! `/api/v1/status/buildinfo`, `/api/v1/stores` (Thanos Query's endpoint list),
+//! `/api/v1/status/cluster` (Cairn's: the receivers' own reports, see [`crate::cluster`]), `/metrics`,
 //! `/-/healthy`, `/-/ready`, and the UI routes of [`crate::ui`].
 //!
 //! Answers have Prometheus' envelope: `{"status": "success", "data": ..., "warnings": [...]}`
@@ -105,6 +106,8 @@ pub struct Api {
     config: ApiConfig,
     gate: Semaphore,
     pub metrics: Metrics,
+    /// Which hashring member each receiver endpoint said it is.
+    cluster_names: crate::cluster::Names,
 }
 
 /// The error types of Prometheus' API (the class of every error of this crate).
@@ -317,6 +320,7 @@ impl Api {
             endpoints,
             config,
             metrics: Metrics::new(),
+            cluster_names: Default::default(),
         })
     }
 
@@ -753,6 +757,11 @@ async fn stores_handler(State(api): State<Arc<Api>>) -> Response {
     respond(api.stores())
 }
 
+async fn cluster_handler(State(api): State<Arc<Api>>) -> Response {
+    let data = crate::cluster::cluster(&api.endpoints, &api.cluster_names).await;
+    respond(Ok(Answer::new(data.to_string(), Vec::new())))
+}
+
 async fn buildinfo_handler() -> Response {
     let data = format!(
         "{{\"version\":\"{}\",\"revision\":\"\",\"branch\":\"\",\"buildUser\":\"\",\"buildDate\":\"\",\"goVersion\":\"\",\"application\":\"cairn\"}}",
@@ -845,6 +854,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/rules", get(rules_handler))
         .route("/api/v1/status/buildinfo", get(buildinfo_handler))
         .route("/api/v1/stores", get(stores_handler))
+        .route("/api/v1/status/cluster", get(cluster_handler))
         .route("/metrics", get(metrics_handler))
         .route("/-/healthy", get(|| async { "OK" }))
         .route("/-/ready", get(ready_handler))
