@@ -568,6 +568,19 @@ struct QueryArgs {
     /// data).
     #[arg(long = "query.auto-downsampling")]
     auto_downsampling: bool,
+    /// Every request sees the series of one tenant only: the one its tenant header names (the
+    /// default tenant without it), whatever matchers it sends; stores are told the tenant too.
+    #[arg(long = "query.enforce-tenancy")]
+    enforce_tenancy: bool,
+    /// The header naming a request's tenant.
+    #[arg(long = "query.tenant-header", default_value = "THANOS-TENANT")]
+    tenant_header: String,
+    /// The external label carrying the tenant (`--receive.tenant-label-name` of the receivers).
+    #[arg(long = "query.tenant-label-name", default_value = "tenant_id")]
+    tenant_label_name: String,
+    /// The tenant of requests without the header.
+    #[arg(long = "query.default-tenant-id", default_value = "default-tenant")]
+    default_tenant: String,
 }
 
 impl QueryArgs {
@@ -599,6 +612,11 @@ impl QueryArgs {
                     .then_some(self.response_timeout),
                 max_concurrent: self.max_concurrent,
                 auto_downsampling: self.auto_downsampling,
+                tenancy: self.enforce_tenancy.then(|| query::api::Tenancy {
+                    header: self.tenant_header.clone(),
+                    label: self.tenant_label_name.clone(),
+                    default_tenant: self.default_tenant.clone(),
+                }),
             },
         }
     }

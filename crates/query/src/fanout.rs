@@ -32,6 +32,44 @@ pub struct FanoutOptions {
     pub deadline: Option<Instant>,
     /// Longest one endpoint may take (`--store.response-timeout`; `None`: the query's deadline).
     pub response_timeout: Option<Duration>,
+    /// `--query.enforce-tenancy`: only this tenant's series, whatever the request's matchers.
+    pub tenant: Option<TenantScope>,
+}
+
+/// The tenant a request is confined to: every StoreAPI call gets the matcher
+/// `label="tenant"` added to its own (so a regex over the tenant label cannot widen it), and
+/// the tenant in the gRPC metadata `thanos-tenant`, for stores that enforce it themselves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantScope {
+    /// `--query.tenant-label-name`.
+    pub label: String,
+    pub tenant: String,
+}
+
+/// The gRPC metadata key carrying the tenant (Thanos' `tenancy.DefaultTenantHeader`, lowercased).
+pub const TENANT_METADATA: &str = "thanos-tenant";
+
+impl TenantScope {
+    /// `matchers` with this tenant's matcher added.
+    pub fn confine(&self, matchers: &[Matcher]) -> Vec<Matcher> {
+        let mut out = matchers.to_vec();
+        out.push(
+            Matcher::new(MatchType::Equal, &self.label, &self.tenant)
+                .expect("an equality matcher always builds"),
+        );
+        out
+    }
+}
+
+/// `message` as a request, with the tenant in its metadata when there is one.
+fn with_tenant<T>(message: T, tenant: Option<&TenantScope>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(t) = tenant {
+        if let Ok(v) = t.tenant.parse() {
+            request.metadata_mut().insert(TENANT_METADATA, v);
+        }
+    }
+    request
 }
 
 impl Default for FanoutOptions {
@@ -40,6 +78,7 @@ impl Default for FanoutOptions {
             partial_response: true,
             deadline: None,
             response_timeout: None,
+            tenant: None,
         }
     }
 }
@@ -268,7 +307,19 @@ pub async fn series(
     query: &SeriesQuery,
     opts: &FanoutOptions,
 ) -> Result<Gathered<Vec<RawSeries>>, FanoutError> {
+    let confined;
+    let query = match &opts.tenant {
+        Some(t) => {
+            confined = SeriesQuery {
+                matchers: t.confine(&query.matchers),
+                ..query.clone()
+            };
+            &confined
+        }
+        None => query,
+    };
     let request = query.request(opts.partial_response);
+    let tenant = opts.tenant.clone();
     gather(
         set,
         query.min_time,
@@ -277,7 +328,7 @@ pub async fn series(
         opts,
         "Series",
         |endpoint| {
-            let request = request.clone();
+            let request = with_tenant(request.clone(), tenant.as_ref());
             async move {
                 let mut client = client(&endpoint)?;
                 let mut stream = client.series(request).await?.into_inner();
@@ -310,6 +361,8 @@ pub async fn label_names(
     end: i64,
     opts: &FanoutOptions,
 ) -> Result<Gathered<Vec<String>>, FanoutError> {
+    let confined = opts.tenant.as_ref().map(|t| t.confine(matchers));
+    let matchers = confined.as_deref().unwrap_or(matchers);
     let (disabled, strategy) = strategy(opts.partial_response);
     let request = LabelNamesRequest {
         partial_response_disabled: disabled,
@@ -320,7 +373,7 @@ pub async fn label_names(
         ..Default::default()
     };
     gather(set, start, end, matchers, opts, "LabelNames", |endpoint| {
-        let request = request.clone();
+        let request = with_tenant(request.clone(), opts.tenant.as_ref());
         async move {
             let r = client(&endpoint)?.label_names(request).await?.into_inner();
             Ok((r.names, r.warnings))
@@ -338,6 +391,8 @@ pub async fn label_values(
     end: i64,
     opts: &FanoutOptions,
 ) -> Result<Gathered<Vec<String>>, FanoutError> {
+    let confined = opts.tenant.as_ref().map(|t| t.confine(matchers));
+    let matchers = confined.as_deref().unwrap_or(matchers);
     let (disabled, strategy) = strategy(opts.partial_response);
     let request = LabelValuesRequest {
         label: name.to_string(),
@@ -349,7 +404,7 @@ pub async fn label_values(
         ..Default::default()
     };
     gather(set, start, end, matchers, opts, "LabelValues", |endpoint| {
-        let request = request.clone();
+        let request = with_tenant(request.clone(), opts.tenant.as_ref());
         async move {
             let r = client(&endpoint)?.label_values(request).await?.into_inner();
             Ok((r.values, r.warnings))

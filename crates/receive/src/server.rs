@@ -194,7 +194,8 @@ pub async fn serve(
                 .map(|(t, db)| (tenants.external_labels(&t), db))
                 .collect::<Vec<_>>()
         };
-        let store = store::TsdbStore::new(source);
+        let store =
+            store::TsdbStore::new(source).with_tenant_label(&receiver.config.tenant_label_name);
         let writes = crate::grpc_write::WriteService::new(receiver.clone());
         let status = crate::status::StatusService::new(receiver.clone()).server();
         let stop = wait(stop_rx.clone());

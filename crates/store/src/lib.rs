@@ -31,6 +31,7 @@ pub mod gateway;
 mod matchers;
 mod query;
 mod service;
+pub mod tenancy;
 
 pub use matchers::{convert_matchers, matchers_for_tsdb};
 pub use query::Responses;

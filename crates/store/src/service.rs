@@ -26,6 +26,8 @@ pub const COMPONENT_RECEIVE: &str = "receive";
 pub struct TsdbStore<S> {
     source: Arc<S>,
     component_type: Arc<str>,
+    /// The label a tenant named in a request's metadata is matched on ([`crate::tenancy`]).
+    tenant_label: Arc<str>,
 }
 
 impl<S> Clone for TsdbStore<S> {
@@ -33,6 +35,7 @@ impl<S> Clone for TsdbStore<S> {
         TsdbStore {
             source: self.source.clone(),
             component_type: self.component_type.clone(),
+            tenant_label: self.tenant_label.clone(),
         }
     }
 }
@@ -69,7 +72,14 @@ impl<S: TsdbSource> TsdbStore<S> {
         TsdbStore {
             source: Arc::new(source),
             component_type: COMPONENT_RECEIVE.into(),
+            tenant_label: crate::tenancy::DEFAULT_TENANT_LABEL.into(),
         }
+    }
+
+    /// Sets the label a request's tenant is matched on (`--receive.tenant-label-name`).
+    pub fn with_tenant_label(mut self, label: &str) -> Self {
+        self.tenant_label = label.into();
+        self
     }
 
     /// Sets the component type Info reports ("receive", "store", "sidecar", ...).
@@ -150,7 +160,7 @@ impl<S: TsdbSource> Store for TsdbStore<S> {
         &self,
         request: Request<SeriesRequest>,
     ) -> Result<Response<Self::SeriesStream>, Status> {
-        let r = request.into_inner();
+        let r = crate::tenancy::confined(request, &self.tenant_label, |r| &mut r.matchers);
         if r.matchers.is_empty() {
             return Err(Status::invalid_argument("no matchers specified"));
         }
@@ -181,7 +191,7 @@ impl<S: TsdbSource> Store for TsdbStore<S> {
         &self,
         request: Request<LabelNamesRequest>,
     ) -> Result<Response<LabelNamesResponse>, Status> {
-        let r = request.into_inner();
+        let r = crate::tenancy::confined(request, &self.tenant_label, |r| &mut r.matchers);
         let matchers = convert_matchers(&r.matchers)?;
         let source = self.source.clone();
         let names = blocking("LabelNames", move || {
@@ -205,7 +215,7 @@ impl<S: TsdbSource> Store for TsdbStore<S> {
         &self,
         request: Request<LabelValuesRequest>,
     ) -> Result<Response<LabelValuesResponse>, Status> {
-        let r = request.into_inner();
+        let r = crate::tenancy::confined(request, &self.tenant_label, |r| &mut r.matchers);
         if r.label.is_empty() {
             return Err(Status::invalid_argument(
                 "label name parameter cannot be empty",

@@ -41,7 +41,7 @@ use tsdb::Labels;
 
 use crate::endpoints::{EndpointSet, Health};
 use crate::error::Classify;
-use crate::fanout::{self, FanoutError, FanoutOptions, SeriesQuery};
+use crate::fanout::{self, FanoutError, FanoutOptions, SeriesQuery, TenantScope};
 use crate::fanout_queryable::{FanoutQueryable, ReadOptions};
 use crate::metrics::Metrics;
 use crate::series_set::group;
@@ -85,6 +85,19 @@ pub struct ApiConfig {
     pub max_concurrent: usize,
     /// `--query.auto-downsampling`: a request without `max_source_resolution` reads as `auto`.
     pub auto_downsampling: bool,
+    /// `--query.enforce-tenancy`: every request sees one tenant's series only.
+    pub tenancy: Option<Tenancy>,
+}
+
+/// How requests name their tenant when tenancy is enforced (Thanos Query's flags).
+#[derive(Clone, Debug)]
+pub struct Tenancy {
+    /// `--query.tenant-header`.
+    pub header: String,
+    /// `--query.tenant-label-name`: the external label carrying the tenant.
+    pub label: String,
+    /// `--query.default-tenant-id`: the tenant of requests without the header.
+    pub default_tenant: String,
 }
 
 impl Default for ApiConfig {
@@ -96,6 +109,7 @@ impl Default for ApiConfig {
             response_timeout: None,
             max_concurrent: 20,
             auto_downsampling: false,
+            tenancy: None,
         }
     }
 }
@@ -382,6 +396,12 @@ impl Api {
                 partial_response: partial,
                 deadline: Some(deadline),
                 response_timeout: self.config.response_timeout,
+                tenant: self.config.tenancy.as_ref().map(|t| TenantScope {
+                    label: t.label.clone(),
+                    tenant: p
+                        .tenant()
+                        .map_or_else(|| t.default_tenant.clone(), str::to_string),
+                }),
             },
             max_resolution_window,
         })
@@ -703,6 +723,7 @@ fn query_answer(result: QueryResult, warnings: Vec<String>) -> Answer {
 
 /// Reads a request's parameters: the URL query, plus the form body of a POST.
 fn read_params(
+    api: &Api,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -713,8 +734,16 @@ fn read_params(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     let form = (*method == Method::POST && is_form).then_some(body.as_ref());
-    Params::parse(uri.query(), form)
-        .map_err(|e| ApiError::new(e.class(), format!("error parsing form values: {e}")))
+    let mut p = Params::parse(uri.query(), form)
+        .map_err(|e| ApiError::new(e.class(), format!("error parsing form values: {e}")))?;
+    if let Some(t) = &api.config.tenancy {
+        let tenant = headers
+            .get(t.header.as_str())
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty());
+        p.set_tenant(tenant.map(str::to_string));
+    }
+    Ok(p)
 }
 
 macro_rules! handler {
@@ -726,7 +755,7 @@ macro_rules! handler {
             headers: HeaderMap,
             body: Bytes,
         ) -> Response {
-            respond(match read_params(&method, &uri, &headers, &body) {
+            respond(match read_params(&api, &method, &uri, &headers, &body) {
                 Ok(p) => api.$method(p).await,
                 Err(e) => Err(e),
             })
@@ -747,7 +776,7 @@ async fn label_values_handler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    respond(match read_params(&method, &uri, &headers, &body) {
+    respond(match read_params(&api, &method, &uri, &headers, &body) {
         Ok(p) => api.label_values(name, p).await,
         Err(e) => Err(e),
     })

@@ -36,9 +36,10 @@ impl PartialEq<&str> for ParamError {
     }
 }
 
-/// The parameters of one request.
+/// The parameters of one request, and the tenant its header named (kept apart from the
+/// parameters, so no URL can set it).
 #[derive(Debug, Default)]
-pub struct Params(Vec<(String, String)>);
+pub struct Params(Vec<(String, String)>, Option<String>);
 
 fn hex(b: u8) -> Option<u8> {
     match b {
@@ -88,6 +89,15 @@ fn parse_pairs(s: &str, out: &mut Vec<(String, String)>) -> Result<(), ParamErro
 }
 
 impl Params {
+    /// The tenant named by the request's tenant header.
+    pub fn tenant(&self) -> Option<&str> {
+        self.1.as_deref()
+    }
+
+    pub fn set_tenant(&mut self, tenant: Option<String>) {
+        self.1 = tenant;
+    }
+
     /// Parses the URL query and a form body (body values come first).
     pub fn parse(query: Option<&str>, form_body: Option<&[u8]>) -> Result<Params, ParamError> {
         let mut pairs = Vec::new();
@@ -98,7 +108,7 @@ impl Params {
         if let Some(q) = query {
             parse_pairs(q, &mut pairs)?;
         }
-        Ok(Params(pairs))
+        Ok(Params(pairs, None))
     }
 
     /// The first value of `name`, if any and not empty (Go's `FormValue` then says "").

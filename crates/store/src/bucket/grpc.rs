@@ -58,7 +58,11 @@ impl Store for BucketStoreService {
         &self,
         request: Request<SeriesRequest>,
     ) -> Result<Response<Self::SeriesStream>, Status> {
-        let rx = self.0.series(request.into_inner()).await?;
+        let request =
+            crate::tenancy::confined(request, crate::tenancy::DEFAULT_TENANT_LABEL, |r| {
+                &mut r.matchers
+            });
+        let rx = self.0.series(request).await?;
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
             rx,
         )))
@@ -68,7 +72,9 @@ impl Store for BucketStoreService {
         &self,
         request: Request<LabelNamesRequest>,
     ) -> Result<Response<LabelNamesResponse>, Status> {
-        let r = request.into_inner();
+        let r = crate::tenancy::confined(request, crate::tenancy::DEFAULT_TENANT_LABEL, |r| {
+            &mut r.matchers
+        });
         let matchers = convert_matchers(&r.matchers)?;
         let (names, warnings) = self
             .0
@@ -91,7 +97,9 @@ impl Store for BucketStoreService {
         &self,
         request: Request<LabelValuesRequest>,
     ) -> Result<Response<LabelValuesResponse>, Status> {
-        let r = request.into_inner();
+        let r = crate::tenancy::confined(request, crate::tenancy::DEFAULT_TENANT_LABEL, |r| {
+            &mut r.matchers
+        });
         if r.label.is_empty() {
             return Err(Status::invalid_argument(
                 "label name parameter cannot be empty",

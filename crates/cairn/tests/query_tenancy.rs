@@ -1,0 +1,247 @@
+//! Tenant isolation on reads: with `--query.enforce-tenancy`, a request naming tenant A in its
+//! tenant header sees A's series only, in every API, whatever matchers it sends (a regex over
+//! `tenant_id` included); a request without the header is the default tenant's. The receiver's
+//! StoreAPI enforces the tenant named in the gRPC metadata too, so a client that forwards a
+//! tenant cannot read another one's series through it.
+
+mod common;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::{http, query_string, remote_write, Cairn, CairnQuery};
+use proto::thanos::store_client::StoreClient;
+use proto::thanos::{label_matcher, LabelMatcher, SeriesRequest};
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// GET `path?params` with the tenant header (if any), parsed as JSON.
+fn get(
+    query: &CairnQuery,
+    tenant: Option<&str>,
+    path: &str,
+    params: &[(&str, &str)],
+) -> serde_json::Value {
+    let headers: Vec<(&str, &str)> = tenant.map(|t| ("THANOS-TENANT", t)).into_iter().collect();
+    let r = http(
+        query.http,
+        "GET",
+        &format!("{path}?{}", query_string(params)),
+        &headers,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{path} {params:?}: {}", r.body);
+    serde_json::from_str(&r.body).unwrap()
+}
+
+/// The `tenant_id` of every series of an instant query.
+fn tenants_of(v: &serde_json::Value) -> Vec<String> {
+    let mut out: Vec<String> = v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["metric"]["tenant_id"].as_str().unwrap().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_tenant_sees_its_own_series_only_in_every_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = Cairn::receive(dir.path(), &[]);
+    let t = now_ms();
+    for tenant in [Some("team-a"), Some("team-b"), None] {
+        let name = format!("tenancy_{}", tenant.unwrap_or("default").replace('-', "_"));
+        let series = vec![
+            (
+                vec![
+                    ("__name__".to_string(), "tenancy_shared".to_string()),
+                    ("job".to_string(), "j".to_string()),
+                ],
+                vec![(t - 1000, 1.0)],
+            ),
+            (
+                vec![
+                    ("__name__".to_string(), name),
+                    ("job".to_string(), "j".to_string()),
+                ],
+                vec![(t - 1000, 1.0)],
+            ),
+        ];
+        remote_write(cairn.remote_write, tenant, &series);
+    }
+
+    // Without enforcement the query layer sees every tenant.
+    for d in ["open", "enforced"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    let open = CairnQuery::start(&dir.path().join("open"), &[cairn.grpc], &[]);
+    let all = get(
+        &open,
+        Some("team-a"),
+        "/api/v1/query",
+        &[("query", "tenancy_shared")],
+    );
+    assert_eq!(tenants_of(&all), ["default-tenant", "team-a", "team-b"]);
+
+    let query = CairnQuery::start(
+        &dir.path().join("enforced"),
+        &[cairn.grpc],
+        &["--query.enforce-tenancy"],
+    );
+    let a = Some("team-a");
+    for q in [
+        "tenancy_shared",
+        r#"{__name__=~"tenancy_.*"}"#,
+        r#"tenancy_shared{tenant_id=~".+"}"#,
+        r#"tenancy_shared{tenant_id=~"team-.*|default-tenant"}"#,
+        r#"{tenant_id!="team-a", job="j"} or tenancy_shared"#,
+    ] {
+        let v = get(&query, a, "/api/v1/query", &[("query", q)]);
+        let tenants = tenants_of(&v);
+        assert!(
+            !tenants.is_empty() && tenants.iter().all(|t| t == "team-a"),
+            "{q}: {tenants:?}"
+        );
+    }
+    let other = get(
+        &query,
+        a,
+        "/api/v1/query",
+        &[("query", r#"tenancy_shared{tenant_id="team-b"}"#)],
+    );
+    assert_eq!(tenants_of(&other), Vec::<String>::new());
+    // No header: the default tenant.
+    let none = get(
+        &query,
+        None,
+        "/api/v1/query",
+        &[("query", "tenancy_shared")],
+    );
+    assert_eq!(tenants_of(&none), ["default-tenant"]);
+
+    let (start, end) = (((t - 60_000) / 1000).to_string(), (t / 1000).to_string());
+    let range = get(
+        &query,
+        a,
+        "/api/v1/query_range",
+        &[
+            ("query", r#"{tenant_id=~".*", job="j"}"#),
+            ("start", &start),
+            ("end", &end),
+            ("step", "15"),
+        ],
+    );
+    let tenants = tenants_of(&range);
+    assert!(
+        !tenants.is_empty() && tenants.iter().all(|t| t == "team-a"),
+        "{tenants:?}"
+    );
+
+    let series = get(&query, a, "/api/v1/series", &[("match[]", r#"{job="j"}"#)]);
+    let names: Vec<&str> = series["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["__name__"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{series}");
+    assert!(series["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["tenant_id"] == "team-a"));
+    assert!(!names.contains(&"tenancy_team_b"), "{names:?}");
+
+    let values = get(&query, a, "/api/v1/label/tenant_id/values", &[]);
+    assert_eq!(values["data"], serde_json::json!(["team-a"]));
+    let metric_names = get(&query, a, "/api/v1/label/__name__/values", &[]);
+    assert_eq!(
+        metric_names["data"],
+        serde_json::json!(["tenancy_shared", "tenancy_team_a"])
+    );
+    let labels = get(
+        &query,
+        Some("team-b"),
+        "/api/v1/labels",
+        &[("match[]", "tenancy_team_a")],
+    );
+    assert_eq!(
+        labels["data"],
+        serde_json::json!([]),
+        "team-b asking for team-a's series"
+    );
+
+    // The receiver enforces the tenant in the gRPC metadata on its own.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let names_for = |tenant: &str, matchers: Vec<LabelMatcher>| -> Vec<String> {
+        rt.block_on(async {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", cairn.grpc))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let mut request = tonic::Request::new(SeriesRequest {
+                min_time: i64::MIN,
+                max_time: i64::MAX,
+                matchers,
+                skip_chunks: true,
+                ..Default::default()
+            });
+            request
+                .metadata_mut()
+                .insert("thanos-tenant", tenant.parse().unwrap());
+            let mut stream = StoreClient::new(channel)
+                .series(request)
+                .await
+                .unwrap()
+                .into_inner();
+            let mut out = Vec::new();
+            while let Some(msg) = stream.message().await.unwrap() {
+                if let Some(proto::thanos::series_response::Result::Series(s)) = msg.result {
+                    let get = |n: &str| {
+                        s.labels
+                            .iter()
+                            .find(|l| l.name == n)
+                            .map(|l| l.value.clone())
+                            .unwrap_or_default()
+                    };
+                    out.push(format!("{}/{}", get("tenant_id"), get("__name__")));
+                }
+            }
+            out.sort();
+            out
+        })
+    };
+    let matcher = |name: &str, t: label_matcher::Type, value: &str| LabelMatcher {
+        r#type: t as i32,
+        name: name.into(),
+        value: value.into(),
+    };
+    assert_eq!(
+        names_for(
+            "team-b",
+            vec![matcher("__name__", label_matcher::Type::Re, "tenancy_.*")]
+        ),
+        ["team-b/tenancy_shared", "team-b/tenancy_team_b"]
+    );
+    assert_eq!(
+        names_for(
+            "team-b",
+            vec![
+                matcher("__name__", label_matcher::Type::Re, "tenancy_.*"),
+                matcher("tenant_id", label_matcher::Type::Eq, "team-a"),
+            ]
+        ),
+        Vec::<String>::new()
+    );
+}
