@@ -7,8 +7,9 @@
 //! - [`SnappyDecompressLayer`] wraps the server and turns compressed incoming messages back
 //!   into plain ones before tonic sees them.
 //!
-//! Both collect the (unary) request body first; forwarded writes are bounded by the receiver's
-//! request limits, so that costs one buffer per request.
+//! Both collect the (unary) request body first. On the server that is bounded: the body by the
+//! receiver's request byte limit and each decompressed message by its decoded byte limit, so a
+//! peer cannot make it hold more than those (a snappy stream expands up to ~20x).
 
 use std::future::Future;
 use std::io::{Read, Write};
@@ -30,10 +31,17 @@ pub fn compress(msg: &[u8]) -> std::io::Result<Vec<u8>> {
     enc.into_inner().map_err(|e| e.into_error())
 }
 
-/// Inverse of [`compress`].
-pub fn decompress(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(data.len() * 2);
-    snap::read::FrameDecoder::new(data).read_to_end(&mut out)?;
+/// Inverse of [`compress`], refusing output larger than `max` bytes.
+pub fn decompress(data: &[u8], max: usize) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity((data.len() * 2).min(max));
+    snap::read::FrameDecoder::new(data)
+        .take((max as u64).saturating_add(1))
+        .read_to_end(&mut out)?;
+    if out.len() > max {
+        return Err(std::io::Error::other(format!(
+            "the message decompresses to more than {max} bytes"
+        )));
+    }
     Ok(out)
 }
 
@@ -115,21 +123,29 @@ where
     }
 }
 
-/// Server layer: accepts `grpc-encoding: snappy` requests.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SnappyDecompressLayer;
+/// Server layer: accepts `grpc-encoding: snappy` requests of at most `max_body` bytes whose
+/// messages decompress to at most `max_message` bytes each.
+#[derive(Clone, Copy, Debug)]
+pub struct SnappyDecompressLayer {
+    pub max_body: usize,
+    pub max_message: usize,
+}
 
 impl<S> tower_layer::Layer<S> for SnappyDecompressLayer {
     type Service = SnappyDecompress<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SnappyDecompress { inner }
+        SnappyDecompress {
+            inner,
+            limits: *self,
+        }
     }
 }
 
 #[derive(Clone, Debug)]
 pub struct SnappyDecompress<S> {
     inner: S,
+    limits: SnappyDecompressLayer,
 }
 
 impl<S, ResBody> tower_service::Service<http::Request<Body>> for SnappyDecompress<S>
@@ -160,18 +176,27 @@ where
         if !snappy {
             return Box::pin(async move { inner.call(req).await.map_err(Into::into) });
         }
+        let limits = self.limits;
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
-            let bytes = body
+            let bytes = match http_body_util::Limited::new(body, limits.max_body)
                 .collect()
                 .await
-                .map_err(Into::<BoxError>::into)?
-                .to_bytes();
+            {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                    return Ok(grpc_error(
+                        8,
+                        &format!("request body over {} bytes", limits.max_body),
+                    ))
+                }
+                Err(e) => return Err(e),
+            };
             let rewritten = rewrite_frames(bytes, |flag, msg| {
                 if flag == 0 {
                     return Ok((0, msg));
                 }
-                Ok((0, Bytes::from(decompress(&msg)?)))
+                Ok((0, Bytes::from(decompress(&msg, limits.max_message)?)))
             });
             let bytes = match rewritten {
                 Ok(b) => b,
@@ -202,6 +227,30 @@ fn grpc_error<B: Default>(code: i32, message: &str) -> http::Response<B> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn decompression_stops_at_the_bound() {
+        // 16 MiB of zeros compress to well under 1 MiB: a small message, a large answer.
+        let bomb = compress(&vec![0u8; 16 << 20]).unwrap();
+        assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+        let e = decompress(&bomb, 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("more than 1048576 bytes"), "{e}");
+        assert_eq!(decompress(&bomb, 16 << 20).unwrap().len(), 16 << 20);
+    }
+
+    proptest::proptest! {
+        /// Whatever a peer sends as a compressed message: an error or a bounded message, and a
+        /// Thanos WriteRequest decoder that never panics on what comes out.
+        #[test]
+        fn garbage_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            if let Ok(out) = decompress(&data, 1 << 16) {
+                proptest::prop_assert!(out.len() <= 1 << 16);
+                let _ = proto::remote_write::decode_thanos_write(&out);
+            }
+            let _ = proto::remote_write::decode_thanos_write(&data);
+        }
+    }
+
     use super::*;
 
     #[test]
@@ -218,7 +267,10 @@ mod tests {
         let packed =
             rewrite_frames(plain.clone(), |_, m| Ok((1, Bytes::from(compress(&m)?)))).unwrap();
         assert!(packed.len() < plain.len());
-        let back = rewrite_frames(packed, |_, m| Ok((0, Bytes::from(decompress(&m)?)))).unwrap();
+        let back = rewrite_frames(packed, |_, m| {
+            Ok((0, Bytes::from(decompress(&m, usize::MAX)?)))
+        })
+        .unwrap();
         assert_eq!(back, plain);
     }
 

@@ -662,6 +662,15 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Hostile bytes: a damaged hint segment parses up to its first bad record.
+        #[test]
+        fn garbage_hint_segments_never_panic(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            let valid = parse_records(&data, |_, _, _, _| true);
+            proptest::prop_assert!(valid <= data.len());
+        }
+    }
+
+    proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
 
         /// Against a model queue: whatever the pushes, deliveries (of a few hints each),

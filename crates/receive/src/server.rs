@@ -199,11 +199,16 @@ pub async fn serve(
         let writes = crate::grpc_write::WriteService::new(receiver.clone());
         let status = crate::status::StatusService::new(receiver.clone()).server();
         let stop = wait(stop_rx.clone());
+        // Forwarded batches and concatenated hints may be larger than one client request.
+        let snappy_limits = crate::grpc_snappy::SnappyDecompressLayer {
+            max_body: receiver.config.limits.max_body_bytes.max(64 << 20),
+            max_message: receiver.config.limits.max_decoded_bytes.max(64 << 20),
+        };
         tokio::spawn(async move {
             let incoming =
                 tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
             let served = tonic::transport::Server::builder()
-                .layer(crate::grpc_snappy::SnappyDecompressLayer)
+                .layer(snappy_limits)
                 .add_service(store.store_server())
                 .add_service(store.info_server())
                 .add_service(writes)

@@ -774,6 +774,14 @@ mod tests {
     }
 
     proptest! {
+        /// Hostile bytes: a damaged or foreign segment yields records or a stop, never a panic.
+        #[test]
+        fn garbage_segments_never_panic(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = Record::decode(&data);
+            let end = record_log::read(&data, |payload, _| Record::decode(payload).is_ok());
+            prop_assert!(end.offset <= data.len());
+        }
+
         #[test]
         fn record_round_trip(
             refs in proptest::collection::vec((any::<u64>(), any::<i64>(), any::<u64>()), 0..50),

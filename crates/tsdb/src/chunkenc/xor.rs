@@ -881,7 +881,20 @@ mod tests {
     }
 
     proptest! {
+        /// Hostile bytes: a damaged chunk decodes to some samples and an error, never a panic,
+        /// and never to more samples than its bits can hold.
+        #[test]
+        fn garbage_chunks_never_panic(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut it = XorIterator::new(&data);
+            let n = it.by_ref().take(100_000).count();
+            prop_assert!(n <= data.len() * 8 + 2);
+            let _ = it.err();
+        }
+    }
+
+    proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
+
 
         #[test]
         fn round_trips_bit_exactly(samples in samples()) {
