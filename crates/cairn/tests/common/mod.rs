@@ -10,13 +10,34 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port that was free a moment ago on 127.0.0.1, for a process the test starts next.
+///
+/// The port is handed to another process, which binds it a little later, so two things keep
+/// anyone else from taking it in between: it is never handed out twice by one test binary
+/// (tests run in parallel threads), and it lies below Linux's ephemeral range (32768-60999),
+/// where neither `bind(0)` nor the local end of an outgoing connection lands.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    const LOW: u64 = 20_000;
+    const SPAN: u64 = 12_000;
+    let mut state = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+        .as_nanos() as u64
+        ^ (u64::from(std::process::id()) << 32);
+    let mut given = GIVEN.lock().unwrap();
+    for _ in 0..10_000 {
+        // xorshift: cheap, and different in every test binary.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let port = (LOW + state % SPAN) as u16;
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN);
 }
 
 pub struct HttpResponse {
