@@ -5,7 +5,7 @@
 //! so a hit saves exactly one ranged GET's worth of bytes. Metrics carry Thanos' names with
 //! `item_type` `Postings` or `Series`.
 
-use std::collections::{BTreeMap, HashMap};
+use super::lru::Lru;
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -68,27 +68,12 @@ struct CacheMetrics {
     max_size_bytes: Gauge,
 }
 
-struct Entry {
-    value: Bytes,
-    /// Position in the recency order.
-    tick: u64,
-}
-
-#[derive(Default)]
-struct Lru {
-    entries: HashMap<CacheKey, Entry>,
-    /// Recency order: oldest tick first.
-    order: BTreeMap<u64, CacheKey>,
-    next_tick: u64,
-    bytes: u64,
-}
-
 /// A bounded in-memory LRU of index data. Shared by every request of a store.
 pub struct IndexCache {
     max_bytes: u64,
     /// Thanos' `max_item_size`: a value larger than this is never cached.
     max_item_bytes: u64,
-    lru: Mutex<Lru>,
+    lru: Mutex<Lru<CacheKey>>,
     metrics: CacheMetrics,
 }
 
@@ -147,15 +132,7 @@ impl IndexCache {
     pub fn get(&self, key: &CacheKey) -> Option<Bytes> {
         let kind = item(key.item_type());
         self.metrics.requests.get_or_create(&kind).inc();
-        let mut lru = self.lru.lock().unwrap();
-        let tick = lru.next_tick;
-        let lru = &mut *lru;
-        let entry = lru.entries.get_mut(key)?;
-        lru.order.remove(&entry.tick);
-        entry.tick = tick;
-        lru.order.insert(tick, key.clone());
-        lru.next_tick += 1;
-        let value = entry.value.clone();
+        let value = self.lru.lock().unwrap().get(key)?;
         self.metrics.hits.get_or_create(&kind).inc();
         Some(value)
     }
@@ -171,31 +148,18 @@ impl IndexCache {
             self.metrics.overflowed.get_or_create(&kind).inc();
             return;
         }
-        let mut lru = self.lru.lock().unwrap();
-        if let Some(old) = lru.entries.remove(&key) {
-            lru.order.remove(&old.tick);
-            lru.bytes -= key.size() + old.value.len() as u64;
-            self.adjust(&kind, -1, -((key.size() + old.value.len() as u64) as i64));
+        let replaced =
+            self.lru
+                .lock()
+                .unwrap()
+                .insert(key, value, size, self.max_bytes, |oldest, freed| {
+                    let oldest_kind = item(oldest.item_type());
+                    self.metrics.evicted.get_or_create(&oldest_kind).inc();
+                    self.adjust(&oldest_kind, -1, -(freed as i64));
+                });
+        if let Some(freed) = replaced {
+            self.adjust(&kind, -1, -(freed as i64));
         }
-        while lru.bytes + size > self.max_bytes {
-            let Some((_, oldest)) = lru.order.pop_first() else {
-                break;
-            };
-            let e = lru
-                .entries
-                .remove(&oldest)
-                .expect("ordered keys are cached");
-            let freed = oldest.size() + e.value.len() as u64;
-            lru.bytes -= freed;
-            let oldest_kind = item(oldest.item_type());
-            self.metrics.evicted.get_or_create(&oldest_kind).inc();
-            self.adjust(&oldest_kind, -1, -(freed as i64));
-        }
-        let tick = lru.next_tick;
-        lru.next_tick += 1;
-        lru.order.insert(tick, key.clone());
-        lru.entries.insert(key, Entry { value, tick });
-        lru.bytes += size;
         self.metrics.added.get_or_create(&kind).inc();
         self.adjust(&kind, 1, size as i64);
     }
@@ -204,27 +168,23 @@ impl IndexCache {
     pub fn forget_block(&self, block: Ulid) {
         let mut lru = self.lru.lock().unwrap();
         let gone: Vec<CacheKey> = lru
-            .entries
             .keys()
-            .filter(|k| match k {
+            .filter(|k| match **k {
                 CacheKey::Postings { block: b, .. } | CacheKey::Series { block: b, .. } => {
-                    *b == block
+                    b == block
                 }
             })
             .cloned()
             .collect();
         for k in gone {
-            let e = lru.entries.remove(&k).expect("listed above");
-            lru.order.remove(&e.tick);
-            let freed = k.size() + e.value.len() as u64;
-            lru.bytes -= freed;
+            let freed = lru.remove(&k).expect("listed above");
             self.adjust(&item(k.item_type()), -1, -(freed as i64));
         }
     }
 
     /// Bytes held now.
     pub fn size_bytes(&self) -> u64 {
-        self.lru.lock().unwrap().bytes
+        self.lru.lock().unwrap().cost()
     }
 
     fn adjust(&self, kind: &ItemLabels, items: i64, bytes: i64) {

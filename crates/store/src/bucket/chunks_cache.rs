@@ -13,7 +13,7 @@
 //! listing) so that no subrange GET starts past the end; a subrange shorter than
 //! `subrange_size` is the object's last one.
 
-use std::collections::{BTreeMap, HashMap};
+use super::lru::Lru;
 use std::future::Future;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -72,19 +72,6 @@ type Key = (Arc<str>, u64);
 /// Per-entry bookkeeping counted against the size limit besides the bytes themselves.
 const ENTRY_OVERHEAD: u64 = 64;
 
-struct Entry {
-    value: Bytes,
-    tick: u64,
-}
-
-#[derive(Default)]
-struct Lru {
-    entries: HashMap<Key, Entry>,
-    order: BTreeMap<u64, Key>,
-    next_tick: u64,
-    bytes: u64,
-}
-
 type MetricLabels = Vec<(String, String)>;
 
 fn labels(pairs: &[(&str, &str)]) -> MetricLabels {
@@ -130,7 +117,7 @@ pub struct ReadReport {
 /// The cache; shared by every request of a store.
 pub struct ChunksCache {
     config: ChunksCacheConfig,
-    lru: Mutex<Lru>,
+    lru: Mutex<Lru<Key>>,
     metrics: Metrics,
 }
 
@@ -245,12 +232,12 @@ impl ChunksCache {
 
     /// Bytes held now.
     pub fn size_bytes(&self) -> u64 {
-        self.lru.lock().unwrap().bytes
+        self.lru.lock().unwrap().cost()
     }
 
     /// Subranges held now.
     pub fn len(&self) -> usize {
-        self.lru.lock().unwrap().entries.len()
+        self.lru.lock().unwrap().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -302,7 +289,7 @@ impl ChunksCache {
         {
             let mut lru = self.lru.lock().unwrap();
             for i in first..last {
-                let hit = lru.touch(&(object.clone(), i));
+                let hit = lru.get(&(object.clone(), i));
                 let short = hit.as_ref().is_some_and(|b| (b.len() as u64) < s);
                 parts.push(hit);
                 if short {
@@ -402,36 +389,20 @@ impl ChunksCache {
     }
 
     /// Caches `value`, evicting the least recently used subranges to make room.
-    fn put(&self, lru: &mut Lru, key: Key, value: Bytes) {
+    fn put(&self, lru: &mut Lru<Key>, key: Key, value: Bytes) {
         let size = value.len() as u64 + ENTRY_OVERHEAD;
         let name = labels(&[NAME]);
         if size > self.config.max_item_size {
             self.metrics.overflowed.get_or_create(&name).inc();
             return;
         }
-        if let Some(old) = lru.entries.remove(&key) {
-            lru.order.remove(&old.tick);
-            lru.bytes -= old.value.len() as u64 + ENTRY_OVERHEAD;
-            self.adjust(-1, -((old.value.len() as u64 + ENTRY_OVERHEAD) as i64));
-        }
-        while lru.bytes + size > self.config.max_size {
-            let Some((_, oldest)) = lru.order.pop_first() else {
-                break;
-            };
-            let e = lru
-                .entries
-                .remove(&oldest)
-                .expect("ordered keys are cached");
-            let freed = e.value.len() as u64 + ENTRY_OVERHEAD;
-            lru.bytes -= freed;
+        let replaced = lru.insert(key, value, size, self.config.max_size, |_, freed| {
             self.metrics.evicted.get_or_create(&name).inc();
             self.adjust(-1, -(freed as i64));
+        });
+        if let Some(freed) = replaced {
+            self.adjust(-1, -(freed as i64));
         }
-        let tick = lru.next_tick;
-        lru.next_tick += 1;
-        lru.order.insert(tick, key.clone());
-        lru.entries.insert(key, Entry { value, tick });
-        lru.bytes += size;
         self.metrics.added.get_or_create(&name).inc();
         self.adjust(1, size as i64);
     }
@@ -440,19 +411,6 @@ impl ChunksCache {
         let name = labels(&[NAME]);
         self.metrics.items.get_or_create(&name).inc_by(items);
         self.metrics.size_bytes.get_or_create(&name).inc_by(bytes);
-    }
-}
-
-impl Lru {
-    /// The cached value of `key`, marked as just used.
-    fn touch(&mut self, key: &Key) -> Option<Bytes> {
-        let tick = self.next_tick;
-        let entry = self.entries.get_mut(key)?;
-        self.order.remove(&entry.tick);
-        entry.tick = tick;
-        self.order.insert(tick, key.clone());
-        self.next_tick += 1;
-        Some(entry.value.clone())
     }
 }
 

@@ -23,6 +23,7 @@ pub mod chunks_cache;
 pub mod grpc;
 pub mod index_reader;
 pub mod indexheader;
+mod lru;
 pub mod partition;
 pub mod store;
 
