@@ -17,6 +17,7 @@ use tsdb::wal::FsyncPolicy;
 mod bench;
 mod exposition;
 mod self_scrape;
+mod tls_args;
 mod tools_bucket;
 mod tools_bucket_web;
 mod tools_hashring;
@@ -211,6 +212,10 @@ struct ReceiveArgs {
     /// tenant binding). Without it, writes are anonymous.
     #[arg(long = "remote-write.auth-file")]
     auth_file: Option<PathBuf>,
+    #[command(flatten)]
+    grpc_tls: tls_args::GrpcServerTls,
+    #[command(flatten)]
+    forward_tls: tls_args::ForwardClientTls,
     /// Most samples in one request (more: 413).
     #[arg(long = "receive.max-request-samples", default_value_t = RequestLimits::default().max_samples)]
     max_request_samples: usize,
@@ -259,6 +264,8 @@ struct StoreArgs {
     objstore_config: Option<String>,
     #[arg(long = "grpc-address", default_value = "0.0.0.0:10901")]
     grpc_address: SocketAddr,
+    #[command(flatten)]
+    grpc_tls: tls_args::GrpcServerTls,
     #[arg(long = "http-address", default_value = "0.0.0.0:10902")]
     http_address: SocketAddr,
     /// How often the block set is synced with the bucket.
@@ -480,6 +487,7 @@ impl StoreArgs {
         let objstore = bucket_config("store", &self.objstore_config_file, &self.objstore_config)?;
         let mut config = store::gateway::GatewayConfig::new(objstore, self.data_dir.clone());
         config.grpc_address = self.grpc_address;
+        config.grpc_tls = self.grpc_tls.files();
         config.http_address = self.http_address;
         config.sync_interval = self.sync_block_duration;
         config.min_time = self.min_time;
@@ -533,6 +541,8 @@ struct QueryArgs {
     /// StoreAPI endpoint to query (`host:port` of a receiver's --grpc-address); repeatable.
     #[arg(long = "endpoint")]
     endpoints: Vec<String>,
+    #[command(flatten)]
+    client_tls: tls_args::GrpcClientTls,
     /// File listing StoreAPI endpoints (Prometheus file SD format: a YAML or JSON list of
     /// `{targets: [...]}`); `*` and `?` allowed in the file name; repeatable.
     #[arg(long = "endpoint.sd-files")]
@@ -595,8 +605,8 @@ struct QueryArgs {
 }
 
 impl QueryArgs {
-    fn config(&self) -> query::QueryConfig {
-        query::QueryConfig {
+    fn config(&self) -> anyhow::Result<query::QueryConfig> {
+        Ok(query::QueryConfig {
             http_address: self.http_address,
             endpoints: query::endpoints::EndpointConfig {
                 static_endpoints: self.endpoints.clone(),
@@ -604,6 +614,7 @@ impl QueryArgs {
                 info_interval: self.info_interval,
                 info_timeout: self.info_timeout,
                 sd_interval: self.sd_interval,
+                client_tls: self.client_tls.load()?,
             },
             api: query::api::ApiConfig {
                 replica_labels: self
@@ -629,7 +640,7 @@ impl QueryArgs {
                     default_tenant: self.default_tenant.clone(),
                 }),
             },
-        }
+        })
     }
 }
 
@@ -708,6 +719,7 @@ impl ReceiveArgs {
                 &self.http_tls_key,
                 &self.http_tls_client_ca,
             ),
+            grpc_tls: self.grpc_tls.files(),
             auth_file: self.auth_file.clone(),
             objstore,
             shipper_interval: self.shipper_interval,
@@ -729,6 +741,7 @@ impl ReceiveArgs {
                 forward_timeout: self.forward_timeout,
                 hints_window: self.hints_window,
                 hints_max_bytes: self.hints_max_bytes,
+                client_tls: self.forward_tls.files(),
             },
         })
     }
@@ -738,8 +751,8 @@ fn tls_files(
     cert: &Option<PathBuf>,
     key: &Option<PathBuf>,
     client_ca: &Option<PathBuf>,
-) -> Option<receive::tls::TlsFiles> {
-    Some(receive::tls::TlsFiles {
+) -> Option<tls::ServerFiles> {
+    Some(tls::ServerFiles {
         cert: cert.clone()?,
         key: key.clone()?,
         client_ca: client_ca.clone(),
@@ -808,7 +821,7 @@ fn main() -> anyhow::Result<()> {
                     .context("compactor failed")?;
             }
             Command::Query(args) => {
-                query::run(args.config(), shutdown_signal())
+                query::run(args.config()?, shutdown_signal())
                     .await
                     .context("query failed")?;
             }

@@ -44,6 +44,8 @@ pub struct EndpointConfig {
     pub info_timeout: Duration,
     /// How often SD files are re-read.
     pub sd_interval: Duration,
+    /// TLS to the endpoints (`--grpc-client-tls-*`); None: plaintext.
+    pub client_tls: Option<Arc<tls::ClientTls>>,
 }
 
 impl Default for EndpointConfig {
@@ -54,6 +56,7 @@ impl Default for EndpointConfig {
             info_interval: Duration::from_secs(5),
             info_timeout: Duration::from_secs(5),
             sd_interval: Duration::from_secs(30),
+            client_tls: None,
         }
     }
 }
@@ -114,20 +117,16 @@ struct Status {
 /// Why an endpoint has no gRPC channel.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum EndpointError {
-    /// The address is not a valid URI.
-    #[error("invalid endpoint address {address:?}: {source}")]
-    InvalidAddress {
-        address: String,
-        #[source]
-        source: Arc<tonic::transport::Error>,
-    },
+    /// The address cannot be dialled.
+    #[error("{0}")]
+    InvalidAddress(Arc<tls::InvalidAddress>),
 }
 
 impl Classify for EndpointError {
     /// A request that needs the endpoint fails for it as for any failing endpoint.
     fn class(&self) -> StatusClass {
         match self {
-            EndpointError::InvalidAddress { .. } => StatusClass::Internal,
+            EndpointError::InvalidAddress(_) => StatusClass::Internal,
         }
     }
 }
@@ -155,26 +154,18 @@ pub struct EndpointSnapshot {
 /// 4 MiB is below what a Series frame with a long series can reach).
 pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
-fn channel_for(address: &str) -> Result<Channel, EndpointError> {
-    let uri = if address.contains("://") {
-        address.to_string()
-    } else {
-        format!("http://{address}")
-    };
-    let endpoint = tonic::transport::Endpoint::from_shared(uri)
-        .map_err(|e| EndpointError::InvalidAddress {
-            address: address.to_string(),
-            source: Arc::new(e),
-        })?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .http2_adaptive_window(true);
-    Ok(endpoint.connect_lazy())
+fn channel_for(address: &str, tls: Option<&Arc<tls::ClientTls>>) -> Result<Channel, EndpointError> {
+    tls::lazy_channel(address, tls, |e| {
+        e.connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_adaptive_window(true)
+    })
+    .map_err(|e| EndpointError::InvalidAddress(Arc::new(e)))
 }
 
 impl Endpoint {
-    fn new(address: String) -> Self {
-        let channel = channel_for(&address);
+    fn new(address: String, tls: Option<&Arc<tls::ClientTls>>) -> Self {
+        let channel = channel_for(&address, tls);
         let status = match &channel {
             Ok(_) => Status::default(),
             Err(e) => Status {
@@ -360,8 +351,9 @@ impl EndpointSet {
                 keep
             });
             for addr in &wanted {
-                map.entry(addr.clone())
-                    .or_insert_with(|| Arc::new(Endpoint::new(addr.clone())));
+                map.entry(addr.clone()).or_insert_with(|| {
+                    Arc::new(Endpoint::new(addr.clone(), self.config.client_tls.as_ref()))
+                });
             }
             map.values().cloned().collect()
         };
@@ -442,9 +434,12 @@ impl EndpointSet {
         error: Option<&str>,
     ) {
         let mut map = self.endpoints.write().unwrap();
-        let e = map
-            .entry(address.to_string())
-            .or_insert_with(|| Arc::new(Endpoint::new(address.to_string())));
+        let e = map.entry(address.to_string()).or_insert_with(|| {
+            Arc::new(Endpoint::new(
+                address.to_string(),
+                self.config.client_tls.as_ref(),
+            ))
+        });
         let mut s = e.status.write().unwrap();
         s.last_check = Some(SystemTime::now());
         s.last_error = error.map(str::to_string);

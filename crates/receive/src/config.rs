@@ -54,9 +54,11 @@ pub struct ReceiveConfig {
     /// 429 (`--receive.node-head-series-limit`); `None`: no limit.
     pub node_head_series_limit: Option<u64>,
     /// TLS on the remote-write listener (`--remote-write.server-tls-*`).
-    pub remote_write_tls: Option<crate::tls::TlsFiles>,
+    pub remote_write_tls: Option<tls::ServerFiles>,
     /// TLS on the HTTP listener (`--http.server-tls-*`).
-    pub http_tls: Option<crate::tls::TlsFiles>,
+    pub http_tls: Option<tls::ServerFiles>,
+    /// TLS on the gRPC listener (`--grpc-server-tls-*`): StoreAPI, forwarded writes, status.
+    pub grpc_tls: Option<tls::ServerFiles>,
     /// Writers' credentials (`--remote-write.auth-file`); None accepts anonymous writes.
     pub auth_file: Option<PathBuf>,
     /// Where blocks are shipped (`--objstore.config-file`); None keeps them local only.
@@ -100,6 +102,7 @@ impl Default for ReceiveConfig {
             node_head_series_limit: None,
             remote_write_tls: None,
             http_tls: None,
+            grpc_tls: None,
             auth_file: None,
             objstore: None,
             shipper_interval: Duration::from_secs(30),

@@ -178,6 +178,8 @@ pub enum ConfigError {
     Handoff(#[source] std::io::Error),
     #[error(transparent)]
     Objstore(#[from] objstore::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 impl ConfigError {

@@ -99,8 +99,17 @@ impl Receiver {
                 };
                 let replication_metrics =
                     crate::replicate::ReplicationMetrics::register(metrics.registry_mut());
-                let replicator =
-                    Replicator::new(watcher.shared(), rep.clone(), handoff, replication_metrics);
+                let client_tls = match &rep.client_tls {
+                    Some(files) => Some(tls::ClientTls::load(files)?),
+                    None => None,
+                };
+                let replicator = Replicator::new(
+                    watcher.shared(),
+                    rep.clone(),
+                    handoff,
+                    replication_metrics,
+                    client_tls,
+                );
                 let status = watcher.status();
                 (Some(replicator), Some(watcher), Some(status))
             }

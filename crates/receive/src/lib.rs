@@ -29,7 +29,6 @@ pub mod replicate;
 pub mod server;
 pub mod status;
 pub mod tenants;
-pub mod tls;
 pub mod writer;
 
 pub use config::ReceiveConfig;

@@ -125,20 +125,14 @@ pub struct Peer {
 }
 
 impl Peer {
-    fn new(address: &str) -> Result<Peer, RouteError> {
-        let uri = if address.contains("://") {
-            address.to_string()
-        } else {
-            format!("http://{address}")
-        };
-        let channel = Channel::from_shared(uri)
-            .map_err(|e| RouteError::BadEndpoint {
-                address: address.to_string(),
-                reason: e.to_string(),
-            })?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .connect_lazy();
+    fn new(address: &str, tls: Option<&Arc<tls::ClientTls>>) -> Result<Peer, RouteError> {
+        let channel = tls::lazy_channel(address, tls, |e| {
+            e.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true)
+        })
+        .map_err(|e| RouteError::BadEndpoint {
+            address: address.to_string(),
+            reason: e.reason,
+        })?;
         Ok(Peer {
             address: address.to_string(),
             channel,
@@ -223,6 +217,8 @@ pub struct ReplicationConfig {
     pub hints_window: Duration,
     /// The most bytes of hints kept per peer.
     pub hints_max_bytes: u64,
+    /// TLS to the other receivers (`--remote-write.client-tls-*`); None: plaintext.
+    pub client_tls: Option<tls::ClientFiles>,
 }
 
 impl Default for ReplicationConfig {
@@ -233,6 +229,7 @@ impl Default for ReplicationConfig {
             forward_timeout: Duration::from_secs(5),
             hints_window: Duration::from_secs(2 * 3600),
             hints_max_bytes: 1 << 30,
+            client_tls: None,
         }
     }
 }
@@ -463,6 +460,7 @@ pub struct Replicator {
     pub rings: SharedHashrings,
     pub config: ReplicationConfig,
     peers: Mutex<HashMap<String, Arc<Peer>>>,
+    client_tls: Option<Arc<tls::ClientTls>>,
     pub handoff: Option<Arc<Handoff>>,
     pub metrics: ReplicationMetrics,
 }
@@ -473,11 +471,13 @@ impl Replicator {
         config: ReplicationConfig,
         handoff: Option<Arc<Handoff>>,
         metrics: ReplicationMetrics,
+        client_tls: Option<Arc<tls::ClientTls>>,
     ) -> Arc<Replicator> {
         Arc::new(Replicator {
             rings,
             config,
             peers: Mutex::new(HashMap::new()),
+            client_tls,
             handoff,
             metrics,
         })
@@ -517,7 +517,7 @@ impl Replicator {
         if let Some(p) = peers.get(address) {
             return Ok(p.clone());
         }
-        let p = Arc::new(Peer::new(address)?);
+        let p = Arc::new(Peer::new(address, self.client_tls.as_ref())?);
         peers.insert(address.to_string(), p.clone());
         Ok(p)
     }

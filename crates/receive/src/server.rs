@@ -13,8 +13,8 @@ use axum::Router;
 
 use crate::ingest::Receiver;
 use crate::limits::LimitsWatcher;
-use crate::tls::TlsListener;
 use crate::ReceiveConfig;
+use tls::{ServerTls, TlsListener};
 
 /// One shipper pass over every tenant; false if any upload failed.
 async fn ship_all(receiver: &Receiver) -> bool {
@@ -59,7 +59,7 @@ async fn ship_all(receiver: &Receiver) -> bool {
 /// Serves `router` on `listener`, over TLS when configured, until `stop` resolves.
 fn spawn_server(
     listener: tokio::net::TcpListener,
-    tls: Option<&crate::tls::TlsFiles>,
+    tls: Option<&tls::ServerFiles>,
     router: Router,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
@@ -70,7 +70,8 @@ fn spawn_server(
                 .await
         }),
         Some(files) => {
-            let config = crate::tls::server_config(files).map_err(std::io::Error::other)?;
+            let config =
+                ServerTls::load(files, &[b"h2", b"http/1.1"]).map_err(std::io::Error::other)?;
             let listener = TlsListener::new(listener, config)?;
             tokio::spawn(async move {
                 axum::serve(listener, router)
@@ -204,9 +205,12 @@ pub async fn serve(
             max_body: receiver.config.limits.max_body_bytes.max(64 << 20),
             max_message: receiver.config.limits.max_decoded_bytes.max(64 << 20),
         };
+        let grpc_tls = match &receiver.config.grpc_tls {
+            Some(files) => Some(ServerTls::load(files, &[b"h2"]).map_err(std::io::Error::other)?),
+            None => None,
+        };
+        let incoming = tls::grpc_incoming(grpc_listener, grpc_tls)?;
         tokio::spawn(async move {
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
             let served = tonic::transport::Server::builder()
                 .layer(snappy_limits)
                 .add_service(store.store_server())

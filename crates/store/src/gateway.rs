@@ -33,6 +33,8 @@ use crate::bucket::store::{sync_loop, BucketStore, BucketStoreConfig, BucketStor
 pub struct GatewayConfig {
     pub objstore: BucketConfig,
     pub grpc_address: SocketAddr,
+    /// `--grpc-server-tls-*`: TLS (and with a client CA, mutual TLS) on the gRPC listener.
+    pub grpc_tls: Option<tls::ServerFiles>,
     pub http_address: SocketAddr,
     /// `--sync-block-duration`.
     pub sync_interval: Duration,
@@ -59,6 +61,7 @@ impl GatewayConfig {
         GatewayConfig {
             objstore,
             grpc_address: ([0, 0, 0, 0], 10901).into(),
+            grpc_tls: None,
             http_address: ([0, 0, 0, 0], 10902).into(),
             sync_interval: Duration::from_secs(3 * 60),
             min_time: TimeOrDuration::EARLIEST,
@@ -291,6 +294,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (store, registry) = build(&config)?;
+    let grpc_tls = match &config.grpc_tls {
+        Some(files) => Some(tls::ServerTls::load(files, &[b"h2"]).map_err(std::io::Error::other)?),
+        None => None,
+    };
     tracing::info!(
         grpc = %grpc_listener.local_addr()?,
         http = %http_listener.local_addr()?,
@@ -328,9 +335,8 @@ pub async fn serve(
     let service = BucketStoreService(store);
     let grpc = {
         let stop = wait(stop_rx.clone());
+        let incoming = tls::grpc_incoming(grpc_listener, grpc_tls)?;
         tokio::spawn(async move {
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
             tonic::transport::Server::builder()
                 .add_service(service.store_server())
                 .add_service(service.info_server())

@@ -768,6 +768,16 @@ pub fn store_samples(
     name_re: &str,
     drop: &[&str],
 ) -> std::collections::BTreeMap<String, Vec<(i64, u64)>> {
+    store_samples_over(grpc, None, name_re, drop).unwrap()
+}
+
+/// Like [`store_samples`] over client TLS when `tls` is given; Err says why the call failed.
+pub fn store_samples_over(
+    grpc: SocketAddr,
+    tls: Option<&Arc<tls::ClientTls>>,
+    name_re: &str,
+    drop: &[&str],
+) -> Result<std::collections::BTreeMap<String, Vec<(i64, u64)>>, String> {
     use proto::thanos::store_client::StoreClient;
     use proto::thanos::{label_matcher, LabelMatcher, SeriesRequest};
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -775,11 +785,11 @@ pub fn store_samples(
         .build()
         .unwrap();
     rt.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = tls::lazy_channel(&grpc.to_string(), tls, |e| {
+            e.connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(30))
+        })
+        .map_err(|e| e.to_string())?;
         let req = SeriesRequest {
             min_time: i64::MIN,
             max_time: i64::MAX,
@@ -794,10 +804,10 @@ pub fn store_samples(
             .max_decoding_message_size(256 << 20)
             .series(req)
             .await
-            .unwrap()
+            .map_err(|e| format!("{e:?}"))?
             .into_inner();
         let mut out = std::collections::BTreeMap::new();
-        while let Some(msg) = stream.message().await.unwrap() {
+        while let Some(msg) = stream.message().await.map_err(|e| format!("{e:?}"))? {
             if let Some(proto::thanos::series_response::Result::Series(s)) = msg.result {
                 let labels: Vec<String> = s
                     .labels
@@ -813,7 +823,7 @@ pub fn store_samples(
                 }
             }
         }
-        out
+        Ok(out)
     })
 }
 
