@@ -589,6 +589,12 @@ struct QueryArgs {
     /// data).
     #[arg(long = "query.auto-downsampling")]
     auto_downsampling: bool,
+    /// Credentials every request to the HTTP API and UI must carry (basic auth or a bearer
+    /// token; the format of the receiver's --remote-write.auth-file). A user or token bound to
+    /// a tenant reads that tenant only, with or without --query.enforce-tenancy. /-/healthy,
+    /// /-/ready and /metrics stay open.
+    #[arg(long = "http.auth-file")]
+    http_auth_file: Option<PathBuf>,
     /// Every request sees the series of one tenant only: the one its tenant header names (the
     /// default tenant without it), whatever matchers it sends; stores are told the tenant too.
     #[arg(long = "query.enforce-tenancy")]
@@ -634,11 +640,16 @@ impl QueryArgs {
                     .then_some(self.response_timeout),
                 max_concurrent: self.max_concurrent,
                 auto_downsampling: self.auto_downsampling,
-                tenancy: self.enforce_tenancy.then(|| query::api::Tenancy {
+                tenancy: query::api::Tenancy {
+                    enforce: self.enforce_tenancy,
                     header: self.tenant_header.clone(),
                     label: self.tenant_label_name.clone(),
                     default_tenant: self.default_tenant.clone(),
-                }),
+                },
+                auth: match &self.http_auth_file {
+                    Some(path) => Some(std::sync::Arc::new(auth::Authenticator::from_file(path)?)),
+                    None => None,
+                },
             },
         })
     }

@@ -2,13 +2,14 @@
 //! tenant header sees A's series only, in every API, whatever matchers it sends (a regex over
 //! `tenant_id` included); a request without the header is the default tenant's. The receiver's
 //! StoreAPI enforces the tenant named in the gRPC metadata too, so a client that forwards a
-//! tenant cannot read another one's series through it.
+//! tenant cannot read another one's series through it. With `--http.auth-file`, every request
+//! needs credentials, and credentials bound to a tenant read that tenant only.
 
 mod common;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{http, query_string, remote_write, Cairn, CairnQuery};
+use common::{basic_auth, get as get_plain, http, query_string, remote_write, Cairn, CairnQuery};
 use proto::thanos::store_client::StoreClient;
 use proto::thanos::{label_matcher, LabelMatcher, SeriesRequest};
 
@@ -51,11 +52,10 @@ fn tenants_of(v: &serde_json::Value) -> Vec<String> {
     out
 }
 
-#[test]
-fn a_tenant_sees_its_own_series_only_in_every_api() {
-    let dir = tempfile::tempdir().unwrap();
-    let cairn = Cairn::receive(dir.path(), &[]);
-    let t = now_ms();
+/// A receiver holding `tenancy_shared` and `tenancy_<tenant>` for team-a, team-b and the
+/// default tenant, written at `t - 1s`.
+fn receiver_with_three_tenants(dir: &std::path::Path, t: i64) -> Cairn {
+    let cairn = Cairn::receive(dir, &[]);
     for tenant in [Some("team-a"), Some("team-b"), None] {
         let name = format!("tenancy_{}", tenant.unwrap_or("default").replace('-', "_"));
         let series = vec![
@@ -76,6 +76,14 @@ fn a_tenant_sees_its_own_series_only_in_every_api() {
         ];
         remote_write(cairn.remote_write, tenant, &series);
     }
+    cairn
+}
+
+#[test]
+fn a_tenant_sees_its_own_series_only_in_every_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = now_ms();
+    let cairn = receiver_with_three_tenants(dir.path(), t);
 
     // Without enforcement the query layer sees every tenant.
     for d in ["open", "enforced"] {
@@ -244,4 +252,93 @@ fn a_tenant_sees_its_own_series_only_in_every_api() {
         ),
         Vec::<String>::new()
     );
+}
+
+#[test]
+fn credentials_bound_to_a_tenant_read_that_tenant_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = now_ms();
+    let cairn = receiver_with_three_tenants(dir.path(), t);
+    let hash = |s: &str| bcrypt::hash(s, 4).unwrap();
+    let auth_file = dir.path().join("query-auth.yaml");
+    std::fs::write(
+        &auth_file,
+        format!(
+            "users:\n  - username: alice\n    password_hash: \"{}\"\n    tenant: team-a\n  - username: admin\n    password_hash: \"{}\"\ntokens:\n  - name: grafana-b\n    token_hash: \"{}\"\n    tenant: team-b\n",
+            hash("alice-pw"),
+            hash("admin-pw"),
+            hash("tok-b"),
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("q")).unwrap();
+    let query = CairnQuery::start(
+        &dir.path().join("q"),
+        &[cairn.grpc],
+        &[&format!("--http.auth-file={}", auth_file.display())],
+    );
+    let ask = |headers: &[(&str, &str)], q: &str| {
+        let r = http(
+            query.http,
+            "GET",
+            &format!("/api/v1/query?{}", query_string(&[("query", q)])),
+            headers,
+            &[],
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+        (
+            r.status,
+            v,
+            r.header("www-authenticate").map(str::to_string),
+        )
+    };
+
+    // No or wrong credentials: 401 with a challenge, on the API and the UI alike.
+    let (status, v, challenge) = ask(&[], "tenancy_shared");
+    assert_eq!(status, 401, "{v}");
+    assert_eq!(v["errorType"], "unauthorized");
+    assert!(challenge.unwrap().starts_with("Basic"));
+    let wrong = basic_auth("alice", "nope");
+    assert_eq!(ask(&[("Authorization", &wrong)], "up").0, 401);
+    assert_eq!(get_plain(query.http, "/").unwrap().status, 401);
+    // Probes and /metrics stay open.
+    for path in ["/-/healthy", "/-/ready", "/metrics"] {
+        assert_eq!(get_plain(query.http, path).unwrap().status, 200, "{path}");
+    }
+
+    // alice is bound to team-a: whatever she asks, she reads team-a, and naming another
+    // tenant is refused.
+    let alice = basic_auth("alice", "alice-pw");
+    for q in ["tenancy_shared", r#"{tenant_id=~".+", job="j"}"#] {
+        let (status, v, _) = ask(&[("Authorization", &alice)], q);
+        assert_eq!(status, 200, "{v}");
+        let tenants = tenants_of(&v);
+        assert!(
+            !tenants.is_empty() && tenants.iter().all(|t| t == "team-a"),
+            "{q}: {tenants:?}"
+        );
+    }
+    let (status, v, _) = ask(
+        &[("Authorization", &alice), ("THANOS-TENANT", "team-b")],
+        "tenancy_shared",
+    );
+    assert_eq!(status, 403, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("team-a"), "{v}");
+    let (status, _, _) = ask(
+        &[("Authorization", &alice), ("THANOS-TENANT", "team-a")],
+        "tenancy_shared",
+    );
+    assert_eq!(status, 200);
+
+    // A bearer token bound to team-b.
+    let (status, v, _) = ask(&[("Authorization", "Bearer tok-b")], "tenancy_shared");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(tenants_of(&v), ["team-b"]);
+
+    // An unbound user reads every tenant (tenancy is not enforced here).
+    let admin = basic_auth("admin", "admin-pw");
+    let (status, v, _) = ask(&[("Authorization", &admin)], "tenancy_shared");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(tenants_of(&v), ["default-tenant", "team-a", "team-b"]);
 }

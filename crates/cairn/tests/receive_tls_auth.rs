@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{https, snappy, Cairn, ExpositionServer, Pki};
+use common::{basic_auth as basic, https, snappy, Cairn, ExpositionServer, Pki};
 use proto::remote_write::{encode_v1, Label, Sample, TimeSeries, WriteRequest};
 use tsdb::db::{Db, DbOptions};
 use tsdb::matcher::Matcher;
@@ -35,23 +35,6 @@ fn body(name: &str) -> Vec<u8> {
         timeseries: vec![ts],
         metadata: vec![],
     }))
-}
-
-fn basic(user: &str, password: &str) -> String {
-    let out = Command::new("base64")
-        .arg("-w0")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    out.stdin
-        .as_ref()
-        .unwrap()
-        .write_all(format!("{user}:{password}").as_bytes())
-        .unwrap();
-    let o = out.wait_with_output().unwrap();
-    format!("Basic {}", String::from_utf8(o.stdout).unwrap().trim())
 }
 
 #[test]

@@ -23,6 +23,10 @@ pub enum StatusClass {
     Canceled,
     /// Storage or the server failed (an endpoint failed with `partial_response=false`): 500.
     Internal,
+    /// No valid credentials (`--http.auth-file`): 401.
+    Unauthorized,
+    /// The credentials are bound to another tenant than the request names: 403.
+    Forbidden,
 }
 
 impl StatusClass {
@@ -34,6 +38,8 @@ impl StatusClass {
             StatusClass::Timeout => "timeout",
             StatusClass::Canceled => "canceled",
             StatusClass::Internal => "internal",
+            StatusClass::Unauthorized => "unauthorized",
+            StatusClass::Forbidden => "forbidden",
         }
     }
 
@@ -44,6 +50,8 @@ impl StatusClass {
             StatusClass::Execution => StatusCode::UNPROCESSABLE_ENTITY,
             StatusClass::Timeout | StatusClass::Canceled => StatusCode::SERVICE_UNAVAILABLE,
             StatusClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            StatusClass::Unauthorized => StatusCode::UNAUTHORIZED,
+            StatusClass::Forbidden => StatusCode::FORBIDDEN,
         }
     }
 }

@@ -180,6 +180,8 @@ pub enum ConfigError {
     Objstore(#[from] objstore::Error),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Auth(#[from] auth::AuthFileError),
 }
 
 impl ConfigError {

@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 
 use proto::remote_write::{TimeSeries, WriteRequest};
 
-use crate::auth::Authenticator;
 use crate::error::{ConfigError, IngestError};
 use crate::hashring::{HashringWatcher, WatchStatus};
 use crate::limits::Limits;
@@ -27,6 +26,7 @@ use crate::replicate::{Plan, ReplicaResult, Replicator};
 use crate::tenants::Tenants;
 use crate::writer::{self, WriteOutcome};
 use crate::ReceiveConfig;
+use auth::Authenticator;
 
 /// Which protobuf message a remote-write request carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,7 +13,6 @@
 //! Does not own the storage format (the `tsdb` crate), the wire decoding (the `proto` crate),
 //! the StoreAPI it serves over its TSDBs (`store`) nor object storage (`objstore`).
 
-pub mod auth;
 pub mod config;
 pub mod error;
 pub mod grpc_codec;

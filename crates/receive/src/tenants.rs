@@ -29,14 +29,8 @@ pub enum TenantError {
 
 /// Tenant names become directory names: allow only what cannot escape `tsdb.path`.
 pub fn validate_tenant(name: &str) -> Result<(), TenantError> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        // Hidden names are the receiver's own directories (`.hints`).
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok {
+    // Hidden names are the receiver's own directories (`.hints`).
+    if auth::valid_tenant_name(name) {
         Ok(())
     } else {
         Err(TenantError::InvalidName(name.to_string()))

@@ -1376,3 +1376,20 @@ pub fn artifact_dir() -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// An `Authorization` header value for HTTP basic auth (encoded by coreutils' `base64`).
+pub fn basic_auth(user: &str, password: &str) -> String {
+    let out = Command::new("base64")
+        .arg("-w0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    out.stdin
+        .as_ref()
+        .unwrap()
+        .write_all(format!("{user}:{password}").as_bytes())
+        .unwrap();
+    let o = out.wait_with_output().unwrap();
+    format!("Basic {}", String::from_utf8(o.stdout).unwrap().trim())
+}

@@ -85,13 +85,19 @@ pub struct ApiConfig {
     pub max_concurrent: usize,
     /// `--query.auto-downsampling`: a request without `max_source_resolution` reads as `auto`.
     pub auto_downsampling: bool,
-    /// `--query.enforce-tenancy`: every request sees one tenant's series only.
-    pub tenancy: Option<Tenancy>,
+    /// Which tenant a request reads.
+    pub tenancy: Tenancy,
+    /// `--http.auth-file`: credentials every request but the probes and /metrics must carry
+    /// (the receiver's auth file format). A principal bound to a tenant reads that tenant only.
+    pub auth: Option<Arc<auth::Authenticator>>,
 }
 
-/// How requests name their tenant when tenancy is enforced (Thanos Query's flags).
+/// How requests name their tenant (Thanos Query's flags).
 #[derive(Clone, Debug)]
 pub struct Tenancy {
+    /// `--query.enforce-tenancy`: every request sees one tenant's series only. Without it a
+    /// request sees every tenant, unless its credentials are bound to one.
+    pub enforce: bool,
     /// `--query.tenant-header`.
     pub header: String,
     /// `--query.tenant-label-name`: the external label carrying the tenant.
@@ -109,7 +115,19 @@ impl Default for ApiConfig {
             response_timeout: None,
             max_concurrent: 20,
             auto_downsampling: false,
-            tenancy: None,
+            tenancy: Tenancy::default(),
+            auth: None,
+        }
+    }
+}
+
+impl Default for Tenancy {
+    fn default() -> Self {
+        Tenancy {
+            enforce: false,
+            header: "THANOS-TENANT".into(),
+            label: "tenant_id".into(),
+            default_tenant: "default-tenant".into(),
         }
     }
 }
@@ -396,11 +414,9 @@ impl Api {
                 partial_response: partial,
                 deadline: Some(deadline),
                 response_timeout: self.config.response_timeout,
-                tenant: self.config.tenancy.as_ref().map(|t| TenantScope {
-                    label: t.label.clone(),
-                    tenant: p
-                        .tenant()
-                        .map_or_else(|| t.default_tenant.clone(), str::to_string),
+                tenant: p.tenant().map(|t| TenantScope {
+                    label: self.config.tenancy.label.clone(),
+                    tenant: t.to_string(),
                 }),
             },
             max_resolution_window,
@@ -736,14 +752,67 @@ fn read_params(
     let form = (*method == Method::POST && is_form).then_some(body.as_ref());
     let mut p = Params::parse(uri.query(), form)
         .map_err(|e| ApiError::new(e.class(), format!("error parsing form values: {e}")))?;
-    if let Some(t) = &api.config.tenancy {
-        let tenant = headers
-            .get(t.header.as_str())
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty());
-        p.set_tenant(tenant.map(str::to_string));
-    }
+    p.set_tenant(read_tenant(api, headers)?);
     Ok(p)
+}
+
+/// The tenant a request reads (None: every tenant). Credentials bound to a tenant decide it
+/// whatever the tenancy flags; a tenant header naming another is refused.
+fn read_tenant(api: &Api, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let t = &api.config.tenancy;
+    let named = headers
+        .get(t.header.as_str())
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty());
+    let bound = match &api.config.auth {
+        Some(auth) => {
+            auth.authenticate(authorization(headers))
+                .map_err(|e| ApiError::new(ErrorType::Unauthorized, e.to_string()))?
+                .tenant
+        }
+        None => None,
+    };
+    Ok(match (bound, named) {
+        (Some(bound), Some(named)) if named != bound => {
+            return Err(ApiError::new(
+                ErrorType::Forbidden,
+                format!(
+                    "these credentials may only read tenant {bound:?}, not {named:?} (header {})",
+                    t.header
+                ),
+            ))
+        }
+        (Some(bound), _) => Some(bound),
+        (None, named) if t.enforce => {
+            Some(named.map_or_else(|| t.default_tenant.clone(), str::to_string))
+        }
+        (None, _) => None,
+    })
+}
+
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// Refuses a request without valid credentials when an auth file is configured (401 with a
+/// basic-auth challenge, so a browser asks for them).
+async fn authenticate(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
+    let Some(auth) = &api.config.auth else {
+        return next.run(req).await;
+    };
+    match auth.authenticate(authorization(req.headers())) {
+        Ok(_) => next.run(req).await,
+        Err(e) => {
+            let mut resp = respond(Err(ApiError::new(ErrorType::Unauthorized, e.to_string())));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"cairn\""),
+            );
+            resp
+        }
+    }
 }
 
 macro_rules! handler {
@@ -866,6 +935,10 @@ async fn track(State(api): State<Arc<Api>>, req: Request, next: Next) -> Respons
 
 /// Every route of `cairn query`'s HTTP port.
 pub fn router(api: Arc<Api>) -> Router {
+    let open = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/-/healthy", get(|| async { "OK" }))
+        .route("/-/ready", get(ready_handler));
     Router::new()
         .route("/api/v1/query", get(query_handler).post(query_handler))
         .route(
@@ -884,10 +957,9 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/status/buildinfo", get(buildinfo_handler))
         .route("/api/v1/stores", get(stores_handler))
         .route("/api/v1/status/cluster", get(cluster_handler))
-        .route("/metrics", get(metrics_handler))
-        .route("/-/healthy", get(|| async { "OK" }))
-        .route("/-/ready", get(ready_handler))
         .merge(crate::ui::routes())
+        .route_layer(middleware::from_fn_with_state(api.clone(), authenticate))
+        .merge(open)
         .route_layer(middleware::from_fn_with_state(api.clone(), track))
         .with_state(api)
 }

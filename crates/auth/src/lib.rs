@@ -1,5 +1,6 @@
-//! Authentication of writers: HTTP basic auth and bearer tokens from a users file, with bcrypt
-//! hashes, optionally binding a writer to one tenant.
+//! Authentication for Cairn's HTTP APIs (remote write, and the query API): HTTP basic auth and
+//! bearer tokens from a users file, with bcrypt hashes, optionally binding a principal to one
+//! tenant.
 //!
 //! ```yaml
 //! users:
@@ -10,19 +11,45 @@
 //!   - name: ci-pipeline
 //!     token_hash: "$2b$10$..."       # bcrypt of the bearer token
 //! ```
-//! A request without valid credentials gets 401 and never reaches storage. A writer bound to a
-//! tenant writes to it when the request names no tenant, and gets 403 when it names another.
+//! A request without valid credentials gets 401 and never reaches storage or a query. A
+//! principal bound to a tenant writes to (or reads) that tenant when the request names none,
+//! and gets 403 when it names another.
 //!
 //! bcrypt is slow on purpose; successful verifications are cached (by the exact Authorization
 //! header value) so a busy writer pays for it once.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::Deserialize;
 
-use crate::error::ConfigError;
+/// Why an auth file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthFileError {
+    #[error("reading auth file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("auth file {}: {reason}", path.display())]
+    Invalid { path: PathBuf, reason: String },
+    /// Text not yet tied to a file.
+    #[error("{0}")]
+    Syntax(String),
+}
+
+/// Tenant names as the receiver accepts them: 1-128 of `[A-Za-z0-9_.-]`, not starting with a
+/// dot (hidden names are the receiver's own directories).
+pub fn valid_tenant_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +103,18 @@ pub struct Authenticator {
     cache: Mutex<HashMap<String, Principal>>,
 }
 
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut users: Vec<&String> = self.users.keys().collect();
+        users.sort();
+        let tokens: Vec<&String> = self.tokens.iter().map(|t| &t.name).collect();
+        f.debug_struct("Authenticator")
+            .field("users", &users)
+            .field("tokens", &tokens)
+            .finish_non_exhaustive()
+    }
+}
+
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
     let val = |c: u8| -> Option<u32> {
         Some(match c {
@@ -102,8 +141,8 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 }
 
 impl Authenticator {
-    pub fn from_yaml(text: &str) -> Result<Authenticator, ConfigError> {
-        let invalid = ConfigError::Syntax;
+    pub fn from_yaml(text: &str) -> Result<Authenticator, AuthFileError> {
+        let invalid = AuthFileError::Syntax;
         let file: AuthFile = serde_saphyr::from_str(text).map_err(|e| invalid(e.to_string()))?;
         let mut users = HashMap::new();
         for u in file.users {
@@ -114,8 +153,12 @@ impl Authenticator {
                 )));
             }
             if let Some(t) = &u.tenant {
-                crate::tenants::validate_tenant(t)
-                    .map_err(|e| invalid(format!("user {:?}: {e}", u.username)))?;
+                if !valid_tenant_name(t) {
+                    return Err(invalid(format!(
+                        "user {:?}: invalid tenant name {t:?}",
+                        u.username
+                    )));
+                }
             }
             let name = u.username.clone();
             if users.insert(name.clone(), u).is_some() {
@@ -129,6 +172,14 @@ impl Authenticator {
                     t.name
                 )));
             }
+            if let Some(tenant) = &t.tenant {
+                if !valid_tenant_name(tenant) {
+                    return Err(invalid(format!(
+                        "token {:?}: invalid tenant name {tenant:?}",
+                        t.name
+                    )));
+                }
+            }
         }
         Ok(Authenticator {
             users,
@@ -137,14 +188,18 @@ impl Authenticator {
         })
     }
 
-    pub fn from_file(path: &Path) -> Result<Authenticator, ConfigError> {
-        const FILE: &str = "auth file";
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: FILE,
+    pub fn from_file(path: &Path) -> Result<Authenticator, AuthFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AuthFileError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_yaml(&text).map_err(|e| e.in_file(FILE, path))
+        Self::from_yaml(&text).map_err(|e| match e {
+            AuthFileError::Syntax(reason) => AuthFileError::Invalid {
+                path: path.to_path_buf(),
+                reason,
+            },
+            other => other,
+        })
     }
 
     /// Checks an Authorization header value.
