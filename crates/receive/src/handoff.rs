@@ -14,8 +14,9 @@
 //! bytes that were to be forwarded). Consecutive hints of one tenant are concatenated into one
 //! forward on delivery (protobuf concatenation appends the repeated series).
 //!
-//! While a peer has undelivered hints, new writes for it join the queue instead of going
-//! straight to it, so each series reaches the peer in the order it was written here. Bounds: a
+//! A peer that answers again gets new writes directly while its hints drain (the replicator
+//! decides; see `Replicator::forward`), so hints arrive late and the peer writes them as late
+//! writes. Bounds: a
 //! queue holds at most `max_bytes` (the oldest segment is dropped to make room), and hints older
 //! than `window` are dropped instead of delivered. Hints are written without fsync: they repair
 //! a replica, the acknowledged data already has quorum elsewhere.

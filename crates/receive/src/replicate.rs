@@ -3,10 +3,14 @@
 //! over gRPC `thanos.WriteableStore/RemoteWrite` (snappy-compressed, with a replica number so
 //! the peer writes locally and never forwards again).
 //!
-//! A write is acknowledged once every series has reached quorum (`floor(RF/2)+1` owners), so a
-//! slow replica does not delay the answer; its forward goes on in the background. The answer
-//! is classed per series: no quorum -> 503 (the client retries); otherwise the most severe
-//! rejection a replica reported (409 conflicts, 400, 429), or 204.
+//! A write is acknowledged once every series has reached quorum (`floor(RF/2)+1` owners that
+//! wrote it), so a slow replica does not delay the answer; its forward goes on in the
+//! background. The answer is classed per series, as Thanos does: a series short of quorum
+//! because replicas failed -> 503 (the client retries); because replicas refused it -> the most
+//! severe refusal (409 conflicts, 400, 429); every series at quorum -> 204, even if a minority
+//! refused. A minority that answered 409 while the write succeeded is a replica the write
+//! reached out of order (another router's newer forward got there first): it is sent the
+//! batch again through hinted handoff, whose deliveries are written late, so replicas converge.
 //!
 //! A forward that fails is retried with backoff for that peer; with hinted handoff on, it is
 //! queued on disk and delivered when the peer answers again ([`crate::handoff`]).
@@ -86,6 +90,10 @@ impl ReplicaResult {
         }
     }
 
+    fn is_conflict(&self) -> bool {
+        matches!(self, ReplicaResult::Rejected(Severity::Conflict, _))
+    }
+
     fn label(&self) -> &'static str {
         match self {
             ReplicaResult::Ok => "success",
@@ -120,24 +128,46 @@ pub struct PeerContact {
 /// Another receiver.
 pub struct Peer {
     pub address: String,
-    channel: Channel,
+    tls: Option<Arc<tls::ClientTls>>,
+    channel: Mutex<Channel>,
     health: Mutex<Health>,
 }
 
 impl Peer {
     fn new(address: &str, tls: Option<&Arc<tls::ClientTls>>) -> Result<Peer, RouteError> {
-        let channel = tls::lazy_channel(address, tls, |e| {
-            e.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true)
+        Ok(Peer {
+            address: address.to_string(),
+            channel: Mutex::new(Self::channel(address, tls)?),
+            tls: tls.cloned(),
+            health: Mutex::new(Health::default()),
+        })
+    }
+
+    fn channel(address: &str, tls: Option<&Arc<tls::ClientTls>>) -> Result<Channel, RouteError> {
+        // Keepalive pings find a connection that a partition killed (its packets dropped, so
+        // TCP alone would retransmit for minutes) and let the channel dial a new one. Peers
+        // are Cairn receivers, whose servers accept pings this often.
+        tls::lazy_channel(address, tls, |e| {
+            e.connect_timeout(Duration::from_secs(2))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(5))
+                .keep_alive_timeout(Duration::from_secs(5))
+                .keep_alive_while_idle(true)
         })
         .map_err(|e| RouteError::BadEndpoint {
             address: address.to_string(),
             reason: e.reason,
-        })?;
-        Ok(Peer {
-            address: address.to_string(),
-            channel,
-            health: Mutex::new(Health::default()),
         })
+    }
+
+    /// Starts over with a new connection: after a request got no answer at all, the
+    /// connection may be one that a partition left for dead, whose packets TCP keeps
+    /// retransmitting into the void long after the network healed. In-flight requests keep
+    /// the old one until they end.
+    fn reconnect(&self) {
+        if let Ok(fresh) = Self::channel(&self.address, self.tls.as_ref()) {
+            *self.channel.lock().unwrap() = fresh;
+        }
     }
 
     /// Whether the peer failed recently and its backoff has not passed.
@@ -172,7 +202,8 @@ impl Peer {
 
     /// Sends an encoded `thanos.WriteRequest` (`hinted`: a hinted handoff delivery).
     pub async fn send(&self, payload: Bytes, timeout: Duration, hinted: bool) -> ReplicaResult {
-        let mut grpc = tonic::client::Grpc::new(SnappyChannel::new(self.channel.clone()));
+        let channel = self.channel.lock().unwrap().clone();
+        let mut grpc = tonic::client::Grpc::new(SnappyChannel::new(channel));
         let call = async {
             grpc.ready()
                 .await
@@ -195,7 +226,10 @@ impl Peer {
         let result = match tokio::time::timeout(timeout, call).await {
             Ok(Ok(_)) => ReplicaResult::Ok,
             Ok(Err(status)) => ReplicaResult::of_status(&status),
-            Err(_) => ReplicaResult::Unavailable(format!("no answer within {timeout:?}")),
+            Err(_) => {
+                self.reconnect();
+                ReplicaResult::Unavailable(format!("no answer within {timeout:?}"))
+            }
         };
         match &result {
             ReplicaResult::Unavailable(why) => self.failed(why),
@@ -242,6 +276,9 @@ pub struct ReplicationMetrics {
     pub forward_duration: Family<MetricLabels, Histogram, fn() -> Histogram>,
     pub forward_requests: Family<MetricLabels, Counter>,
     pub hints_queued: Family<MetricLabels, Counter>,
+    /// Forwards a peer refused as out of order while the write reached quorum (re-sent as
+    /// hints).
+    pub reordered: Family<MetricLabels, Counter>,
     pub hints_delivered: Family<MetricLabels, Counter>,
     pub hints_dropped: Family<MetricLabels, Counter>,
     pub hints_pending: Family<MetricLabels, Gauge>,
@@ -263,6 +300,7 @@ impl ReplicationMetrics {
             forward_duration: Family::new_with_constructor(forward_histogram),
             forward_requests: Family::default(),
             hints_queued: Family::default(),
+            reordered: Family::default(),
             hints_delivered: Family::default(),
             hints_dropped: Family::default(),
             hints_pending: Family::default(),
@@ -293,6 +331,11 @@ impl ReplicationMetrics {
             "cairn_receive_hints_queued",
             "Writes a peer missed, queued for hinted handoff",
             m.hints_queued.clone(),
+        );
+        registry.register(
+            "cairn_receive_forwards_reordered",
+            "Forwards a peer refused as out of order while the write reached quorum, re-sent through hinted handoff",
+            m.reordered.clone(),
         );
         registry.register(
             "cairn_receive_hints_delivered",
@@ -423,7 +466,7 @@ impl Tracker {
                 }
             }
         }
-        let ok = !matches!(result, ReplicaResult::Unavailable(_));
+        let ok = matches!(result, ReplicaResult::Ok);
         for &i in series {
             let i = i as usize;
             let decided_before = self.decided(i);
@@ -633,17 +676,36 @@ impl Replicator {
         }
         let deadline =
             tokio::time::Instant::now() + self.config.forward_timeout + Duration::from_millis(500);
+        let mut reordered = Vec::new();
         while tracker.undecided > 0 {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some((i, result))) => {
                     let b: &Batch = &batches[i];
                     tracker.apply(&b.endpoint, &b.series, &result);
+                    if result.is_conflict() {
+                        reordered.push(i);
+                    }
                 }
                 Ok(None) | Err(_) => break,
             }
         }
         let undecided = tracker.undecided;
         let failed = tracker.no_quorum + undecided;
+        if failed == 0 {
+            // Replicas that got this write out of order get it again as a late write, now or
+            // when their answer comes.
+            for i in reordered {
+                self.rehint(&tenant, &batches[i]);
+            }
+            let this = self.clone();
+            tokio::spawn(async move {
+                while let Some((i, result)) = rx.recv().await {
+                    if result.is_conflict() {
+                        this.rehint(&tenant, &batches[i]);
+                    }
+                }
+            });
+        }
         let ok = plan.series - failed;
         self.metrics
             .replications
@@ -658,6 +720,17 @@ impl Replicator {
             .replication_requests
             .get_or_create(&vec![("result".into(), result.into())])
             .inc();
+        if let (true, None, Some((sev, msg))) =
+            (failed > 0, &tracker.first_failure, &tracker.rejection)
+        {
+            if undecided == 0 {
+                return Answer {
+                    status: sev.status(),
+                    message: msg.clone(),
+                    series_ok: ok,
+                };
+            }
+        }
         if failed > 0 {
             let why = tracker
                 .first_failure
@@ -674,22 +747,36 @@ impl Replicator {
                 series_ok: ok,
             };
         }
-        match tracker.rejection {
-            Some((sev, msg)) => Answer {
-                status: sev.status(),
-                message: msg,
-                series_ok: ok,
-            },
-            None => Answer {
-                status: 204,
-                message: String::new(),
-                series_ok: ok,
-            },
+        Answer {
+            status: 204,
+            message: String::new(),
+            series_ok: ok,
         }
     }
 
-    /// Sends one batch to its peer, or queues it as a hint when the peer is failing or still
-    /// catching up on earlier hints.
+    /// Queues `batch` again for its replica, which refused it as out of order while the write
+    /// reached quorum elsewhere.
+    fn rehint(self: &Arc<Self>, tenant: &str, batch: &Batch) {
+        self.metrics
+            .reordered
+            .get_or_create(&ReplicationMetrics::peer(&batch.endpoint))
+            .inc();
+        self.hint(
+            tenant,
+            &batch.endpoint,
+            &batch.payload,
+            "the replica got the write out of order",
+        );
+    }
+
+    /// Sends one batch to its peer, or queues it as a hint when the peer is failing.
+    ///
+    /// A peer still catching up on earlier hints gets new writes directly as soon as it answers
+    /// again: it is a replica for them, and quorum can count it (the hints it has yet to receive
+    /// are accepted out of order when they come). Queueing new writes behind the hints instead
+    /// would keep the peer out of every quorum until the queue drained, and a second fault in
+    /// that window (seen in `network_faults`: an asymmetric partition right after a healed one)
+    /// would then fail writes that two healthy replicas could take.
     async fn forward(
         self: &Arc<Self>,
         tenant: &str,
@@ -701,14 +788,7 @@ impl Replicator {
             Err(e) => return ReplicaResult::Unavailable(e.to_string()),
         };
         let labels = vec![("peer".to_string(), endpoint.to_string())];
-        let catching_up = self
-            .handoff
-            .as_ref()
-            .and_then(|h| h.get(endpoint))
-            .is_some_and(|q| !q.is_empty());
-        let result = if catching_up {
-            ReplicaResult::Unavailable("peer is catching up on hinted writes".into())
-        } else if let Some(wait) = peer.backing_off() {
+        let result = if let Some(wait) = peer.backing_off() {
             ReplicaResult::Unavailable(format!("peer failed recently; next try in {wait:?}"))
         } else {
             let started = Instant::now();
@@ -879,7 +959,7 @@ mod tests {
     }
 
     #[test]
-    fn rejections_count_toward_quorum_and_keep_the_worst() {
+    fn rejections_decide_but_do_not_count_toward_quorum() {
         let mut t = Tracker::new(1, 3);
         t.apply(
             "a",
@@ -891,8 +971,20 @@ mod tests {
             &[0],
             &ReplicaResult::Rejected(Severity::BadRequest, "bad".into()),
         );
-        assert_eq!((t.undecided, t.no_quorum), (0, 0));
+        assert_eq!((t.undecided, t.no_quorum), (0, 1));
         assert_eq!(t.rejection, Some((Severity::BadRequest, "b: bad".into())));
+        assert_eq!(t.first_failure, None);
+        // A minority refusal does not stop quorum.
+        let mut t = Tracker::new(1, 3);
+        t.apply("a", &[0], &ReplicaResult::Ok);
+        t.apply(
+            "b",
+            &[0],
+            &ReplicaResult::Rejected(Severity::Conflict, "ooo".into()),
+        );
+        assert_eq!(t.undecided, 1);
+        t.apply("c", &[0], &ReplicaResult::Ok);
+        assert_eq!((t.undecided, t.no_quorum), (0, 0));
     }
 
     #[test]

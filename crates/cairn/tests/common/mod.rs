@@ -2,6 +2,8 @@
 //! on loopback with free ports and temp dirs, waits for readiness, and cleans up on drop.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -249,13 +251,25 @@ impl Cairn {
 
     /// Starts `cairn receive` on given ports (a node of a pool, or a restart).
     pub fn receive_on(dir: &Path, ports: Ports, extra: &[&str]) -> Cairn {
+        Self::receive_in(None, dir, ports, extra)
+    }
+
+    /// [`Cairn::receive_on`] inside network namespace `netns` when given (`ip netns exec`).
+    pub fn receive_in(netns: Option<&str>, dir: &Path, ports: Ports, extra: &[&str]) -> Cairn {
         let Ports {
             remote_write,
             http: http_addr,
             grpc,
         } = ports;
         let tsdb_path = dir.join("tsdb");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        let mut cmd = match netns {
+            None => Command::new(env!("CARGO_BIN_EXE_cairn")),
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_cairn")]);
+                c
+            }
+        };
         cmd.arg("receive")
             .arg(format!("--remote-write.address={remote_write}"))
             .arg(format!("--http-address={http_addr}"))
@@ -615,7 +629,20 @@ fn spawn_proxy<F>(upstream: SocketAddr, stop: Arc<AtomicBool>, forward: F) -> So
 where
     F: Fn(TcpStream, TcpStream) + Clone + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    spawn_proxy_on([127, 0, 0, 1].into(), upstream, stop, forward)
+}
+
+/// [`spawn_proxy`] listening on `bind` (a port of its own).
+fn spawn_proxy_on<F>(
+    bind: std::net::IpAddr,
+    upstream: SocketAddr,
+    stop: Arc<AtomicBool>,
+    forward: F,
+) -> SocketAddr
+where
+    F: Fn(TcpStream, TcpStream) + Clone + Send + 'static,
+{
+    let listener = TcpListener::bind((bind, 0)).unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -686,32 +713,42 @@ pub struct DelayProxy {
 
 impl DelayProxy {
     pub fn start(upstream: SocketAddr, delay: Duration) -> DelayProxy {
+        Self::start_on([127, 0, 0, 1].into(), upstream, delay)
+    }
+
+    /// [`DelayProxy::start`] listening on `bind`.
+    pub fn start_on(bind: std::net::IpAddr, upstream: SocketAddr, delay: Duration) -> DelayProxy {
         let stop = Arc::new(AtomicBool::new(false));
-        let addr = spawn_proxy(upstream, stop.clone(), move |mut c_read, mut s_write| {
-            let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match c_read.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
-                                break;
+        let addr = spawn_proxy_on(
+            bind,
+            upstream,
+            stop.clone(),
+            move |mut c_read, mut s_write| {
+                let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        match c_read.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
+                                    break;
+                                }
                             }
                         }
                     }
+                });
+                for (at, bytes) in rx {
+                    if let Some(wait) = (at + delay).checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    if s_write.write_all(&bytes).is_err() {
+                        break;
+                    }
                 }
-            });
-            for (at, bytes) in rx {
-                if let Some(wait) = (at + delay).checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
-                }
-                if s_write.write_all(&bytes).is_err() {
-                    break;
-                }
-            }
-            let _ = s_write.shutdown(std::net::Shutdown::Both);
-        });
+                let _ = s_write.shutdown(std::net::Shutdown::Both);
+            },
+        );
         DelayProxy { addr, stop }
     }
 }
