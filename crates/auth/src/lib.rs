@@ -143,7 +143,7 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 impl Authenticator {
     pub fn from_yaml(text: &str) -> Result<Authenticator, AuthFileError> {
         let invalid = AuthFileError::Syntax;
-        let file: AuthFile = serde_saphyr::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let file: AuthFile = model::yaml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         let mut users = HashMap::new();
         for u in file.users {
             if bcrypt::verify("", &u.password_hash).is_err() {

@@ -541,6 +541,15 @@ struct QueryArgs {
     /// StoreAPI endpoint to query (`host:port` of a receiver's --grpc-address); repeatable.
     #[arg(long = "endpoint")]
     endpoints: Vec<String>,
+    /// Certificate (PEM) for TLS on the HTTP port; re-read when the file changes.
+    #[arg(long = "http.server-tls-cert", requires = "http_tls_key")]
+    http_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for TLS on the HTTP port.
+    #[arg(long = "http.server-tls-key", requires = "http_tls_cert")]
+    http_tls_key: Option<PathBuf>,
+    /// CA bundle (PEM): when set, HTTP clients must present a certificate it signed.
+    #[arg(long = "http.server-tls-client-ca", requires = "http_tls_cert")]
+    http_tls_client_ca: Option<PathBuf>,
     #[command(flatten)]
     client_tls: tls_args::GrpcClientTls,
     /// File listing StoreAPI endpoints (Prometheus file SD format: a YAML or JSON list of
@@ -614,6 +623,11 @@ impl QueryArgs {
     fn config(&self) -> anyhow::Result<query::QueryConfig> {
         Ok(query::QueryConfig {
             http_address: self.http_address,
+            http_tls: tls_files(
+                &self.http_tls_cert,
+                &self.http_tls_key,
+                &self.http_tls_client_ca,
+            ),
             endpoints: query::endpoints::EndpointConfig {
                 static_endpoints: self.endpoints.clone(),
                 sd_files: self.sd_files.clone(),

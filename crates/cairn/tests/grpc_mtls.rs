@@ -174,4 +174,34 @@ fn every_grpc_hop_is_mutual_tls() {
     assert!(empty, "{status} {v}");
     let (_, v) = outsider.get_json("/api/v1/stores", &[]);
     assert!(v.to_string().contains("\"down\""), "{v}");
+
+    // The query layer's HTTP port over mutual TLS too: Grafana with a client certificate
+    // gets answers, a client without one gets no handshake.
+    let http: std::net::SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"));
+    cmd.arg("query")
+        .arg(format!("--http-address={http}"))
+        .arg(format!("--http.server-tls-cert={}", p(&pki.server_cert)))
+        .arg(format!("--http.server-tls-key={}", p(&pki.server_key)))
+        .arg(format!("--http.server-tls-client-ca={}", p(&pki.ca)))
+        .args(endpoints.iter().map(|e| format!("--endpoint={e}")))
+        .args(&args)
+        .arg("--endpoint.info-interval=200ms");
+    let _https_query = common::Proc::spawn("cairn-query-https", &mut cmd, d);
+    let path = format!(
+        "/api/v1/query?{}",
+        common::query_string(&[("query", "count(tls_metric)")])
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the HTTPS query port answers",
+        || {
+            common::https(pki.client_config(true), http, "GET", &path, &[], &[])
+                .is_ok_and(|r| r.status == 200 && r.body.contains(&format!("\"{SERIES}\"")))
+        },
+    );
+    assert!(common::https(pki.client_config(false), http, "GET", &path, &[], &[]).is_err());
+    assert!(common::get(http, "/-/ready").map_or(true, |r| r.status != 200));
 }

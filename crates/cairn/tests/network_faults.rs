@@ -16,18 +16,16 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::load::Writer;
 use common::netns::Lab;
-use common::{
-    remote_write_request, ring_json, store_samples, wait_until, Cairn, CairnQuery, DelayProxy,
-    Ports,
-};
+use common::{ring_json, store_samples, wait_until, Cairn, CairnQuery, DelayProxy, Ports};
 
 const SERIES: usize = 20;
-const TENANT: &str = "default-tenant";
+/// Between two rounds of the writer.
+const PAUSE: Duration = Duration::from_millis(50);
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long each fault lasts while the writer runs.
 const FAULT: Duration = Duration::from_secs(8);
@@ -37,94 +35,6 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
-}
-
-/// The writer: what it sent and what was acknowledged.
-#[derive(Default)]
-struct Writer {
-    last_ts: i64,
-    /// series -> acknowledged timestamps.
-    acked: BTreeMap<String, BTreeSet<i64>>,
-    requests: u64,
-    retries: u64,
-    /// Requests that failed after every retry.
-    failed: u64,
-    /// What each failed attempt got, for the report.
-    errors: Vec<String>,
-}
-
-impl Writer {
-    /// One round (a sample for every series) to `target`, retried as Prometheus' remote write
-    /// retries 5xx answers and transport errors: backoff from 30 ms doubling to 5 s (its
-    /// `min_backoff`/`max_backoff`). Prometheus retries without end; this writer gives up after
-    /// 30 s and counts the request as failed, as it does a 4xx.
-    fn round(&mut self, target: SocketAddr) {
-        let ts = now_ms().max(self.last_ts + 1);
-        self.last_ts = ts;
-        let series: Vec<common::WriteSeries> = (0..SERIES)
-            .map(|i| {
-                (
-                    vec![
-                        ("__name__".to_string(), "net_metric".to_string()),
-                        ("series".to_string(), format!("s{i:02}")),
-                    ],
-                    vec![(ts, (ts % 1_000_000) as f64)],
-                )
-            })
-            .collect();
-        self.requests += 1;
-        let give_up = Instant::now() + Duration::from_secs(30);
-        let mut backoff = Duration::from_millis(30);
-        for attempt in 0.. {
-            if attempt > 0 {
-                if Instant::now() + backoff > give_up {
-                    break;
-                }
-                self.retries += 1;
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-            let answer = remote_write_request(target, TENANT, &series);
-            match &answer {
-                Ok(r) if r.status / 100 == 2 => {}
-                Ok(r) => self
-                    .errors
-                    .push(format!("{target}: {} {}", r.status, r.body.trim())),
-                Err(e) => self.errors.push(format!("{target}: {e}")),
-            }
-            match answer {
-                Ok(r) if r.status / 100 == 2 => {
-                    for i in 0..SERIES {
-                        self.acked
-                            .entry(format!("__name__=net_metric,series=s{i:02}"))
-                            .or_default()
-                            .insert(ts);
-                    }
-                    return;
-                }
-                Ok(r) if r.status / 100 == 4 => break,
-                _ => {}
-            }
-        }
-        self.failed += 1;
-    }
-
-    /// Writes rounds to `targets` in turn for `how_long`; returns the requests that failed.
-    fn run(&mut self, targets: &[SocketAddr], how_long: Duration) -> u64 {
-        let failed = self.failed;
-        let end = Instant::now() + how_long;
-        let mut k = 0;
-        while Instant::now() < end {
-            self.round(targets[k % targets.len()]);
-            k += 1;
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.failed - failed
-    }
-
-    fn acked_samples(&self) -> usize {
-        self.acked.values().map(BTreeSet::len).sum()
-    }
 }
 
 #[test]
@@ -167,17 +77,21 @@ fn acknowledged_samples_survive_partitions_loss_and_latency() {
             endpoints[to]
         ))
     };
-    let mut w = Writer::default();
+    let mut w = Writer::new("net_metric", SERIES);
     let mut faults = 0;
     let mut phases: Vec<(&str, i64)> = Vec::new();
 
-    assert_eq!(w.run(&rw, Duration::from_secs(2)), 0, "healthy network");
+    assert_eq!(
+        w.run(&rw, Duration::from_secs(2), PAUSE),
+        0,
+        "healthy network"
+    );
 
     // 1. Node 2 cut off: writes go to the others, and none fails.
     phases.push(("partition", now_ms()));
     lab.isolate(2);
     faults += 1;
-    let failed = w.run(&rw[..2], FAULT);
+    let failed = w.run(&rw[..2], FAULT, PAUSE);
     lab.heal(2);
     assert!(
         hints(0, 2) > 0.0 && hints(1, 2) > 0.0,
@@ -194,7 +108,7 @@ fn acknowledged_samples_survive_partitions_loss_and_latency() {
     lab.drop_from(1, 0);
     faults += 1;
     let before = (hints(0, 1), hints(1, 0));
-    let failed = w.run(&rw, FAULT);
+    let failed = w.run(&rw, FAULT, PAUSE);
     lab.heal(1);
     assert!(hints(0, 1) > before.0, "node 0 still reached node 1");
     assert_eq!(
@@ -209,7 +123,7 @@ fn acknowledged_samples_survive_partitions_loss_and_latency() {
         lab.loss(i, 10);
     }
     faults += 1;
-    let failed_loss = w.run(&rw, FAULT);
+    let failed_loss = w.run(&rw, FAULT, PAUSE);
     lab.heal_all();
 
     // 4. 200 ms on the way to node 1's gRPC port, from both its peers.
@@ -222,7 +136,7 @@ fn acknowledged_samples_survive_partitions_loss_and_latency() {
     lab.detour(0, 1, 10901, proxy.addr);
     lab.detour(2, 1, 10901, proxy.addr);
     faults += 1;
-    let failed_latency = w.run(&rw, FAULT);
+    let failed_latency = w.run(&rw, FAULT, PAUSE);
     lab.heal_all();
 
     phases.push(("healed", now_ms()));
@@ -237,21 +151,17 @@ fn acknowledged_samples_survive_partitions_loss_and_latency() {
 
     let mut lost = 0;
     for (i, p) in ports.iter().enumerate() {
-        let stored = store_samples(p.grpc, "net_metric", &["replica", "tenant_id"]);
-        for (series, ts) in &w.acked {
-            let have: BTreeSet<i64> = stored
-                .get(series)
-                .map(|s| s.iter().map(|&(t, _)| t).collect())
-                .unwrap_or_default();
-            let missing: Vec<&i64> = ts.difference(&have).collect();
-            if !missing.is_empty() {
-                eprintln!(
-                    "node {i}: {series} misses acknowledged samples at {missing:?} (phases began at {:?})",
-                    phases
-                );
-            }
-            lost += missing.len();
+        let missing = w.missing_in(&store_samples(
+            p.grpc,
+            "net_metric",
+            &["replica", "tenant_id"],
+        ));
+        if missing > 0 {
+            eprintln!(
+                "node {i} misses {missing} acknowledged samples (phases began at {phases:?})"
+            );
         }
+        lost += missing;
     }
 
     // And through the query layer, de-duplicated.
@@ -259,27 +169,7 @@ fn acknowledged_samples_survive_partitions_loss_and_latency() {
     let query = CairnQuery::start(dir.path(), &grpc, &["--query.replica-label=replica"]);
     let (status, v) = query.get_json("/api/v1/query", &[("query", "net_metric[10m]")]);
     assert_eq!(status, 200, "{v}");
-    let mut through_query: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
-    for s in v["data"]["result"].as_array().unwrap() {
-        let name = format!(
-            "__name__=net_metric,series={}",
-            s["metric"]["series"].as_str().unwrap()
-        );
-        let ts = s["values"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| (p[0].as_f64().unwrap() * 1000.0).round() as i64);
-        through_query.entry(name).or_default().extend(ts);
-    }
-    let lost_query: usize = w
-        .acked
-        .iter()
-        .map(|(s, ts)| {
-            ts.difference(through_query.get(s).unwrap_or(&BTreeSet::new()))
-                .count()
-        })
-        .sum();
+    let lost_query = w.missing_in_query(&v);
 
     let reordered = nodes
         .iter()

@@ -3,8 +3,8 @@
 //! Owns the types and grammars that more than one layer speaks, so each exists once:
 //! [`labels`] (a series' identity and its ordering), [`matcher`] (label matchers with their
 //! compiled regexes), the stale marker, [`duration`] (Prometheus' duration grammar),
-//! [`dedup`] (merging a series' replicas), [`time`] (civil dates and RFC 3339 timestamps in milliseconds) and [`glob`] (Go's
-//! `filepath.Match` patterns).
+//! [`dedup`] (merging a series' replicas), [`time`] (civil dates and RFC 3339 timestamps in milliseconds), [`glob`] (Go's
+//! `filepath.Match` patterns) and [`yaml`] (configuration files, alias expansion bounded).
 //!
 //! It owns no storage, no wire format and no I/O: `tsdb` builds postings lookups on these
 //! types, `promql` evaluates with them, the services above pass them along.
@@ -15,6 +15,7 @@ pub mod glob;
 pub mod labels;
 pub mod matcher;
 pub mod time;
+pub mod yaml;
 
 pub use labels::{Label, Labels};
 pub use matcher::{MatchType, Matcher};

@@ -94,7 +94,7 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
 
 impl BucketConfig {
     pub fn parse(text: &str) -> Result<BucketConfig> {
-        serde_saphyr::from_str(text).map_err(|e| Error::Config(e.to_string()))
+        model::yaml::from_str(text).map_err(|e| Error::Config(e.to_string()))
     }
 
     pub fn from_file(path: &std::path::Path) -> Result<BucketConfig> {

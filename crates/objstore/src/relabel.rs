@@ -195,11 +195,12 @@ pub fn parse_relabel_configs(
         return Ok(Vec::new());
     }
     let raw: Option<Vec<RawConfig>> =
-        serde_saphyr::from_str(yaml).map_err(|e| RelabelError::Yaml(e.to_string()))?;
+        model::yaml::from_str(yaml).map_err(|e| RelabelError::Yaml(e.to_string()))?;
+    let mut compiled = std::collections::HashMap::new();
     raw.unwrap_or_default()
         .into_iter()
         .enumerate()
-        .map(|(i, raw)| RelabelConfig::from_raw(i + 1, raw, allowed))
+        .map(|(i, raw)| RelabelConfig::from_raw(i + 1, raw, allowed, &mut compiled))
         .collect()
 }
 
@@ -208,6 +209,7 @@ impl RelabelConfig {
         index: usize,
         raw: RawConfig,
         allowed: Option<&[Action]>,
+        compiled: &mut std::collections::HashMap<String, Regex>,
     ) -> Result<RelabelConfig, RelabelError> {
         let invalid = |field: &'static str, message: String| RelabelError::Invalid {
             index,
@@ -234,8 +236,18 @@ impl RelabelConfig {
         }
         let regex_given = raw.regex.is_some();
         let regex_source = raw.regex.map_or_else(|| DEFAULT_REGEX.to_string(), |r| r.0);
-        let regex = compile_anchored(&regex_source)
-            .map_err(|e| invalid("regex", format!("{regex_source:?} does not compile: {e}")))?;
+        // Compiling a regex costs a few hundred KiB whatever its size: a file repeating one
+        // (the default, most often) compiles it once.
+        let regex = match compiled.get(&regex_source) {
+            Some(r) => Regex::clone(r),
+            None => {
+                let r = compile_anchored(&regex_source).map_err(|e| {
+                    invalid("regex", format!("{regex_source:?} does not compile: {e}"))
+                })?;
+                compiled.insert(regex_source.clone(), r.clone());
+                r
+            }
+        };
         let source_labels_given = raw.source_labels.is_some();
         let config = RelabelConfig {
             source_labels: raw

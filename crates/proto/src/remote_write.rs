@@ -174,9 +174,36 @@ fn decode_label<'a>(buf: &'a [u8], base: usize) -> Result<Label<'a>, WireError> 
     Ok(l)
 }
 
-/// Decodes a Remote Write 1.0 `WriteRequest`.
+/// How many top-level fields numbered `field` `buf` holds (a scan that allocates nothing).
+fn count_fields(buf: &[u8], field: u32) -> Result<usize, WireError> {
+    let mut r = Reader::new(buf, 0);
+    let mut n = 0;
+    while !r.done() {
+        let (f, wt) = r.tag()?;
+        if f == field && wt == wire::LEN {
+            n += 1;
+        }
+        r.skip(wt)?;
+    }
+    Ok(n)
+}
+
+/// The number of series in a Remote Write 1.0 request, without decoding it: a receiver
+/// refuses a request over its series limit before it allocates for each series.
+pub fn series_count_v1(buf: &[u8]) -> Result<usize, DecodeError> {
+    Ok(count_fields(buf, 1)?)
+}
+
+/// [`series_count_v1`] for Remote Write 2.0.
+pub fn series_count_v2(buf: &[u8]) -> Result<usize, DecodeError> {
+    Ok(count_fields(buf, 5)?)
+}
+
+/// Decodes a Remote Write 1.0 `WriteRequest`. Memory: one [`TimeSeries`] per series the
+/// buffer holds, reserved once (a series takes at least 2 bytes of the buffer).
 pub fn decode_v1(buf: &[u8]) -> Result<WriteRequest<'_>, DecodeError> {
     let mut req = WriteRequest::default();
+    req.timeseries.reserve_exact(series_count_v1(buf)?);
     let mut r = Reader::new(buf, 0);
     while !r.done() {
         match r.tag()? {
@@ -206,7 +233,9 @@ pub struct ThanosWrite<'a> {
 /// Decodes a `thanos.WriteRequest` without copying label strings.
 pub fn decode_thanos_write(buf: &[u8]) -> Result<ThanosWrite<'_>, DecodeError> {
     let mut out = ThanosWrite::default();
+    out.tenants.reserve_exact(count_fields(buf, 4)? + 1);
     let mut main = WriteRequest::default();
+    main.timeseries.reserve_exact(count_fields(buf, 1)?);
     let mut tenant = "";
     let mut r = Reader::new(buf, 0);
     while !r.done() {
@@ -221,6 +250,7 @@ pub fn decode_thanos_write(buf: &[u8]) -> Result<ThanosWrite<'_>, DecodeError> {
                 let (b, base) = r.bytes()?;
                 let mut tr = Reader::new(b, base);
                 let (mut t, mut req) = ("", WriteRequest::default());
+                req.timeseries.reserve_exact(count_fields(b, 1)?);
                 while !tr.done() {
                     match tr.tag()? {
                         (1, wire::LEN) => {
@@ -305,7 +335,7 @@ fn decode_metadata_v1(buf: &[u8], base: usize) -> Result<Metadata<'_>, WireError
 pub fn decode_v2(buf: &[u8]) -> Result<WriteRequest<'_>, DecodeError> {
     // Symbols may come after the series that reference them: collect both first.
     let mut symbols: Vec<&str> = Vec::new();
-    let mut series: Vec<(&[u8], usize)> = Vec::new();
+    let mut series: Vec<(&[u8], usize)> = Vec::with_capacity(series_count_v2(buf)?);
     let mut r = Reader::new(buf, 0);
     while !r.done() {
         match r.tag()? {
@@ -318,6 +348,7 @@ pub fn decode_v2(buf: &[u8]) -> Result<WriteRequest<'_>, DecodeError> {
         return Err(DecodeError::FirstSymbolNotEmpty);
     }
     let mut req = WriteRequest::default();
+    req.timeseries.reserve_exact(series.len());
     for (b, base) in series {
         req.timeseries.push(decode_series_v2(b, base, &symbols)?);
     }

@@ -84,7 +84,7 @@ pub fn parse(text: &str) -> Result<Vec<String>, SdError> {
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let groups: Vec<TargetGroup> = serde_saphyr::from_str(text).map_err(SdError::Syntax)?;
+    let groups: Vec<TargetGroup> = model::yaml::from_str(text).map_err(SdError::Syntax)?;
     Ok(groups
         .into_iter()
         .flat_map(|g| g.targets)

@@ -14,6 +14,8 @@ use crate::endpoints::{EndpointConfig, EndpointSet};
 pub struct QueryConfig {
     /// `--http-address`.
     pub http_address: SocketAddr,
+    /// `--http.server-tls-*`: TLS (mutual with a client CA) on the HTTP port.
+    pub http_tls: Option<tls::ServerFiles>,
     pub endpoints: EndpointConfig,
     pub api: ApiConfig,
 }
@@ -22,6 +24,7 @@ impl Default for QueryConfig {
     fn default() -> Self {
         QueryConfig {
             http_address: ([0, 0, 0, 0], 10904).into(),
+            http_tls: None,
             endpoints: EndpointConfig::default(),
             api: ApiConfig::default(),
         }
@@ -63,9 +66,21 @@ pub async fn serve(
         let _ = stop_rx.wait_for(|stopped| *stopped).await;
     }));
     let api = Api::new(config.api.clone(), endpoints);
-    let result = axum::serve(listener, api::router(api))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let router = api::router(api);
+    let result = match &config.http_tls {
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(files) => {
+            let tls = tls::ServerTls::load(files, &[b"h2", b"http/1.1"])
+                .map_err(std::io::Error::other)?;
+            axum::serve(tls::TlsListener::new(listener, tls)?, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    };
     let _ = stop_tx.send(true);
     let _ = updater.await;
     tracing::info!("query stopped");

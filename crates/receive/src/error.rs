@@ -101,6 +101,8 @@ pub enum IngestError {
     TooManySamples { count: usize, limit: usize },
     #[error("invalid snappy body: {0}")]
     Snappy(#[source] snap::Error),
+    #[error("invalid snappy body: it declares {declared} bytes uncompressed, more than {size} compressed bytes can hold")]
+    SnappyDeclaredLength { declared: usize, size: usize },
     #[error("invalid remote-write protobuf: {0}")]
     Protobuf(String),
     #[error("invalid thanos.WriteRequest: {0}")]
@@ -127,6 +129,7 @@ impl IngestError {
             | IngestError::TooManySeries { .. }
             | IngestError::TooManySamples { .. } => StatusClass::PayloadTooLarge,
             IngestError::Snappy(_)
+            | IngestError::SnappyDeclaredLength { .. }
             | IngestError::Protobuf(_)
             | IngestError::ThanosProtobuf(_)
             | IngestError::ReplicaOutOfRange { .. }

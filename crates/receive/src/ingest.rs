@@ -162,16 +162,20 @@ impl Receiver {
                 limit: max_body,
             });
         }
-        let decoded_len = snap::raw::decompress_len(body).map_err(IngestError::Snappy)?;
-        if decoded_len > limits.max_decoded_bytes {
-            return Err(IngestError::DecodedTooLarge {
-                size: decoded_len,
-                limit: limits.max_decoded_bytes,
+        let raw = decode_snappy_body(body, limits.max_decoded_bytes)?;
+        // The series limit first, from a scan that allocates nothing: decoding takes memory
+        // per series.
+        let count = match version {
+            ProtoVersion::V1 => proto::remote_write::series_count_v1(&raw),
+            ProtoVersion::V2 => proto::remote_write::series_count_v2(&raw),
+        }
+        .map_err(|e| IngestError::Protobuf(e.to_string()))?;
+        if count > max_series {
+            return Err(IngestError::TooManySeries {
+                count,
+                limit: max_series,
             });
         }
-        let raw = snap::raw::Decoder::new()
-            .decompress_vec(body)
-            .map_err(IngestError::Snappy)?;
         let req = match version {
             ProtoVersion::V1 => proto::remote_write::decode_v1(&raw),
             ProtoVersion::V2 => proto::remote_write::decode_v2(&raw),
@@ -281,4 +285,30 @@ impl Receiver {
                 .inc_by(*n as u64);
         }
     }
+}
+
+/// Most bytes one byte of a snappy block can stand for: a 3-byte copy element writes at most 64.
+const SNAPPY_MAX_EXPANSION: usize = 22;
+
+/// Decompresses a remote-write body (snappy block format). The length the body declares is
+/// checked first, against `max_decoded` and against what its size can hold at all, so a
+/// few hostile bytes cannot make the receiver allocate the limit before failing: what is
+/// allocated stays within [`SNAPPY_MAX_EXPANSION`] times the body.
+pub fn decode_snappy_body(body: &[u8], max_decoded: usize) -> Result<Vec<u8>, IngestError> {
+    let declared = snap::raw::decompress_len(body).map_err(IngestError::Snappy)?;
+    if declared > max_decoded {
+        return Err(IngestError::DecodedTooLarge {
+            size: declared,
+            limit: max_decoded,
+        });
+    }
+    if declared > body.len().saturating_mul(SNAPPY_MAX_EXPANSION) {
+        return Err(IngestError::SnappyDeclaredLength {
+            declared,
+            size: body.len(),
+        });
+    }
+    snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(IngestError::Snappy)
 }

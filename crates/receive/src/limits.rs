@@ -79,7 +79,7 @@ impl LimitsConfig {
         if text.trim().is_empty() {
             return Ok(LimitsConfig::default());
         }
-        serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))
+        model::yaml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))
     }
 
     pub fn for_tenant(&self, tenant: &str) -> TenantLimits {

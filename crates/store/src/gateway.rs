@@ -116,7 +116,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 /// Reads an index cache config: `(max_size, max_item_size)` in bytes.
 pub fn parse_index_cache_config(yaml: &str) -> Result<(u64, u64), String> {
     let file: IndexCacheFile =
-        serde_saphyr::from_str(yaml).map_err(|e| format!("index cache config: {e}"))?;
+        model::yaml::from_str(yaml).map_err(|e| format!("index cache config: {e}"))?;
     if !file.kind.eq_ignore_ascii_case("IN-MEMORY") {
         return Err(format!(
             "index cache config: type {:?} is not supported (only IN-MEMORY)",
@@ -158,7 +158,7 @@ struct CachingBucketFile {
 /// without a config) or `max_size: 0` turns the cache off.
 pub fn parse_caching_bucket_config(yaml: &str) -> Result<ChunksCacheConfig, String> {
     let file: CachingBucketFile =
-        serde_saphyr::from_str(yaml).map_err(|e| format!("caching bucket config: {e}"))?;
+        model::yaml::from_str(yaml).map_err(|e| format!("caching bucket config: {e}"))?;
     if file.kind.eq_ignore_ascii_case("NONE") {
         return Ok(ChunksCacheConfig::disabled());
     }

@@ -94,7 +94,8 @@ impl Record {
             Some(&TYPE_SERIES) => {
                 let series_ref = d.u64be()?;
                 let n = d.uvarint()? as usize;
-                let mut labels = Vec::with_capacity(n.min(1024));
+                // Capacity from what the rest of the record can hold, not from the count it claims.
+                let mut labels = Vec::with_capacity(n.min(d.remaining() / 2));
                 for _ in 0..n {
                     let name = d.string()?;
                     let value = d.string()?;
@@ -107,7 +108,7 @@ impl Record {
             }
             Some(&TYPE_SAMPLES) => {
                 let n = d.uvarint()? as usize;
-                let mut samples = Vec::with_capacity(n.min(1 << 16));
+                let mut samples = Vec::with_capacity(n.min(d.remaining() / 10));
                 let (mut r, mut t) = (0i64, 0i64);
                 for _ in 0..n {
                     r = r.wrapping_add(d.varint()?);
@@ -176,6 +177,10 @@ struct Decoder<'a> {
 }
 
 impl<'a> Decoder<'a> {
+    fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+
     fn bytes(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
         let end = self
             .pos

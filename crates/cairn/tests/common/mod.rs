@@ -2,6 +2,7 @@
 //! on loopback with free ports and temp dirs, waits for readiness, and cleans up on drop.
 #![allow(dead_code)]
 
+pub mod load;
 pub mod netns;
 
 use std::io::{Read, Write};
