@@ -174,7 +174,7 @@ stop_peer() { # name
   PEER_PID=
 }
 
-declare -A RATE RSS CPU GEN_CPU OTHER_CPU STATUS BEST_RATE MAX_RSS
+declare -A RATE RSS CPU GEN_CPU OTHER_CPU STATUS BEST_RATE MAX_RSS DISK WALK
 RUNS=()
 FAILED=0
 WANT=$((SERIES * ROUNDS * SAMPLES_PER_SERIES))
@@ -237,6 +237,14 @@ run_peer() { # name run-number
     die "$name died during the run (log above)"
   fi
   RSS[$key]=$(proc_kib "$PEER_PID" VmHWM)
+  # On disk right after the load: the whole data directory, and the WAL alone (Cairn: every
+  # tenant's wal/; Prometheus: wal/; VictoriaMetrics has none).
+  DISK[$key]=$(du -sk "$dir" | cut -f1)
+  case $name in
+  cairn) WALK[$key]=$(du -skc "$dir"/*/wal 2>/dev/null | tail -1 | cut -f1) ;;
+  prometheus) WALK[$key]=$(du -sk "$dir/wal" | cut -f1) ;;
+  *) WALK[$key]= ;;
+  esac
   CPU[$key]=$(awk -v a="$(proc_cpu_s "$PEER_PID")" -v b="$cpu0" 'BEGIN { printf "%.2f", a - b }')
   RATE[$key]=$(sed -n 's/.*"samples_per_second":\([0-9.]*\).*/\1/p' "$WORK/$key.json")
   RATE[$key]=${RATE[$key]:-0}
@@ -278,16 +286,19 @@ done
 
 # --- summary ------------------------------------------------------------------------------
 echo
-printf '%-20s %10s %9s %8s %13s %9s %9s  %s\n' run samples/s "RSS MiB" "CPU s" samples/CPU-s \
-  "gen CPU" "other CPU" status
+printf '%-20s %10s %9s %8s %13s %9s %9s %9s %8s  %s\n' run samples/s "RSS MiB" "CPU s" samples/CPU-s \
+  "gen CPU" "other CPU" "disk MiB" "WAL MiB" status
 for k in "${RUNS[@]}"; do
   awk -v k="$k" -v r="${RATE[$k]}" -v rss="${RSS[$k]}" -v cpu="${CPU[$k]}" -v st="${STATUS[$k]}" \
-    -v g="${GEN_CPU[$k]:-0}" -v o="${OTHER_CPU[$k]}" -v n="$WANT" 'BEGIN {
-      printf "%-20s %10.0f %9.1f %8.1f %13s %9.1f %9s  %s\n", k, r, rss / 1024, cpu,
-        (cpu > 0 ? sprintf("%.0f", n / cpu) : "-"), g, o, st }'
+    -v g="${GEN_CPU[$k]:-0}" -v o="${OTHER_CPU[$k]}" -v n="$WANT" -v disk="${DISK[$k]:-0}" \
+    -v wal="${WALK[$k]}" 'BEGIN {
+      printf "%-20s %10.0f %9.1f %8.1f %13s %9.1f %9s %9.1f %8s  %s\n", k, r, rss / 1024, cpu,
+        (cpu > 0 ? sprintf("%.0f", n / cpu) : "-"), g, o, disk / 1024,
+        (wal == "" ? "-" : sprintf("%.1f", wal / 1024)), st }'
 done
 cat <<EOF
-(RSS: peak resident set (VmHWM) after the run. CPU s: the peer's CPU time during the load; gen
+(RSS: peak resident set (VmHWM) after the run. disk, WAL: the data directory and its WAL right
+after the load, before the peer stops. CPU s: the peer's CPU time during the load; gen
 CPU: the load generator's while sending; other CPU: what everything else on the machine used
 while it sent. Cairn WAL fsync: $CAIRN_WAL_FSYNC; data on $FS_TYPE; $(nproc) CPUs.)
 EOF

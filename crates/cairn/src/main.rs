@@ -153,6 +153,10 @@ struct ReceiveArgs {
     /// an interval such as `1s`, or `never`.
     #[arg(long = "tsdb.wal-fsync", default_value = "always", value_parser = parse_fsync)]
     wal_fsync: FsyncPolicy,
+    /// Snappy-compress each commit's WAL records together (Thanos' and Prometheus' default
+    /// too); `--tsdb.wal-compression=false` writes them plain. Replay reads both.
+    #[arg(long = "tsdb.wal-compression", default_value_t = true, action = clap::ArgAction::Set)]
+    wal_compression: bool,
     /// External label added to every tenant's blocks, `name="value"`; repeatable.
     #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
@@ -604,6 +608,11 @@ struct QueryArgs {
     /// /-/ready and /metrics stay open.
     #[arg(long = "http.auth-file")]
     http_auth_file: Option<PathBuf>,
+    /// How replicas are merged: `penalty` (Thanos' default: follows one replica, switches
+    /// across gaps, drops samples around a switch) or `chain` (every timestamp once: exact for
+    /// a pool of receivers, whose replicas hold the same samples).
+    #[arg(long = "deduplication.func", default_value = "penalty")]
+    dedup_func: query::DedupFunc,
     /// Every request sees the series of one tenant only: the one its tenant header names (the
     /// default tenant without it), whatever matchers it sends; stores are told the tenant too.
     #[arg(long = "query.enforce-tenancy")]
@@ -654,6 +663,7 @@ impl QueryArgs {
                     .then_some(self.response_timeout),
                 max_concurrent: self.max_concurrent,
                 auto_downsampling: self.auto_downsampling,
+                dedup_func: self.dedup_func,
                 tenancy: query::api::Tenancy {
                     enforce: self.enforce_tenancy,
                     header: self.tenant_header.clone(),
@@ -724,6 +734,7 @@ impl ReceiveArgs {
             default_tenant: self.default_tenant.clone(),
             tenant_label_name: self.tenant_label_name.clone(),
             fsync: self.wal_fsync,
+            wal_compression: self.wal_compression,
             limits: RequestLimits {
                 max_body_bytes: self.max_request_bytes,
                 max_series: self.max_request_series,

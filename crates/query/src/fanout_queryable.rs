@@ -34,6 +34,34 @@ pub struct ReadOptions {
     /// raw data only); a select feeding a function that needs two samples in its range reads
     /// at most half that range ([`max_resolution_for`]).
     pub max_resolution_window: i64,
+    /// `--deduplication.func`: how replicas are merged.
+    pub dedup_func: DedupFunc,
+}
+
+/// How the samples of a series' replicas are merged (Thanos Query's `--deduplication.func`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DedupFunc {
+    /// Thanos' penalty algorithm: follows one replica, switches only across a gap. Made for
+    /// replicas that scrape on their own (timestamps differ); it drops samples around a
+    /// switch.
+    #[default]
+    Penalty,
+    /// Every timestamp once, the first replica's sample winning: exact for replicas holding
+    /// the same samples, as the receivers of a pool do (Thanos recommends it for Receive).
+    Chain,
+}
+
+impl std::str::FromStr for DedupFunc {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "" | "penalty" => Ok(DedupFunc::Penalty),
+            "chain" => Ok(DedupFunc::Chain),
+            other => Err(format!(
+                "unknown deduplication function {other:?}: use \"penalty\" or \"chain\""
+            )),
+        }
+    }
 }
 
 impl Default for ReadOptions {
@@ -43,6 +71,7 @@ impl Default for ReadOptions {
             replica_labels: Vec::new(),
             fanout: FanoutOptions::default(),
             max_resolution_window: 0,
+            dedup_func: DedupFunc::Penalty,
         }
     }
 }
@@ -173,12 +202,11 @@ impl Queryable for FanoutQueryable {
         }
         let dedup = self.opts.dedup_active();
         let groups = group(gathered.answers, &self.opts.replica_labels, dedup);
-        let mode = if dedup {
-            MergeMode::Penalty {
+        let mode = match (dedup, self.opts.dedup_func) {
+            (true, DedupFunc::Penalty) => MergeMode::Penalty {
                 counter: is_counter_func(hints.func.as_deref()),
-            }
-        } else {
-            MergeMode::Union
+            },
+            (true, DedupFunc::Chain) | (false, _) => MergeMode::Union,
         };
         let mut merger = Merger::default();
         let mut buf: Vec<Sample> = Vec::new();

@@ -35,6 +35,6 @@ pub mod server;
 mod tsdb_queryable;
 pub mod ui;
 
-pub use fanout_queryable::{FanoutQueryable, ReadOptions};
+pub use fanout_queryable::{DedupFunc, FanoutQueryable, ReadOptions};
 pub use server::{run, serve, QueryConfig};
 pub use tsdb_queryable::TsdbQueryable;

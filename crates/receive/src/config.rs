@@ -45,6 +45,8 @@ pub struct ReceiveConfig {
     pub default_tenant: String,
     pub tenant_label_name: String,
     pub fsync: FsyncPolicy,
+    /// `--tsdb.wal-compression`: snappy-compress each commit's WAL records together.
+    pub wal_compression: bool,
     pub limits: RequestLimits,
     /// How often heads are checked for blocks to cut and retention is applied.
     pub maintenance_interval: Duration,
@@ -96,6 +98,7 @@ impl Default for ReceiveConfig {
             default_tenant: "default-tenant".into(),
             tenant_label_name: "tenant_id".into(),
             fsync: FsyncPolicy::Always,
+            wal_compression: true,
             limits: RequestLimits::default(),
             maintenance_interval: Duration::from_secs(5),
             limits_file: None,

@@ -136,6 +136,7 @@ impl Tenants {
             retention: self.config.retention.map(|r| r.as_millis() as i64),
             wal: WalOptions {
                 fsync: self.config.fsync,
+                compression: self.config.wal_compression,
                 ..Default::default()
             },
             out_of_order_window: self.config.out_of_order_window.as_millis() as i64,

@@ -87,6 +87,8 @@ pub struct ApiConfig {
     pub auto_downsampling: bool,
     /// Which tenant a request reads.
     pub tenancy: Tenancy,
+    /// `--deduplication.func`.
+    pub dedup_func: crate::fanout_queryable::DedupFunc,
     /// `--http.auth-file`: credentials every request but the probes and /metrics must carry
     /// (the receiver's auth file format). A principal bound to a tenant reads that tenant only.
     pub auth: Option<Arc<auth::Authenticator>>,
@@ -116,6 +118,7 @@ impl Default for ApiConfig {
             max_concurrent: 20,
             auto_downsampling: false,
             tenancy: Tenancy::default(),
+            dedup_func: Default::default(),
             auth: None,
         }
     }
@@ -408,6 +411,7 @@ impl Api {
             step_ms / 5,
         )?;
         Ok(ReadOptions {
+            dedup_func: self.config.dedup_func,
             dedup,
             replica_labels,
             fanout: FanoutOptions {
