@@ -11,6 +11,7 @@
 #   INTERVAL [15s]              sample spacing within a series (the run must span <= 1h)
 #   PEERS ["cairn prometheus victoria-metrics"]   which peers, in this order
 #   CAIRN_WAL_FSYNC [always]    Cairn's --tsdb.wal-fsync
+#   CAIRN_ARGS                  more flags for `cairn receive` (e.g. --tsdb.wal-compression=false)
 #   CAIRN_BIN                   use this cairn binary instead of building one
 #   CARGO_TARGET_DIR [<repo>/target]  where the release build goes (reused)
 #   PROMETHEUS_BIN [/usr/bin/prometheus] VM_BIN [/usr/bin/victoria-metrics]
@@ -194,7 +195,7 @@ run_peer() { # name run-number
     "${NICE[@]}" "$CAIRN_BIN" receive --tsdb.path "$dir" \
       --remote-write.address "127.0.0.1:$port" --http-address "127.0.0.1:$http_port" \
       --grpc-address "127.0.0.1:$grpc_port" --tsdb.wal-fsync "$CAIRN_WAL_FSYNC" \
-      >"$WORK/$name.log" 2>&1 &
+      ${CAIRN_ARGS:-} >"$WORK/$name.log" 2>&1 &
     PEER_PID=$!
     url=http://127.0.0.1:$port/api/v1/receive
     ready=http://127.0.0.1:$http_port/-/ready
@@ -238,10 +239,10 @@ run_peer() { # name run-number
   fi
   RSS[$key]=$(proc_kib "$PEER_PID" VmHWM)
   # On disk right after the load: the whole data directory, and the WAL alone (Cairn: every
-  # tenant's wal/; Prometheus: wal/; VictoriaMetrics has none).
+  # tenant's cairn-wal/; Prometheus: wal/; VictoriaMetrics has none).
   DISK[$key]=$(du -sk "$dir" | cut -f1)
   case $name in
-  cairn) WALK[$key]=$(du -skc "$dir"/*/wal 2>/dev/null | tail -1 | cut -f1) ;;
+  cairn) WALK[$key]=$(du -skc "$dir"/*/cairn-wal 2>/dev/null | tail -1 | cut -f1) ;;
   prometheus) WALK[$key]=$(du -sk "$dir/wal" | cut -f1) ;;
   *) WALK[$key]= ;;
   esac
