@@ -6,9 +6,12 @@ use std::sync::{Arc, Mutex};
 
 use super::series::{MemSeries, SeriesSamples};
 use super::Head;
-use crate::labels::IdentityHash;
+use crate::labels::{IdentityHash, StrHash};
 use crate::matcher::PostingsIndex;
 use crate::{Label, Labels, Result};
+
+/// Series refs by label value, for one label name.
+pub(super) type ValuePostings = HashMap<Arc<str>, Vec<u64>, StrHash>;
 
 #[derive(Default)]
 pub(super) struct HeadIndex {
@@ -18,8 +21,8 @@ pub(super) struct HeadIndex {
     /// ...and the rare series whose upper 64 bits are taken by another series.
     pub(super) collisions: HashMap<u64, Vec<Arc<MemSeries>>, IdentityHash>,
     pub(super) by_ref: BTreeMap<u64, Arc<MemSeries>>,
-    pub(super) postings: HashMap<Arc<str>, HashMap<Arc<str>, Vec<u64>>>,
-    pub(super) symbols: HashSet<Arc<str>>,
+    pub(super) postings: HashMap<Arc<str>, ValuePostings, StrHash>,
+    pub(super) symbols: HashSet<Arc<str>, StrHash>,
 }
 
 impl HeadIndex {
