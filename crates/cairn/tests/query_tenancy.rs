@@ -341,4 +341,16 @@ fn credentials_bound_to_a_tenant_read_that_tenant_only() {
     let (status, v, _) = ask(&[("Authorization", &admin)], "tenancy_shared");
     assert_eq!(status, 200, "{v}");
     assert_eq!(tenants_of(&v), ["default-tenant", "team-a", "team-b"]);
+
+    // The admin pages name every tenant: unbound credentials only.
+    for path in ["/api/v1/stores", "/api/v1/status/cluster"] {
+        let status_for = |auth: &str| {
+            http(query.http, "GET", path, &[("Authorization", auth)], &[])
+                .unwrap()
+                .status
+        };
+        assert_eq!(status_for(&admin), 200, "{path}");
+        assert_eq!(status_for(&alice), 403, "{path}");
+        assert_eq!(status_for("Bearer tok-b"), 403, "{path}");
+    }
 }

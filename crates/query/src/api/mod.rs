@@ -855,11 +855,35 @@ async fn label_values_handler(
     })
 }
 
-async fn stores_handler(State(api): State<Arc<Api>>) -> Response {
-    respond(api.stores())
+/// The admin pages list every store's label sets (every tenant's name) and the pool's state:
+/// credentials bound to a tenant may not read them.
+fn admin_only(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(auth) = &api.config.auth else {
+        return Ok(());
+    };
+    match auth.authenticate(authorization(headers)) {
+        Ok(p) => match p.tenant {
+            Some(t) => Err(ApiError::new(
+                ErrorType::Forbidden,
+                format!(
+                    "{} is bound to tenant {t:?}: the stores and cluster pages show every tenant",
+                    p.name
+                ),
+            )),
+            None => Ok(()),
+        },
+        Err(e) => Err(ApiError::new(ErrorType::Unauthorized, e.to_string())),
+    }
 }
 
-async fn cluster_handler(State(api): State<Arc<Api>>) -> Response {
+async fn stores_handler(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
+    respond(admin_only(&api, &headers).and_then(|()| api.stores()))
+}
+
+async fn cluster_handler(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
+    if let Err(e) = admin_only(&api, &headers) {
+        return respond(Err(e));
+    }
     let data = crate::cluster::cluster(&api.endpoints, &api.cluster_names).await;
     respond(Ok(Answer::new(data.to_string(), Vec::new())))
 }
