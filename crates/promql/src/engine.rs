@@ -6,7 +6,7 @@ use promql_parser::parser::Expr;
 
 use crate::error::{Error, Result};
 use crate::eval::{cleanup_names, CancelToken, Evaluator, HintCtx, Steps, Val};
-use crate::storage::Queryable;
+use crate::storage::{Matcher, Queryable, SelectHints, Series};
 use crate::value::{InstantSample, QueryResult, QueryValue, RangeSeries};
 
 /// Engine configuration.
@@ -71,6 +71,31 @@ impl Engine {
         }
     }
 
+    /// Announces the selects `expr` will make to storage that wants them
+    /// ([`Queryable::prefetch`]). They are found by evaluating `expr` over an empty storage
+    /// that records them: a selector's bounds and hints follow from the query and the
+    /// expression, not from the data, so the real run asks for the same ones. An expression
+    /// the dry run cannot evaluate announces what it reached, and the real run reports the
+    /// error.
+    fn prefetch(&self, storage: &dyn Queryable, expr: &Expr, start: i64, end: i64, step: i64) {
+        if !storage.wants_prefetch() {
+            return;
+        }
+        let recorder = Recorder::default();
+        let mut ev = self.evaluator(&recorder, start, end, step, None);
+        let steps = if step == 0 {
+            Steps::single(start)
+        } else {
+            Steps { start, end, step }
+        };
+        let _ = ev.eval(expr, steps, &HintCtx::default());
+        let selects = recorder.selects.into_inner().unwrap_or_default();
+        // One select gains nothing from going first.
+        if selects.len() > 1 {
+            storage.prefetch(&selects);
+        }
+    }
+
     /// Runs an instant query at `t` (ms).
     pub fn instant_query(
         &self,
@@ -90,6 +115,7 @@ impl Engine {
         t: i64,
         cancel: Option<CancelToken>,
     ) -> Result<QueryResult> {
+        self.prefetch(storage, expr, t, t, 0);
         let mut ev = self.evaluator(storage, t, t, 0, cancel);
         let val = ev.eval(expr, Steps::single(t), &HintCtx::default())?;
         let value = match val {
@@ -162,6 +188,7 @@ impl Engine {
                 "end timestamp must not be before start time".into(),
             ));
         }
+        self.prefetch(storage, expr, start, end, step);
         let mut ev = self.evaluator(storage, start, end, step, cancel);
         let steps = Steps { start, end, step };
         let val = ev.eval(expr, steps, &HintCtx::default())?;
@@ -200,5 +227,22 @@ impl Engine {
             value: QueryValue::Matrix(out),
             annotations: ev.annos,
         })
+    }
+}
+
+/// Storage without data that writes down what it is asked for ([`Engine::prefetch`]).
+#[derive(Default)]
+struct Recorder {
+    selects: std::sync::Mutex<Vec<(SelectHints, Vec<Matcher>)>>,
+}
+
+impl Queryable for Recorder {
+    fn select(&self, hints: &SelectHints, matchers: &[Matcher]) -> Result<Vec<Series>> {
+        let mut s = self.selects.lock().unwrap();
+        let entry = (hints.clone(), matchers.to_vec());
+        if !s.contains(&entry) {
+            s.push(entry);
+        }
+        Ok(Vec::new())
     }
 }

@@ -111,6 +111,18 @@ pub trait Queryable: Send + Sync {
         false
     }
 
+    /// Whether [`prefetch`](Queryable::prefetch) does anything; the engine finds a query's
+    /// selects with a dry run only for storage that says so. Default: no.
+    fn wants_prefetch(&self) -> bool {
+        false
+    }
+
+    /// Every select a query is about to make, in order, before it makes them: storage that
+    /// fetches remotely may start them all at once, and answer each later `select` or
+    /// `select_each` with the same hints and matchers from what it fetched. A select that was
+    /// not announced, or whose announced fetch failed, is fetched as usual. Default: nothing.
+    fn prefetch(&self, _selects: &[(SelectHints, Vec<Matcher>)]) {}
+
     /// The same series as [`select`](Queryable::select), in the same order, handed to `f` one
     /// at a time with their samples borrowed, so that storage which decodes (or fetches) series
     /// can reuse one buffer instead of holding every series' samples at once. The engine uses

@@ -9,6 +9,7 @@
 //! order. Warnings (failed endpoints under partial response, skipped chunks) are collected for
 //! the response.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use promql::{
@@ -20,8 +21,8 @@ use tokio::runtime::Handle;
 use crate::dedup::is_counter_func;
 use crate::downsample::{max_resolution_for, Aggregates};
 use crate::endpoints::EndpointSet;
-use crate::fanout::{self, FanoutError, FanoutOptions, SeriesQuery};
-use crate::series_set::{group, MergeMode, Merger, Skipped};
+use crate::fanout::{self, FanoutError, FanoutOptions, Gathered, SeriesQuery};
+use crate::series_set::{group, MergeMode, Merger, RawSeries, Skipped};
 
 /// How a query reads: the request's Thanos parameters.
 #[derive(Clone, Debug)]
@@ -84,12 +85,21 @@ impl ReadOptions {
 }
 
 /// A [`Queryable`] over the endpoints of an [`EndpointSet`], for one query.
+///
+/// A query's selectors are fetched all at once: the engine announces them
+/// ([`Queryable::prefetch`]) and their fan-outs run concurrently; each select then takes its
+/// answer from what was fetched. Without that, a query with two selectors (an error ratio)
+/// waited for the first one's stores before it asked for the second.
 pub struct FanoutQueryable {
     endpoints: Arc<EndpointSet>,
     runtime: Handle,
     opts: ReadOptions,
     cancel: Option<CancelToken>,
     warnings: Mutex<Vec<String>>,
+    /// Answers fetched ahead, by the Debug form of their [`SeriesQuery`].
+    prefetched: Mutex<HashMap<String, Gathered<Vec<RawSeries>>>>,
+    /// Selects answered from `prefetched`.
+    prefetch_hits: std::sync::atomic::AtomicUsize,
 }
 
 pub(crate) fn fanout_error(e: FanoutError) -> promql::Error {
@@ -114,6 +124,36 @@ impl FanoutQueryable {
             opts,
             cancel,
             warnings: Mutex::new(Vec::new()),
+            prefetched: Mutex::new(HashMap::new()),
+            prefetch_hits: Default::default(),
+        }
+    }
+
+    /// How many selects were answered from what was fetched ahead.
+    pub fn prefetch_hits(&self) -> usize {
+        self.prefetch_hits
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The StoreAPI request of a select.
+    fn series_query(&self, hints: &SelectHints, matchers: &[Matcher]) -> SeriesQuery {
+        let read = Aggregates::for_func(hints.func.as_deref());
+        SeriesQuery {
+            matchers: matchers.to_vec(),
+            min_time: hints.start,
+            max_time: hints.end,
+            skip_chunks: false,
+            max_resolution_window: max_resolution_for(
+                self.opts.max_resolution_window,
+                hints.range,
+                hints.func.as_deref(),
+            ),
+            aggregates: read.request(),
+            step: hints.step,
+            range: hints.range,
+            func: hints.func.clone(),
+            grouping: (!hints.grouping.is_empty() || hints.by)
+                .then(|| (hints.by, hints.grouping.clone())),
         }
     }
 
@@ -150,6 +190,34 @@ impl Queryable for FanoutQueryable {
         Aggregates::for_func(hints.func.as_deref()) == Aggregates::CountOverTime
     }
 
+    fn wants_prefetch(&self) -> bool {
+        true
+    }
+
+    fn prefetch(&self, selects: &[(SelectHints, Vec<Matcher>)]) {
+        let mut queries: Vec<SeriesQuery> = Vec::new();
+        for (hints, matchers) in selects {
+            let q = self.series_query(hints, matchers);
+            if !queries
+                .iter()
+                .any(|have| format!("{have:?}") == format!("{q:?}"))
+            {
+                queries.push(q);
+            }
+        }
+        let fetches = queries
+            .iter()
+            .map(|q| fanout::series(&self.endpoints, q, &self.opts.fanout));
+        let answers = self.runtime.block_on(futures::future::join_all(fetches));
+        let mut ahead = self.prefetched.lock().unwrap();
+        for (q, answer) in queries.iter().zip(answers) {
+            // A failed fetch is left to the select, which fetches again and reports it.
+            if let Ok(g) = answer {
+                ahead.insert(format!("{q:?}"), g);
+            }
+        }
+    }
+
     fn select(
         &self,
         hints: &SelectHints,
@@ -176,27 +244,23 @@ impl Queryable for FanoutQueryable {
             return Err(promql::Error::Canceled("fetching series"));
         }
         let read = Aggregates::for_func(hints.func.as_deref());
-        let query = SeriesQuery {
-            matchers: matchers.to_vec(),
-            min_time: hints.start,
-            max_time: hints.end,
-            skip_chunks: false,
-            max_resolution_window: max_resolution_for(
-                self.opts.max_resolution_window,
-                hints.range,
-                hints.func.as_deref(),
-            ),
-            aggregates: read.request(),
-            step: hints.step,
-            range: hints.range,
-            func: hints.func.clone(),
-            grouping: (!hints.grouping.is_empty() || hints.by)
-                .then(|| (hints.by, hints.grouping.clone())),
+        let query = self.series_query(hints, matchers);
+        let ahead = self
+            .prefetched
+            .lock()
+            .unwrap()
+            .remove(&format!("{query:?}"));
+        let gathered = match ahead {
+            Some(g) => {
+                self.prefetch_hits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                g
+            }
+            None => self
+                .runtime
+                .block_on(fanout::series(&self.endpoints, &query, &self.opts.fanout))
+                .map_err(fanout_error)?,
         };
-        let gathered = self
-            .runtime
-            .block_on(fanout::series(&self.endpoints, &query, &self.opts.fanout))
-            .map_err(fanout_error)?;
         for w in gathered.warnings {
             self.warn(w);
         }

@@ -180,3 +180,71 @@ async fn merged_counter_has_no_false_resets() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_querys_selectors_are_fetched_together_and_answer_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let a: Vec<(i64, f64)> = (0..POINTS).map(|p| (START + p * STEP, truth(p))).collect();
+    let addr = start_store(&dir.path().join("a"), "a", &a).await;
+    let set = EndpointSet::new(EndpointConfig {
+        static_endpoints: vec![addr],
+        ..Default::default()
+    });
+    set.update().await;
+    let handle = tokio::runtime::Handle::current();
+    let q = "rate(requests_total[2m]) / rate(requests_total[5m]) + on() group_left() count(requests_total)";
+    let (together, hits) = {
+        let (set, handle) = (set.clone(), handle.clone());
+        tokio::task::spawn_blocking(move || {
+            let storage = FanoutQueryable::new(set, handle, ReadOptions::default(), None);
+            let r = Engine::default()
+                .range_query(
+                    &storage,
+                    q,
+                    START + 600_000,
+                    START + (POINTS - 1) * STEP,
+                    STEP,
+                )
+                .unwrap();
+            (r, storage.prefetch_hits())
+        })
+        .await
+        .unwrap()
+    };
+    // Three selects (two ranges, one instant), each answered from the fetch made ahead.
+    assert_eq!(hits, 3);
+    // The same query over storage that fetches one select at a time gives the same answer.
+    struct OneByOne(FanoutQueryable);
+    impl promql::Queryable for OneByOne {
+        fn select(
+            &self,
+            hints: &promql::SelectHints,
+            matchers: &[promql::Matcher],
+        ) -> Result<Vec<promql::Series>, promql::Error> {
+            self.0.select(hints, matchers)
+        }
+    }
+    let alone = tokio::task::spawn_blocking(move || {
+        let storage = OneByOne(FanoutQueryable::new(
+            set,
+            handle,
+            ReadOptions::default(),
+            None,
+        ));
+        Engine::default()
+            .range_query(
+                &storage,
+                q,
+                START + 600_000,
+                START + (POINTS - 1) * STEP,
+                STEP,
+            )
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        format!("{:?}", together.value),
+        format!("{:?}", alone.value)
+    );
+}
