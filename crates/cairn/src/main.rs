@@ -792,6 +792,7 @@ fn tls_files(
         cert: cert.clone()?,
         key: key.clone()?,
         client_ca: client_ca.clone(),
+        ..Default::default()
     })
 }
 

@@ -19,6 +19,9 @@ pub struct GrpcServerTls {
     /// TLS); a client without one is refused at the handshake.
     #[arg(long = "grpc-server-tls-client-ca", requires = "grpc_server_tls_cert")]
     pub grpc_server_tls_client_ca: Option<PathBuf>,
+    /// The oldest TLS version the gRPC listener accepts: 1.2 or 1.3 (Thanos' default).
+    #[arg(long = "grpc-server-tls-min-version", default_value = "1.3")]
+    pub grpc_server_tls_min_version: tls::MinVersion,
 }
 
 impl GrpcServerTls {
@@ -27,6 +30,7 @@ impl GrpcServerTls {
             cert: self.grpc_server_tls_cert.clone()?,
             key: self.grpc_server_tls_key.clone()?,
             client_ca: self.grpc_server_tls_client_ca.clone(),
+            min_version: self.grpc_server_tls_min_version,
         })
     }
 }

@@ -21,7 +21,7 @@ mod tests;
 
 pub use client::{lazy_channel, ClientFiles, ClientTls, InvalidAddress};
 pub use files::TlsError;
-pub use server::{grpc_incoming, GrpcConn, ServerFiles, ServerTls, TlsListener};
+pub use server::{grpc_incoming, GrpcConn, MinVersion, ServerFiles, ServerTls, TlsListener};
 
 /// The crypto provider every configuration uses.
 fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {

@@ -29,12 +29,37 @@ use crate::{provider, TlsError};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Certificate, key and optional client CA of one listener.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ServerFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
     /// When set, clients must present a certificate signed by this CA.
     pub client_ca: Option<PathBuf>,
+    /// The oldest TLS version accepted.
+    pub min_version: MinVersion,
+}
+
+/// The oldest TLS version a listener accepts (rustls speaks 1.2 and 1.3 only).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MinVersion {
+    #[default]
+    Tls12,
+    Tls13,
+}
+
+impl std::str::FromStr for MinVersion {
+    type Err = String;
+    /// Thanos' `--grpc-server-tls-min-version` values.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "1.2" => Ok(MinVersion::Tls12),
+            "1.3" => Ok(MinVersion::Tls13),
+            "1.0" | "1.1" => Err(format!(
+                "TLS {s} is not supported (TLS 1.2 and 1.3 are): use 1.2 or 1.3"
+            )),
+            other => Err(format!("unknown TLS version {other:?}: use 1.2 or 1.3")),
+        }
+    }
 }
 
 /// A listener's TLS configuration, re-read when its files change.
@@ -72,8 +97,12 @@ impl ServerTls {
 fn build(files: &ServerFiles, alpn: &[Vec<u8>]) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = read_certs("certificate", &files.cert)?;
     let key = read_key(&files.key)?;
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match files.min_version {
+        MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        MinVersion::Tls13 => &[&rustls::version::TLS13],
+    };
     let builder = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .map_err(|e| TlsError::Invalid(format!("TLS protocol versions: {e}")))?;
     let builder = match &files.client_ca {
         None => builder.with_no_client_auth(),

@@ -110,6 +110,7 @@ async fn mutual_tls_refuses_strangers_and_follows_rotated_files() {
         cert: write(d, "server.pem", &cert),
         key: write(d, "server-key.pem", &key),
         client_ca: Some(write(d, "client-ca.pem", &ca1.pem)),
+        ..Default::default()
     };
     let server = ServerTls::load(&server_files, &[b"h2"]).unwrap();
     let addr = serve(Some(server.clone())).await;
@@ -191,6 +192,7 @@ async fn a_half_written_rotation_keeps_the_previous_certificate() {
         cert: write(d, "server.pem", &cert),
         key: write(d, "server-key.pem", &key),
         client_ca: None,
+        ..Default::default()
     };
     let server = ServerTls::load(&files, &[b"h2"]).unwrap();
     let addr = serve(Some(server.clone())).await;
@@ -221,6 +223,7 @@ fn errors_name_the_file_and_the_problem() {
             cert: d.join("nope.pem"),
             key: d.join("nope-key.pem"),
             client_ca: None,
+            ..Default::default()
         },
         &[],
     )
@@ -236,6 +239,7 @@ fn errors_name_the_file_and_the_problem() {
             cert: write(d, "c.pem", &cert),
             key: write(d, "k.pem", &other_key),
             client_ca: None,
+            ..Default::default()
         },
         &[],
     )
@@ -248,6 +252,7 @@ fn errors_name_the_file_and_the_problem() {
             cert: write(d, "g.pem", "not a certificate"),
             key: d.join("k.pem"),
             client_ca: None,
+            ..Default::default()
         },
         &[],
     )
@@ -272,4 +277,50 @@ fn errors_name_the_file_and_the_problem() {
         bad_address.contains("--grpc-client-tls-secure"),
         "{bad_address}"
     );
+}
+
+/// Whether a client speaking only TLS 1.2 completes a handshake with the server at `addr`.
+async fn tls12_handshake(addr: std::net::SocketAddr, ca: &Path) -> bool {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in crate::files::read_certs("CA", ca).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(crate::provider())
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn the_minimum_version_refuses_older_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new("ca");
+    let (cert, key) = ca.issue(&["127.0.0.1"], true);
+    let ca_file = write(d, "ca.pem", &ca.pem);
+    let base = ServerFiles {
+        cert: write(d, "server.pem", &cert),
+        key: write(d, "server-key.pem", &key),
+        ..Default::default()
+    };
+    let tls12 = serve(Some(ServerTls::load(&base, &[b"h2"]).unwrap())).await;
+    assert!(tls12_handshake(tls12, &ca_file).await);
+    let only13 = ServerFiles {
+        min_version: MinVersion::Tls13,
+        ..base
+    };
+    let tls13 = serve(Some(ServerTls::load(&only13, &[b"h2"]).unwrap())).await;
+    assert!(!tls12_handshake(tls13, &ca_file).await);
+    assert_eq!("1.3".parse::<MinVersion>(), Ok(MinVersion::Tls13));
+    assert!("1.1"
+        .parse::<MinVersion>()
+        .unwrap_err()
+        .contains("not supported"));
 }
