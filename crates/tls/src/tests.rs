@@ -14,6 +14,7 @@ use rcgen::{
 use tonic::{Request, Response, Status};
 
 use super::*;
+use crate::files::read_certs;
 
 struct Ca {
     cert: Certificate,
@@ -282,7 +283,7 @@ fn errors_name_the_file_and_the_problem() {
 /// Whether a client speaking only TLS 1.2 completes a handshake with the server at `addr`.
 async fn tls12_handshake(addr: std::net::SocketAddr, ca: &Path) -> bool {
     let mut roots = rustls::RootCertStore::empty();
-    for c in crate::files::read_certs("CA", ca).unwrap() {
+    for c in read_certs("CA", ca).unwrap() {
         roots.add(c).unwrap();
     }
     let config = rustls::ClientConfig::builder_with_provider(crate::provider())
