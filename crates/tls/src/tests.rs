@@ -286,7 +286,7 @@ async fn tls12_handshake(addr: std::net::SocketAddr, ca: &Path) -> bool {
     for c in read_certs("CA", ca).unwrap() {
         roots.add(c).unwrap();
     }
-    let config = rustls::ClientConfig::builder_with_provider(crate::provider())
+    let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS12])
         .unwrap()
         .with_root_certificates(roots)
