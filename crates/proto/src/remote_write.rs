@@ -140,6 +140,8 @@ pub enum DecodeError {
     OddLabelRefs(usize),
     #[error("the first symbol must be the empty string")]
     FirstSymbolNotEmpty,
+    #[error("{count} series, the limit is {limit}")]
+    TooManySeries { count: usize, limit: usize },
 }
 
 fn decode_sample(buf: &[u8], base: usize) -> Result<Sample, WireError> {
@@ -188,22 +190,28 @@ fn count_fields(buf: &[u8], field: u32) -> Result<usize, WireError> {
     Ok(n)
 }
 
-/// The number of series in a Remote Write 1.0 request, without decoding it: a receiver
-/// refuses a request over its series limit before it allocates for each series.
-pub fn series_count_v1(buf: &[u8]) -> Result<usize, DecodeError> {
-    Ok(count_fields(buf, 1)?)
-}
-
-/// [`series_count_v1`] for Remote Write 2.0.
-pub fn series_count_v2(buf: &[u8]) -> Result<usize, DecodeError> {
-    Ok(count_fields(buf, 5)?)
+/// How many series (top-level fields numbered `field`) `buf` holds, refused above `limit`
+/// before anything is allocated for them.
+fn series_count(buf: &[u8], field: u32, limit: usize) -> Result<usize, DecodeError> {
+    let count = count_fields(buf, field)?;
+    if count > limit {
+        return Err(DecodeError::TooManySeries { count, limit });
+    }
+    Ok(count)
 }
 
 /// Decodes a Remote Write 1.0 `WriteRequest`. Memory: one [`TimeSeries`] per series the
 /// buffer holds, reserved once (a series takes at least 2 bytes of the buffer).
 pub fn decode_v1(buf: &[u8]) -> Result<WriteRequest<'_>, DecodeError> {
+    decode_v1_limited(buf, usize::MAX)
+}
+
+/// [`decode_v1`], refusing a request of more than `max_series` series from a scan that
+/// allocates nothing (the receiver's series limit).
+pub fn decode_v1_limited(buf: &[u8], max_series: usize) -> Result<WriteRequest<'_>, DecodeError> {
     let mut req = WriteRequest::default();
-    req.timeseries.reserve_exact(series_count_v1(buf)?);
+    req.timeseries
+        .reserve_exact(series_count(buf, 1, max_series)?);
     let mut r = Reader::new(buf, 0);
     while !r.done() {
         match r.tag()? {
@@ -333,9 +341,14 @@ fn decode_metadata_v1(buf: &[u8], base: usize) -> Result<Metadata<'_>, WireError
 
 /// Decodes a Remote Write 2.0 `io.prometheus.write.v2.Request`, resolving symbol references.
 pub fn decode_v2(buf: &[u8]) -> Result<WriteRequest<'_>, DecodeError> {
+    decode_v2_limited(buf, usize::MAX)
+}
+
+/// [`decode_v2`] with the series limit of [`decode_v1_limited`].
+pub fn decode_v2_limited(buf: &[u8], max_series: usize) -> Result<WriteRequest<'_>, DecodeError> {
     // Symbols may come after the series that reference them: collect both first.
     let mut symbols: Vec<&str> = Vec::new();
-    let mut series: Vec<(&[u8], usize)> = Vec::with_capacity(series_count_v2(buf)?);
+    let mut series: Vec<(&[u8], usize)> = Vec::with_capacity(series_count(buf, 5, max_series)?);
     let mut r = Reader::new(buf, 0);
     while !r.done() {
         match r.tag()? {

@@ -163,30 +163,17 @@ impl Receiver {
             });
         }
         let raw = decode_snappy_body(body, limits.max_decoded_bytes)?;
-        // The series limit first, from a scan that allocates nothing: decoding takes memory
-        // per series.
-        let count = match version {
-            ProtoVersion::V1 => proto::remote_write::series_count_v1(&raw),
-            ProtoVersion::V2 => proto::remote_write::series_count_v2(&raw),
-        }
-        .map_err(|e| IngestError::Protobuf(e.to_string()))?;
-        if count > max_series {
-            return Err(IngestError::TooManySeries {
-                count,
-                limit: max_series,
-            });
-        }
+        // The series limit is checked before decoding allocates per series.
         let req = match version {
-            ProtoVersion::V1 => proto::remote_write::decode_v1(&raw),
-            ProtoVersion::V2 => proto::remote_write::decode_v2(&raw),
+            ProtoVersion::V1 => proto::remote_write::decode_v1_limited(&raw, max_series),
+            ProtoVersion::V2 => proto::remote_write::decode_v2_limited(&raw, max_series),
         }
-        .map_err(|e| IngestError::Protobuf(e.to_string()))?;
-        if req.timeseries.len() > max_series {
-            return Err(IngestError::TooManySeries {
-                count: req.timeseries.len(),
-                limit: max_series,
-            });
-        }
+        .map_err(|e| match e {
+            proto::remote_write::DecodeError::TooManySeries { count, limit } => {
+                IngestError::TooManySeries { count, limit }
+            }
+            e => IngestError::Protobuf(e.to_string()),
+        })?;
         let samples = req.num_samples();
         if samples > max_samples {
             return Err(IngestError::TooManySamples {
