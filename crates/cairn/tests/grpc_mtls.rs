@@ -8,17 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    remote_write_request, store_samples_over, wait_until, CairnQuery, CairnStore, Pki, ReceivePool,
+    now_ms, remote_write_request, store_samples_over, wait_until, CairnQuery, CairnStore, Pki,
+    ReceivePool,
 };
 
 const SERIES: usize = 25;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 #[test]
 fn every_grpc_hop_is_mutual_tls() {

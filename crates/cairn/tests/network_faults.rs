@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use common::load::Writer;
 use common::netns::Lab;
+use common::now_ms;
 use common::{ring_json, store_samples, wait_until, Cairn, CairnQuery, DelayProxy, Ports};
 
 const SERIES: usize = 20;
@@ -29,13 +30,6 @@ const PAUSE: Duration = Duration::from_millis(50);
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long each fault lasts while the writer runs.
 const FAULT: Duration = Duration::from_secs(8);
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 #[test]
 fn acknowledged_samples_survive_partitions_loss_and_latency() {

@@ -7,9 +7,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::{remote_write, wait_until, Cairn, CairnQuery, WriteSeries};
+use common::{now_ms, remote_write, wait_until, Cairn, CairnQuery, WriteSeries};
 use serde_json::Value;
 
 const STEP_MS: i64 = 15_000;
@@ -53,13 +53,6 @@ fn data(start: i64) -> Vec<WriteSeries> {
         samples,
     ));
     out
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 fn success(status: u16, v: &Value) -> &Value {

@@ -7,18 +7,11 @@
 
 mod common;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use common::{basic_auth, get as get_plain, http, query_string, remote_write, Cairn, CairnQuery};
+use common::{
+    basic_auth, get as get_plain, http, now_ms, query_string, remote_write, Cairn, CairnQuery,
+};
 use proto::thanos::store_client::StoreClient;
 use proto::thanos::{label_matcher, LabelMatcher, SeriesRequest};
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 /// GET `path?params` with the tenant header (if any), parsed as JSON.
 fn get(

@@ -10,7 +10,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -26,15 +26,10 @@ use tsdb::meta::{Compaction, Downsample, ThanosMeta};
 use tsdb::querier::{ChunkData, Series};
 use ulid::Ulid;
 
+use common::now_ms;
+
 const H: i64 = 3_600_000;
 const D: i64 = 24 * H;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 /// Runs `cairn tools bucket <objstore flag> args...` (bounded: every command here is one pass).
 fn cairn(config: &str, args: &[&str]) -> (bool, String) {

@@ -5,14 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{remote_write_request, WriteSeries};
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
+use super::{now_ms, remote_write_request, WriteSeries};
 
 /// Writes rounds of `series` samples of `metric{series="sNNN"}` for the default tenant.
 pub struct Writer {
