@@ -274,8 +274,7 @@ impl Receiver {
     }
 }
 
-/// Most bytes one byte of a snappy block can stand for: a 3-byte copy element writes at most 64.
-const SNAPPY_MAX_EXPANSION: usize = 22;
+use tsdb::wal::SNAPPY_MAX_EXPANSION;
 
 /// Decompresses a remote-write body (snappy block format). The length the body declares is
 /// checked first, against `max_decoded` and against what its size can hold at all, so a

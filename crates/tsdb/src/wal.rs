@@ -54,9 +54,9 @@ const TYPE_BATCH: u8 = 4;
 const MIN_BATCH_BYTES: usize = 256;
 /// A checkpoint's records are compressed in batches of about this many bytes.
 const CHECKPOINT_BATCH_BYTES: usize = 1 << 20;
-/// Snappy's largest expansion (a 3-byte copy element writes at most 64 bytes): a batch
+/// Snappy's largest expansion (a 3-byte copy element writes at most 64 bytes): a block
 /// declaring more than this many times its size is damaged, and is refused before allocating.
-const SNAPPY_MAX_EXPANSION: usize = 22;
+pub const SNAPPY_MAX_EXPANSION: usize = 22;
 const CHECKPOINT_PREFIX: &str = "checkpoint.";
 
 /// When the WAL is fsynced; see the module documentation.
