@@ -193,15 +193,8 @@ struct ReceiveArgs {
     /// CA bundle (PEM): when set, remote-write clients must present a certificate it signed (mTLS).
     #[arg(long = "remote-write.server-tls-client-ca", requires = "rw_tls_cert")]
     rw_tls_client_ca: Option<PathBuf>,
-    /// Certificate (PEM) for TLS on the HTTP listener.
-    #[arg(long = "http.server-tls-cert", requires = "http_tls_key")]
-    http_tls_cert: Option<PathBuf>,
-    /// Private key (PEM) for TLS on the HTTP listener.
-    #[arg(long = "http.server-tls-key", requires = "http_tls_cert")]
-    http_tls_key: Option<PathBuf>,
-    /// CA bundle (PEM) for client certificates on the HTTP listener.
-    #[arg(long = "http.server-tls-client-ca", requires = "http_tls_cert")]
-    http_tls_client_ca: Option<PathBuf>,
+    #[command(flatten)]
+    http_tls: tls_args::HttpServerTls,
     /// Object storage configuration file (Thanos' objstore.yml: S3 or FILESYSTEM). Without it,
     /// blocks stay local.
     #[arg(long = "objstore.config-file", conflicts_with = "objstore_config")]
@@ -545,15 +538,8 @@ struct QueryArgs {
     /// StoreAPI endpoint to query (`host:port` of a receiver's --grpc-address); repeatable.
     #[arg(long = "endpoint")]
     endpoints: Vec<String>,
-    /// Certificate (PEM) for TLS on the HTTP port; re-read when the file changes.
-    #[arg(long = "http.server-tls-cert", requires = "http_tls_key")]
-    http_tls_cert: Option<PathBuf>,
-    /// Private key (PEM) for TLS on the HTTP port.
-    #[arg(long = "http.server-tls-key", requires = "http_tls_cert")]
-    http_tls_key: Option<PathBuf>,
-    /// CA bundle (PEM): when set, HTTP clients must present a certificate it signed.
-    #[arg(long = "http.server-tls-client-ca", requires = "http_tls_cert")]
-    http_tls_client_ca: Option<PathBuf>,
+    #[command(flatten)]
+    http_tls: tls_args::HttpServerTls,
     #[command(flatten)]
     client_tls: tls_args::GrpcClientTls,
     /// File listing StoreAPI endpoints (Prometheus file SD format: a YAML or JSON list of
@@ -632,11 +618,7 @@ impl QueryArgs {
     fn config(&self) -> anyhow::Result<query::QueryConfig> {
         Ok(query::QueryConfig {
             http_address: self.http_address,
-            http_tls: tls_files(
-                &self.http_tls_cert,
-                &self.http_tls_key,
-                &self.http_tls_client_ca,
-            ),
+            http_tls: self.http_tls.files(),
             endpoints: query::endpoints::EndpointConfig {
                 static_endpoints: self.endpoints.clone(),
                 sd_files: self.sd_files.clone(),
@@ -750,11 +732,7 @@ impl ReceiveArgs {
                 &self.rw_tls_key,
                 &self.rw_tls_client_ca,
             ),
-            http_tls: tls_files(
-                &self.http_tls_cert,
-                &self.http_tls_key,
-                &self.http_tls_client_ca,
-            ),
+            http_tls: self.http_tls.files(),
             grpc_tls: self.grpc_tls.files(),
             auth_file: self.auth_file.clone(),
             objstore,

@@ -35,6 +35,31 @@ impl GrpcServerTls {
     }
 }
 
+/// TLS on an HTTP port (`receive`'s metrics and status port, `query`'s API and UI).
+#[derive(Args, Debug, Clone, Default)]
+pub struct HttpServerTls {
+    /// Certificate (PEM) for TLS on the HTTP port; re-read when the file changes.
+    #[arg(long = "http.server-tls-cert", requires = "http_tls_key")]
+    pub http_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for TLS on the HTTP port.
+    #[arg(long = "http.server-tls-key", requires = "http_tls_cert")]
+    pub http_tls_key: Option<PathBuf>,
+    /// CA bundle (PEM): when set, HTTP clients must present a certificate it signed (mTLS).
+    #[arg(long = "http.server-tls-client-ca", requires = "http_tls_cert")]
+    pub http_tls_client_ca: Option<PathBuf>,
+}
+
+impl HttpServerTls {
+    pub fn files(&self) -> Option<tls::ServerFiles> {
+        Some(tls::ServerFiles {
+            cert: self.http_tls_cert.clone()?,
+            key: self.http_tls_key.clone()?,
+            client_ca: self.http_tls_client_ca.clone(),
+            ..Default::default()
+        })
+    }
+}
+
 /// `cairn query`'s TLS to its endpoints.
 #[derive(Args, Debug, Clone, Default)]
 pub struct GrpcClientTls {
