@@ -3,7 +3,8 @@
 //! Owns the types and grammars that more than one layer speaks, so each exists once:
 //! [`labels`] (a series' identity and its ordering), [`matcher`] (label matchers with their
 //! compiled regexes), the stale marker, [`duration`] (Prometheus' duration grammar),
-//! [`dedup`] (merging a series' replicas), [`time`] (civil dates and RFC 3339 timestamps in milliseconds), [`glob`] (Go's
+//! [`dedup`] (merging a series' replicas), [`histogram`] (native histograms as stored and
+//! sent), [`time`] (civil dates and RFC 3339 timestamps in milliseconds), [`glob`] (Go's
 //! `filepath.Match` patterns) and [`yaml`] (configuration files, alias expansion bounded).
 //!
 //! It owns no storage, no wire format and no I/O: `tsdb` builds postings lookups on these
@@ -12,6 +13,7 @@
 pub mod dedup;
 pub mod duration;
 pub mod glob;
+pub mod histogram;
 pub mod labels;
 pub mod matcher;
 pub mod time;
