@@ -12,16 +12,21 @@
 
 pub mod aggr;
 mod bstream;
+pub mod histogram;
 mod xor;
 
 pub use aggr::{encode_aggr_chunk, AggrChunk, AggrType, SubChunk};
+pub use histogram::{
+    CounterResetHeader, Cut, FloatHistogramChunk, FloatHistogramIterator, HistogramChunk,
+    HistogramIterator,
+};
 pub use xor::{XorChunk, XorIterator};
 
 /// Encoding byte of XOR float chunks in segment files.
 pub const ENCODING_XOR: u8 = 1;
-/// Encoding byte of native histogram chunks (not supported yet; readers skip them with an error).
+/// Encoding byte of native histogram chunks ([`HistogramChunk`]).
 pub const ENCODING_HISTOGRAM: u8 = 2;
-/// Encoding byte of float native histogram chunks.
+/// Encoding byte of float native histogram chunks ([`FloatHistogramChunk`]).
 pub const ENCODING_FLOAT_HISTOGRAM: u8 = 3;
 /// Encoding byte of Thanos' aggregate chunks in downsampled blocks (`downsample.ChunkEncAggr`:
 /// the highest byte, chosen by Thanos to stay clear of Prometheus' own encodings).
