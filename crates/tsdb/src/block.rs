@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use ulid::Ulid;
 
-use crate::chunkenc::{XorChunk, ENCODING_XOR};
+use crate::chunkenc::{value, XorChunk, ENCODING_XOR};
 use crate::chunks::{ChunkReader, ChunkWriter};
 use crate::error::IoContext;
 use crate::index::{ChunkMeta, IndexReader, IndexWriter};
@@ -57,29 +57,47 @@ pub struct BlockWriteOptions {
     pub thanos: Option<ThanosMeta>,
 }
 
-/// Keeps the samples of `chunk` within [mint, maxt) (re-encoding only when needed).
-fn trim_chunk(chunk: &ChunkData, mint: i64, maxt: i64) -> Option<ChunkData> {
+/// Keeps the samples of `chunk` within [mint, maxt), re-encoding only when needed (histogram
+/// chunks may come back as several when a sample left out was what joined them).
+fn trim_chunk(chunk: &ChunkData, mint: i64, maxt: i64, out: &mut Vec<ChunkData>) {
     if chunk.min_time >= mint && chunk.max_time < maxt {
-        return Some(chunk.clone());
+        out.push(chunk.clone());
+        return;
     }
-    if chunk.encoding != ENCODING_XOR {
-        return None;
-    }
-    let mut out = XorChunk::new();
-    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-    for (t, v) in chunk.samples() {
-        if t >= mint && t < maxt {
-            out.append(t, v);
-            lo = lo.min(t);
-            hi = hi.max(t);
+    if chunk.encoding == ENCODING_XOR {
+        let mut x = XorChunk::new();
+        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+        for (t, v) in chunk.samples() {
+            if t >= mint && t < maxt {
+                x.append(t, v);
+                lo = lo.min(t);
+                hi = hi.max(t);
+            }
         }
+        if x.num_samples() > 0 {
+            out.push(ChunkData {
+                min_time: lo,
+                max_time: hi,
+                encoding: ENCODING_XOR,
+                data: x.bytes().into(),
+            });
+        }
+        return;
     }
-    (out.num_samples() > 0).then(|| ChunkData {
-        min_time: lo,
-        max_time: hi,
-        encoding: ENCODING_XOR,
-        data: out.bytes().into(),
-    })
+    let Ok(mut samples) = value::decode(chunk.encoding, &chunk.data) else {
+        return;
+    };
+    samples.retain(|(t, _)| *t >= mint && *t < maxt);
+    out.extend(
+        value::encode(&samples)
+            .into_iter()
+            .map(|(min_time, max_time, encoding, data)| ChunkData {
+                min_time,
+                max_time,
+                encoding,
+                data: data.into(),
+            }),
+    );
 }
 
 /// Writes a block covering [mint, maxt) from label-sorted series into `parent/<ULID>/` and
@@ -97,11 +115,10 @@ pub fn write_block(
         let trimmed: Vec<(&Labels, Vec<ChunkData>)> = series
             .iter()
             .map(|s| {
-                let chunks = s
-                    .chunks
-                    .iter()
-                    .filter_map(|c| trim_chunk(c, mint, maxt))
-                    .collect::<Vec<_>>();
+                let mut chunks = Vec::with_capacity(s.chunks.len());
+                for c in &s.chunks {
+                    trim_chunk(c, mint, maxt, &mut chunks);
+                }
                 (&s.labels, chunks)
             })
             .filter(|(_, chunks)| !chunks.is_empty())

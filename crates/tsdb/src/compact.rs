@@ -19,6 +19,7 @@ use model::dedup::{chain_merge, penalty_merge};
 use ulid::Ulid;
 
 use crate::block::{create_block, Block, BlockWriter, WrittenBlock};
+use crate::chunkenc::value::{self, TimedValue, Value};
 use crate::chunkenc::{XorChunk, ENCODING_XOR};
 use crate::index::ChunkMeta;
 use crate::meta::BlockMeta;
@@ -190,14 +191,56 @@ fn merge_chunks(
     mode: MergeMode,
     out: &mut Vec<ChunkData>,
 ) -> Result<()> {
+    if chunks.iter().all(|(_, c)| c.encoding == ENCODING_XOR) {
+        return merge_float_chunks(from, chunks, mode, out);
+    }
+    // Native histograms (alone or mixed with floats): the same merges over any value.
+    let mut per_input: Vec<Vec<TimedValue>> = vec![Vec::new(); from.len()];
+    for (i, chunk) in chunks {
+        let samples = value::decode(chunk.encoding, &chunk.data).map_err(|e| {
+            Error::Invalid(format!(
+                "series {labels}: cannot merge chunk of encoding {}: {e}",
+                chunk.encoding
+            ))
+        })?;
+        let slot = from
+            .iter()
+            .position(|f| f == i)
+            .expect("chunk of a selected input");
+        per_input[slot].extend(samples.into_iter().map(|(t, v)| TimedValue { t, v }));
+    }
+    for samples in &mut per_input {
+        samples.sort_by_key(|s| s.t);
+        samples.dedup_by_key(|s| s.t);
+    }
+    let replicas: Vec<&[TimedValue]> = per_input.iter().map(Vec::as_slice).collect();
+    let mut merged = Vec::new();
+    match mode {
+        MergeMode::OneToOne => chain_merge(&replicas, &mut merged),
+        MergeMode::Penalty => penalty_merge(&replicas, false, &mut merged),
+    }
+    let merged: Vec<(i64, Value)> = merged.into_iter().map(|s| (s.t, s.v)).collect();
+    out.extend(
+        value::encode(&merged)
+            .into_iter()
+            .map(|(min_time, max_time, encoding, data)| ChunkData {
+                min_time,
+                max_time,
+                encoding,
+                data: data.into(),
+            }),
+    );
+    Ok(())
+}
+
+fn merge_float_chunks(
+    from: &[usize],
+    chunks: &[(usize, ChunkData)],
+    mode: MergeMode,
+    out: &mut Vec<ChunkData>,
+) -> Result<()> {
     let mut per_input: Vec<Vec<Sample>> = vec![Vec::new(); from.len()];
     for (i, chunk) in chunks {
-        if chunk.encoding != ENCODING_XOR {
-            return Err(Error::Invalid(format!(
-                "series {labels}: cannot merge overlapping chunks of encoding {}",
-                chunk.encoding
-            )));
-        }
         let slot = from
             .iter()
             .position(|f| f == i)

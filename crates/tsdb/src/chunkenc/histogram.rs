@@ -488,6 +488,38 @@ struct Candidate<'a, T> {
     negative_counts: Vec<T>,
 }
 
+fn int_candidate(h: &Histogram) -> Candidate<'_, i64> {
+    Candidate {
+        hint: h.counter_reset_hint,
+        stale: h.is_stale(),
+        schema: h.schema,
+        zero_threshold: h.zero_threshold,
+        custom_values: &h.custom_values,
+        count: h.count as i64,
+        zero_count: h.zero_count as i64,
+        positive: bucket_indexes(&h.positive_spans).collect(),
+        negative: bucket_indexes(&h.negative_spans).collect(),
+        positive_counts: deltas_to_counts(&h.positive_buckets).collect(),
+        negative_counts: deltas_to_counts(&h.negative_buckets).collect(),
+    }
+}
+
+fn float_candidate(h: &FloatHistogram) -> Candidate<'_, f64> {
+    Candidate {
+        hint: h.counter_reset_hint,
+        stale: h.is_stale(),
+        schema: h.schema,
+        zero_threshold: h.zero_threshold,
+        custom_values: &h.custom_values,
+        count: h.count,
+        zero_count: h.zero_count,
+        positive: bucket_indexes(&h.positive_spans).collect(),
+        negative: bucket_indexes(&h.negative_spans).collect(),
+        positive_counts: h.positive_buckets.clone(),
+        negative_counts: h.negative_buckets.clone(),
+    }
+}
+
 /// The chunk's side of the check: its header, layout and last sample.
 struct Current<'a, T> {
     header: CounterResetHeader,
@@ -708,6 +740,18 @@ impl HistogramChunk {
         }
     }
 
+    /// Whether [`HistogramChunk::append`] would take `h`, without changing the chunk.
+    pub fn check(&self, h: &Histogram) -> std::result::Result<(), Cut> {
+        if self.num_samples() == 0 {
+            return Ok(());
+        }
+        let cand = int_candidate(h);
+        match plan(&self.current(), &cand) {
+            Plan::Cut(hdr) => Err(Cut(hdr)),
+            Plan::Append { .. } => Ok(()),
+        }
+    }
+
     /// Appends `h` at `t` (greater than the last timestamp), re-encoding the chunk if `h` brings
     /// new buckets. Fails with the header of the chunk the caller must start instead.
     ///
@@ -723,19 +767,7 @@ impl HistogramChunk {
             self.write_sample(t, h);
             return Ok(());
         }
-        let cand = Candidate {
-            hint: h.counter_reset_hint,
-            stale: h.is_stale(),
-            schema: h.schema,
-            zero_threshold: h.zero_threshold,
-            custom_values: &h.custom_values,
-            count: h.count as i64,
-            zero_count: h.zero_count as i64,
-            positive: bucket_indexes(&h.positive_spans).collect(),
-            negative: bucket_indexes(&h.negative_spans).collect(),
-            positive_counts: deltas_to_counts(&h.positive_buckets).collect(),
-            negative_counts: deltas_to_counts(&h.negative_buckets).collect(),
-        };
+        let cand = int_candidate(h);
         match plan(&self.current(), &cand) {
             Plan::Cut(hdr) => Err(Cut(hdr)),
             Plan::Append { positive, negative } => {
@@ -1133,6 +1165,17 @@ impl FloatHistogramChunk {
         }
     }
 
+    /// Whether [`FloatHistogramChunk::append`] would take `h`, without changing the chunk.
+    pub fn check(&self, h: &FloatHistogram) -> std::result::Result<(), Cut> {
+        if self.num_samples() == 0 {
+            return Ok(());
+        }
+        match plan(&self.current(), &float_candidate(h)) {
+            Plan::Cut(hdr) => Err(Cut(hdr)),
+            Plan::Append { .. } => Ok(()),
+        }
+    }
+
     /// As [`HistogramChunk::append`], for float histograms.
     ///
     /// # Panics
@@ -1147,19 +1190,7 @@ impl FloatHistogramChunk {
             self.write_sample(t, h);
             return Ok(());
         }
-        let cand = Candidate {
-            hint: h.counter_reset_hint,
-            stale: h.is_stale(),
-            schema: h.schema,
-            zero_threshold: h.zero_threshold,
-            custom_values: &h.custom_values,
-            count: h.count,
-            zero_count: h.zero_count,
-            positive: bucket_indexes(&h.positive_spans).collect(),
-            negative: bucket_indexes(&h.negative_spans).collect(),
-            positive_counts: h.positive_buckets.clone(),
-            negative_counts: h.negative_buckets.clone(),
-        };
+        let cand = float_candidate(h);
         match plan(&self.current(), &cand) {
             Plan::Cut(hdr) => Err(Cut(hdr)),
             Plan::Append { positive, negative } => {

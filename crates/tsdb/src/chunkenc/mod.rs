@@ -13,6 +13,7 @@
 pub mod aggr;
 mod bstream;
 pub mod histogram;
+pub mod value;
 mod xor;
 
 pub use aggr::{encode_aggr_chunk, AggrChunk, AggrType, SubChunk};
@@ -20,6 +21,7 @@ pub use histogram::{
     CounterResetHeader, Cut, FloatHistogramChunk, FloatHistogramIterator, HistogramChunk,
     HistogramIterator,
 };
+pub use value::{AnyChunk, Value};
 pub use xor::{XorChunk, XorIterator};
 
 /// Encoding byte of XOR float chunks in segment files.

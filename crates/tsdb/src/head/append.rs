@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use super::series::MemSeries;
 use super::{CommitStats, Head};
+use crate::chunkenc::Value;
 use crate::labels::IdentityHash;
-use crate::wal::{Record, RefSample};
+use crate::wal::{Record, RefFloatHistogram, RefHistogram, RefSample};
 use crate::{Error, Label, Labels, Result};
+use model::histogram::{FloatHistogram, Histogram};
 
 impl Head {
     pub fn appender(&self) -> Appender<'_> {
@@ -17,6 +19,7 @@ impl Head {
             held: Vec::new(),
             held_by_ref: HashMap::default(),
             pending: Vec::new(),
+            pending_histograms: Vec::new(),
             out_of_order_window: self.opts.out_of_order_window,
             late: false,
         }
@@ -75,6 +78,8 @@ pub struct Appender<'a> {
     held: Vec<HeldSeries>,
     held_by_ref: HashMap<u64, usize, IdentityHash>,
     pending: Vec<(u32, i64, f64)>,
+    /// Native histogram samples, apart so that float batches stay compact.
+    pending_histograms: Vec<(u32, i64, Value)>,
     /// [`HeadOptions::out_of_order_window`], unless overridden for this appender.
     out_of_order_window: i64,
     /// See [`Appender::accept_late`].
@@ -187,6 +192,47 @@ impl Appender<'_> {
         Ok(())
     }
 
+    /// Validates and stages one integer native histogram sample of a held series. The histogram
+    /// must be valid ([`Histogram::validate`]); the caller checks, as it names the series.
+    pub fn append_histogram_to(&mut self, h: SeriesHandle, t: i64, hist: Histogram) -> Result<()> {
+        self.append_value_to(h, t, Value::Histogram(Box::new(hist)))
+    }
+
+    /// [`Appender::append_histogram_to`] for float histograms.
+    pub fn append_float_histogram_to(
+        &mut self,
+        h: SeriesHandle,
+        t: i64,
+        hist: FloatHistogram,
+    ) -> Result<()> {
+        self.append_value_to(h, t, Value::FloatHistogram(Box::new(hist)))
+    }
+
+    fn append_value_to(&mut self, h: SeriesHandle, t: i64, v: Value) -> Result<()> {
+        let min_valid = self.min_valid_time();
+        if t < min_valid {
+            return Err(Error::OutOfBounds { t, min_valid });
+        }
+        let window = self.out_of_order_window;
+        let held = &mut self.held[h.0];
+        match held.last_pending {
+            Some((last, _)) if t < last && window > 0 && t >= last.saturating_sub(window) => {}
+            Some((last, _)) if t < last => return Err(Error::OutOfOrder { t, newest: last }),
+            // Two histograms for one timestamp in one batch: not a retry, a conflict.
+            Some((last, _)) if t == last => return Err(Error::DuplicateTimestamp { t }),
+            Some(_) => held.last_pending = Some((t, 0)),
+            None => match held.series.samples.lock().unwrap().check_value(t, &v) {
+                Err(Error::OutOfOrder { newest, .. })
+                    if window > 0 && t >= newest.saturating_sub(window) => {}
+                Ok(false) => return Ok(()),
+                Ok(true) => held.last_pending = Some((t, 0)),
+                Err(e) => return Err(e),
+            },
+        }
+        self.pending_histograms.push((h.0 as u32, t, v));
+        Ok(())
+    }
+
     /// Validates and stages one sample; returns the series ref.
     pub fn append(&mut self, labels: &Labels, t: i64, v: f64) -> Result<u64> {
         let h = self.series(labels)?;
@@ -194,19 +240,19 @@ impl Appender<'_> {
         Ok(self.series_ref(h))
     }
 
-    /// Number of samples staged so far.
+    /// Number of samples (floats and histograms) staged so far.
     pub fn len(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.pending_histograms.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+        self.len() == 0
     }
 
     /// Logs the staged samples to the WAL (durably, per the fsync policy), then applies them.
-    pub fn commit(self) -> Result<CommitStats> {
+    pub fn commit(mut self) -> Result<CommitStats> {
         let mut stats = CommitStats::default();
-        if self.pending.is_empty() {
+        if self.is_empty() {
             return Ok(stats);
         }
         let _commit = self.head.commit_lock.read().unwrap();
@@ -236,7 +282,32 @@ impl Appender<'_> {
                     v,
                 })
                 .collect();
-            records.push(Record::Samples(samples));
+            if !self.pending.is_empty() {
+                records.push(Record::Samples(samples));
+            }
+            let series_ref = |h: u32| self.held[h as usize].series.series_ref;
+            let (mut ints, mut floats) = (Vec::new(), Vec::new());
+            for (h, t, v) in &self.pending_histograms {
+                match v {
+                    Value::Histogram(x) => ints.push(RefHistogram {
+                        series_ref: series_ref(*h),
+                        t: *t,
+                        h: (**x).clone(),
+                    }),
+                    Value::FloatHistogram(x) => floats.push(RefFloatHistogram {
+                        series_ref: series_ref(*h),
+                        t: *t,
+                        h: (**x).clone(),
+                    }),
+                    Value::Float(_) => unreachable!("floats are staged in `pending`"),
+                }
+            }
+            if !ints.is_empty() {
+                records.push(Record::Histograms(ints));
+            }
+            if !floats.is_empty() {
+                records.push(Record::FloatHistograms(floats));
+            }
             wal.log(&records)?;
             for s in unlogged {
                 s.logged.store(true, Ordering::Release);
@@ -272,7 +343,23 @@ impl Appender<'_> {
                 i += 1;
             }
         }
-        if stats.samples > 0 {
+        for (h, t, v) in std::mem::take(&mut self.pending_histograms) {
+            if t < min_valid {
+                stats.rejected_late += 1;
+                continue;
+            }
+            let mut s = self.held[h as usize].series.samples.lock().unwrap();
+            match s.add_value(t, v, range, window) {
+                Ok(true) => {
+                    stats.histograms += 1;
+                    mint = mint.min(t);
+                    maxt = maxt.max(t);
+                }
+                Ok(false) => {}
+                Err(_) => stats.rejected_late += 1,
+            }
+        }
+        if stats.samples + stats.histograms > 0 {
             self.head.update_time_bounds(mint, maxt);
         }
         Ok(stats)

@@ -1,9 +1,12 @@
 //! The head: the in-memory, appendable part of the database.
 //!
-//! Each series ([`MemSeries`]) holds its samples as a list of XOR chunks; a chunk is closed at
-//! [`SAMPLES_PER_CHUNK`] samples or when the next sample falls into the next block range (so a
-//! chunk never crosses a block boundary). A closed chunk keeps only its bytes and time range
-//! (32 bytes plus the data), with no appender state and no spare capacity. Label
+//! Each series ([`MemSeries`]) holds its samples as a list of chunks: XOR for floats, Prometheus'
+//! histogram and float-histogram encodings for native histograms. A chunk is closed at
+//! [`SAMPLES_PER_CHUNK`] samples (histograms: about 1 KiB once it holds 10), when the next
+//! sample falls into the next block range (so a chunk never crosses a block boundary), when the
+//! kind of value changes, or when a histogram cannot join it (a counter reset or a new schema:
+//! the next chunk's header says which). A closed chunk keeps only its bytes, encoding and time
+//! range (40 bytes plus the data), with no appender state and no spare capacity. Label
 //! strings are interned: every series with `job="node"` shares the same two allocations.
 //!
 //! An inverted index maps each label pair to the ascending refs of the series holding it
@@ -81,7 +84,10 @@ pub struct Head {
 /// Counters a commit reports.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CommitStats {
+    /// Float samples stored.
     pub samples: usize,
+    /// Native histogram samples stored (integer and float).
+    pub histograms: usize,
     /// Samples that passed validation at append but lost a race with a concurrent commit to
     /// the same series (out-of-order by the time they were applied).
     pub rejected_late: usize,

@@ -3,7 +3,11 @@
 use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::Mutex;
 
-use crate::chunkenc::{XorChunk, XorIterator, ENCODING_XOR, SAMPLES_PER_CHUNK};
+use crate::chunkenc::value::{self, AnyChunk, Value};
+use crate::chunkenc::{
+    CounterResetHeader, FloatHistogramChunk, HistogramChunk, XorChunk, ENCODING_HISTOGRAM,
+    ENCODING_XOR, SAMPLES_PER_CHUNK,
+};
 use crate::querier::ChunkData;
 use crate::{Error, Labels, Result};
 
@@ -27,6 +31,7 @@ pub struct MemSeries {
 struct ClosedChunk {
     min_t: i64,
     max_t: i64,
+    encoding: u8,
     data: Box<[u8]>,
 }
 
@@ -34,7 +39,7 @@ struct ClosedChunk {
 struct OpenChunk {
     min_t: i64,
     max_t: i64,
-    chunk: XorChunk,
+    chunk: AnyChunk,
 }
 
 #[derive(Default)]
@@ -43,7 +48,9 @@ pub(super) struct SeriesSamples {
     closed: Vec<ClosedChunk>,
     open: Option<OpenChunk>,
     last_t: Option<i64>,
+    /// The newest sample's value: float bits, or (for histogram series) the histogram.
     last_v_bits: u64,
+    last_histogram: Option<Box<Value>>,
 }
 
 impl SeriesSamples {
@@ -53,7 +60,25 @@ impl SeriesSamples {
         match self.last_t {
             Some(last) if t < last => Err(Error::OutOfOrder { t, newest: last }),
             Some(last) if t == last => {
-                if v.to_bits() == self.last_v_bits {
+                if self.last_histogram.is_none() && v.to_bits() == self.last_v_bits {
+                    Ok(false)
+                } else {
+                    Err(Error::DuplicateTimestamp { t })
+                }
+            }
+            _ => Ok(true),
+        }
+    }
+
+    /// [`SeriesSamples::check`] for a histogram value.
+    pub(super) fn check_value(&self, t: i64, v: &Value) -> Result<bool> {
+        if let Value::Float(f) = v {
+            return self.check(t, *f);
+        }
+        match self.last_t {
+            Some(last) if t < last => Err(Error::OutOfOrder { t, newest: last }),
+            Some(last) if t == last => {
+                if self.last_histogram.as_deref().is_some_and(|h| h.same(v)) {
                     Ok(false)
                 } else {
                     Err(Error::DuplicateTimestamp { t })
@@ -64,13 +89,13 @@ impl SeriesSamples {
     }
 
     /// Inserts a sample older than the newest one in place, re-encoding the one chunk it
-    /// joins. `Ok(false)` is an exact duplicate. Chunks stay time-ordered, non-overlapping and
-    /// within one `chunk_range` bucket each.
-    fn insert_out_of_order(&mut self, t: i64, v: f64, chunk_range: i64) -> Result<bool> {
+    /// joins (which may become several when histograms cannot share one). `Ok(false)` is an
+    /// exact duplicate. Chunks stay time-ordered, non-overlapping and within one `chunk_range`
+    /// bucket each.
+    fn insert_out_of_order(&mut self, t: i64, v: Value, chunk_range: i64) -> Result<bool> {
         let bucket = range_start(t, chunk_range);
         let n_closed = self.closed.len();
-        // (index in closed + open, min, max) of every chunk.
-        let spans: Vec<(i64, i64)> = self.iter().map(|(lo, hi, _)| (lo, hi)).collect();
+        let spans: Vec<(i64, i64)> = self.iter().map(|(lo, hi, _, _)| (lo, hi)).collect();
         // The chunk holding t, else the one before it in the same bucket, else the next one in
         // the same bucket, else a new chunk.
         let pos = spans.partition_point(|&(_, hi)| hi < t);
@@ -84,32 +109,23 @@ impl SeriesSamples {
             None
         };
         let Some(i) = target else {
-            let mut c = XorChunk::new();
-            c.append(t, v);
-            self.closed.insert(
-                pos.min(n_closed),
-                ClosedChunk {
-                    min_t: t,
-                    max_t: t,
-                    data: c.into_bytes().into_boxed_slice(),
-                },
-            );
+            let parts = value::encode(&[(t, v)]);
+            let at = pos.min(n_closed);
+            self.closed
+                .splice(at..at, parts.into_iter().map(closed_chunk));
             return Ok(true);
         };
-        let bytes: &[u8] = if i < n_closed {
-            &self.closed[i].data
+        let (encoding, bytes): (u8, &[u8]) = if i < n_closed {
+            (self.closed[i].encoding, &self.closed[i].data)
         } else {
-            self.open
-                .as_ref()
-                .expect("span of the open chunk")
-                .chunk
-                .bytes()
+            let c = &self.open.as_ref().expect("span of the open chunk").chunk;
+            (c.encoding(), c.bytes())
         };
-        let mut samples: Vec<(i64, f64)> = XorIterator::new(bytes).collect();
-        let at = samples.partition_point(|&(st, _)| st < t);
-        if let Some(&(st, sv)) = samples.get(at) {
-            if st == t {
-                return if sv.to_bits() == v.to_bits() {
+        let mut samples = value::decode(encoding, bytes).map_err(Error::Invalid)?;
+        let at = samples.partition_point(|(st, _)| *st < t);
+        if let Some((st, sv)) = samples.get(at) {
+            if *st == t {
+                return if sv.same(&v) {
                     Ok(false)
                 } else {
                     Err(Error::DuplicateTimestamp { t })
@@ -117,32 +133,63 @@ impl SeriesSamples {
             }
         }
         samples.insert(at, (t, v));
-        let mut c = XorChunk::new();
-        for &(st, sv) in &samples {
-            c.append(st, sv);
-        }
-        let (min_t, max_t) = (samples[0].0, samples[samples.len() - 1].0);
+        let mut parts: Vec<ClosedChunk> = value::encode(&samples)
+            .into_iter()
+            .map(closed_chunk)
+            .collect();
         if i < n_closed {
-            self.closed[i] = ClosedChunk {
-                min_t,
-                max_t,
-                data: c.into_bytes().into_boxed_slice(),
-            };
+            self.closed.splice(i..=i, parts);
         } else {
+            // The last part stays open (appends continue there when it has room).
+            let last = parts.pop().expect("at least one chunk");
+            self.closed.extend(parts);
+            let chunk = match last.encoding {
+                ENCODING_XOR => XorChunk::from_bytes(last.data.into()).map(AnyChunk::Xor),
+                ENCODING_HISTOGRAM => HistogramChunk::from_bytes(last.data.into())
+                    .map(|c| AnyChunk::Histogram(Box::new(c))),
+                _ => FloatHistogramChunk::from_bytes(last.data.into())
+                    .map(|c| AnyChunk::FloatHistogram(Box::new(c))),
+            }?;
             self.open = Some(OpenChunk {
-                min_t,
-                max_t,
-                chunk: c,
+                min_t: last.min_t,
+                max_t: last.max_t,
+                chunk,
             });
         }
         Ok(true)
     }
 
-    /// Stores a sample: appended when newest, inserted when out of order within `window`.
+    /// Stores a float sample: appended when newest, inserted when out of order within
+    /// `window`.
     pub(super) fn add(&mut self, t: i64, v: f64, chunk_range: i64, window: i64) -> Result<bool> {
         match self.check(t, v) {
             Ok(true) => {
                 self.push(t, v, chunk_range);
+                Ok(true)
+            }
+            Err(Error::OutOfOrder { newest, .. })
+                if window > 0 && t >= newest.saturating_sub(window) =>
+            {
+                self.insert_out_of_order(t, Value::Float(v), chunk_range)
+            }
+            other => other,
+        }
+    }
+
+    /// [`SeriesSamples::add`] for any value (histograms).
+    pub(super) fn add_value(
+        &mut self,
+        t: i64,
+        v: Value,
+        chunk_range: i64,
+        window: i64,
+    ) -> Result<bool> {
+        if let Value::Float(f) = v {
+            return self.add(t, f, chunk_range, window);
+        }
+        match self.check_value(t, &v) {
+            Ok(true) => {
+                self.push_value(t, v, chunk_range);
                 Ok(true)
             }
             Err(Error::OutOfOrder { newest, .. })
@@ -159,6 +206,7 @@ impl SeriesSamples {
             self.closed.push(ClosedChunk {
                 min_t: c.min_t,
                 max_t: c.max_t,
+                encoding: c.chunk.encoding(),
                 data: c.chunk.into_bytes().into_boxed_slice(),
             });
         }
@@ -166,22 +214,67 @@ impl SeriesSamples {
 
     fn push(&mut self, t: i64, v: f64, chunk_range: i64) {
         if let Some(c) = &self.open {
-            if range_start(t, chunk_range) != range_start(c.min_t, chunk_range) {
+            if range_start(t, chunk_range) != range_start(c.min_t, chunk_range)
+                || c.chunk.encoding() != ENCODING_XOR
+            {
                 self.close_open_chunk();
             }
         }
         let c = self.open.get_or_insert_with(|| OpenChunk {
             min_t: t,
             max_t: t,
-            chunk: XorChunk::new(),
+            chunk: AnyChunk::Xor(XorChunk::new()),
         });
-        c.chunk.append(t, v);
+        let AnyChunk::Xor(x) = &mut c.chunk else {
+            unreachable!("a non-XOR open chunk was closed above")
+        };
+        x.append(t, v);
         c.max_t = t;
-        if c.chunk.num_samples() >= SAMPLES_PER_CHUNK {
+        if x.num_samples() >= SAMPLES_PER_CHUNK {
             self.close_open_chunk();
         }
         self.last_t = Some(t);
         self.last_v_bits = v.to_bits();
+        self.last_histogram = None;
+    }
+
+    fn push_value(&mut self, t: i64, v: Value, chunk_range: i64) {
+        let mut header = CounterResetHeader::Unknown;
+        if let Some(c) = &mut self.open {
+            if range_start(t, chunk_range) == range_start(c.min_t, chunk_range)
+                && c.chunk.encoding() == v.encoding()
+            {
+                let appended = if c.chunk.is_full() {
+                    Err(c.chunk.next_header(&v))
+                } else {
+                    c.chunk.append(t, &v)
+                };
+                match appended {
+                    Ok(()) => c.max_t = t,
+                    Err(h) => header = h,
+                }
+                if appended.is_ok() {
+                    self.last_t = Some(t);
+                    self.last_histogram = Some(Box::new(v));
+                    return;
+                }
+            } else if c.chunk.encoding() == v.encoding() {
+                // A new block range: the chunk before still tells whether this is a reset.
+                header = c.chunk.next_header(&v);
+            }
+            self.close_open_chunk();
+        }
+        let mut chunk = AnyChunk::new(v.encoding(), header);
+        chunk
+            .append(t, &v)
+            .expect("an empty chunk takes any value of its kind");
+        self.open = Some(OpenChunk {
+            min_t: t,
+            max_t: t,
+            chunk,
+        });
+        self.last_t = Some(t);
+        self.last_histogram = Some(Box::new(v));
     }
 
     /// Closed chunks plus the open one.
@@ -200,15 +293,15 @@ impl SeriesSamples {
             .or(self.open.as_ref().map(|c| c.min_t))
     }
 
-    /// Every chunk as (min_t, max_t, bytes), oldest first.
-    fn iter(&self) -> impl Iterator<Item = (i64, i64, &[u8])> {
+    /// Every chunk as (min_t, max_t, encoding, bytes), oldest first.
+    fn iter(&self) -> impl Iterator<Item = (i64, i64, u8, &[u8])> {
         self.closed
             .iter()
-            .map(|c| (c.min_t, c.max_t, &*c.data))
+            .map(|c| (c.min_t, c.max_t, c.encoding, &*c.data))
             .chain(
                 self.open
                     .iter()
-                    .map(|c| (c.min_t, c.max_t, c.chunk.bytes())),
+                    .map(|c| (c.min_t, c.max_t, c.chunk.encoding(), c.chunk.bytes())),
             )
     }
 
@@ -218,6 +311,15 @@ impl SeriesSamples {
         if self.open.as_ref().is_some_and(|c| c.max_t < t) {
             self.open = None;
         }
+    }
+}
+
+fn closed_chunk((min_t, max_t, encoding, data): (i64, i64, u8, Vec<u8>)) -> ClosedChunk {
+    ClosedChunk {
+        min_t,
+        max_t,
+        encoding,
+        data: data.into_boxed_slice(),
     }
 }
 
@@ -231,11 +333,11 @@ impl MemSeries {
     pub fn chunks(&self, mint: i64, maxt: i64) -> Vec<ChunkData> {
         let s = self.samples.lock().unwrap();
         s.iter()
-            .filter(|&(lo, hi, _)| hi >= mint && lo <= maxt)
-            .map(|(lo, hi, data)| ChunkData {
+            .filter(|&(lo, hi, _, _)| hi >= mint && lo <= maxt)
+            .map(|(lo, hi, encoding, data)| ChunkData {
                 min_time: lo,
                 max_time: hi,
-                encoding: ENCODING_XOR,
+                encoding,
                 data: data.into(),
             })
             .collect()

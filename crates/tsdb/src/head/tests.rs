@@ -255,6 +255,7 @@ fn a_series_is_logged_by_the_first_commit_that_writes_to_it() {
             Record::Series { .. } => "series",
             Record::Samples(_) => "samples",
             Record::Chunk { .. } => "chunk",
+            Record::Histograms(_) | Record::FloatHistograms(_) => "histograms",
         })
         .collect();
     assert_eq!(kinds, ["series", "series", "samples", "samples"]);
@@ -267,4 +268,166 @@ fn a_series_is_logged_by_the_first_commit_that_writes_to_it() {
         .map(|(t, _)| t)
         .collect();
     assert_eq!(ts, [2000, 3000]);
+}
+
+/// Counter histograms whose buckets grow over time, with an occasional reset.
+fn counter_histogram(i: i64) -> model::histogram::Histogram {
+    use model::histogram::{counts_to_deltas, spans_from_indexes};
+    let i = i % 700; // a reset every 700 samples
+    let n = 2 + (i / 50).min(6) as i32; // new buckets appear
+    let idx: Vec<i32> = (0..n).map(|k| k * 2 - 3).collect();
+    let counts: Vec<i64> = (0..n as i64).map(|k| i * (k + 1)).collect();
+    model::histogram::Histogram {
+        schema: 2,
+        zero_threshold: 1e-3,
+        zero_count: i as u64,
+        count: i as u64 + counts.iter().sum::<i64>() as u64,
+        sum: i as f64 * 0.25,
+        positive_spans: spans_from_indexes(&idx),
+        positive_buckets: counts_to_deltas(&counts),
+        ..Default::default()
+    }
+}
+
+/// The samples of a series as (t, count, sum): what must survive every path.
+fn histogram_points(chunks: &[crate::querier::ChunkData]) -> Vec<(i64, f64, f64)> {
+    use crate::chunkenc::value::{self, Value};
+    let mut out = Vec::new();
+    for c in chunks {
+        for (t, v) in value::decode(c.encoding, &c.data).unwrap() {
+            match v {
+                Value::Histogram(h) => out.push((t, h.count as f64, h.sum)),
+                Value::FloatHistogram(h) => out.push((t, h.count, h.sum)),
+                Value::Float(f) => out.push((t, f, f)),
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn native_histograms_survive_head_wal_checkpoint_and_block() {
+    use crate::chunkenc::{ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM};
+    let dir = tempfile::tempdir().unwrap();
+    let ints = labels!("__name__" => "req_duration");
+    let floats = labels!("__name__" => "req_rate");
+    let step = 15_000;
+    let n = 1500i64;
+    let want_int: Vec<(i64, f64, f64)> = (0..n)
+        .map(|i| {
+            let h = counter_histogram(i);
+            (i * step, h.count as f64, h.sum)
+        })
+        .collect();
+    {
+        let (wal, _) = Wal::open(dir.path(), crate::wal::WalOptions::default(), |_| {}).unwrap();
+        let head = Head::new(
+            HeadOptions {
+                out_of_order_window: 3_600_000,
+                ..HeadOptions::default()
+            },
+            Some(Arc::new(wal)),
+        );
+        for batch in (0..n).collect::<Vec<_>>().chunks(100) {
+            let mut app = head.appender();
+            let a = app.series(&ints).unwrap();
+            let b = app.series(&floats).unwrap();
+            for &i in batch {
+                if i == n - 20 {
+                    continue; // written out of order below
+                }
+                app.append_histogram_to(a, i * step, counter_histogram(i))
+                    .unwrap();
+                let mut fh = counter_histogram(i).to_float();
+                fh.counter_reset_hint = model::histogram::CounterResetHint::Gauge;
+                fh.sum = -(i as f64);
+                app.append_float_histogram_to(b, i * step, fh).unwrap();
+            }
+            let stats = app.commit().unwrap();
+            assert_eq!(stats.samples, 0);
+            assert!(stats.histograms > 0);
+        }
+        let mut app = head.appender();
+        let a = app.series(&ints).unwrap();
+        app.append_histogram_to(a, (n - 20) * step, counter_histogram(n - 20))
+            .unwrap();
+        app.commit().unwrap();
+        // A retry of the same histogram is accepted and not stored twice; another one for the
+        // same timestamp conflicts.
+        let mut app = head.appender();
+        let a = app.series(&ints).unwrap();
+        app.append_histogram_to(a, (n - 10) * step, counter_histogram(n - 10))
+            .unwrap();
+        assert_eq!(app.commit().unwrap().histograms, 0);
+        let mut app = head.appender();
+        let a = app.series(&ints).unwrap();
+        // Older than the newest sample: staged like a float, refused when applied.
+        app.append_histogram_to(a, (n - 10) * step, counter_histogram(n - 9))
+            .unwrap();
+        assert_eq!(app.commit().unwrap().rejected_late, 1);
+        let mut app = head.appender();
+        let a = app.series(&ints).unwrap();
+        assert!(matches!(
+            app.append_histogram_to(a, (n - 1) * step, counter_histogram(n)),
+            Err(Error::DuplicateTimestamp { .. })
+        ));
+
+        let series = head.all_series_sorted();
+        let int_chunks = series[0].chunks(i64::MIN, i64::MAX);
+        assert!(int_chunks.iter().all(|c| c.encoding == ENCODING_HISTOGRAM));
+        assert!(int_chunks.len() > 10, "histogram chunks are cut by size");
+        assert_eq!(histogram_points(&int_chunks), want_int);
+        let f_chunks = series[1].chunks(i64::MIN, i64::MAX);
+        assert!(f_chunks
+            .iter()
+            .all(|c| c.encoding == ENCODING_FLOAT_HISTOGRAM));
+        assert_eq!(histogram_points(&f_chunks).len(), n as usize - 1);
+    }
+    // Replay: every histogram comes back from the WAL records.
+    let (head, _) = replayed(dir.path());
+    let series = head.all_series_sorted();
+    assert_eq!(
+        histogram_points(&series[0].chunks(i64::MIN, i64::MAX)),
+        want_int
+    );
+
+    // A checkpoint holds histogram chunks; replaying it gives the same samples.
+    {
+        let (wal, _) = Wal::open(dir.path(), crate::wal::WalOptions::default(), |_| {}).unwrap();
+        let last = wal.cut_segment().unwrap();
+        wal.checkpoint(last, head.checkpoint_records(i64::MIN).into_iter())
+            .unwrap();
+    }
+    let (again, records) = replayed(dir.path());
+    assert!(records
+        .iter()
+        .any(|r| matches!(r, Record::Chunk { encoding, .. } if *encoding == ENCODING_HISTOGRAM)));
+    let series = again.all_series_sorted();
+    assert_eq!(
+        histogram_points(&series[0].chunks(i64::MIN, i64::MAX)),
+        want_int
+    );
+
+    // A block over part of the range keeps exactly the samples inside it.
+    let q = HeadQuerier(Arc::new(again));
+    let all = q.select(&[], i64::MIN, i64::MAX).unwrap();
+    let (mint, maxt) = (1_000_000, 9_000_000);
+    let blocks = tempfile::tempdir().unwrap();
+    let meta = crate::block::write_block(
+        blocks.path(),
+        mint,
+        maxt,
+        &all,
+        crate::block::BlockWriteOptions::default(),
+    )
+    .unwrap();
+    let block = crate::block::Block::open(&blocks.path().join(meta.ulid.to_string())).unwrap();
+    let bq = crate::block::BlockQuerier(Arc::new(block));
+    let back = bq.select(&[], i64::MIN, i64::MAX).unwrap();
+    let inside: Vec<_> = want_int
+        .iter()
+        .copied()
+        .filter(|p| p.0 >= mint && p.0 < maxt)
+        .collect();
+    assert_eq!(histogram_points(&back[0].chunks), inside);
 }

@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use super::Head;
-use crate::chunkenc::XorChunk;
+use crate::chunkenc::value::{self, Value};
 use crate::wal::Record;
 
 impl Head {
@@ -31,10 +31,14 @@ impl Head {
                     }
                 }
             }
-            Record::Chunk { series_ref, data } => match XorChunk::from_bytes(data) {
-                Ok(chunk) => {
-                    for (t, v) in chunk.iter() {
-                        if !self.replay_sample(series_ref, t, v) {
+            Record::Chunk {
+                series_ref,
+                encoding,
+                data,
+            } => match value::decode(encoding, &data) {
+                Ok(samples) => {
+                    for (t, v) in samples {
+                        if !self.replay_value(series_ref, t, v) {
                             *unknown_refs += 1;
                         }
                     }
@@ -43,7 +47,37 @@ impl Head {
                     tracing::warn!(series_ref, error = %e, "skipping undecodable chunk in WAL checkpoint")
                 }
             },
+            Record::Histograms(samples) => {
+                for s in samples {
+                    if !self.replay_value(s.series_ref, s.t, Value::Histogram(Box::new(s.h))) {
+                        *unknown_refs += 1;
+                    }
+                }
+            }
+            Record::FloatHistograms(samples) => {
+                for s in samples {
+                    let v = Value::FloatHistogram(Box::new(s.h));
+                    if !self.replay_value(s.series_ref, s.t, v) {
+                        *unknown_refs += 1;
+                    }
+                }
+            }
         }
+    }
+
+    fn replay_value(&self, series_ref: u64, t: i64, v: Value) -> bool {
+        let Some(series) = self.series_by_ref(series_ref) else {
+            return false;
+        };
+        if t < self.min_valid_time.load(Ordering::Acquire) {
+            return true;
+        }
+        let mut s = series.samples.lock().unwrap();
+        if let Ok(true) = s.add_value(t, v, self.opts.chunk_range, i64::MAX) {
+            drop(s);
+            self.update_time_bounds(t, t);
+        }
+        true
     }
 
     fn replay_sample(&self, series_ref: u64, t: i64, v: f64) -> bool {
@@ -74,6 +108,7 @@ impl Head {
             for c in s.chunks(t, i64::MAX) {
                 out.push(Record::Chunk {
                     series_ref: s.series_ref,
+                    encoding: c.encoding,
                     data: c.data.to_vec(),
                 });
             }
