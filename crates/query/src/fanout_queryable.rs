@@ -172,7 +172,7 @@ impl FanoutQueryable {
     fn skipped_warnings(&self, s: Skipped) {
         if s.histogram_chunks > 0 {
             self.warn(format!(
-                "{} native histogram chunk(s) left out: not supported by Cairn yet",
+                "{} downsampled native histogram chunk(s) left out: their aggregates are not read yet",
                 s.histogram_chunks
             ));
         }

@@ -8,13 +8,17 @@
 //!    byte-for-byte those of an earlier copy are dropped here: they would decode to the same
 //!    samples, which the merge then ignores anyway (see [`crate::dedup`]), so this only saves the
 //!    decoding (RF=3 receivers cut identical chunks from identical writes).
-//! 3. [`Merger::merge`] decodes each remaining copy's XOR chunks within the requested span and
+//! 3. [`Merger::merge`] decodes each remaining copy's chunks (XOR, native histogram, downsampled
+//!    aggregates) within the requested span and
 //!    merges the copies: the penalty algorithm when de-duplicating, a union otherwise (two
 //!    endpoints answering the very same label set, e.g. both without external labels).
 
 use promql::Sample;
 use proto::thanos::{self, chunk, AggrChunk};
-use tsdb::chunkenc::XorIterator;
+use std::sync::Arc;
+
+use model::histogram::{bucket_indexes, CounterResetHint, FloatHistogram};
+use tsdb::chunkenc::{FloatHistogramIterator, HistogramIterator, XorIterator};
 use tsdb::Labels;
 
 use crate::dedup::{chain_merge, penalty_merge};
@@ -98,7 +102,7 @@ pub fn group(
 /// What decoding left out.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Skipped {
-    /// Native histogram chunks (not supported by Cairn's engine input yet).
+    /// Native histogram chunks of downsampled blocks (their aggregates are not read yet).
     pub histogram_chunks: usize,
     /// Downsampled chunks without the aggregates asked for.
     pub aggregate_chunks: usize,
@@ -184,6 +188,14 @@ pub fn decode(
             },
         };
         if let Some(chunk) = single {
+            let histogram = chunk.r#type == chunk::Encoding::Histogram as i32
+                || chunk.r#type == chunk::Encoding::FloatHistogram as i32;
+            if histogram && !chained {
+                overlapping |= c.min_time <= prev_max;
+                prev_max = prev_max.max(c.max_time);
+                decode_histograms(chunk, mint, maxt, out).map_err(fail)?;
+                continue;
+            }
             if chunk.r#type != chunk::Encoding::Xor as i32 {
                 skipped.histogram_chunks += 1;
                 continue;
@@ -250,6 +262,63 @@ pub fn decode(
         out.dedup_by_key(|s| s.t);
     }
     Ok(())
+}
+
+/// The engine's form of a stored native histogram: float counts on sparse bucket indexes.
+pub fn promql_histogram(h: &FloatHistogram) -> promql::FloatHistogram {
+    use promql::CounterResetHint as P;
+    let side = |spans: &[model::histogram::Span], counts: &[f64]| -> Vec<(i32, f64)> {
+        bucket_indexes(spans).zip(counts.iter().copied()).collect()
+    };
+    promql::FloatHistogram {
+        counter_reset_hint: match h.counter_reset_hint {
+            CounterResetHint::Unknown => P::Unknown,
+            CounterResetHint::Reset => P::Reset,
+            CounterResetHint::NotReset => P::NotReset,
+            CounterResetHint::Gauge => P::Gauge,
+        },
+        schema: h.schema,
+        zero_threshold: h.zero_threshold,
+        zero_count: h.zero_count,
+        count: h.count,
+        sum: h.sum,
+        positive: side(&h.positive_spans, &h.positive_buckets),
+        negative: side(&h.negative_spans, &h.negative_buckets),
+        custom_values: h.custom_values.clone(),
+    }
+}
+
+/// Decodes a raw histogram or float-histogram chunk's samples within `[mint, maxt]`. A stale
+/// histogram reads as a float stale marker, which is how the engine knows markers.
+fn decode_histograms(
+    chunk: &thanos::Chunk,
+    mint: i64,
+    maxt: i64,
+    out: &mut Vec<Sample>,
+) -> Result<(), String> {
+    let mut push = |t: i64, h: FloatHistogram| {
+        if t < mint || t > maxt {
+            return;
+        }
+        if h.is_stale() {
+            out.push(Sample::float(t, model::stale_nan()));
+        } else {
+            out.push(Sample::histogram(t, Arc::new(promql_histogram(&h))));
+        }
+    };
+    if chunk.r#type == chunk::Encoding::Histogram as i32 {
+        let mut it = HistogramIterator::new(&chunk.data);
+        for (t, h) in it.by_ref() {
+            push(t, h.to_float());
+        }
+        it.err().map_or(Ok(()), |e| Err(e.to_string()))
+    } else {
+        let mut it = FloatHistogramIterator::new(&chunk.data);
+        for (t, h) in it.by_ref() {
+            push(t, h);
+        }
+        it.err().map_or(Ok(()), |e| Err(e.to_string()))
+    }
 }
 
 /// How the copies of a series are merged.
@@ -469,18 +538,46 @@ pub(crate) mod tests {
         let got: Vec<(i64, f64)> = out.iter().map(|s| (s.t, s.f)).collect();
         assert_eq!(got, [(10, 1.0), (15, 9.0), (20, 2.0)]);
 
+        // A native histogram chunk decodes to histogram samples; its stale marker to a float
+        // marker.
+        let mut hc = tsdb::chunkenc::HistogramChunk::new();
+        let h = model::histogram::Histogram {
+            count: 3,
+            sum: 1.5,
+            positive_spans: vec![model::histogram::Span {
+                offset: 1,
+                length: 2,
+            }],
+            positive_buckets: vec![1, 1],
+            ..Default::default()
+        };
+        hc.append(10, &h).unwrap();
+        let stale = model::histogram::Histogram {
+            sum: model::stale_nan(),
+            ..Default::default()
+        };
+        hc.append(20, &stale).unwrap();
         let mut hist = a.clone();
-        hist.raw.as_mut().unwrap().r#type = chunk::Encoding::Histogram as i32;
+        let raw = hist.raw.as_mut().unwrap();
+        raw.r#type = chunk::Encoding::Histogram as i32;
+        raw.data = Bytes::from(hc.bytes().to_vec());
+        decode(&[hist.clone()], 0, 100, AVG, &mut out, &mut skipped).unwrap();
+        assert_eq!(out.len(), 2);
+        let got = out[0].h.as_deref().expect("a histogram sample");
+        assert_eq!((got.count, got.sum), (3.0, 1.5));
+        assert_eq!(got.positive, [(1, 1.0), (2, 2.0)]);
+        assert!(out[1].is_stale() && out[1].h.is_none());
+
         let aggr = AggrChunk {
             raw: None,
             ..a.clone()
         };
-        decode(&[hist, aggr], 0, 100, AVG, &mut out, &mut skipped).unwrap();
+        decode(&[aggr], 0, 100, AVG, &mut out, &mut skipped).unwrap();
         assert!(out.is_empty());
         assert_eq!(
             skipped,
             Skipped {
-                histogram_chunks: 1,
+                histogram_chunks: 0,
                 aggregate_chunks: 1
             }
         );
