@@ -44,6 +44,8 @@ pub struct DbOptions {
     pub thanos: Option<ThanosMeta>,
     /// Out-of-order samples up to this many ms behind a series' newest are accepted (0: none).
     pub out_of_order_window: i64,
+    /// Size of the circular exemplar store (0: exemplars are not kept), `--tsdb.max-exemplars`.
+    pub max_exemplars: usize,
 }
 
 impl Default for DbOptions {
@@ -54,6 +56,7 @@ impl Default for DbOptions {
             wal: WalOptions::default(),
             thanos: None,
             out_of_order_window: 0,
+            max_exemplars: 0,
         }
     }
 }
@@ -91,6 +94,7 @@ impl Db {
             HeadOptions {
                 chunk_range: opts.block_duration,
                 out_of_order_window: opts.out_of_order_window,
+                max_exemplars: opts.max_exemplars,
             },
             None,
         );

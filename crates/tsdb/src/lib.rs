@@ -18,6 +18,7 @@ pub mod chunks;
 pub mod compact;
 pub mod db;
 pub mod error;
+pub mod exemplars;
 pub mod head;
 pub mod index;
 pub mod matcher;

@@ -18,6 +18,9 @@
 //!   type 3 Chunk    ref:u64be  n:uvarint  XOR chunk bytes[n]   (checkpoints only)
 //!   type 4 Batch    snappy(block format) of (len:uvarint  payload[len])*
 //!   type 5 EncChunk ref:u64be  encoding:u8  n:uvarint  chunk bytes[n]   (checkpoints: histogram chunks)
+//!   type 64 Exemplars  Prometheus' exemplar record body: base ref:u64be  base t:u64be, then
+//!                   per exemplar ref-delta:varint  t-delta:varint  value:f64be  labels (as in
+//!                   Series)
 //!   type 7 Histograms, 8 FloatHistograms, 9 and 10 the same with custom buckets:
 //!                   Prometheus' record bodies: base ref:u64be  base t:u64be, then per sample
 //!                   ref-delta:varint  t-delta:varint  histogram (hint:u8  schema:varint
@@ -62,6 +65,8 @@ const TYPE_HISTOGRAMS: u8 = 7;
 const TYPE_FLOAT_HISTOGRAMS: u8 = 8;
 const TYPE_CUSTOM_HISTOGRAMS: u8 = 9;
 const TYPE_CUSTOM_FLOAT_HISTOGRAMS: u8 = 10;
+/// Prometheus' exemplar record body, under a type of Cairn's (4 is Cairn's batch).
+const TYPE_EXEMPLARS: u8 = 64;
 /// Commits encoding to less than this are framed record by record: snappy gains little there.
 const MIN_BATCH_BYTES: usize = 256;
 /// A checkpoint's records are compressed in batches of about this many bytes.
@@ -104,6 +109,15 @@ pub struct RefFloatHistogram {
     pub h: FloatHistogram,
 }
 
+/// An exemplar addressed by its series' ref.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefExemplar {
+    pub series_ref: u64,
+    pub t: i64,
+    pub v: f64,
+    pub labels: Labels,
+}
+
 /// A decoded WAL record.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Record {
@@ -120,6 +134,7 @@ pub enum Record {
     },
     Histograms(Vec<RefHistogram>),
     FloatHistograms(Vec<RefFloatHistogram>),
+    Exemplars(Vec<RefExemplar>),
 }
 
 impl Record {
@@ -167,6 +182,13 @@ impl Record {
                 let refs = samples.iter().map(|s| (s.series_ref, s.t));
                 encode_histogram_record(out, ty, refs, |out, i| {
                     put_float_histogram(out, &samples[i].h)
+                });
+            }
+            Record::Exemplars(exemplars) => {
+                let refs = exemplars.iter().map(|e| (e.series_ref, e.t));
+                encode_histogram_record(out, TYPE_EXEMPLARS, refs, |out, i| {
+                    out.extend_from_slice(&exemplars[i].v.to_bits().to_be_bytes());
+                    put_labels(out, &exemplars[i].labels);
                 });
             }
         }
@@ -254,10 +276,47 @@ impl Record {
                 })?;
                 Ok(Record::FloatHistograms(out))
             }
+            Some(&TYPE_EXEMPLARS) => {
+                let mut out = Vec::new();
+                decode_histogram_record(&mut d, |d, series_ref, t| {
+                    let v = d.f64be()?;
+                    out.push(RefExemplar {
+                        series_ref,
+                        t,
+                        v,
+                        labels: get_labels(d)?,
+                    });
+                    Ok(())
+                })?;
+                Ok(Record::Exemplars(out))
+            }
             Some(t) => Err(format!("unknown record type {t}")),
             None => Err("empty record".into()),
         }
     }
+}
+
+fn put_labels(out: &mut Vec<u8>, labels: &Labels) {
+    put_uvarint(out, labels.len() as u64);
+    for l in labels {
+        put_uvarint(out, l.name.len() as u64);
+        out.extend_from_slice(l.name.as_bytes());
+        put_uvarint(out, l.value.len() as u64);
+        out.extend_from_slice(l.value.as_bytes());
+    }
+}
+
+fn get_labels(d: &mut Decoder<'_>) -> std::result::Result<Labels, String> {
+    let n = d.uvarint()? as usize;
+    let mut labels = Vec::with_capacity(n.min(d.remaining() / 2));
+    for _ in 0..n {
+        let name = d.string()?;
+        let value = d.string()?;
+        labels.push(Label::new(name, value));
+    }
+    Ok(Labels::from_pairs(
+        labels.iter().map(|l| (l.name.as_ref(), l.value.as_ref())),
+    ))
 }
 
 fn encode_series(out: &mut Vec<u8>, series_ref: u64, labels: &Labels) {

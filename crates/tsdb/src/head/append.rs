@@ -7,8 +7,9 @@ use std::sync::Arc;
 use super::series::MemSeries;
 use super::{CommitStats, Head};
 use crate::chunkenc::Value;
+use crate::exemplars::{Exemplar, ExemplarError};
 use crate::labels::IdentityHash;
-use crate::wal::{Record, RefFloatHistogram, RefHistogram, RefSample};
+use crate::wal::{Record, RefExemplar, RefFloatHistogram, RefHistogram, RefSample};
 use crate::{Error, Label, Labels, Result};
 use model::histogram::{FloatHistogram, Histogram};
 
@@ -20,6 +21,7 @@ impl Head {
             held_by_ref: HashMap::default(),
             pending: Vec::new(),
             pending_histograms: Vec::new(),
+            pending_exemplars: Vec::new(),
             out_of_order_window: self.opts.out_of_order_window,
             late: false,
         }
@@ -80,6 +82,7 @@ pub struct Appender<'a> {
     pending: Vec<(u32, i64, f64)>,
     /// Native histogram samples, apart so that float batches stay compact.
     pending_histograms: Vec<(u32, i64, Value)>,
+    pending_exemplars: Vec<(u32, Exemplar)>,
     /// [`HeadOptions::out_of_order_window`], unless overridden for this appender.
     out_of_order_window: i64,
     /// See [`Appender::accept_late`].
@@ -233,6 +236,37 @@ impl Appender<'_> {
         Ok(())
     }
 
+    /// Validates and stages one exemplar of a held series. Refusals (storage disabled, labels
+    /// too long, duplicate, out of order) are not write errors: the caller counts them.
+    pub fn append_exemplar_to(
+        &mut self,
+        h: SeriesHandle,
+        e: Exemplar,
+    ) -> std::result::Result<(), ExemplarError> {
+        let series = &self.held[h.0].series;
+        // Against the batch's newest exemplar of the series, then the store's.
+        if let Some((_, last)) = self
+            .pending_exemplars
+            .iter()
+            .rev()
+            .find(|(x, _)| *x as usize == h.0)
+        {
+            if last == &e {
+                return Err(ExemplarError::Duplicate);
+            }
+            if e.ts < last.ts {
+                return Err(ExemplarError::OutOfOrder {
+                    ts: e.ts,
+                    newest: last.ts,
+                });
+            }
+        } else {
+            self.head.exemplars().validate(&series.labels, &e)?;
+        }
+        self.pending_exemplars.push((h.0 as u32, e));
+        Ok(())
+    }
+
     /// Validates and stages one sample; returns the series ref.
     pub fn append(&mut self, labels: &Labels, t: i64, v: f64) -> Result<u64> {
         let h = self.series(labels)?;
@@ -240,9 +274,9 @@ impl Appender<'_> {
         Ok(self.series_ref(h))
     }
 
-    /// Number of samples (floats and histograms) staged so far.
+    /// Number of samples (floats and histograms) and exemplars staged so far.
     pub fn len(&self) -> usize {
-        self.pending.len() + self.pending_histograms.len()
+        self.pending.len() + self.pending_histograms.len() + self.pending_exemplars.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -308,6 +342,19 @@ impl Appender<'_> {
             if !floats.is_empty() {
                 records.push(Record::FloatHistograms(floats));
             }
+            if !self.pending_exemplars.is_empty() {
+                records.push(Record::Exemplars(
+                    self.pending_exemplars
+                        .iter()
+                        .map(|(h, e)| RefExemplar {
+                            series_ref: series_ref(*h),
+                            t: e.ts,
+                            v: e.value,
+                            labels: e.labels.clone(),
+                        })
+                        .collect(),
+                ));
+            }
             wal.log(&records)?;
             for s in unlogged {
                 s.logged.store(true, Ordering::Release);
@@ -357,6 +404,12 @@ impl Appender<'_> {
                 }
                 Ok(false) => {}
                 Err(_) => stats.rejected_late += 1,
+            }
+        }
+        for (h, e) in std::mem::take(&mut self.pending_exemplars) {
+            let labels = &self.held[h as usize].series.labels;
+            if self.head.exemplars().add(labels, e).is_ok() {
+                stats.exemplars += 1;
             }
         }
         if stats.samples + stats.histograms > 0 {

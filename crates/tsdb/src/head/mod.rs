@@ -45,6 +45,7 @@ pub use status::{HeadMemory, HeadStatus};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use crate::exemplars::ExemplarStorage;
 use crate::wal::Wal;
 
 use index::HeadIndex;
@@ -56,6 +57,8 @@ pub struct HeadOptions {
     /// How far (ms) behind a series' newest sample an older sample is still accepted and
     /// inserted in place (0: out-of-order samples are refused).
     pub out_of_order_window: i64,
+    /// Exemplars kept in the circular exemplar store (0: exemplars are not stored).
+    pub max_exemplars: usize,
 }
 
 impl Default for HeadOptions {
@@ -63,6 +66,7 @@ impl Default for HeadOptions {
         HeadOptions {
             chunk_range: 2 * 3600 * 1000,
             out_of_order_window: 0,
+            max_exemplars: 0,
         }
     }
 }
@@ -79,6 +83,7 @@ pub struct Head {
     /// Commits hold it shared from WAL write to head apply; a WAL checkpoint takes it
     /// exclusively to cut the segment, so every commit in the old segments is in the head.
     pub(crate) commit_lock: RwLock<()>,
+    exemplars: ExemplarStorage,
 }
 
 /// Counters a commit reports.
@@ -88,6 +93,8 @@ pub struct CommitStats {
     pub samples: usize,
     /// Native histogram samples stored (integer and float).
     pub histograms: usize,
+    /// Exemplars stored.
+    pub exemplars: usize,
     /// Samples that passed validation at append but lost a race with a concurrent commit to
     /// the same series (out-of-order by the time they were applied).
     pub rejected_late: usize,
@@ -96,6 +103,7 @@ pub struct CommitStats {
 impl Head {
     pub fn new(opts: HeadOptions, wal: Option<Arc<Wal>>) -> Head {
         Head {
+            exemplars: ExemplarStorage::new(opts.max_exemplars),
             opts,
             index: RwLock::new(HeadIndex::default()),
             next_ref: AtomicU64::new(1),
@@ -109,6 +117,11 @@ impl Head {
 
     pub fn options(&self) -> &HeadOptions {
         &self.opts
+    }
+
+    /// The head's exemplars (the circular store of [`HeadOptions::max_exemplars`]).
+    pub fn exemplars(&self) -> &ExemplarStorage {
+        &self.exemplars
     }
 
     pub(crate) fn set_wal(&mut self, wal: Arc<Wal>) {

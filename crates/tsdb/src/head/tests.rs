@@ -12,6 +12,7 @@ fn out_of_order_samples_within_the_window_are_inserted_in_place() {
         HeadOptions {
             chunk_range: 1000,
             out_of_order_window: 500,
+            ..HeadOptions::default()
         },
         None,
     );
@@ -56,6 +57,7 @@ fn an_appender_may_widen_the_out_of_order_window() {
         HeadOptions {
             chunk_range: 100_000,
             out_of_order_window: 10,
+            ..HeadOptions::default()
         },
         None,
     );
@@ -256,6 +258,7 @@ fn a_series_is_logged_by_the_first_commit_that_writes_to_it() {
             Record::Samples(_) => "samples",
             Record::Chunk { .. } => "chunk",
             Record::Histograms(_) | Record::FloatHistograms(_) => "histograms",
+            Record::Exemplars(_) => "exemplars",
         })
         .collect();
     assert_eq!(kinds, ["series", "series", "samples", "samples"]);
@@ -430,4 +433,54 @@ fn native_histograms_survive_head_wal_checkpoint_and_block() {
         .filter(|p| p.0 >= mint && p.0 < maxt)
         .collect();
     assert_eq!(histogram_points(&back[0].chunks), inside);
+}
+
+#[test]
+fn exemplars_are_stored_logged_and_replayed() {
+    use crate::exemplars::{Exemplar, ExemplarError};
+    let dir = tempfile::tempdir().unwrap();
+    let opts = HeadOptions {
+        max_exemplars: 10,
+        ..HeadOptions::default()
+    };
+    let series = labels!("__name__" => "http_requests_total", "job" => "api");
+    let ex = |trace: &str, ts: i64| Exemplar {
+        labels: labels!("trace_id" => trace),
+        value: 1.0,
+        ts,
+    };
+    {
+        let (wal, _) = Wal::open(dir.path(), crate::wal::WalOptions::default(), |_| {}).unwrap();
+        let head = Head::new(opts.clone(), Some(Arc::new(wal)));
+        let mut app = head.appender();
+        let h = app.series(&series).unwrap();
+        app.append_to(h, 1000, 1.0).unwrap();
+        app.append_exemplar_to(h, ex("a", 1000)).unwrap();
+        app.append_exemplar_to(h, ex("b", 2000)).unwrap();
+        assert_eq!(
+            app.append_exemplar_to(h, ex("b", 2000)),
+            Err(ExemplarError::Duplicate)
+        );
+        assert!(matches!(
+            app.append_exemplar_to(h, ex("c", 500)),
+            Err(ExemplarError::OutOfOrder { .. })
+        ));
+        assert_eq!(app.commit().unwrap().exemplars, 2);
+        let got = head.exemplars().select(0, 5000, &[]);
+        assert_eq!(got[0].series_labels, series);
+        assert_eq!(got[0].exemplars.len(), 2);
+    }
+    let head = Head::new(opts, None);
+    let mut unknown = 0;
+    Wal::open(dir.path(), crate::wal::WalOptions::default(), |r| {
+        head.replay_record(r, &mut unknown)
+    })
+    .unwrap();
+    let got = head.exemplars().select(0, 5000, &[]);
+    let traces: Vec<&str> = got[0]
+        .exemplars
+        .iter()
+        .map(|e| e.labels.get("trace_id").unwrap())
+        .collect();
+    assert_eq!(traces, ["a", "b"]);
 }

@@ -4,6 +4,7 @@ use std::sync::atomic::Ordering;
 
 use super::Head;
 use crate::chunkenc::value::{self, Value};
+use crate::exemplars::Exemplar;
 use crate::wal::Record;
 
 impl Head {
@@ -52,6 +53,24 @@ impl Head {
                     if !self.replay_value(s.series_ref, s.t, Value::Histogram(Box::new(s.h))) {
                         *unknown_refs += 1;
                     }
+                }
+            }
+            Record::Exemplars(exemplars) => {
+                for e in exemplars {
+                    let Some(series) = self.series_by_ref(e.series_ref) else {
+                        *unknown_refs += 1;
+                        continue;
+                    };
+                    // Duplicates and out-of-order ones were refused before they were logged;
+                    // a store smaller than before keeps the newest.
+                    let _ = self.exemplars().add(
+                        &series.labels,
+                        Exemplar {
+                            labels: e.labels,
+                            value: e.v,
+                            ts: e.t,
+                        },
+                    );
                 }
             }
             Record::FloatHistograms(samples) => {
