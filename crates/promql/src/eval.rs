@@ -327,7 +327,15 @@ impl<'a> Evaluator<'a> {
             Expr::Call(call) => crate::functions::eval_call(self, call, steps, hint),
             Expr::Aggregate(agg) => crate::aggregate::eval_aggregate(self, agg, steps),
             Expr::Binary(b) => crate::binary::eval_binary(self, b, steps, hint),
-            Expr::Extension(_) => Err(eval_err("extension expressions are not supported")),
+            Expr::Extension(ext) => {
+                match ext.expr.as_any().downcast_ref::<crate::trim::TrimExpr>() {
+                    Some(t) => match t.binary() {
+                        Some(b) => crate::binary::eval_binary_op(self, b, t.op(), steps, hint),
+                        None => Err(eval_err("malformed trim expression")),
+                    },
+                    None => Err(eval_err("extension expressions are not supported")),
+                }
+            }
         }
     }
 

@@ -657,6 +657,200 @@ impl FloatHistogram {
         }
         (v + c) / self.count
     }
+
+    /// Trims in place to the observations below `x` (`upper`, the `</` operator) or above
+    /// `x` (`>/`). A bucket holding `x` keeps the interpolated share on the surviving side
+    /// (linear for custom buckets and the zero bucket, logarithmic for exponential buckets).
+    /// If anything was cut, count and sum are re-estimated from what remains, each bucket
+    /// counting at the midpoint of its surviving interval, and empty buckets are dropped.
+    pub fn trim_buckets(&mut self, x: f64, upper: bool) {
+        let linear = self.uses_custom_buckets();
+        let (mut count, mut sum) = (0.0, 0.0);
+        let mut trimmed = false;
+        let (mut has_pos, mut has_neg) = (false, false);
+        for positive in [true, false] {
+            let n = if positive {
+                self.positive.len()
+            } else {
+                self.negative.len()
+            };
+            for k in 0..n {
+                let (idx, c) = if positive {
+                    self.positive[k]
+                } else {
+                    self.negative[k]
+                };
+                if c == 0.0 {
+                    continue;
+                }
+                if positive {
+                    has_pos = true;
+                } else {
+                    has_neg = true;
+                }
+                let (l, u) = self.bucket_bounds(idx);
+                let (lo, hi) = if positive { (l, u) } else { (-u, -l) };
+                let entirely_kept = if upper { hi <= x } else { lo >= x };
+                let straddles = if upper { lo < x } else { hi > x };
+                let kept = if entirely_kept {
+                    count += c;
+                    sum += surviving_midpoint(lo, hi, positive, linear) * c;
+                    continue;
+                } else if straddles {
+                    let b = Bucket {
+                        lower: lo,
+                        upper: hi,
+                        lower_inclusive: false,
+                        upper_inclusive: true,
+                        count: c,
+                    };
+                    let (kept, mid) = trim_one_bucket(&b, x, upper, positive, linear);
+                    count += kept;
+                    sum += mid * kept;
+                    kept
+                } else {
+                    0.0
+                };
+                if kept != c {
+                    trimmed = true;
+                    if positive {
+                        self.positive[k].1 = kept;
+                    } else {
+                        self.negative[k].1 = kept;
+                    }
+                }
+            }
+        }
+        if self.zero_count > 0.0 {
+            let (kept, mid) = trim_zero_bucket(
+                self.zero_count,
+                self.zero_threshold,
+                x,
+                upper,
+                has_neg,
+                has_pos,
+            );
+            if kept != self.zero_count {
+                self.zero_count = kept;
+                trimmed = true;
+            }
+            count += kept;
+            sum += mid * kept;
+        }
+        if trimmed {
+            self.count = count;
+            self.sum = sum;
+            self.compact();
+        }
+    }
+}
+
+/// The representative value of the surviving interval `lo..hi` of a bucket: its middle on a
+/// linear scale, or the geometric mean for exponential buckets; an infinite end falls back to
+/// the finite one (halved if it is a positive upper bound).
+fn surviving_midpoint(lo: f64, hi: f64, positive: bool, linear: bool) -> f64 {
+    match (lo.is_infinite(), hi.is_infinite()) {
+        (true, true) => 0.0,
+        (true, false) if hi > 0.0 => hi / 2.0,
+        (true, false) => hi,
+        (false, true) => lo,
+        _ if linear => (lo + hi) / 2.0,
+        _ => {
+            let g = (lo * hi).abs().sqrt();
+            if positive {
+                g
+            } else {
+                -g
+            }
+        }
+    }
+}
+
+/// What survives of bucket `b`, which straddles the cut at `x`: (count kept, its midpoint).
+fn trim_one_bucket(b: &Bucket, x: f64, upper: bool, positive: bool, linear: bool) -> (f64, f64) {
+    if b.lower == f64::NEG_INFINITY || b.upper == f64::INFINITY {
+        return trim_unbounded_bucket(b, x, upper);
+    }
+    let below = if x <= b.lower {
+        0.0
+    } else if x >= b.upper {
+        b.count
+    } else {
+        b.count * b.fraction_below(x, linear)
+    };
+    if upper {
+        (below, surviving_midpoint(b.lower, x, positive, linear))
+    } else {
+        (
+            b.count - below,
+            surviving_midpoint(x, b.upper, positive, linear),
+        )
+    }
+}
+
+/// Trim of a custom bucket with an infinite bound. Where the observations' spread is unknown
+/// the whole bucket goes, except that a `(-Inf, u]` bucket with `u > 0` is taken to start at 0.
+fn trim_unbounded_bucket(b: &Bucket, x: f64, upper: bool) -> (f64, f64) {
+    let finite_or_zero = |v: f64| if v.is_infinite() { 0.0 } else { v };
+    if b.lower == f64::NEG_INFINITY {
+        let finite_upper = b.upper.is_finite();
+        if upper {
+            if x >= b.upper {
+                (b.count, 0.0)
+            } else if x > 0.0 && b.upper > 0.0 && finite_upper {
+                (b.count * x / b.upper, x / 2.0)
+            } else if b.upper <= 0.0 {
+                (b.count, x)
+            } else {
+                (0.0, finite_or_zero(b.upper))
+            }
+        } else if x <= b.lower {
+            (b.count, 0.0)
+        } else if x >= 0.0 && b.upper > x && finite_upper {
+            (b.count * (1.0 - x / b.upper), (x + b.upper) / 2.0)
+        } else {
+            (0.0, finite_or_zero(b.upper))
+        }
+    } else if !upper && x >= b.lower {
+        (b.count, x)
+    } else {
+        (0.0, finite_or_zero(b.lower))
+    }
+}
+
+/// Trim of the zero bucket `[-threshold, threshold]`, linearly interpolated. With buckets on
+/// one side only, the zero bucket is taken to hold observations of that sign only.
+fn trim_zero_bucket(
+    zero_count: f64,
+    threshold: f64,
+    x: f64,
+    upper: bool,
+    has_neg: bool,
+    has_pos: bool,
+) -> (f64, f64) {
+    let mut lo = -threshold;
+    let mut hi = threshold;
+    if has_neg && !has_pos {
+        hi = 0.0;
+    }
+    if has_pos && !has_neg {
+        lo = 0.0;
+    }
+    if upper {
+        if x <= lo {
+            (0.0, 0.0)
+        } else if x >= hi {
+            (zero_count, (lo + hi) / 2.0)
+        } else {
+            (zero_count * (x - lo) / (hi - lo), (lo + x) / 2.0)
+        }
+    } else if x <= lo {
+        (zero_count, (lo + hi) / 2.0)
+    } else if x >= hi {
+        (0.0, 0.0)
+    } else {
+        (zero_count * (hi - x) / (hi - lo), (x + hi) / 2.0)
+    }
 }
 
 fn custom_bounds_match(a: &[f64], b: &[f64]) -> bool {
