@@ -150,12 +150,22 @@ impl FloatHistogram {
         self
     }
 
+    /// Divides every count and the sum. Division by zero leaves no buckets (only the zero
+    /// bucket, count and sum, which become infinite or NaN).
     pub fn div(&mut self, f: f64) -> &mut Self {
         self.zero_count /= f;
         self.count /= f;
         self.sum /= f;
+        if f == 0.0 {
+            self.positive.clear();
+            self.negative.clear();
+            return self;
+        }
         self.positive.iter_mut().for_each(|b| b.1 /= f);
         self.negative.iter_mut().for_each(|b| b.1 /= f);
+        if f < 0.0 {
+            self.counter_reset_hint = CounterResetHint::Gauge;
+        }
         self
     }
 
