@@ -1054,8 +1054,14 @@ fn extrapolated_rate(
     }
     if counter {
         let mut to_zero = to_start;
-        if nh == 0 && result > 0.0 && first.f >= 0.0 {
-            to_zero = sampled * (first.f / result);
+        match (&result_h, &first.h) {
+            (None, _) if result > 0.0 && first.f >= 0.0 => {
+                to_zero = sampled * (first.f / result);
+            }
+            (Some(rh), Some(fh)) if rh.count > 0.0 && fh.count >= 0.0 => {
+                to_zero = sampled * (fh.count / rh.count);
+            }
+            _ => {}
         }
         if to_zero < to_start {
             to_start = to_zero;
