@@ -92,6 +92,10 @@ impl ExtensionExpr for TrimExpr {
 /// Returns the masked query and, for each `<` and `>` operator in source order, whether it
 /// was a trim operator; `None` if the query has no trim operator (or does not lex).
 pub(crate) fn mask(query: &str) -> Option<(String, Vec<bool>)> {
+    // The operators are two adjacent characters: most queries need no lexing at all.
+    if !query.contains("</") && !query.contains(">/") {
+        return None;
+    }
     let ops = crate::diag::angle_operators(query)?;
     if !ops.iter().any(|&(_, trim)| trim) {
         return None;
