@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::eval::{eval_err, Evaluator, HintCtx, OutputBuilder, Series, StepCursor, Steps, Val};
 use std::sync::Arc;
 
-use crate::histogram::{CounterResetHint, FloatHistogram};
+use crate::histogram::{kahan_finish, CounterResetHint, FloatHistogram, HistogramMean};
 use crate::storage::Sample;
 
 /// Neumaier-compensated addition: returns the new sum and compensation.
@@ -96,9 +96,12 @@ fn grouping_labels(l: &Labels, modifier: &Option<LabelModifier>) -> Labels {
 #[derive(Clone, Default)]
 struct Group {
     seen: bool,
+    /// Sum of histograms (for sum), with its Kahan compensation.
     h: Option<FloatHistogram>,
-    /// Incremental mean of histograms (for avg, used when the sum overflows).
-    hmean: Option<FloatHistogram>,
+    hcomp: Option<FloatHistogram>,
+    /// Mean of histograms (for avg).
+    havg: Option<HistogramMean>,
+    has_hist: bool,
     has_float: bool,
     incompatible: bool,
     reset_seen: bool,
@@ -232,7 +235,9 @@ pub(crate) fn eval_aggregate(
             g.seen = false;
             g.values.clear();
             g.h = None;
-            g.hmean = None;
+            g.hcomp = None;
+            g.havg = None;
+            g.has_hist = false;
             g.has_float = false;
             g.incompatible = false;
             g.reset_seen = false;
@@ -263,8 +268,12 @@ pub(crate) fn eval_aggregate(
                 g.incremental = false;
                 g.drop_name = input[si].drop_name;
                 g.has_float = smp.h.is_none();
-                g.h = smp.h.as_ref().map(|h| (**h).clone());
-                g.hmean = if op == "avg" { g.h.clone() } else { None };
+                g.has_hist = smp.h.is_some();
+                if op == "avg" {
+                    g.havg = smp.h.as_ref().map(|h| HistogramMean::new(h));
+                } else {
+                    g.h = smp.h.as_ref().map(|h| (**h).clone());
+                }
                 match op.as_str() {
                     "stddev" | "stdvar" => {
                         g.value = if f.is_nan() || f.is_infinite() {
@@ -288,31 +297,23 @@ pub(crate) fn eval_aggregate(
                         g.count += 1.0;
                     }
                     if let Some(h) = &smp.h {
-                        if let Some(m) = g.hmean.as_mut() {
-                            let n = g.count;
-                            m.mul((n - 1.0) / n);
-                            let mut part = (**h).clone();
-                            part.div(n);
-                            if m.add(&part).is_err() {
-                                g.incompatible = true;
-                            }
-                        } else if op == "avg" && g.h.is_none() {
-                            g.hmean = Some((**h).clone());
+                        g.has_hist = true;
+                        if g.incompatible {
+                            continue;
                         }
-                        match g.h.as_mut() {
-                            Some(acc) => {
-                                if !g.incompatible {
-                                    match acc.add(h) {
-                                        Ok((_, reconciled)) => {
-                                            if reconciled {
-                                                ev.annos.info("mismatched custom buckets were reconciled during aggregation");
-                                            }
-                                        }
-                                        Err(_) => g.incompatible = true,
-                                    }
-                                }
-                            }
-                            None => g.h = Some((**h).clone()),
+                        // Without an accumulator, floats came first: the group is invalid.
+                        let added = if op == "avg" {
+                            g.havg.as_mut().map(|m| m.add(h))
+                        } else {
+                            g.h.as_mut()
+                                .map(|acc| acc.kahan_add(h, &mut g.hcomp).map(|r| r.1))
+                        };
+                        match added {
+                            Some(Ok(true)) => ev.annos.info(
+                                "mismatched custom buckets were reconciled during aggregation",
+                            ),
+                            Some(Err(_)) => g.incompatible = true,
+                            _ => {}
                         }
                         continue;
                     }
@@ -374,7 +375,7 @@ pub(crate) fn eval_aggregate(
             let mut hv: Option<FloatHistogram> = None;
             let v = match op.as_str() {
                 "sum" | "avg" => {
-                    if g.h.is_some() && g.has_float {
+                    if g.has_hist && g.has_float {
                         let name = input
                             .iter()
                             .zip(series_group.iter())
@@ -390,17 +391,15 @@ pub(crate) fn eval_aggregate(
                         ev.annos.warn("vector contains a mix of histograms with exponential and custom buckets schemas for metric name \"\"");
                         continue;
                     }
-                    if let Some(mut h) = g.h.take() {
-                        if op == "avg" {
-                            h.div(g.count);
-                            if !h.count.is_finite() || !h.sum.is_finite() {
-                                if let Some(m) = g.hmean.take() {
-                                    let hint = h.counter_reset_hint;
-                                    h = m;
-                                    h.counter_reset_hint = hint;
-                                }
-                            }
-                        }
+                    let hist = if op == "avg" {
+                        g.havg.take().map(HistogramMean::mean)
+                    } else {
+                        g.h.take().map(|mut h| {
+                            kahan_finish(&mut h, g.hcomp.take());
+                            h
+                        })
+                    };
+                    if let Some(mut h) = hist {
                         if g.reset_seen && g.not_reset_seen {
                             ev.annos
                                 .warn("conflicting counter resets during histogram aggregation");

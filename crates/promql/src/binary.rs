@@ -31,6 +31,10 @@ pub(crate) enum Op {
     And,
     Or,
     Unless,
+    /// `</`: keeps the part of a histogram below the right-hand float.
+    TrimUpper,
+    /// `>/`: keeps the part of a histogram above the right-hand float.
+    TrimLower,
 }
 
 impl Op {
@@ -61,6 +65,16 @@ impl Op {
     pub fn is_set(self) -> bool {
         matches!(self, Op::And | Op::Or | Op::Unless)
     }
+    pub fn is_trim(self) -> bool {
+        matches!(self, Op::TrimUpper | Op::TrimLower)
+    }
+    /// Whether the result is no longer of the input's metric (the name is dropped).
+    pub fn changes_metric_schema(self) -> bool {
+        matches!(
+            self,
+            Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Mod | Op::Pow | Op::Atan2
+        )
+    }
 }
 
 /// Applies an arithmetic or comparison operator: returns the value and whether to keep it.
@@ -79,7 +93,7 @@ pub(crate) fn apply(op: Op, l: f64, r: f64) -> (f64, bool) {
         Op::Lt => (l, l < r),
         Op::Ge => (l, l >= r),
         Op::Le => (l, l <= r),
-        Op::And | Op::Or | Op::Unless => (f64::NAN, false),
+        Op::And | Op::Or | Op::Unless | Op::TrimUpper | Op::TrimLower => (f64::NAN, false),
     }
 }
 
@@ -101,6 +115,8 @@ fn op_str(op: Op) -> &'static str {
         Op::And => "and",
         Op::Or => "or",
         Op::Unless => "unless",
+        Op::TrimUpper => "</",
+        Op::TrimLower => ">/",
     }
 }
 
@@ -128,6 +144,14 @@ pub(crate) fn elem_op(
         incompatible: true,
     };
     match (lh, rh) {
+        (None, None) if op.is_trim() => {
+            ev.annos.info(format!(
+                "incompatible sample types encountered for binary operator {:?}: float {} float",
+                op_str(op),
+                op_str(op)
+            ));
+            none
+        }
         (None, None) => {
             let (f, keep) = apply(op, lf, rf);
             ElemResult {
@@ -156,14 +180,17 @@ pub(crate) fn elem_op(
             none
         }
         (Some(h), None) => {
-            if op == Op::Mul || op == Op::Div {
+            if op == Op::Mul || op == Op::Div || op.is_trim() {
                 let mut n = (**h).clone();
-                if op == Op::Mul {
-                    n.mul(rf);
-                } else {
-                    n.div(rf);
+                match op {
+                    Op::Mul => {
+                        n.mul(rf).compact();
+                    }
+                    Op::Div => {
+                        n.div(rf).compact();
+                    }
+                    _ => n.trim_buckets(rf, op == Op::TrimUpper),
                 }
-                n.compact();
                 return ElemResult {
                     f: 0.0,
                     h: Some(Arc::new(n)),
@@ -261,6 +288,18 @@ pub(crate) fn eval_binary(
 ) -> Result<Val> {
     let op_s = b.op.to_string();
     let op = Op::parse(&op_s).ok_or_else(|| eval_err(format!("unknown binary operator {op_s}")))?;
+    eval_binary_op(ev, b, op, steps, hint)
+}
+
+/// Evaluates `b` with operator `op`, which replaces `b.op` (the trim operators are parsed as
+/// `<` and `>`; see [`crate::trim`]).
+pub(crate) fn eval_binary_op(
+    ev: &mut Evaluator<'_>,
+    b: &BinaryExpr,
+    op: Op,
+    steps: Steps,
+    hint: &HintCtx,
+) -> Result<Val> {
     let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
     // Like Prometheus, a binary operator ends the function hint: `max(a - b)` does not feed
     // `a` and `b` to `max` as they are stored.
@@ -271,6 +310,10 @@ pub(crate) fn eval_binary(
     let lhs = ev.eval(&b.lhs, steps, hint)?;
     let rhs = ev.eval(&b.rhs, steps, hint)?;
     match (lhs, rhs) {
+        (Val::Scalar(_), Val::Scalar(_)) if op.is_trim() => Err(eval_err(format!(
+            "operator {:?} not allowed for Scalar operations",
+            op_str(op)
+        ))),
         (Val::Scalar(l), Val::Scalar(r)) => Ok(Val::Scalar(
             l.iter()
                 .zip(r.iter())
@@ -365,7 +408,7 @@ fn vector_scalar(
                 series.points.push(p);
             }
         }
-        if return_bool || !op.is_comparison() {
+        if return_bool || op.changes_metric_schema() {
             series.drop_name = true;
         }
     }
@@ -484,7 +527,7 @@ fn result_labels(
     matching: &Option<LabelModifier>,
 ) -> Labels {
     let mut pairs: Vec<tsdb::Label> = lhs.iter().cloned().collect();
-    if !op.is_comparison() {
+    if op.changes_metric_schema() {
         pairs.retain(|l| !matches!(&*l.name, "__name__" | "__type__" | "__unit__"));
     }
     if matches!(card, VectorMatchCardinality::OneToOne) {

@@ -68,6 +68,7 @@ impl Engine {
             query_end: end,
             query_step: step,
             subquery_step: self.opts.default_subquery_step.as_millis() as i64,
+            hist_stats: Default::default(),
         }
     }
 

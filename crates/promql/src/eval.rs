@@ -19,6 +19,7 @@ use promql_parser::parser::{AtModifier, Expr, Offset, SubqueryExpr, VectorSelect
 use tsdb::Labels;
 
 use crate::error::{Error, Result};
+use crate::histogram::{CounterResetHint, FloatHistogram};
 use crate::planner;
 use crate::storage::{MatchType, Matcher, Queryable, Sample, Series as StorageSeries};
 use crate::value::Annotations;
@@ -131,6 +132,57 @@ pub(crate) struct Evaluator<'a> {
     pub query_end: i64,
     pub query_step: i64,
     pub subquery_step: i64,
+    /// Whether the selectors being evaluated feed only histogram statistics.
+    pub hist_stats: HistStats,
+}
+
+/// Whether selectors below the node being evaluated feed only `histogram_count`,
+/// `histogram_sum` or `histogram_avg`. Prometheus then reads their histograms through an
+/// iterator that decodes only count and sum and works out counter resets on the fly, which
+/// shows in the counter reset hints (see [`stats_hints`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum HistStats {
+    #[default]
+    Off,
+    On,
+    /// Below a subquery, a trim operator, or a function that needs the buckets: never on.
+    Blocked,
+}
+
+/// The counter reset hints a selector's histograms carry when read for histogram statistics
+/// only: a histogram without a hint (unknown) gets `Reset` or `NotReset` from a comparison with
+/// the series' previous histogram in the selection; the first keeps its hint. `None` if
+/// nothing changes.
+fn stats_hints(samples: &[Sample]) -> Option<Vec<Sample>> {
+    let unknown = |p: &Sample| {
+        p.h.as_ref()
+            .is_some_and(|h| h.counter_reset_hint == CounterResetHint::Unknown)
+    };
+    if samples.len() < 2 || !samples[1..].iter().any(unknown) {
+        return None;
+    }
+    let mut out = samples.to_vec();
+    let mut prev: Option<Arc<FloatHistogram>> = None;
+    for p in out.iter_mut() {
+        if p.is_stale() {
+            continue;
+        }
+        let Some(h) = p.h.as_mut() else {
+            continue;
+        };
+        let stored = h.clone();
+        if h.counter_reset_hint == CounterResetHint::Unknown {
+            if let Some(pr) = &prev {
+                Arc::make_mut(h).counter_reset_hint = if stored.detect_reset(pr) {
+                    CounterResetHint::Reset
+                } else {
+                    CounterResetHint::NotReset
+                };
+            }
+        }
+        prev = Some(stored);
+    }
+    Some(out)
 }
 
 /// Receives a selector's series one at a time (see [`Evaluator::select_each`]).
@@ -268,17 +320,33 @@ impl<'a> Evaluator<'a> {
     ) -> Result<()> {
         self.check()?;
         let groups = selector_matchers(vs)?;
+        let stats = self.hist_stats == HistStats::On;
         if groups.len() == 1 {
             let hints = planner::hints(mint, maxt, self.query_step, range, hint);
             let storage = self.storage;
-            return storage.select_each(&hints, &groups[0], &mut |labels, samples| {
-                f(self, labels, samples)
+            return storage.select_each(&hints, &groups[0], &mut |labels, samples| match stats
+                .then(|| stats_hints(samples))
+                .flatten()
+            {
+                Some(hinted) => f(self, labels, &hinted),
+                None => f(self, labels, samples),
             });
         }
         for s in self.select(vs, mint, maxt, range, hint)? {
-            f(self, s.labels, &s.samples)?;
+            match stats.then(|| stats_hints(&s.samples)).flatten() {
+                Some(hinted) => f(self, s.labels, &hinted)?,
+                None => f(self, s.labels, &s.samples)?,
+            }
         }
         Ok(())
+    }
+
+    /// Runs `f` with the histogram statistics mode `mode`.
+    pub fn with_hist_stats<T>(&mut self, mode: HistStats, f: impl FnOnce(&mut Self) -> T) -> T {
+        let saved = std::mem::replace(&mut self.hist_stats, mode);
+        let out = f(self);
+        self.hist_stats = saved;
+        out
     }
 
     /// Evaluates an expression over `steps`.
@@ -324,10 +392,32 @@ impl<'a> Evaluator<'a> {
                 let input = self.range_input_subquery(sq, steps)?;
                 Ok(Val::Matrix(self.materialize_range(input, steps)?))
             }
-            Expr::Call(call) => crate::functions::eval_call(self, call, steps, hint),
+            Expr::Call(call) => {
+                let mode = match (call.func.name, self.hist_stats) {
+                    (_, HistStats::Blocked) => HistStats::Blocked,
+                    ("histogram_count" | "histogram_sum" | "histogram_avg", _) => HistStats::On,
+                    ("histogram_quantile" | "histogram_quantiles" | "histogram_fraction", _) => {
+                        HistStats::Blocked
+                    }
+                    (_, mode) => mode,
+                };
+                self.with_hist_stats(mode, |ev| {
+                    crate::functions::eval_call(ev, call, steps, hint)
+                })
+            }
             Expr::Aggregate(agg) => crate::aggregate::eval_aggregate(self, agg, steps),
             Expr::Binary(b) => crate::binary::eval_binary(self, b, steps, hint),
-            Expr::Extension(_) => Err(eval_err("extension expressions are not supported")),
+            Expr::Extension(ext) => {
+                match ext.expr.as_any().downcast_ref::<crate::trim::TrimExpr>() {
+                    Some(t) => match t.binary() {
+                        Some(b) => self.with_hist_stats(HistStats::Blocked, |ev| {
+                            crate::binary::eval_binary_op(ev, b, t.op(), steps, hint)
+                        }),
+                        None => Err(eval_err("malformed trim expression")),
+                    },
+                    None => Err(eval_err("extension expressions are not supported")),
+                }
+            }
         }
     }
 
@@ -519,7 +609,10 @@ impl<'a> Evaluator<'a> {
             end,
             step: interval,
         };
-        let val = self.eval(&sq.expr, inner, &HintCtx::default())?;
+        // Counter resets below a subquery are detected from the buckets.
+        let val = self.with_hist_stats(HistStats::Blocked, |ev| {
+            ev.eval(&sq.expr, inner, &HintCtx::default())
+        })?;
         let series = match val {
             Val::Vector(v) => v,
             Val::Scalar(v) => vec![Series {
@@ -545,8 +638,7 @@ impl<'a> Evaluator<'a> {
                         has_histograms = true;
                         if matches!(
                             h.counter_reset_hint,
-                            crate::histogram::CounterResetHint::Reset
-                                | crate::histogram::CounterResetHint::NotReset
+                            CounterResetHint::Reset | CounterResetHint::NotReset
                         ) {
                             p.h = Some(Arc::new(h.with_unknown_reset_hint()));
                         }
@@ -716,4 +808,46 @@ pub(crate) fn cleanup_names(series: Vec<Series>) -> Result<Vec<Series>> {
         });
     }
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hist(t: i64, count: f64, hint: CounterResetHint) -> Sample {
+        Sample {
+            t,
+            f: 0.0,
+            h: Some(Arc::new(FloatHistogram {
+                counter_reset_hint: hint,
+                count,
+                positive: vec![(1, count)],
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn hints(samples: &[Sample]) -> Vec<CounterResetHint> {
+        samples
+            .iter()
+            .map(|p| p.h.as_ref().unwrap().counter_reset_hint)
+            .collect()
+    }
+
+    #[test]
+    fn stats_hints_detect_resets_between_consecutive_histograms() {
+        use CounterResetHint::*;
+        let samples = [
+            hist(0, 2.0, Unknown),
+            hist(1, 3.0, Unknown),
+            hist(2, 1.0, Unknown),
+            hist(3, 0.5, Gauge),
+            hist(4, 0.7, Unknown),
+        ];
+        let out = stats_hints(&samples).unwrap();
+        assert_eq!(hints(&out), [Unknown, NotReset, Reset, Gauge, NotReset]);
+        // Nothing to work out: the input is used as it is.
+        assert!(stats_hints(&samples[..1]).is_none());
+        assert!(stats_hints(&[hist(0, 1.0, Unknown), hist(1, 2.0, NotReset)]).is_none());
+    }
 }

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::eval::{eval_err, Evaluator, HintCtx, OutputBuilder, Series, StepCursor, Steps, Val};
 use std::sync::Arc;
 
-use crate::histogram::{CounterResetHint, FloatHistogram};
+use crate::histogram::{kahan_finish, CounterResetHint, FloatHistogram, HistogramMean};
 use crate::storage::Sample;
 
 /// Formats a float like Go's `%g`.
@@ -1054,8 +1054,14 @@ fn extrapolated_rate(
     }
     if counter {
         let mut to_zero = to_start;
-        if nh == 0 && result > 0.0 && first.f >= 0.0 {
-            to_zero = sampled * (first.f / result);
+        match (&result_h, &first.h) {
+            (None, _) if result > 0.0 && first.f >= 0.0 => {
+                to_zero = sampled * (first.f / result);
+            }
+            (Some(rh), Some(fh)) if rh.count > 0.0 && fh.count >= 0.0 => {
+                to_zero = sampled * (fh.count / rh.count);
+            }
+            _ => {}
         }
         if to_zero < to_start {
             to_start = to_zero;
@@ -1194,6 +1200,60 @@ fn histogram_rate(
     h.counter_reset_hint = CounterResetHint::Gauge;
     h.compact();
     Some(h)
+}
+
+/// `sum_over_time` / `avg_over_time` of histograms, with Kahan summation.
+fn histogram_sum_or_avg<'h>(
+    mut hs: impl Iterator<Item = &'h FloatHistogram>,
+    avg: bool,
+    cx: &mut RangeCtx<'_, '_>,
+) -> Option<FloatHistogram> {
+    let first = hs.next()?;
+    let mut mean = avg.then(|| HistogramMean::new(first));
+    let mut sum = first.clone();
+    let mut comp = None;
+    let mut reconciled = false;
+    let (mut reset, mut not_reset) = (false, false);
+    let mut track = |h: &FloatHistogram| match h.counter_reset_hint {
+        CounterResetHint::Reset => reset = true,
+        CounterResetHint::NotReset => not_reset = true,
+        _ => {}
+    };
+    track(first);
+    for h in hs {
+        track(h);
+        let r = match mean.as_mut() {
+            Some(m) => m.add(h),
+            None => sum.kahan_add(h, &mut comp).map(|r| r.1),
+        };
+        match r {
+            Ok(r) => reconciled |= r,
+            Err(_) => {
+                cx.annos.warn(format!(
+                    "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}",
+                    cx.metric
+                ));
+                return None;
+            }
+        }
+    }
+    if reset && not_reset {
+        cx.annos
+            .warn("conflicting counter resets during histogram aggregation");
+    }
+    if reconciled {
+        cx.annos
+            .info("mismatched custom buckets were reconciled during aggregation");
+    }
+    let mut out = match mean {
+        Some(m) => m.mean(),
+        None => {
+            kahan_finish(&mut sum, comp);
+            sum
+        }
+    };
+    out.compact();
+    Some(out)
 }
 
 fn double_exp_smoothing(w: &[Sample], sf: f64, tf: f64) -> Option<f64> {
@@ -1652,31 +1712,9 @@ fn range_fn(name: &str, w: &[Sample], cx: &mut RangeCtx<'_, '_>) -> Option<Range
                 return None;
             }
             if nh > 0 {
-                let mut acc = (*w[0].h.clone().unwrap()).clone();
-                let mut mean = acc.clone();
-                for (k, p) in w.iter().enumerate().skip(1) {
-                    let n = (k + 1) as f64;
-                    mean.mul((n - 1.0) / n);
-                    let mut part = (**p.h.as_ref().unwrap()).clone();
-                    part.div(n);
-                    let _ = mean.add(&part);
-                    if acc.add(p.h.as_ref().unwrap()).is_err() {
-                        cx.annos.warn(format!(
-                            "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {:?}",
-                            cx.metric
-                        ));
-                        return None;
-                    }
-                }
-                if name == "avg_over_time" {
-                    acc.div(w.len() as f64);
-                    if !acc.count.is_finite() || !acc.sum.is_finite() {
-                        mean.counter_reset_hint = acc.counter_reset_hint;
-                        acc = mean;
-                    }
-                }
-                acc.compact();
-                return Some((0.0, Some(acc)));
+                let hs = w.iter().filter_map(|p| p.h.as_deref());
+                return histogram_sum_or_avg(hs, name == "avg_over_time", cx)
+                    .map(|h| (0.0, Some(h)));
             }
             if name == "sum_over_time" {
                 let (mut s, mut c) = (0.0, 0.0);

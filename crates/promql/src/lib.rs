@@ -34,6 +34,7 @@ mod memory;
 mod parser;
 mod planner;
 mod storage;
+mod trim;
 mod value;
 
 pub use engine::{Engine, EngineOpts};

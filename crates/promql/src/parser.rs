@@ -9,6 +9,9 @@
 //! escapes; bytes that are not valid UTF-8 become the private-use characters
 //! `U+10FF00 + byte` ([`INVALID_BYTE_BASE`]), which the engine rejects where Prometheus
 //! rejects invalid UTF-8 (label names) and prints back as `\xNN`.
+//!
+//! The histogram trim operators `</` and `>/`, which `promql-parser` lacks, are handled in
+//! [`crate::trim`].
 
 use promql_parser::parser::Expr;
 
@@ -59,14 +62,24 @@ pub(crate) fn go_quote(s: &str) -> String {
 
 /// Parses a PromQL expression.
 pub fn parse(query: &str) -> Result<Expr> {
-    let fixed = fix_byte_escapes(query);
-    promql_parser::parser::parse(&fixed).map_err(|e| {
-        // Only now, on the error path, work out Prometheus' wording and position.
+    // Only on the error path, work out Prometheus' wording and position.
+    let fail = |fallback: String| {
         Error::Parse(
             diag::describe(query, diag::Options::default())
-                .unwrap_or_else(|| format!("parse error: {e}")),
+                .unwrap_or_else(|| format!("parse error: {fallback}")),
         )
-    })
+    };
+    // The trim operators are unknown to `promql-parser`: parse them masked, then restore.
+    let (masked, trims) = match crate::trim::mask(query) {
+        Some((masked, marks)) => (Some(masked), Some(marks)),
+        None => (None, None),
+    };
+    let fixed = fix_byte_escapes(masked.as_deref().unwrap_or(query));
+    let expr = promql_parser::parser::parse(&fixed).map_err(fail)?;
+    match trims {
+        Some(marks) => crate::trim::restore(expr, &marks).map_err(fail),
+        None => Ok(expr),
+    }
 }
 
 /// Decodes a quoted literal body Go-style into bytes; `None` if it has no byte escapes or is

@@ -56,6 +56,24 @@ pub(crate) fn diagnose(query: &str, opts: Options) -> Option<Diag> {
     p.first
 }
 
+/// The `<`, `>`, `</` and `>/` operators of `query` in source order: where each starts and
+/// whether it is a trim operator (`</`, `>/`). `None` if Prometheus' lexer rejects the query.
+pub(crate) fn angle_operators(query: &str) -> Option<Vec<(Pos, bool)>> {
+    use lex::T;
+    let mut lexer = lex::Lexer::new(query);
+    let mut out = Vec::new();
+    loop {
+        let item = lexer.next_item();
+        match item.typ {
+            T::Eof => return Some(out),
+            T::Error => return None,
+            T::Lss | T::Gtr => out.push((item.pos, false)),
+            T::TrimUpper | T::TrimLower => out.push((item.pos, true)),
+            _ => {}
+        }
+    }
+}
+
 /// Prometheus' `PositionRange.StartPosInput`: `line:col`, both from 1, the column in bytes.
 fn position(query: &str, pos: Pos) -> String {
     if query.is_empty() {

@@ -923,6 +923,8 @@ fn contains_unsafe(e: &PExpr) -> bool {
         PExpr::Binary(b) => contains_unsafe(&b.lhs) || contains_unsafe(&b.rhs),
         PExpr::Paren(p) => contains_unsafe(&p.expr),
         PExpr::Subquery(s) => contains_unsafe(&s.expr),
+        // Extension nodes (the engine's trim operators) are opaque except for their children.
+        PExpr::Extension(x) => x.expr.children().iter().any(contains_unsafe),
         _ => false,
     }
 }
@@ -948,6 +950,11 @@ fn set_at(e: &mut PExpr, at: &AtModifier) {
             set_at(&mut b.rhs, at);
         }
         PExpr::Paren(p) => set_at(&mut p.expr, at),
+        PExpr::Extension(x) => {
+            let mut children = x.expr.children().to_vec();
+            children.iter_mut().for_each(|c| set_at(c, at));
+            x.expr = x.expr.with_new_children(children);
+        }
         _ => {}
     }
 }
