@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "store/storepb/types.proto",
     "store/storepb/rpc.proto",
     "info/infopb/rpc.proto",
+    "exemplars/exemplarspb/rpc.proto",
     "cairn/status/v1/status.proto",
 ];
 

@@ -43,7 +43,7 @@ pub use eval::selector_matchers;
 pub use eval::CancelToken;
 pub use histogram::{Bucket, CounterResetHint, FloatHistogram, CUSTOM_BUCKETS_SCHEMA};
 pub use memory::MemoryStorage;
-pub use parser::parse;
+pub use parser::{parse, query_selectors};
 pub use promql_parser;
 pub use promql_parser::parser::Expr;
 pub use storage::{

@@ -210,3 +210,57 @@ mod tests {
         assert_eq!(fix_byte_escapes(r#"f("a\nb", `\x`)"#), r#"f("a\nb", `\x`)"#);
     }
 }
+
+/// The matcher sets of every vector selector in a query, in source order (one entry per
+/// selector: its sets, one per `or` group), for APIs that select by a query's selectors without
+/// evaluating it (exemplars).
+pub fn query_selectors(query: &str) -> Result<Vec<Vec<Vec<model::Matcher>>>> {
+    fn walk(e: &Expr, out: &mut Vec<Vec<Vec<model::Matcher>>>) -> Result<()> {
+        match e {
+            Expr::VectorSelector(vs) => out.push(crate::eval::selector_matchers(vs)?),
+            Expr::MatrixSelector(ms) => out.push(crate::eval::selector_matchers(&ms.vs)?),
+            Expr::Aggregate(a) => {
+                if let Some(p) = &a.param {
+                    walk(p, out)?;
+                }
+                walk(&a.expr, out)?;
+            }
+            Expr::Unary(u) => walk(&u.expr, out)?,
+            Expr::Binary(b) => {
+                walk(&b.lhs, out)?;
+                walk(&b.rhs, out)?;
+            }
+            Expr::Paren(p) => walk(&p.expr, out)?,
+            Expr::Subquery(s) => walk(&s.expr, out)?,
+            Expr::Call(c) => {
+                for a in &c.args.args {
+                    walk(a, out)?;
+                }
+            }
+            Expr::Extension(x) => {
+                for c in x.expr.children() {
+                    walk(c, out)?;
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) => {}
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(&parse(query)?, &mut out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod selector_tests {
+    #[test]
+    fn every_selector_of_a_query_is_found() {
+        let got = super::query_selectors(
+            r#"sum(rate(a{job="x"}[5m])) / on() group_left b or histogram_quantile(0.9, c) </ 3"#,
+        )
+        .unwrap();
+        let names: Vec<String> = got.iter().map(|sets| sets[0][0].value.clone()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(got[0][0].len(), 2);
+    }
+}

@@ -15,7 +15,8 @@
 //!   messages ([`thanos::SeriesRequest`], [`thanos::SeriesResponse`], [`thanos::AggrChunk`], ...)
 //!   and the receiver-to-receiver write service (`thanos.WriteableStore`:
 //!   [`thanos::writeable_store_client`], [`thanos::writeable_store_server`],
-//!   [`thanos::WriteRequest`]).
+//!   [`thanos::WriteRequest`]), and the exemplars service (`thanos.Exemplars`:
+//!   [`thanos::exemplars_client`], [`thanos::exemplars_server`], [`thanos::ExemplarsRequest`]).
 //! - [`thanos::info`]: discovery (`thanos.info.Info`), [`thanos::info::InfoResponse`].
 //! - [`cairn::status::v1`]: Cairn's receiver status service (`cairn.status.v1.Status/Node`),
 //!   which Thanos does not have: what a receiver stores and owes its peers, for the query

@@ -1,6 +1,7 @@
 //! The Thanos StoreAPI over Cairn TSDBs.
 //!
-//! [`TsdbStore`] serves `thanos.Store` (Series, LabelNames, LabelValues) and `thanos.info.Info`
+//! [`TsdbStore`] serves `thanos.Store` (Series, LabelNames, LabelValues), `thanos.Exemplars` and
+//! `thanos.info.Info`
 //! over the TSDBs a [`TsdbSource`] lists, each with its external labels (for a receiver: one
 //! TSDB per tenant, external labels = `--label` flags + `tenant_id`). A querier that speaks
 //! Thanos' gRPC (Thanos Query, or Cairn's own) can read a Cairn receiver through it.
@@ -12,7 +13,8 @@
 //! - A matcher on an external label name decides whether a TSDB takes part at all and is not
 //!   passed to the TSDB: `{tenant_id="a", job="x"}` selects `job="x"` in tenant a's TSDB only.
 //! - `without_replica_labels` drops those labels (external or not) before sorting and merging.
-//! - Chunks are the TSDB's XOR chunks, untrimmed (they may extend past the requested range).
+//! - Chunks are the TSDB's chunks (XOR, or native histogram chunks typed HISTOGRAM and
+//!   FLOAT_HISTOGRAM), untrimmed (they may extend past the requested range).
 //!
 //! The crate owns the gRPC side only: listing the TSDBs is the owner's business (`receive`
 //! can implement [`TsdbSource`] for its tenants), reading them is `tsdb`'s. See
@@ -27,6 +29,7 @@ use std::sync::Arc;
 use tsdb::db::Db;
 
 pub mod bucket;
+mod exemplars;
 pub mod gateway;
 mod matchers;
 mod query;

@@ -207,7 +207,7 @@ fn aggr_chunk(c: ChunkData, aggregates: &[i32]) -> Result<thanos::AggrChunk, Sta
     Ok(out)
 }
 
-fn proto_labels(labels: &Labels) -> Vec<thanos::Label> {
+pub(crate) fn proto_labels(labels: &Labels) -> Vec<thanos::Label> {
     labels
         .iter()
         .map(|l| thanos::Label {

@@ -4,8 +4,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use proto::thanos::exemplars_server::ExemplarsServer;
 use proto::thanos::info::info_server::{Info, InfoServer};
-use proto::thanos::info::{InfoRequest, InfoResponse, StoreInfo, TsdbInfo};
+use proto::thanos::info::{ExemplarsInfo, InfoRequest, InfoResponse, StoreInfo, TsdbInfo};
 use proto::thanos::store_server::{Store, StoreServer};
 use proto::thanos::{
     LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse, SeriesRequest,
@@ -25,6 +26,8 @@ pub const COMPONENT_RECEIVE: &str = "receive";
 /// The StoreAPI and Info services over the TSDBs of a [`TsdbSource`]. Cheap to clone.
 pub struct TsdbStore<S> {
     source: Arc<S>,
+    /// Whether Info advertises the exemplars service (the TSDBs keep exemplars).
+    exemplars: bool,
     component_type: Arc<str>,
     /// The label a tenant named in a request's metadata is matched on ([`crate::tenancy`]).
     tenant_label: Arc<str>,
@@ -34,6 +37,7 @@ impl<S> Clone for TsdbStore<S> {
     fn clone(&self) -> Self {
         TsdbStore {
             source: self.source.clone(),
+            exemplars: self.exemplars,
             component_type: self.component_type.clone(),
             tenant_label: self.tenant_label.clone(),
         }
@@ -54,6 +58,12 @@ pub(crate) fn non_negative(limit: i64) -> usize {
     usize::try_from(limit).unwrap_or(0)
 }
 
+pub(crate) fn label_set_of(labels: &tsdb::Labels) -> ZLabelSet {
+    ZLabelSet {
+        labels: query::proto_labels(labels),
+    }
+}
+
 pub(crate) fn label_set(external: &ExternalLabels) -> ZLabelSet {
     ZLabelSet {
         labels: external
@@ -71,6 +81,7 @@ impl<S: TsdbSource> TsdbStore<S> {
     pub fn new(source: S) -> Self {
         TsdbStore {
             source: Arc::new(source),
+            exemplars: false,
             component_type: COMPONENT_RECEIVE.into(),
             tenant_label: crate::tenancy::DEFAULT_TENANT_LABEL.into(),
         }
@@ -86,6 +97,25 @@ impl<S: TsdbSource> TsdbStore<S> {
     pub fn with_component_type(mut self, component_type: &str) -> Self {
         self.component_type = component_type.into();
         self
+    }
+
+    /// Advertises the exemplars service in Info (when the TSDBs keep exemplars).
+    pub fn with_exemplars(mut self, on: bool) -> Self {
+        self.exemplars = on;
+        self
+    }
+
+    pub(crate) fn source(&self) -> &S {
+        &self.source
+    }
+
+    pub(crate) fn tenant_label(&self) -> &str {
+        &self.tenant_label
+    }
+
+    /// The `thanos.Exemplars` service, to add to a tonic server.
+    pub fn exemplars_server(&self) -> ExemplarsServer<Self> {
+        ExemplarsServer::new(self.clone())
     }
 
     /// The `thanos.Store` service, to add to a tonic server.
@@ -132,6 +162,10 @@ impl<S: TsdbSource> TsdbStore<S> {
                 tsdb_infos,
                 supports_projections: false,
             }),
+            exemplars: self.exemplars.then_some(ExemplarsInfo {
+                min_time: i64::MIN,
+                max_time: i64::MAX,
+            }),
             ..Default::default()
         }
     }
@@ -147,6 +181,7 @@ impl<S: TsdbSource> TsdbStore<S> {
         tonic::transport::Server::builder()
             .add_service(self.store_server())
             .add_service(self.info_server())
+            .add_service(self.exemplars_server())
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
     }
