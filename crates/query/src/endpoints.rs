@@ -69,6 +69,8 @@ pub struct EndpointInfo {
     pub label_sets: Vec<Labels>,
     /// Time range its StoreAPI covers; `None` when it has no StoreAPI.
     pub store_range: Option<(i64, i64)>,
+    /// Time range of its exemplars API; `None` when it has none.
+    pub exemplars_range: Option<(i64, i64)>,
 }
 
 impl EndpointInfo {
@@ -84,6 +86,7 @@ impl EndpointInfo {
             component_type: r.component_type.clone(),
             label_sets,
             store_range: r.store.as_ref().map(|s| (s.min_time, s.max_time)),
+            exemplars_range: r.exemplars.as_ref().map(|e| (e.min_time, e.max_time)),
         }
     }
 }
@@ -425,6 +428,28 @@ impl EndpointSet {
         out
     }
 
+    /// The endpoints that advertise the exemplars API over `[mint, maxt]`.
+    pub fn exemplar_targets(&self, mint: i64, maxt: i64) -> Vec<Target> {
+        let endpoints: Vec<Arc<Endpoint>> =
+            self.endpoints.read().unwrap().values().cloned().collect();
+        let mut out = Vec::new();
+        for e in endpoints {
+            let s = e.status.read().unwrap().clone();
+            let Some((lo, hi)) = s.info.as_ref().and_then(|i| i.exemplars_range) else {
+                continue;
+            };
+            if mint > hi || maxt < lo {
+                continue;
+            }
+            let down = match (&s.last_check, &s.last_error) {
+                (Some(_), Some(err)) => Some(format!("endpoint {} is down: {err}", e.address)),
+                _ => None,
+            };
+            out.push(Target { endpoint: e, down });
+        }
+        out
+    }
+
     /// Records an outcome for an endpoint directly (tests).
     #[cfg(test)]
     pub(crate) fn set_status_for_test(
@@ -496,6 +521,7 @@ mod tests {
             component_type: "receive".into(),
             label_sets: vec![labels(&[("replica", replica)])],
             store_range: Some((lo, hi)),
+            exemplars_range: None,
         };
         set.set_status_for_test("127.0.0.1:1", Some(info("r1", 0, 1000)), None);
         set.set_status_for_test("127.0.0.1:2", Some(info("r2", 2000, i64::MAX)), None);

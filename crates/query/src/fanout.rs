@@ -13,10 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use promql::{MatchType, Matcher};
+use proto::thanos::exemplars_client::ExemplarsClient;
 use proto::thanos::store_client::StoreClient;
 use proto::thanos::{
-    label_matcher, series_response, LabelMatcher, LabelNamesRequest, LabelValuesRequest,
-    PartialResponseStrategy, SeriesRequest,
+    exemplars_response, label_matcher, series_response, ExemplarData, ExemplarsRequest,
+    LabelMatcher, LabelNamesRequest, LabelValuesRequest, PartialResponseStrategy, SeriesRequest,
 };
 
 use crate::endpoints::{Endpoint, EndpointError, EndpointSet, MAX_MESSAGE_BYTES};
@@ -165,7 +166,7 @@ fn strategy(partial: bool) -> (bool, i32) {
     }
 }
 
-/// Runs `call` against every target concurrently and sorts out failures.
+/// Runs `call` against every store target concurrently and sorts out failures.
 async fn gather<T, F, Fut>(
     set: &EndpointSet,
     mint: i64,
@@ -179,7 +180,20 @@ where
     F: Fn(Arc<Endpoint>) -> Fut,
     Fut: Future<Output = Result<(T, Vec<String>), CallError>>,
 {
-    let targets = set.targets(mint, maxt, matchers);
+    gather_from(set.targets(mint, maxt, matchers), opts, what, call).await
+}
+
+/// Runs `call` against `targets` concurrently and sorts out failures.
+async fn gather_from<T, F, Fut>(
+    targets: Vec<crate::endpoints::Target>,
+    opts: &FanoutOptions,
+    what: &'static str,
+    call: F,
+) -> Result<Gathered<T>, FanoutError>
+where
+    F: Fn(Arc<Endpoint>) -> Fut,
+    Fut: Future<Output = Result<(T, Vec<String>), CallError>>,
+{
     let asked: Vec<String> = targets.iter().map(|t| t.endpoint.address.clone()).collect();
     let calls = targets.into_iter().map(|t| {
         let started = Instant::now();
@@ -408,6 +422,43 @@ pub async fn label_values(
         async move {
             let r = client(&endpoint)?.label_values(request).await?.into_inner();
             Ok((r.values, r.warnings))
+        }
+    })
+    .await
+}
+
+/// Exemplars of the series `query`'s selectors match in `[start, end]` from every endpoint that
+/// serves them (`thanos.Exemplars`).
+pub async fn exemplars(
+    set: &EndpointSet,
+    query: &str,
+    start: i64,
+    end: i64,
+    opts: &FanoutOptions,
+) -> Result<Gathered<Vec<ExemplarData>>, FanoutError> {
+    let (_, strategy) = strategy(opts.partial_response);
+    let request = ExemplarsRequest {
+        query: query.to_string(),
+        start,
+        end,
+        partial_response_strategy: strategy,
+    };
+    let targets = set.exemplar_targets(start, end);
+    gather_from(targets, opts, "Exemplars", |endpoint| {
+        let request = with_tenant(request.clone(), opts.tenant.as_ref());
+        async move {
+            let mut client = ExemplarsClient::new(endpoint.channel()?)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES);
+            let mut stream = client.exemplars(request).await?.into_inner();
+            let (mut out, mut warnings) = (Vec::new(), Vec::new());
+            while let Some(msg) = stream.message().await? {
+                match msg.result {
+                    Some(exemplars_response::Result::Data(d)) => out.push(d),
+                    Some(exemplars_response::Result::Warning(w)) => warnings.push(w),
+                    None => {}
+                }
+            }
+            Ok((out, warnings))
         }
     })
     .await

@@ -3,7 +3,8 @@
 //! Endpoints (GET, and POST with a form body where Prometheus accepts it):
 //! `/api/v1/query`, `/api/v1/query_range`, `/api/v1/series`, `/api/v1/labels`,
 //! `/api/v1/label/<name>/values`, `/api/v1/metadata` (always empty: StoreAPI carries no
-//! metadata), `/api/v1/query_exemplars` and `/api/v1/rules` (empty, for Grafana),
+//! metadata), `/api/v1/query_exemplars` (over the endpoints' `thanos.Exemplars`),
+//! `/api/v1/rules` (empty, for Grafana),
 //! `/api/v1/status/buildinfo`, `/api/v1/stores` (Thanos Query's endpoint list),
 //! `/api/v1/status/cluster` (Cairn's: the receivers' own reports, see [`crate::cluster`]), `/metrics`,
 //! `/-/healthy`, `/-/ready`, and the UI routes of [`crate::ui`].
@@ -45,6 +46,7 @@ use crate::fanout::{self, FanoutError, FanoutOptions, SeriesQuery, TenantScope};
 use crate::fanout_queryable::{FanoutQueryable, ReadOptions};
 use crate::metrics::Metrics;
 use crate::series_set::group;
+use crate::series_set::labels_from_proto;
 use params::{parse_bool, parse_duration, parse_time, Params, MAX_TIME_MS, MIN_TIME_MS};
 
 /// `max_source_resolution` in ms (Thanos' `parseDownsamplingParamMillis`): a duration, or
@@ -626,6 +628,66 @@ impl Api {
         Ok(Answer::new(data, warnings))
     }
 
+    /// `/api/v1/query_exemplars`: the exemplars of the series the query's selectors match, from
+    /// every endpoint serving `thanos.Exemplars`, replicas merged as for series.
+    async fn query_exemplars(self: Arc<Self>, p: Params) -> ApiResult {
+        let query = p.get("query").unwrap_or_default().to_string();
+        promql::query_selectors(&query).map_err(|e| ApiError::bad_data(e.to_string()))?;
+        let start = time_param(&p, "start", MIN_TIME_MS)?;
+        let end = time_param(&p, "end", MAX_TIME_MS)?;
+        if end < start {
+            return Err(ApiError::bad_data(
+                "end timestamp must not be before start timestamp",
+            ));
+        }
+        let read = self.metadata_options(&p)?;
+        let g = fanout::exemplars(&self.endpoints, &query, start, end, &read.fanout).await?;
+        let mut merged: BTreeMap<Labels, Vec<(i64, f64, Labels)>> = BTreeMap::new();
+        for data in g.answers.into_iter().flatten() {
+            let mut labels = labels_from_proto(
+                data.series_labels
+                    .as_ref()
+                    .map_or(&[][..], |l| l.labels.as_slice()),
+            );
+            if read.dedup_active() {
+                let names: Vec<&str> = read.replica_labels.iter().map(String::as_str).collect();
+                labels = labels.without(&names);
+            }
+            let slot = merged.entry(labels).or_default();
+            for e in data.exemplars {
+                let el =
+                    labels_from_proto(e.labels.as_ref().map_or(&[][..], |l| l.labels.as_slice()));
+                slot.push((e.ts, e.value, el));
+            }
+        }
+        let mut data = String::from("[");
+        for (i, (series, mut exemplars)) in merged.into_iter().enumerate() {
+            exemplars.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.2.cmp(&b.2)));
+            exemplars.dedup_by(|a, b| a.0 == b.0 && a.2 == b.2);
+            if i > 0 {
+                data.push(',');
+            }
+            data.push_str("{\"seriesLabels\":");
+            json::push_labels(&mut data, &series);
+            data.push_str(",\"exemplars\":[");
+            for (j, (ts, value, labels)) in exemplars.iter().enumerate() {
+                if j > 0 {
+                    data.push(',');
+                }
+                data.push_str("{\"labels\":");
+                json::push_labels(&mut data, labels);
+                data.push_str(",\"value\":");
+                json::push_str(&mut data, &json::format_value(*value));
+                data.push_str(",\"timestamp\":");
+                json::push_ts(&mut data, *ts);
+                data.push('}');
+            }
+            data.push_str("]}");
+        }
+        data.push(']');
+        Ok(Answer::new(data, g.warnings))
+    }
+
     async fn label_values(self: Arc<Self>, name: String, p: Params) -> ApiResult {
         if name.is_empty() {
             return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
@@ -840,6 +902,7 @@ handler!(query_handler, query);
 handler!(query_range_handler, query_range);
 handler!(series_handler, series);
 handler!(labels_handler, labels);
+handler!(query_exemplars_handler, query_exemplars);
 
 async fn label_values_handler(
     State(api): State<Arc<Api>>,
@@ -898,10 +961,6 @@ async fn buildinfo_handler() -> Response {
 
 async fn empty_object_handler() -> Response {
     respond(Ok(Answer::new("{}".into(), Vec::new())))
-}
-
-async fn empty_list_handler() -> Response {
-    respond(Ok(Answer::new("[]".into(), Vec::new())))
 }
 
 async fn rules_handler() -> Response {
@@ -979,7 +1038,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/api/v1/metadata", get(empty_object_handler))
         .route(
             "/api/v1/query_exemplars",
-            get(empty_list_handler).post(empty_list_handler),
+            get(query_exemplars_handler).post(query_exemplars_handler),
         )
         .route("/api/v1/rules", get(rules_handler))
         .route("/api/v1/status/buildinfo", get(buildinfo_handler))
