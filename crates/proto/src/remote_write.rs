@@ -980,7 +980,7 @@ pub fn encode_v2(req: &WriteRequest<'_>) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -1107,7 +1107,7 @@ mod tests {
         BucketSpan { offset, length }
     }
 
-    fn int_histogram() -> Histogram {
+    pub(crate) fn int_histogram() -> Histogram {
         Histogram {
             count: HistogramCount::Int(12),
             sum: 34.5,
@@ -1124,7 +1124,7 @@ mod tests {
         }
     }
 
-    fn float_histogram() -> Histogram {
+    pub(crate) fn float_histogram() -> Histogram {
         Histogram {
             count: HistogramCount::Float(7.5),
             sum: -0.0,
@@ -1143,7 +1143,7 @@ mod tests {
     }
 
     /// A histogram with custom buckets (schema -53): bounds in `custom_values`.
-    fn custom_buckets_histogram() -> Histogram {
+    pub(crate) fn custom_buckets_histogram() -> Histogram {
         Histogram {
             count: HistogramCount::Int(9),
             sum: 12.0,
@@ -1159,7 +1159,7 @@ mod tests {
 
     /// Every field, floats as bits, vectors with their lengths: equal keys, equal histograms
     /// (NaN payloads and the sign of zero included).
-    fn key(h: &Histogram) -> Vec<u64> {
+    pub(crate) fn key(h: &Histogram) -> Vec<u64> {
         fn count(c: HistogramCount) -> [u64; 2] {
             match c {
                 HistogramCount::Int(n) => [0, n],
@@ -1202,7 +1202,7 @@ mod tests {
     }
 
     /// What survives 1.0: everything but `start_timestamp`.
-    fn without_start(mut h: Histogram) -> Histogram {
+    pub(crate) fn without_start(mut h: Histogram) -> Histogram {
         h.start_timestamp = 0;
         h
     }
@@ -1440,7 +1440,7 @@ mod tests {
         proptest::collection::vec(any::<u64>().prop_map(f64::from_bits), 0..6)
     }
 
-    fn arb_histogram() -> impl Strategy<Value = Histogram> {
+    pub(crate) fn arb_histogram() -> impl Strategy<Value = Histogram> {
         (
             (
                 arb_count(),
