@@ -477,10 +477,11 @@ fn forwarding_raw_series_bytes_equals_re_encoding() {
     assert_eq!(a, b);
 }
 
-/// Conversions between `remote_write::Histogram` and a generated `Histogram` (1.0's and 2.0's
-/// have the same fields but for those listed after the module).
+/// Conversions between `remote_write::Histogram` and a generated `Histogram`: 1.0's and 2.0's
+/// have the same fields but for the first list (fields the generated type has beyond 1.0's);
+/// the second lists ours the generated type lacks.
 macro_rules! prost_histogram_conversions {
-    ($m:ident, $to:ident, $from:ident $(, $extra:ident)*) => {
+    ($m:ident, $to:ident, $from:ident, [$($extra:ident),*], [$($absent:ident),*]) => {
         fn $to(h: &Histogram) -> $m::Histogram {
             use $m::histogram::{Count, ZeroCount};
             let spans = |s: &[BucketSpan]| {
@@ -550,7 +551,7 @@ macro_rules! prost_histogram_conversions {
                 timestamp: p.timestamp,
                 custom_values: p.custom_values.clone(),
                 $($extra: p.$extra,)*
-                ..Default::default()
+                $($absent: Default::default(),)*
             }
         }
     };
@@ -574,8 +575,20 @@ fn hint_from_wire(v: i32) -> ResetHint {
     }
 }
 
-prost_histogram_conversions!(prometheus, to_prost_v1, from_prost_v1);
-prost_histogram_conversions!(prometheus_v2, to_prost_v2, from_prost_v2, start_timestamp);
+prost_histogram_conversions!(
+    prometheus,
+    to_prost_v1,
+    from_prost_v1,
+    [],
+    [start_timestamp]
+);
+prost_histogram_conversions!(
+    prometheus_v2,
+    to_prost_v2,
+    from_prost_v2,
+    [start_timestamp],
+    []
+);
 
 /// prost leaves a non-repeated double equal to 0.0 out, so -0.0 comes back +0.0 (see
 /// `prost_writes_negative_zero_as_absent`): what our decoder sees of a histogram prost encoded.
