@@ -4,6 +4,7 @@
 const PROTOS: &[&str] = &[
     "prompb/types.proto",
     "prompb/remote.proto",
+    "prompb/io/prometheus/write/v2/types.proto",
     "store/labelpb/types.proto",
     "store/storepb/types.proto",
     "store/storepb/rpc.proto",

@@ -192,6 +192,75 @@ fn valid_write_request() -> proto::remote_write::WriteRequest<'static> {
     }
 }
 
+/// Native histograms of each kind (integer, float, custom buckets) on a few series.
+fn valid_histogram_request() -> proto::remote_write::WriteRequest<'static> {
+    use proto::remote_write::{
+        BucketSpan, Histogram, HistogramCount, Label, ResetHint, TimeSeries, WriteRequest,
+    };
+    let span = |offset, length| BucketSpan { offset, length };
+    WriteRequest {
+        timeseries: (0..6)
+            .map(|i| TimeSeries {
+                labels: vec![
+                    Label {
+                        name: "__name__",
+                        value: "request_duration_seconds",
+                    },
+                    Label {
+                        name: "instance",
+                        value: ["a:9090", "b:9090", "c:9090"][i % 3],
+                    },
+                ],
+                histograms: (0..3)
+                    .map(|j| {
+                        let t = 1_700_000_000_000 + j as i64 * 15_000;
+                        match (i + j) % 3 {
+                            0 => Histogram {
+                                count: HistogramCount::Int(40 + j as u64),
+                                sum: 12.5,
+                                schema: 3,
+                                zero_threshold: 1e-128,
+                                zero_count: HistogramCount::Int(1),
+                                negative_spans: vec![span(-3, 2)],
+                                negative_deltas: vec![2, -1],
+                                positive_spans: vec![span(0, 4), span(2, 3)],
+                                positive_deltas: vec![1, 3, -2, 0, 5, -4, 1],
+                                reset_hint: ResetHint::No,
+                                timestamp: t,
+                                ..Default::default()
+                            },
+                            1 => Histogram {
+                                count: HistogramCount::Float(17.25),
+                                sum: -3.5,
+                                schema: -2,
+                                zero_count: HistogramCount::Float(0.25),
+                                positive_spans: vec![span(1, 3)],
+                                positive_counts: vec![4.0, 8.5, 4.5],
+                                reset_hint: ResetHint::Gauge,
+                                timestamp: t,
+                                start_timestamp: t - 60_000,
+                                ..Default::default()
+                            },
+                            _ => Histogram {
+                                count: HistogramCount::Int(9),
+                                sum: 4.0,
+                                schema: Histogram::CUSTOM_BUCKETS_SCHEMA,
+                                positive_spans: vec![span(0, 5)],
+                                positive_deltas: vec![1, 1, 0, -1, 2],
+                                custom_values: vec![0.005, 0.01, 0.1, 1.0, 10.0],
+                                timestamp: t,
+                                ..Default::default()
+                            },
+                        }
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
 /// A uvarint.
 fn uvarint(mut v: u64, out: &mut Vec<u8>) {
     while v >= 0x80 {
@@ -225,10 +294,61 @@ fn hostile_bytes_buy_no_more_than_their_size() {
     let empties: Vec<u8> = std::iter::repeat_n([0x0a, 0x00], 1 << 20)
         .flatten()
         .collect();
-    let rw = corpus(&mut rng, &[v1.clone(), v2, thanos, liar, empties], cases);
+    // Native histograms: valid ones of each kind in 1.0, 2.0 and Thanos form; a series of 2^17
+    // empty histograms (2 bytes each) in each version; histograms whose packed deltas or custom
+    // values claim 2^62 bytes; packed deltas and doubles that are really there.
+    let hreq = valid_histogram_request();
+    let h1 = proto::remote_write::encode_v1(&hreq);
+    let h2 = proto::remote_write::encode_v2(&hreq);
+    let hthanos = proto::remote_write::encode_thanos_write("team-a", 1, hreq.timeseries.iter());
+    // A length-delimited field: its tag's bytes, then the length, then `body`.
+    let field = |tag: &[u8], body: &[u8]| {
+        let mut out = tag.to_vec();
+        uvarint(body.len() as u64, &mut out);
+        out.extend_from_slice(body);
+        out
+    };
+    // 1.0: series = field 1, histogram = field 4; 2.0: series = field 5, histogram = field 3.
+    let v1_series = |h: &[u8]| field(&[0x0a], &field(&[0x22], h));
+    let empty_histograms = |tag: u8| -> Vec<u8> {
+        std::iter::repeat_n([tag, 0x00], 1 << 17)
+            .flatten()
+            .collect()
+    };
+    // positive_deltas (field 12) and custom_values (field 16) claiming 2^62 bytes.
+    let mut lying_deltas = vec![0x62];
+    uvarint(1 << 62, &mut lying_deltas);
+    let mut lying_doubles = vec![0x82, 0x01];
+    uvarint(1 << 62, &mut lying_doubles);
+    // 64 Ki one-byte deltas and 8 Ki doubles, packed.
+    let mut dense = field(&[0x62], &[0x01; 1 << 16]);
+    dense.extend(field(&[0x82, 0x01], &[0u8; 1 << 16]));
+    let rw = corpus(
+        &mut rng,
+        &[
+            v1.clone(),
+            v2,
+            thanos,
+            liar,
+            empties,
+            h1,
+            h2,
+            hthanos,
+            field(&[0x0a], &empty_histograms(0x22)),
+            field(&[0x2a], &empty_histograms(0x1a)),
+            v1_series(&lying_deltas),
+            v1_series(&lying_doubles),
+            v1_series(&dense),
+        ],
+        cases,
+    );
     // The decoded form takes one `TimeSeries` per series, and a series can be 2 bytes of
-    // input (a receiver refuses requests over its series limit before decoding them).
-    let per_series = size_of::<proto::remote_write::TimeSeries<'_>>() / 2 + 8;
+    // input (a receiver refuses requests over its series limit before decoding them); so can a
+    // native histogram, which is larger.
+    let per_series = size_of::<proto::remote_write::TimeSeries<'_>>()
+        .max(size_of::<proto::remote_write::Histogram>())
+        / 2
+        + 8;
     r.check_with("remote write 1.0", per_series, &rw, |b| {
         let _ = proto::remote_write::decode_v1(b);
     });

@@ -23,6 +23,7 @@
 //!   layer's cluster page.
 //! - [`prometheus`]: the remote-write types (`prometheus.WriteRequest`, `TimeSeries`, `Sample`,
 //!   `Histogram`, ...), carried by `thanos.WriteRequest`.
+//! - [`prometheus_v2`]: the Remote Write 2.0 types (`io.prometheus.write.v2.Request`, ...).
 //!
 //! Generated clients are transport-agnostic: build one with `StoreClient::new(channel)` from a
 //! `tonic::transport::Channel` (the crate enables no tonic transport itself).
@@ -36,6 +37,14 @@ mod wire;
 #[allow(clippy::all, missing_docs, unused_qualifications)]
 pub mod prometheus {
     include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
+}
+
+/// Prometheus Remote Write 2.0 messages (package `io.prometheus.write.v2`), generated from
+/// `proto/prompb/io/prometheus/write/v2/`: for clients and tests; the receiver decodes 2.0 with
+/// [`remote_write::decode_v2`].
+#[allow(clippy::all, missing_docs, unused_qualifications)]
+pub mod prometheus_v2 {
+    include!(concat!(env!("OUT_DIR"), "/io.prometheus.write.v2.rs"));
 }
 
 /// Thanos messages and services (package `thanos`), generated from `proto/store/`.

@@ -40,6 +40,11 @@ impl<'a> Reader<'a> {
         self.pos >= self.buf.len()
     }
 
+    /// The bytes not read yet and their offset in the request.
+    pub fn rest(&self) -> (&'a [u8], usize) {
+        (&self.buf[self.pos.min(self.buf.len())..], self.offset())
+    }
+
     #[inline]
     pub fn varint(&mut self) -> Result<u64, WireError> {
         let mut x = 0u64;
@@ -127,6 +132,26 @@ impl<'a> Reader<'a> {
             _ => Err(self.err("unsupported wire type")),
         }
     }
+}
+
+/// Undoes `sint64`'s zigzag encoding.
+pub fn unzigzag64(n: u64) -> i64 {
+    ((n >> 1) as i64) ^ -((n & 1) as i64)
+}
+
+/// Undoes `sint32`'s zigzag encoding; like every protobuf parser, keeps the low 32 bits of an
+/// over-long varint.
+pub fn unzigzag32(n: u64) -> i32 {
+    let n = n as u32;
+    ((n >> 1) as i32) ^ -((n & 1) as i32)
+}
+
+pub fn zigzag64(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+pub fn zigzag32(v: i32) -> u64 {
+    u64::from(((v << 1) ^ (v >> 31)) as u32)
 }
 
 pub fn put_varint(out: &mut Vec<u8>, mut x: u64) {

@@ -237,8 +237,8 @@ where
     }
     let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(16);
     for series in series {
-        if series.histograms > 0 {
-            out.reject(Reason::NativeHistogram, series.histograms, || {
+        if !series.histograms.is_empty() {
+            out.reject(Reason::NativeHistogram, series.histograms.len(), || {
                 format!(
                     "series {}: native histograms are not supported yet",
                     describe(series)
