@@ -244,6 +244,10 @@ struct ReceiveArgs {
     /// quorum receive samples out of order).
     #[arg(long = "tsdb.out-of-order.time-window", value_parser = parse_duration)]
     out_of_order_window: Option<Duration>,
+    /// Exemplars kept per tenant in a circular store (the oldest is evicted when it is full);
+    /// 0 does not store exemplars, as in Thanos.
+    #[arg(long = "tsdb.max-exemplars", default_value_t = 0)]
+    max_exemplars: usize,
     /// Most bytes of missed writes kept per replica; the oldest are dropped beyond it.
     #[arg(long = "receive.hinted-handoff.max-bytes", default_value_t = 1 << 30)]
     hints_max_bytes: u64,
@@ -694,6 +698,10 @@ struct UpArgs {
     /// How often the self-scrape runs.
     #[arg(long = "self-scrape.interval", default_value = "15s", value_parser = parse_duration)]
     self_scrape_interval: Duration,
+    /// Exemplars kept per tenant (Prometheus' default when exemplars are on; `cairn receive`
+    /// defaults to 0, as Thanos).
+    #[arg(long = "tsdb.max-exemplars", default_value_t = 100_000)]
+    max_exemplars: usize,
 }
 
 impl ReceiveArgs {
@@ -746,6 +754,7 @@ impl ReceiveArgs {
                     Duration::ZERO
                 },
             ),
+            max_exemplars: self.max_exemplars,
             hashrings_file: self.hashrings_file.clone(),
             hashrings_algorithm: self.hashrings_algorithm,
             hashrings_refresh: self.hashrings_refresh,
@@ -849,6 +858,7 @@ fn main() -> anyhow::Result<()> {
                     objstore: Some(objstore::BucketConfig::filesystem(
                         args.data_dir.join("bucket"),
                     )),
+                    max_exemplars: args.max_exemplars,
                     ..ReceiveConfig::default()
                 };
                 println!("Cairn is up (data in {}):", args.data_dir.display());

@@ -321,8 +321,8 @@ fn hostile_bytes_buy_no_more_than_their_size() {
     let mut lying_doubles = vec![0x82, 0x01];
     uvarint(1 << 62, &mut lying_doubles);
     // 64 Ki one-byte deltas and 8 Ki doubles, packed.
-    let mut dense = field(&[0x62], &[0x01; 1 << 16]);
-    dense.extend(field(&[0x82, 0x01], &[0u8; 1 << 16]));
+    let mut dense = field(&[0x62], &vec![0x01; 1 << 16]);
+    dense.extend(field(&[0x82, 0x01], &vec![0u8; 1 << 16]));
     let rw = corpus(
         &mut rng,
         &[

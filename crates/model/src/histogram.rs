@@ -412,7 +412,11 @@ mod tests {
             Err(HistogramError::NegativeBucketCount { bucket: 2, .. })
         ));
         h.positive_buckets = vec![1];
-        assert!(h.validate().unwrap_err().to_string().contains("spans need 2"));
+        assert!(h
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("spans need 2"));
         h.schema = 9;
         assert_eq!(h.validate(), Err(HistogramError::InvalidSchema(9)));
     }
@@ -432,7 +436,11 @@ mod tests {
         h.custom_values = vec![0.5, 0.1];
         assert!(h.validate().is_err());
         h.custom_values = vec![0.1];
-        assert!(h.validate().unwrap_err().to_string().contains("fewer bounds"));
+        assert!(h
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("fewer bounds"));
     }
 
     proptest! {

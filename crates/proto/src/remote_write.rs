@@ -255,6 +255,8 @@ pub enum DecodeError {
     FirstSymbolNotEmpty,
     #[error("{count} series, the limit is {limit}")]
     TooManySeries { count: usize, limit: usize },
+    #[error("the request holds more than {limit} native histograms")]
+    TooManyHistograms { limit: usize },
 }
 
 fn decode_sample(buf: &[u8], base: usize) -> Result<Sample, WireError> {
@@ -317,12 +319,19 @@ fn series_count(buf: &[u8], field: u32, limit: usize) -> Result<usize, DecodeErr
 /// Decodes a Remote Write 1.0 `WriteRequest`. Memory: one [`TimeSeries`] per series the
 /// buffer holds, reserved once (a series takes at least 2 bytes of the buffer).
 pub fn decode_v1(buf: &[u8]) -> Result<WriteRequest<'_>, DecodeError> {
-    decode_v1_limited(buf, usize::MAX)
+    decode_v1_limited(buf, usize::MAX, usize::MAX)
 }
 
 /// [`decode_v1`], refusing a request of more than `max_series` series from a scan that
-/// allocates nothing (the receiver's series limit).
-pub fn decode_v1_limited(buf: &[u8], max_series: usize) -> Result<WriteRequest<'_>, DecodeError> {
+/// allocates nothing (the receiver's series limit), and one of more than `max_histograms`
+/// native histograms before a series' histograms are allocated (a histogram decodes to ~240
+/// bytes from as little as 2 bytes of request).
+pub fn decode_v1_limited(
+    buf: &[u8],
+    max_series: usize,
+    max_histograms: usize,
+) -> Result<WriteRequest<'_>, DecodeError> {
+    let mut budget = Budget::new(max_histograms);
     let mut req = WriteRequest::default();
     req.timeseries
         .reserve_exact(series_count(buf, 1, max_series)?);
@@ -331,7 +340,7 @@ pub fn decode_v1_limited(buf: &[u8], max_series: usize) -> Result<WriteRequest<'
         match r.tag()? {
             (1, wire::LEN) => {
                 let (b, base) = r.bytes()?;
-                req.timeseries.push(decode_series_v1(b, base)?);
+                req.timeseries.push(decode_series_v1(b, base, &mut budget)?);
             }
             (3, wire::LEN) => {
                 let (b, base) = r.bytes()?;
@@ -354,6 +363,8 @@ pub struct ThanosWrite<'a> {
 
 /// Decodes a `thanos.WriteRequest` without copying label strings.
 pub fn decode_thanos_write(buf: &[u8]) -> Result<ThanosWrite<'_>, DecodeError> {
+    // Peers forward what they accepted within their own limits.
+    let mut budget = Budget::new(usize::MAX);
     let mut out = ThanosWrite::default();
     out.tenants.reserve_exact(count_fields(buf, 0, 4)? + 1);
     let mut main = WriteRequest::default();
@@ -364,7 +375,8 @@ pub fn decode_thanos_write(buf: &[u8]) -> Result<ThanosWrite<'_>, DecodeError> {
         match r.tag()? {
             (1, wire::LEN) => {
                 let (b, base) = r.bytes()?;
-                main.timeseries.push(decode_series_v1(b, base)?);
+                main.timeseries
+                    .push(decode_series_v1(b, base, &mut budget)?);
             }
             (2, wire::LEN) => tenant = r.str()?,
             (3, wire::VARINT) => out.replica = r.varint()? as i64,
@@ -377,7 +389,8 @@ pub fn decode_thanos_write(buf: &[u8]) -> Result<ThanosWrite<'_>, DecodeError> {
                     match tr.tag()? {
                         (1, wire::LEN) => {
                             let (sb, sbase) = tr.bytes()?;
-                            req.timeseries.push(decode_series_v1(sb, sbase)?);
+                            req.timeseries
+                                .push(decode_series_v1(sb, sbase, &mut budget)?);
                         }
                         (2, wire::LEN) => t = tr.str()?,
                         (_, wt) => tr.skip(wt)?,
@@ -506,22 +519,52 @@ fn decode_histogram(buf: &[u8], base: usize, version: Version) -> Result<Histogr
 /// Decodes a series' histogram (field `field`, just read as `b` at `at`) into `out`. The first
 /// one reserves room for every histogram field left in the series, so a series of many small
 /// histograms takes one exact allocation rather than a doubling vector.
+///
+/// `budget` is what is left of the request's histogram limit: a series whose histograms exceed
+/// it is refused before they are allocated.
 fn push_histogram(
     r: &Reader<'_>,
     field: u32,
     (b, at): (&[u8], usize),
     version: Version,
     out: &mut Vec<Histogram>,
-) -> Result<(), WireError> {
+    budget: &mut Budget,
+) -> Result<(), DecodeError> {
     if out.is_empty() {
         let (rest, rest_at) = r.rest();
-        out.reserve_exact(1 + count_fields(rest, rest_at, field)?);
+        let n = 1 + count_fields(rest, rest_at, field)?;
+        budget.take(n)?;
+        out.reserve_exact(n);
     }
     out.push(decode_histogram(b, at, version)?);
     Ok(())
 }
 
-fn decode_series_v1(buf: &[u8], base: usize) -> Result<TimeSeries<'_>, WireError> {
+/// What is left of a request's native histogram limit while decoding.
+struct Budget {
+    left: usize,
+    limit: usize,
+}
+
+impl Budget {
+    fn new(limit: usize) -> Self {
+        Budget { left: limit, limit }
+    }
+
+    fn take(&mut self, n: usize) -> Result<(), DecodeError> {
+        self.left = self
+            .left
+            .checked_sub(n)
+            .ok_or(DecodeError::TooManyHistograms { limit: self.limit })?;
+        Ok(())
+    }
+}
+
+fn decode_series_v1<'a>(
+    buf: &'a [u8],
+    base: usize,
+    budget: &mut Budget,
+) -> Result<TimeSeries<'a>, DecodeError> {
     let mut ts = TimeSeries::default();
     let mut r = Reader::new(buf, base);
     while !r.done() {
@@ -557,7 +600,7 @@ fn decode_series_v1(buf: &[u8], base: usize) -> Result<TimeSeries<'_>, WireError
             }
             (4, wire::LEN) => {
                 let b = r.bytes()?;
-                push_histogram(&r, 4, b, Version::V1, &mut ts.histograms)?;
+                push_histogram(&r, 4, b, Version::V1, &mut ts.histograms, budget)?;
             }
             (_, wt) => r.skip(wt)?,
         }
@@ -582,11 +625,16 @@ fn decode_metadata_v1(buf: &[u8], base: usize) -> Result<Metadata<'_>, WireError
 
 /// Decodes a Remote Write 2.0 `io.prometheus.write.v2.Request`, resolving symbol references.
 pub fn decode_v2(buf: &[u8]) -> Result<WriteRequest<'_>, DecodeError> {
-    decode_v2_limited(buf, usize::MAX)
+    decode_v2_limited(buf, usize::MAX, usize::MAX)
 }
 
-/// [`decode_v2`] with the series limit of [`decode_v1_limited`].
-pub fn decode_v2_limited(buf: &[u8], max_series: usize) -> Result<WriteRequest<'_>, DecodeError> {
+/// [`decode_v2`] with the limits of [`decode_v1_limited`].
+pub fn decode_v2_limited(
+    buf: &[u8],
+    max_series: usize,
+    max_histograms: usize,
+) -> Result<WriteRequest<'_>, DecodeError> {
+    let mut budget = Budget::new(max_histograms);
     // Symbols may come after the series that reference them: collect both first.
     let mut symbols: Vec<&str> = Vec::new();
     let mut series: Vec<(&[u8], usize)> = Vec::with_capacity(series_count(buf, 5, max_series)?);
@@ -604,7 +652,8 @@ pub fn decode_v2_limited(buf: &[u8], max_series: usize) -> Result<WriteRequest<'
     let mut req = WriteRequest::default();
     req.timeseries.reserve_exact(series.len());
     for (b, base) in series {
-        req.timeseries.push(decode_series_v2(b, base, &symbols)?);
+        req.timeseries
+            .push(decode_series_v2(b, base, &symbols, &mut budget)?);
     }
     Ok(req)
 }
@@ -651,6 +700,7 @@ fn decode_series_v2<'a>(
     buf: &'a [u8],
     base: usize,
     symbols: &[&'a str],
+    budget: &mut Budget,
 ) -> Result<TimeSeries<'a>, DecodeError> {
     let mut ts = TimeSeries::default();
     let mut refs = Vec::new();
@@ -664,7 +714,7 @@ fn decode_series_v2<'a>(
             }
             (3, wire::LEN) => {
                 let b = r.bytes()?;
-                push_histogram(&r, 3, b, Version::V2, &mut ts.histograms)?;
+                push_histogram(&r, 3, b, Version::V2, &mut ts.histograms, budget)?;
             }
             (4, wire::LEN) => {
                 let (b, at) = r.bytes()?;

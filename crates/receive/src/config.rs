@@ -76,6 +76,8 @@ pub struct ReceiveConfig {
     /// `--tsdb.out-of-order.time-window`: how far behind a series' newest sample a sample is
     /// still accepted (a lagging replica receives samples out of order).
     pub out_of_order_window: Duration,
+    /// `--tsdb.max-exemplars`: exemplars kept per tenant (0: exemplars are not stored).
+    pub max_exemplars: usize,
     /// Replication factor, local endpoint, forwarding and hinted handoff settings.
     pub replication: crate::replicate::ReplicationConfig,
 }
@@ -114,6 +116,7 @@ impl Default for ReceiveConfig {
             hashrings_refresh: Duration::from_secs(5 * 60),
             replication: Default::default(),
             out_of_order_window: Duration::ZERO,
+            max_exemplars: 0,
         }
     }
 }

@@ -79,6 +79,10 @@ impl StatusClass {
 /// Why a write request was refused before (or instead of) being stored. Per-series rejections
 /// of a processed request are not errors: they are reported in a
 /// [`WriteOutcome`](crate::writer::WriteOutcome).
+/// How many samples a native histogram counts as toward a request's samples limit: about
+/// what it holds, and what bounds the memory a request of histograms decodes to.
+pub const HISTOGRAM_SAMPLE_WEIGHT: usize = 10;
+
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("Content-Type is not ASCII")]
@@ -99,6 +103,10 @@ pub enum IngestError {
     TooManySeries { count: usize, limit: usize },
     #[error("request too large: {count} samples, the limit is {limit}")]
     TooManySamples { count: usize, limit: usize },
+    #[error(
+        "request too large: more than {limit} native histograms (each counts as {HISTOGRAM_SAMPLE_WEIGHT} samples toward the limit of {samples_limit} samples)"
+    )]
+    TooManyHistograms { limit: usize, samples_limit: usize },
     #[error("invalid snappy body: {0}")]
     Snappy(#[source] snap::Error),
     #[error("invalid snappy body: it declares {declared} bytes uncompressed, more than {size} compressed bytes can hold")]
@@ -127,7 +135,8 @@ impl IngestError {
             IngestError::BodyTooLarge { .. }
             | IngestError::DecodedTooLarge { .. }
             | IngestError::TooManySeries { .. }
-            | IngestError::TooManySamples { .. } => StatusClass::PayloadTooLarge,
+            | IngestError::TooManySamples { .. }
+            | IngestError::TooManyHistograms { .. } => StatusClass::PayloadTooLarge,
             IngestError::Snappy(_)
             | IngestError::SnappyDeclaredLength { .. }
             | IngestError::Protobuf(_)

@@ -115,7 +115,7 @@ impl WriteService {
         }
         if replica == 0 {
             if let Some(replicator) = &receiver.replicator {
-                let (plan, local) =
+                let (plan, local, _) =
                     tokio::task::block_in_place(|| receiver.route(tenant, req, None))
                         .map_err(|e| e.to_status())?;
                 let answer = replicator.execute(plan, local).await;

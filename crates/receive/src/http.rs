@@ -19,7 +19,7 @@ use axum::Router;
 use crate::config::PROMETHEUS_TENANT_HEADER;
 use crate::error::IngestError;
 pub use crate::ingest::ProtoVersion;
-use crate::ingest::{Ingested, Receiver};
+use crate::ingest::{Ingested, Receiver, Written};
 
 /// Reads Content-Type as remote write 1.0/2.0 define it. Missing or bare
 /// `application/x-protobuf` means 1.0.
@@ -268,16 +268,21 @@ async fn handle(state: &Arc<Receiver>, tenant: &str, headers: &HeaderMap, body: 
         tokio::task::block_in_place(|| state.ingest_remote_write(tenant, version, &body));
     match ingested {
         Err(e) => refused(&e),
-        Ok(Ingested::Empty) => written(StatusCode::NO_CONTENT, 0, String::new()),
+        Ok(Ingested::Empty) => written(StatusCode::NO_CONTENT, Written::default(), String::new()),
         Ok(Ingested::Written(outcome)) => {
             let status =
                 StatusCode::from_u16(outcome.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            written(status, outcome.accepted_samples, outcome.message())
+            let counts = Written {
+                samples: outcome.accepted_samples,
+                histograms: outcome.accepted_histograms,
+                exemplars: outcome.accepted_exemplars,
+            };
+            written(status, counts, outcome.message())
         }
         Ok(Ingested::Routed {
             plan,
             local,
-            samples,
+            written: counts,
         }) => {
             let replicator = state
                 .replicator
@@ -289,28 +294,31 @@ async fn handle(state: &Arc<Receiver>, tenant: &str, headers: &HeaderMap, body: 
             }
             let status =
                 StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let written_samples = if answer.status < 300 { samples } else { 0 };
-            written(status, written_samples, answer.message)
+            let counts = if answer.status < 300 {
+                counts
+            } else {
+                Written::default()
+            };
+            written(status, counts, answer.message)
         }
     }
 }
 
 /// A response with the remote write 2.0 "written" headers (sent for 1.0 too; harmless).
-/// Histograms are refused and exemplars are not stored yet, so both counts are 0.
-fn written(status: StatusCode, samples: usize, body: String) -> Response {
+fn written(status: StatusCode, counts: Written, body: String) -> Response {
     let mut resp = (status, body).into_response();
     let h = resp.headers_mut();
     h.insert(
         "X-Prometheus-Remote-Write-Samples-Written",
-        HeaderValue::from(samples),
+        HeaderValue::from(counts.samples),
     );
     h.insert(
         "X-Prometheus-Remote-Write-Histograms-Written",
-        HeaderValue::from(0),
+        HeaderValue::from(counts.histograms),
     );
     h.insert(
         "X-Prometheus-Remote-Write-Exemplars-Written",
-        HeaderValue::from(0),
+        HeaderValue::from(counts.exemplars),
     );
     resp
 }

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use proto::remote_write::{TimeSeries, WriteRequest};
 
-use crate::error::{ConfigError, IngestError};
+use crate::error::{ConfigError, IngestError, HISTOGRAM_SAMPLE_WEIGHT};
 use crate::hashring::{HashringWatcher, WatchStatus};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -64,8 +64,18 @@ pub enum Ingested {
     Routed {
         plan: Plan,
         local: Option<ReplicaResult>,
-        samples: usize,
+        /// What a successful replicated write stored: the request's samples and histograms,
+        /// and the exemplars this node's replica stored (peers do not report theirs).
+        written: Written,
     },
+}
+
+/// What the "written" response headers report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    pub samples: usize,
+    pub histograms: usize,
+    pub exemplars: usize,
 }
 
 impl Receiver {
@@ -164,20 +174,32 @@ impl Receiver {
         }
         let raw = decode_snappy_body(body, limits.max_decoded_bytes)?;
         // The series limit is checked before decoding allocates per series.
+        let max_histograms = max_samples / HISTOGRAM_SAMPLE_WEIGHT;
         let req = match version {
-            ProtoVersion::V1 => proto::remote_write::decode_v1_limited(&raw, max_series),
-            ProtoVersion::V2 => proto::remote_write::decode_v2_limited(&raw, max_series),
+            ProtoVersion::V1 => {
+                proto::remote_write::decode_v1_limited(&raw, max_series, max_histograms)
+            }
+            ProtoVersion::V2 => {
+                proto::remote_write::decode_v2_limited(&raw, max_series, max_histograms)
+            }
         }
         .map_err(|e| match e {
             proto::remote_write::DecodeError::TooManySeries { count, limit } => {
                 IngestError::TooManySeries { count, limit }
             }
+            proto::remote_write::DecodeError::TooManyHistograms { limit } => {
+                IngestError::TooManyHistograms {
+                    limit,
+                    samples_limit: max_samples,
+                }
+            }
             e => IngestError::Protobuf(e.to_string()),
         })?;
         let samples = req.num_samples();
-        if samples > max_samples {
+        let weighted = samples + req.num_histograms() * HISTOGRAM_SAMPLE_WEIGHT;
+        if weighted > max_samples {
             return Err(IngestError::TooManySamples {
-                count: samples,
+                count: weighted,
                 limit: max_samples,
             });
         }
@@ -193,11 +215,15 @@ impl Receiver {
                 ProtoVersion::V2 => None,
             }
             .filter(|b| b.len() == req.timeseries.len());
-            let (plan, local) = self.route(tenant, &req, series_bytes.as_deref())?;
+            let (plan, local, exemplars) = self.route(tenant, &req, series_bytes.as_deref())?;
             return Ok(Ingested::Routed {
                 plan,
                 local,
-                samples,
+                written: Written {
+                    samples,
+                    histograms: req.num_histograms(),
+                    exemplars,
+                },
             });
         }
         let outcome = self.write_local(tenant, req.timeseries.iter(), false)?;
@@ -212,19 +238,23 @@ impl Receiver {
         tenant: &str,
         req: &WriteRequest<'_>,
         raw: Option<&[&[u8]]>,
-    ) -> Result<(Plan, Option<ReplicaResult>), IngestError> {
+    ) -> Result<(Plan, Option<ReplicaResult>, usize), IngestError> {
         let replicator = self
             .replicator
             .as_ref()
             .expect("route is only called with a hashring");
         let plan = replicator.plan(tenant, req, raw)?;
+        let mut exemplars = 0;
         let local = plan.local.as_ref().map(|batch| {
             match self.write_local(tenant, Replicator::local_series(req, batch), false) {
-                Ok(outcome) => ReplicaResult::of_outcome(&outcome),
+                Ok(outcome) => {
+                    exemplars = outcome.accepted_exemplars;
+                    ReplicaResult::of_outcome(&outcome)
+                }
                 Err(e) => ReplicaResult::Unavailable(e.to_string()),
             }
         });
-        Ok((plan, local))
+        Ok((plan, local, exemplars))
     }
 
     /// Writes series into the tenant's TSDB (opened on first use), within the tenant's head

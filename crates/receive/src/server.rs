@@ -195,8 +195,9 @@ pub async fn serve(
                 .map(|(t, db)| (tenants.external_labels(&t), db))
                 .collect::<Vec<_>>()
         };
-        let store =
-            store::TsdbStore::new(source).with_tenant_label(&receiver.config.tenant_label_name);
+        let store = store::TsdbStore::new(source)
+            .with_tenant_label(&receiver.config.tenant_label_name)
+            .with_exemplars(receiver.config.max_exemplars > 0);
         let writes = crate::grpc_write::WriteService::new(receiver.clone());
         let status = crate::status::StatusService::new(receiver.clone()).server();
         let stop = wait(stop_rx.clone());
@@ -215,6 +216,7 @@ pub async fn serve(
                 .layer(snappy_limits)
                 .add_service(store.store_server())
                 .add_service(store.info_server())
+                .add_service(store.exemplars_server())
                 .add_service(writes)
                 .add_service(status)
                 .serve_with_incoming_shutdown(incoming, stop)

@@ -140,6 +140,7 @@ impl Tenants {
                 ..Default::default()
             },
             out_of_order_window: self.config.out_of_order_window.as_millis() as i64,
+            max_exemplars: self.config.max_exemplars,
             thanos: Some(ThanosMeta {
                 labels: self.external_labels(tenant),
                 source: SOURCE_RECEIVE.into(),

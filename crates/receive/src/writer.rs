@@ -3,14 +3,17 @@
 //! Every series is checked on its own; valid samples are stored even when others are rejected,
 //! and the answer says how many were accepted and names the first offending series. Status
 //! codes follow what remote-write clients do with them (they retry 5xx and drop 4xx):
-//! - 400: data that can never be accepted (bad labels, native histograms);
+//! - 400: data that can never be accepted (bad labels, invalid native histograms);
 //! - 409: samples that conflict with what is stored (out of order, duplicate timestamp with a
 //!   different value, older than the head accepts);
 //! - 429: new series for a tenant at its active-series limit (existing series keep writing);
 //! - 500: a storage failure: nothing of the request was acknowledged, so the client retries;
 //! - 503: the same when the TSDB's disk is full, named as such: retried, and worth an alert.
 
-use proto::remote_write::{TimeSeries, WriteRequest};
+use model::histogram::{CounterResetHint, FloatHistogram, Histogram, Span};
+use proto::remote_write::{
+    Histogram as WireHist, HistogramCount, ResetHint, TimeSeries, WriteRequest,
+};
 use tsdb::db::Db;
 
 /// The class of a rejection, from least to most severe for the response code.
@@ -39,7 +42,7 @@ impl Severity {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reason {
     InvalidLabels,
-    NativeHistogram,
+    InvalidHistogram,
     OutOfOrder,
     DuplicateTimestamp,
     OutOfBounds,
@@ -53,7 +56,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::InvalidLabels => "invalid_labels",
-            Reason::NativeHistogram => "native_histogram",
+            Reason::InvalidHistogram => "invalid_histogram",
             Reason::OutOfOrder => "out_of_order",
             Reason::DuplicateTimestamp => "duplicate_timestamp",
             Reason::OutOfBounds => "out_of_bounds",
@@ -66,7 +69,7 @@ impl Reason {
 
     fn severity(self) -> Severity {
         match self {
-            Reason::InvalidLabels | Reason::NativeHistogram => Severity::BadRequest,
+            Reason::InvalidLabels | Reason::InvalidHistogram => Severity::BadRequest,
             Reason::OutOfOrder | Reason::DuplicateTimestamp | Reason::OutOfBounds => {
                 Severity::Conflict
             }
@@ -80,17 +83,38 @@ impl Reason {
 /// What happened to a request.
 #[derive(Debug, Default)]
 pub struct WriteOutcome {
+    /// Float samples in the request.
     pub total_samples: usize,
-    /// Samples stored, plus exact duplicates of stored samples (accepted, not stored again).
-    /// Exemplars are accepted and dropped (not stored yet), so none is counted anywhere.
+    /// Float samples stored, plus exact duplicates of stored samples (accepted, not stored
+    /// again).
     pub accepted_samples: usize,
-    /// Rejected samples (or series, for label errors) per reason.
+    /// Native histogram samples in the request, and those accepted (as for floats).
+    pub total_histograms: usize,
+    pub accepted_histograms: usize,
+    /// Exemplars stored. Exemplars refused (storage off, duplicate, out of order, labels too
+    /// long) fail nothing, as in Prometheus and Thanos: they are counted in `exemplars_refused`.
+    pub accepted_exemplars: usize,
+    pub exemplars_refused: usize,
+    /// Rejected samples and histograms (per sample, also for label errors) per reason.
     pub rejected: Vec<(Reason, usize)>,
+    /// Of those, histograms.
+    rejected_histograms: usize,
     /// The most severe problem, with its message naming the first offending series.
     pub error: Option<(Severity, String)>,
 }
 
 impl WriteOutcome {
+    /// Rejects `histograms` histogram samples (besides float samples) with `reason`.
+    fn reject_histograms(
+        &mut self,
+        reason: Reason,
+        histograms: usize,
+        message: impl FnOnce() -> String,
+    ) {
+        self.rejected_histograms += histograms;
+        self.reject(reason, histograms, message);
+    }
+
     fn reject(&mut self, reason: Reason, count: usize, message: impl FnOnce() -> String) {
         match self.rejected.iter_mut().find(|(r, _)| *r == reason) {
             Some((_, n)) => *n += count,
@@ -116,8 +140,16 @@ impl WriteOutcome {
             .iter()
             .map(|(r, n)| format!("{n} {}", r.as_str()))
             .collect();
+        let histograms = if self.total_histograms > 0 {
+            format!(
+                " and {} of {} native histograms",
+                self.accepted_histograms, self.total_histograms
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "accepted {} of {} samples; rejected: {}; first: {first}",
+            "accepted {} of {} samples{histograms}; rejected: {}; first: {first}",
             self.accepted_samples,
             self.total_samples,
             rejected.join(", ")
@@ -222,6 +254,7 @@ where
 {
     let mut out = WriteOutcome {
         total_samples: series.clone().map(|s| s.samples.len()).sum(),
+        total_histograms: series.clone().map(|s| s.histograms.len()).sum(),
         ..Default::default()
     };
     let at_limit = limits
@@ -237,21 +270,21 @@ where
     }
     let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(16);
     for series in series {
-        if !series.histograms.is_empty() {
-            out.reject(Reason::NativeHistogram, series.histograms.len(), || {
-                format!(
-                    "series {}: native histograms are not supported yet",
-                    describe(series)
-                )
-            });
-        }
-        if series.samples.is_empty() {
+        let (floats, histograms) = (series.samples.len(), series.histograms.len());
+        if floats + histograms == 0 && series.exemplars.is_empty() {
             continue;
         }
+        // Rejects the whole series: its float samples and its histograms.
+        let reject_all = |out: &mut WriteOutcome, reason: Reason, why: &dyn Fn() -> String| {
+            out.reject(reason, floats, why);
+            if histograms > 0 {
+                out.reject_histograms(reason, histograms, why);
+            }
+        };
         match validate_labels(series) {
             Ok(()) => {}
             Err(why) => {
-                out.reject(Reason::InvalidLabels, series.samples.len(), || {
+                reject_all(&mut out, Reason::InvalidLabels, &|| {
                     format!("series {}: {why}", describe(series))
                 });
                 continue;
@@ -261,14 +294,14 @@ where
         pairs.extend(series.labels.iter().map(|l| (l.name, l.value)));
         if (at_limit.is_some() || node_at_limit.is_some()) && !db.head().contains_pairs(&pairs) {
             if let Some(limit) = at_limit {
-                out.reject(Reason::SeriesLimit, series.samples.len(), || {
+                reject_all(&mut out, Reason::SeriesLimit, &|| {
                     format!(
                         "series {}: the tenant is at its limit of {limit} active series",
                         describe(series)
                     )
                 });
             } else if let Some(limit) = node_at_limit {
-                out.reject(Reason::NodeSeriesLimit, series.samples.len(), || {
+                reject_all(&mut out, Reason::NodeSeriesLimit, &|| {
                     format!(
                         "series {}: this receiver is at its limit of {limit} active series across \
                          tenants (--receive.node-head-series-limit); new series are refused until \
@@ -282,23 +315,54 @@ where
         let handle = match app.series_for_pairs(&pairs) {
             Ok(h) => h,
             Err(e) => {
-                out.reject(Reason::Storage, series.samples.len(), || {
+                reject_all(&mut out, Reason::Storage, &|| {
                     format!("series {}: {e}", describe(series))
                 });
                 continue;
             }
         };
         for s in &series.samples {
-            match app.append_to(handle, s.timestamp, s.value) {
-                Ok(_) => {}
-                Err(e) => {
-                    let reason = match e {
-                        tsdb::Error::OutOfOrder { .. } => Reason::OutOfOrder,
-                        tsdb::Error::DuplicateTimestamp { .. } => Reason::DuplicateTimestamp,
-                        tsdb::Error::OutOfBounds { .. } => Reason::OutOfBounds,
-                        _ => Reason::Storage,
-                    };
-                    out.reject(reason, 1, || format!("series {}: {e}", describe(series)));
+            if let Err(e) = app.append_to(handle, s.timestamp, s.value) {
+                out.reject(append_reason(&e), 1, || {
+                    format!("series {}: {e}", describe(series))
+                });
+            }
+        }
+        for h in &series.histograms {
+            let appended = match histogram_from_wire(h) {
+                Ok(WireHistogram::Int(x)) => app.append_histogram_to(handle, h.timestamp, x),
+                Ok(WireHistogram::Float(x)) => {
+                    app.append_float_histogram_to(handle, h.timestamp, x)
+                }
+                Err(why) => {
+                    out.reject_histograms(Reason::InvalidHistogram, 1, || {
+                        format!(
+                            "series {}: native histogram at {}: {why}",
+                            describe(series),
+                            h.timestamp
+                        )
+                    });
+                    continue;
+                }
+            };
+            if let Err(e) = appended {
+                out.reject_histograms(append_reason(&e), 1, || {
+                    format!("series {}: native histogram: {e}", describe(series))
+                });
+            }
+        }
+        for e in &series.exemplars {
+            let exemplar = tsdb::exemplars::Exemplar {
+                labels: tsdb::Labels::from_pairs(e.labels.iter().map(|l| (l.name, l.value))),
+                value: e.value,
+                ts: e.timestamp,
+            };
+            match app.append_exemplar_to(handle, exemplar) {
+                Ok(()) => {}
+                Err(tsdb::exemplars::ExemplarError::Disabled) => out.exemplars_refused += 1,
+                Err(why) => {
+                    out.exemplars_refused += 1;
+                    tracing::debug!(series = %describe(series), error = %why, "exemplar refused");
                 }
             }
         }
@@ -307,17 +371,18 @@ where
         Ok(stats) => {
             // Exact duplicates are accepted without being stored again; they count as written,
             // so what is accepted is what was neither rejected here nor lost at commit.
-            let rejected: usize = out
-                .rejected
-                .iter()
-                .filter(|(r, _)| *r != Reason::NativeHistogram)
-                .map(|(_, n)| n)
-                .sum();
+            let rejected: usize = out.rejected.iter().map(|(_, n)| n).sum();
+            let rejected_floats = rejected - out.rejected_histograms;
             out.accepted_samples = out
                 .total_samples
-                .saturating_sub(rejected + stats.rejected_late);
-            if stats.rejected_late > 0 {
-                out.reject(Reason::OutOfOrder, stats.rejected_late, || {
+                .saturating_sub(rejected_floats + stats.rejected_late);
+            out.accepted_histograms = out
+                .total_histograms
+                .saturating_sub(out.rejected_histograms + stats.rejected_late_histograms);
+            out.accepted_exemplars = stats.exemplars;
+            let late = stats.rejected_late + stats.rejected_late_histograms;
+            if late > 0 {
+                out.reject(Reason::OutOfOrder, late, || {
                     "samples lost a race with a concurrent write to the same series or a block cut (out of order)"
                         .into()
                 });
@@ -325,8 +390,10 @@ where
         }
         Err(e) => {
             out.accepted_samples = 0;
+            out.accepted_histograms = 0;
+            let all = out.total_samples + out.total_histograms;
             if is_disk_full(&e) {
-                out.reject(Reason::DiskFull, out.total_samples, || {
+                out.reject(Reason::DiskFull, all, || {
                     format!(
                         "the receiver's disk is full, nothing of this request was written: {e} \
                          (the TSDB directory {} needs free space)",
@@ -334,13 +401,92 @@ where
                     )
                 });
             } else {
-                out.reject(Reason::Storage, out.total_samples, || {
-                    format!("storage error: {e}")
-                });
+                out.reject(Reason::Storage, all, || format!("storage error: {e}"));
             }
         }
     }
     out
+}
+
+fn append_reason(e: &tsdb::Error) -> Reason {
+    match e {
+        tsdb::Error::OutOfOrder { .. } => Reason::OutOfOrder,
+        tsdb::Error::DuplicateTimestamp { .. } => Reason::DuplicateTimestamp,
+        tsdb::Error::OutOfBounds { .. } => Reason::OutOfBounds,
+        _ => Reason::Storage,
+    }
+}
+
+/// A remote-write histogram as the TSDB stores it.
+pub enum WireHistogram {
+    Int(Histogram),
+    Float(FloatHistogram),
+}
+
+/// Converts and validates a remote-write histogram (Prometheus' rules: a known schema, spans
+/// that match the buckets, no negative bucket, buckets adding up to the count). A histogram
+/// whose count is a float is a float histogram, as Prometheus reads it.
+pub fn histogram_from_wire(h: &WireHist) -> Result<WireHistogram, String> {
+    let spans = |s: &[proto::remote_write::BucketSpan]| -> Vec<Span> {
+        s.iter()
+            .map(|s| Span {
+                offset: s.offset,
+                length: s.length,
+            })
+            .collect()
+    };
+    let hint = match h.reset_hint {
+        ResetHint::Unknown => CounterResetHint::Unknown,
+        ResetHint::Yes => CounterResetHint::Reset,
+        ResetHint::No => CounterResetHint::NotReset,
+        ResetHint::Gauge => CounterResetHint::Gauge,
+    };
+    let as_f64 = |c: &HistogramCount| match *c {
+        HistogramCount::Int(i) => i as f64,
+        HistogramCount::Float(f) => f,
+    };
+    if h.is_float() {
+        let fh = FloatHistogram {
+            counter_reset_hint: hint,
+            schema: h.schema,
+            zero_threshold: h.zero_threshold,
+            zero_count: as_f64(&h.zero_count),
+            count: as_f64(&h.count),
+            sum: h.sum,
+            positive_spans: spans(&h.positive_spans),
+            negative_spans: spans(&h.negative_spans),
+            positive_buckets: h.positive_counts.clone(),
+            negative_buckets: h.negative_counts.clone(),
+            custom_values: h.custom_values.clone(),
+        };
+        if !fh.is_stale() {
+            fh.validate().map_err(|e| e.to_string())?;
+        }
+        return Ok(WireHistogram::Float(fh));
+    }
+    let int = |c: &HistogramCount, what: &str| match *c {
+        HistogramCount::Int(i) => Ok(i),
+        HistogramCount::Float(_) => Err(format!(
+            "{what} is a float in an integer histogram (count_int is set)"
+        )),
+    };
+    let ih = Histogram {
+        counter_reset_hint: hint,
+        schema: h.schema,
+        zero_threshold: h.zero_threshold,
+        zero_count: int(&h.zero_count, "zero_count")?,
+        count: int(&h.count, "count")?,
+        sum: h.sum,
+        positive_spans: spans(&h.positive_spans),
+        negative_spans: spans(&h.negative_spans),
+        positive_buckets: h.positive_deltas.clone(),
+        negative_buckets: h.negative_deltas.clone(),
+        custom_values: h.custom_values.clone(),
+    };
+    if !ih.is_stale() {
+        ih.validate().map_err(|e| e.to_string())?;
+    }
+    Ok(WireHistogram::Int(ih))
 }
 
 /// Whether a storage error comes from a full disk (or an exhausted quota).
@@ -396,6 +542,73 @@ mod tests {
             assert!(err.contains(want), "{labels:?}: {err}");
         }
         validate_labels(&ts(&[("__name__", "up"), ("job", "a")], &[])).unwrap();
+    }
+
+    fn wire_histogram(t: i64, count: u64, deltas: &[i64]) -> proto::remote_write::Histogram {
+        proto::remote_write::Histogram {
+            count: HistogramCount::Int(count),
+            zero_count: HistogramCount::Int(0),
+            sum: 2.5,
+            schema: 0,
+            positive_spans: vec![proto::remote_write::BucketSpan {
+                offset: 0,
+                length: deltas.len() as u32,
+            }],
+            positive_deltas: deltas.to_vec(),
+            timestamp: t,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn native_histograms_and_exemplars_are_stored_and_bad_ones_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = tsdb::db::DbOptions {
+            max_exemplars: 100,
+            ..Default::default()
+        };
+        let (db, _) = Db::open(dir.path(), opts).unwrap();
+        let mut good = ts(&[("__name__", "latency")], &[]);
+        good.histograms = vec![
+            wire_histogram(1000, 3, &[1, 1]),
+            wire_histogram(2000, 5, &[2, 1]),
+        ];
+        good.exemplars = vec![proto::remote_write::Exemplar {
+            labels: vec![WireLabel {
+                name: "trace_id",
+                value: "abc",
+            }],
+            value: 0.7,
+            timestamp: 1500,
+        }];
+        let mut bad = ts(&[("__name__", "broken")], &[(1000, 1.0)]);
+        // Buckets add up to 3, the count says 4.
+        bad.histograms = vec![wire_histogram(1000, 4, &[1, 1])];
+        let req = WriteRequest {
+            timeseries: vec![good, bad],
+            metadata: vec![],
+        };
+        let out = write(&db, &req, HeadLimits::default());
+        assert_eq!(out.status(), 400, "{}", out.message());
+        assert_eq!(
+            (
+                out.accepted_samples,
+                out.accepted_histograms,
+                out.accepted_exemplars
+            ),
+            (1, 2, 1)
+        );
+        assert!(
+            out.message().contains("2 of 3 native histograms")
+                && out.message().contains(
+                    r#"series {__name__="broken"}: native histogram at 1000: 3 observations found in buckets, but the count field is 4"#
+                ),
+            "{}",
+            out.message()
+        );
+        let chunks = db.head().all_series_sorted()[1].chunks(i64::MIN, i64::MAX);
+        assert_eq!(chunks[0].encoding, tsdb::chunkenc::ENCODING_HISTOGRAM);
+        assert_eq!(db.head().exemplars().select(0, 5000, &[]).len(), 1);
     }
 
     #[test]

@@ -392,7 +392,7 @@ impl Appender<'_> {
         }
         for (h, t, v) in std::mem::take(&mut self.pending_histograms) {
             if t < min_valid {
-                stats.rejected_late += 1;
+                stats.rejected_late_histograms += 1;
                 continue;
             }
             let mut s = self.held[h as usize].series.samples.lock().unwrap();
@@ -403,7 +403,7 @@ impl Appender<'_> {
                     maxt = maxt.max(t);
                 }
                 Ok(false) => {}
-                Err(_) => stats.rejected_late += 1,
+                Err(_) => stats.rejected_late_histograms += 1,
             }
         }
         for (h, e) in std::mem::take(&mut self.pending_exemplars) {

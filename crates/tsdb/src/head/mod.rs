@@ -98,6 +98,8 @@ pub struct CommitStats {
     /// Samples that passed validation at append but lost a race with a concurrent commit to
     /// the same series (out-of-order by the time they were applied).
     pub rejected_late: usize,
+    /// The same for native histogram samples.
+    pub rejected_late_histograms: usize,
 }
 
 impl Head {

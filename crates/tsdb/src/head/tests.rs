@@ -367,7 +367,7 @@ fn native_histograms_survive_head_wal_checkpoint_and_block() {
         // Older than the newest sample: staged like a float, refused when applied.
         app.append_histogram_to(a, (n - 10) * step, counter_histogram(n - 9))
             .unwrap();
-        assert_eq!(app.commit().unwrap().rejected_late, 1);
+        assert_eq!(app.commit().unwrap().rejected_late_histograms, 1);
         let mut app = head.appender();
         let a = app.series(&ints).unwrap();
         assert!(matches!(
