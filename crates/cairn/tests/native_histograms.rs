@@ -1,0 +1,522 @@
+//! Native histograms and exemplars end to end, against a real sender and a real oracle.
+//!
+//! The test serves a scrape target in Prometheus' protobuf exposition format: two native
+//! histograms whose buckets grow over time (so the TSDB re-encodes chunks for new buckets) and a
+//! counter with an exemplar per scrape. Prometheus 2.42, with `native-histograms` and
+//! `exemplar-storage` on, scrapes it every second, keeps the data in its own TSDB, and
+//! remote-writes histograms and exemplars to an RF=3 pool of Cairn receivers. `cairn query`
+//! over the pool must then answer like that Prometheus over the very same samples:
+//!
+//! - the raw histograms (count, sum, every bucket) of a range selector;
+//! - `histogram_count`, `histogram_sum` and `rate` through them;
+//! - `histogram_quantile` and `histogram_fraction` where Prometheus 2.42 and Prometheus 3 agree:
+//!   2.42 interpolates linearly inside an exponential bucket, 3 (which Cairn's engine follows)
+//!   exponentially, so the quantiles compared are those that fall on bucket boundaries, and the
+//!   fractions those whose bounds are bucket boundaries;
+//! - at evaluation times between scrapes: Prometheus 3 selects ranges left-open, 2.42 closed;
+//! - `histogram_avg` equals `histogram_sum / histogram_count` (2.42 has no `histogram_avg`);
+//! - `/api/v1/query_exemplars` returns the exemplars Prometheus stored.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{free_port, get_json, require_binary, wait_until, CairnQuery, Proc, ReceivePool};
+use serde_json::Value;
+
+// ---------------------------------------------------------------------------------------------
+// The protobuf exposition format (io.prometheus.client), written by hand: a few fields suffice.
+
+fn varint(out: &mut Vec<u8>, mut x: u64) {
+    while x >= 0x80 {
+        out.push(x as u8 | 0x80);
+        x >>= 7;
+    }
+    out.push(x as u8);
+}
+
+fn tag(out: &mut Vec<u8>, field: u32, wire: u8) {
+    varint(out, (u64::from(field) << 3) | u64::from(wire));
+}
+
+fn bytes_field(out: &mut Vec<u8>, field: u32, b: &[u8]) {
+    tag(out, field, 2);
+    varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+fn double_field(out: &mut Vec<u8>, field: u32, v: f64) {
+    tag(out, field, 1);
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn uint_field(out: &mut Vec<u8>, field: u32, v: u64) {
+    tag(out, field, 0);
+    varint(out, v);
+}
+
+fn sint_field(out: &mut Vec<u8>, field: u32, v: i64) {
+    uint_field(out, field, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+fn label_pair(name: &str, value: &str) -> Vec<u8> {
+    let mut m = Vec::new();
+    bytes_field(&mut m, 1, name.as_bytes());
+    bytes_field(&mut m, 2, value.as_bytes());
+    m
+}
+
+/// Histogram buckets of scrape `n` on `path`: bucket index -> count (schema 0: bucket `i`
+/// holds (2^(i-1), 2^i]). Buckets 0..=2 from the start, bucket 3 from scrape 8, bucket 5 from
+/// scrape 16; counts start large so that `rate` never extrapolates to a counter's zero (2.42
+/// and 3 differ there).
+fn buckets(n: u64, path: usize) -> BTreeMap<i32, u64> {
+    let k = path as u64 + 1;
+    let mut b = BTreeMap::new();
+    b.insert(0, 100_000 + 3 * k * n);
+    b.insert(1, 100_000 + 3 * k * n);
+    b.insert(2, 200_000 + 6 * k * n);
+    if n >= 8 {
+        b.insert(3, 6 * k * (n - 7));
+    }
+    if n >= 16 {
+        b.insert(5, 2 * k * (n - 15));
+    }
+    b
+}
+
+/// One native histogram metric (a `Metric` message with labels and `histogram`).
+fn histogram_metric(path: &str, b: &BTreeMap<i32, u64>) -> Vec<u8> {
+    let mut h = Vec::new();
+    let count: u64 = b.values().sum();
+    uint_field(&mut h, 1, count);
+    // Sum: each observation at its bucket's upper bound.
+    let sum: f64 = b.iter().map(|(&i, &c)| c as f64 * 2f64.powi(i)).sum();
+    double_field(&mut h, 2, sum);
+    sint_field(&mut h, 5, 0); // schema
+    double_field(&mut h, 6, 1e-128); // zero threshold
+    uint_field(&mut h, 7, 0); // zero count
+    // Positive spans over the present bucket indexes, and the deltas.
+    let idx: Vec<i32> = b.keys().copied().collect();
+    let mut prev: Option<i32> = None;
+    let mut spans: Vec<(i32, u32)> = Vec::new();
+    for &i in &idx {
+        match prev {
+            Some(p) if i == p + 1 => spans.last_mut().unwrap().1 += 1,
+            Some(p) => spans.push((i - p - 1, 1)),
+            None => spans.push((i, 1)),
+        }
+        prev = Some(i);
+    }
+    for (offset, length) in spans {
+        let mut s = Vec::new();
+        sint_field(&mut s, 1, i64::from(offset));
+        uint_field(&mut s, 2, u64::from(length));
+        bytes_field(&mut h, 12, &s);
+    }
+    let mut last = 0i64;
+    for &c in b.values() {
+        sint_field(&mut h, 13, c as i64 - last);
+        last = c as i64;
+    }
+    let mut m = Vec::new();
+    bytes_field(&mut m, 1, &label_pair("path", path));
+    bytes_field(&mut m, 7, &h);
+    m
+}
+
+/// The counter with this scrape's exemplar (`trace_id="trace-<n>"`, value n, at `now_ms`).
+fn counter_metric(n: u64, now_ms: i64) -> Vec<u8> {
+    let mut ts = Vec::new();
+    uint_field(&mut ts, 1, (now_ms / 1000) as u64);
+    uint_field(&mut ts, 2, ((now_ms % 1000) * 1_000_000) as u64);
+    let mut ex = Vec::new();
+    bytes_field(&mut ex, 1, &label_pair("trace_id", &format!("trace-{n}")));
+    double_field(&mut ex, 2, n as f64);
+    bytes_field(&mut ex, 3, &ts);
+    let mut c = Vec::new();
+    double_field(&mut c, 1, 10.0 * n as f64);
+    bytes_field(&mut c, 2, &ex);
+    let mut m = Vec::new();
+    bytes_field(&mut m, 3, &c);
+    m
+}
+
+fn family(name: &str, kind: u64, metrics: &[Vec<u8>]) -> Vec<u8> {
+    let mut f = Vec::new();
+    bytes_field(&mut f, 1, name.as_bytes());
+    bytes_field(&mut f, 2, b"test metric");
+    uint_field(&mut f, 3, kind);
+    for m in metrics {
+        bytes_field(&mut f, 4, m);
+    }
+    // Delimited: each message is preceded by its length.
+    let mut out = Vec::new();
+    varint(&mut out, f.len() as u64);
+    out.extend_from_slice(&f);
+    out
+}
+
+/// Serves the exposition; each scrape advances `n`.
+struct Target {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    scrapes: Arc<AtomicU64>,
+}
+
+impl Target {
+    fn start() -> Target {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let scrapes = Arc::new(AtomicU64::new(0));
+        let (flag, count) = (stop.clone(), scrapes.clone());
+        std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                let Ok((mut s, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                s.set_nonblocking(false).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                let mut body = family(
+                    "test_request_duration_seconds",
+                    4,
+                    &[
+                        histogram_metric("/a", &buckets(n, 0)),
+                        histogram_metric("/b", &buckets(n, 1)),
+                    ],
+                );
+                body.extend(family(
+                    "test_requests_total",
+                    0,
+                    &[counter_metric(n, common::now_ms())],
+                ));
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.google.protobuf; \
+                     proto=io.prometheus.client.MetricFamily; encoding=delimited\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes());
+                let _ = s.write_all(&body);
+            }
+        });
+        Target {
+            addr,
+            stop,
+            scrapes,
+        }
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Prometheus 2.42 (server mode, so it is also the oracle) scraping `target` every second and
+/// remote-writing native histograms and exemplars to `url`.
+fn prometheus(dir: &std::path::Path, target: SocketAddr, url: &str) -> (Proc, SocketAddr) {
+    let bin = require_binary("/usr/bin/prometheus", "prometheus");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cfg = dir.join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n\
+             scrape_configs:\n  - job_name: edge\n    static_configs:\n      - targets: ['{target}']\n\
+             remote_write:\n  - url: {url}\n    send_native_histograms: true\n    send_exemplars: true\n\
+             \x20   queue_config:\n      batch_send_deadline: 1s\n"
+        ),
+    )
+    .unwrap();
+    let proc = Proc::spawn(
+        "prometheus",
+        Command::new(bin)
+            .arg("--enable-feature=native-histograms,exemplar-storage")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("prometheus-data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}")),
+        dir,
+    );
+    (proc, addr)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Comparing answers.
+
+/// A histogram as the HTTP API renders it: count, sum and non-empty buckets.
+fn histogram(v: &Value) -> (f64, f64, Vec<(u64, f64, f64, f64)>) {
+    let num = |x: &Value| x.as_str().unwrap().parse::<f64>().unwrap();
+    let buckets = v["buckets"]
+        .as_array()
+        .map(|bs| {
+            bs.iter()
+                .map(|b| (b[0].as_u64().unwrap(), num(&b[1]), num(&b[2]), num(&b[3])))
+                .filter(|b| b.3 != 0.0)
+                .collect()
+        })
+        .unwrap_or_default();
+    (num(&v["count"]), num(&v["sum"]), buckets)
+}
+
+/// A point of a matrix or vector result, float or histogram, with its timestamp.
+#[derive(Debug, PartialEq, Clone)]
+enum Point {
+    Float(f64),
+    Histogram(f64, f64, Vec<(u64, f64, f64, f64)>),
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
+}
+
+fn point_close(a: &Point, b: &Point) -> bool {
+    match (a, b) {
+        (Point::Float(x), Point::Float(y)) => close(*x, *y),
+        (Point::Histogram(c1, s1, b1), Point::Histogram(c2, s2, b2)) => {
+            close(*c1, *c2)
+                && close(*s1, *s2)
+                && b1.len() == b2.len()
+                && b1.iter().zip(b2).all(|(x, y)| {
+                    x.0 == y.0 && close(x.1, y.1) && close(x.2, y.2) && close(x.3, y.3)
+                })
+        }
+        _ => false,
+    }
+}
+
+/// A matrix result as `labels -> [(t, point)]`.
+fn matrix(v: &Value) -> BTreeMap<String, Vec<(f64, Point)>> {
+    assert_eq!(v["status"], "success", "{v}");
+    let mut out = BTreeMap::new();
+    for s in v["data"]["result"].as_array().unwrap() {
+        let mut points = Vec::new();
+        for p in s["values"].as_array().into_iter().flatten() {
+            let f = p[1].as_str().unwrap().parse::<f64>().unwrap();
+            points.push((p[0].as_f64().unwrap(), Point::Float(f)));
+        }
+        for p in s["histograms"].as_array().into_iter().flatten() {
+            let (c, sum, b) = histogram(&p[1]);
+            points.push((p[0].as_f64().unwrap(), Point::Histogram(c, sum, b)));
+        }
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // Cairn's answers carry the receivers' external tenant label; Prometheus' do not.
+        let mut metric = s["metric"].clone();
+        if let Some(m) = metric.as_object_mut() {
+            m.remove("tenant_id");
+        }
+        out.insert(metric.to_string(), points);
+    }
+    out
+}
+
+fn assert_same(what: &str, cairn: &Value, prom: &Value) {
+    let (c, p) = (matrix(cairn), matrix(prom));
+    assert!(!p.is_empty(), "{what}: Prometheus answered nothing: {prom}");
+    assert_eq!(
+        c.keys().collect::<Vec<_>>(),
+        p.keys().collect::<Vec<_>>(),
+        "{what}: series differ"
+    );
+    for (labels, pp) in &p {
+        let cp = &c[labels];
+        assert_eq!(
+            cp.len(),
+            pp.len(),
+            "{what} {labels}: {} points from Cairn, {} from Prometheus\ncairn: {cp:?}\nprometheus: {pp:?}",
+            cp.len(),
+            pp.len()
+        );
+        for ((ct, cv), (pt, pv)) in cp.iter().zip(pp) {
+            assert!(
+                ct == pt && point_close(cv, pv),
+                "{what} {labels} at {pt}: Cairn {cv:?} (t={ct}), Prometheus {pv:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn native_histograms_and_exemplars_match_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pool = ReceivePool::new(dir.path(), 3, None);
+    pool.extra = vec!["--tsdb.max-exemplars=10000".into()];
+    pool.write_ring(&pool.endpoints);
+    pool.start_all();
+    let grpc: Vec<SocketAddr> = (0..3).map(|i| pool.node(i).ports().grpc).collect();
+    let query = CairnQuery::start(dir.path(), &grpc, &["--query.replica-label=replica"]);
+
+    let target = Target::start();
+    let url = format!("http://{}/api/v1/receive", pool.node(0).remote_write);
+    let (mut prom, prom_addr) = prometheus(dir.path(), target.addr, &url);
+
+    // 30 scrapes (bucket 5 appears at 16), then the samples up to a past instant are final.
+    wait_until(Duration::from_secs(90), "30 scrapes", || {
+        target.scrapes.load(Ordering::SeqCst) >= 30
+    });
+    let range = |addr: SocketAddr, q: &str, start: f64, end: f64| {
+        let (start, end) = (format!("{start:.3}"), format!("{end:.3}"));
+        get_json(
+            addr,
+            "/api/v1/query_range",
+            &[("query", q), ("start", &start), ("end", &end), ("step", "1")],
+        )
+        .1
+    };
+    let instant = |addr: SocketAddr, q: &str, t: f64| {
+        get_json(
+            addr,
+            "/api/v1/query",
+            &[("query", q), ("time", &format!("{t:.3}"))],
+        )
+        .1
+    };
+    // Prometheus' own samples: the window is its first 28 histograms of path /a.
+    let raw = instant(prom_addr, "test_request_duration_seconds{path=\"/a\"}[5m]", common::now_ms() as f64 / 1000.0);
+    let stamps: Vec<f64> = raw["data"]["result"][0]["histograms"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no histograms in Prometheus: {raw}"))
+        .iter()
+        .map(|p| p[0].as_f64().unwrap())
+        .collect();
+    assert!(stamps.len() >= 28, "{raw}");
+    let (first, last) = (stamps[0], stamps[27]);
+    let selector = format!("test_request_duration_seconds[{}s]", (last - first).ceil() as i64 + 1);
+
+    // Wait for remote write to deliver everything up to `last` (2.42 sends every second).
+    let started = Instant::now();
+    loop {
+        let c = instant(query.http, &selector, last);
+        let p = instant(prom_addr, &selector, last);
+        let same = c["data"]["result"].as_array().map(Vec::len)
+            == p["data"]["result"].as_array().map(Vec::len)
+            && c["data"]["result"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .zip(p["data"]["result"].as_array().into_iter().flatten())
+                .all(|(a, b)| a["histograms"].as_array().map(Vec::len) == b["histograms"].as_array().map(Vec::len));
+        if same {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "Cairn never caught up with Prometheus:\ncairn: {c}\nprometheus: {p}\nprometheus log:\n{}",
+            prom.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // Raw histograms, every bucket, through remote write, three replicas and de-duplication.
+    let raw_c = instant(query.http, &selector, last);
+    let raw_p = instant(prom_addr, &selector, last);
+    let as_range = |v: &Value| {
+        // A range-vector instant result has the matrix shape.
+        let mut v = v.clone();
+        v["data"]["resultType"] = "matrix".into();
+        v
+    };
+    assert_same("raw histograms", &as_range(&raw_c), &as_range(&raw_p));
+
+    // Evaluation times half-way between scrapes: Prometheus 3 (and Cairn) select `(t - r, t]`,
+    // 2.42 `[t - r, t]`, which differ only when a sample sits exactly at `t - r`.
+    let (start, end) = (first + 12.5, last - 0.5);
+    for q in [
+        "test_request_duration_seconds",
+        "rate(test_request_duration_seconds[10s])",
+        "histogram_count(rate(test_request_duration_seconds[10s]))",
+        "histogram_sum(rate(test_request_duration_seconds[10s]))",
+        "histogram_count(test_request_duration_seconds)",
+        "histogram_sum(test_request_duration_seconds)",
+        "sum by (path) (rate(test_request_duration_seconds[10s]))",
+        // Buckets 0 and 1 hold a quarter each, so these quantiles fall on bucket boundaries
+        // until new buckets dilute them; both versions agree there (and at 0 and 1).
+        "histogram_quantile(0, test_request_duration_seconds)",
+        "histogram_quantile(1, test_request_duration_seconds)",
+        "histogram_fraction(0, 1, test_request_duration_seconds)",
+        "histogram_fraction(0, 4, test_request_duration_seconds)",
+        "histogram_fraction(0, 4, rate(test_request_duration_seconds[10s]))",
+    ] {
+        assert_same(q, &range(query.http, q, start, end), &range(prom_addr, q, start, end));
+    }
+    // Quantiles at a boundary: before bucket 3 appears (scrape 8), buckets 0, 1, 2 hold
+    // 1/4, 1/4, 1/2 of the observations of every histogram.
+    let early = stamps[6];
+    for q in ["0.25", "0.5"] {
+        let e = format!("histogram_quantile({q}, test_request_duration_seconds)");
+        assert_same(
+            &e,
+            &range(query.http, &e, first + 0.5, early - 0.5),
+            &range(prom_addr, &e, first + 0.5, early - 0.5),
+        );
+    }
+    // histogram_avg (Prometheus 3) is sum / count.
+    let avg = range(query.http, "histogram_avg(test_request_duration_seconds)", start, end);
+    let ratio = range(
+        query.http,
+        "histogram_sum(test_request_duration_seconds) / histogram_count(test_request_duration_seconds)",
+        start,
+        end,
+    );
+    assert_same("histogram_avg", &avg, &ratio);
+    let (_, stddev) = get_json(
+        query.http,
+        "/api/v1/query",
+        &[
+            ("query", "histogram_stddev(test_request_duration_seconds) > 0"),
+            ("time", &format!("{last:.3}")),
+        ],
+    );
+    assert_eq!(stddev["data"]["result"].as_array().unwrap().len(), 2, "{stddev}");
+
+    // Exemplars: what Prometheus stored for the counter over the window.
+    let exemplars = |addr: SocketAddr| {
+        let (status, v) = get_json(
+            addr,
+            "/api/v1/query_exemplars",
+            &[
+                ("query", "test_requests_total"),
+                ("start", &format!("{first:.3}")),
+                ("end", &format!("{last:.3}")),
+            ],
+        );
+        assert_eq!(status, 200, "{v}");
+        let mut out: Vec<(String, String, f64)> = Vec::new();
+        for s in v["data"].as_array().unwrap() {
+            for e in s["exemplars"].as_array().unwrap() {
+                out.push((
+                    e["labels"]["trace_id"].as_str().unwrap().to_string(),
+                    e["value"].as_str().unwrap().to_string(),
+                    e["timestamp"].as_f64().unwrap(),
+                ));
+            }
+        }
+        out.sort_by(|a, b| a.2.total_cmp(&b.2));
+        (v, out)
+    };
+    let (pv, from_prom) = exemplars(prom_addr);
+    assert!(from_prom.len() >= 20, "Prometheus stored few exemplars: {pv}");
+    let (cv, from_cairn) = exemplars(query.http);
+    assert_eq!(from_cairn, from_prom, "cairn: {cv}\nprometheus: {pv}");
+    // Series labels come with the receivers' external labels, replica label merged away.
+    assert_eq!(cv["data"].as_array().unwrap().len(), 1, "{cv}");
+    assert!(cv["data"][0]["seriesLabels"]["replica"].is_null(), "{cv}");
+
+    let _ = prom.terminate(Duration::from_secs(10));
+}
