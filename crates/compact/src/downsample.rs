@@ -28,7 +28,8 @@
 //! Thanos writes for it (`streamedBlockWriter.writeMetaFile` and `processDownsampling`).
 //!
 //! Thanos' quirks are kept where they change bytes, each noted where it happens. Native
-//! histogram chunks are not supported (Cairn stores none): they fail the series with an error.
+//! histogram aggregates are not written yet: a series with histogram chunks is left out of the
+//! downsampled block (with a warning), so it stays at raw resolution only.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -75,6 +76,9 @@ pub enum DownsampleError {
     /// Data this implementation cannot downsample, or a malformed chunk.
     #[error("{0}")]
     Invalid(String),
+    /// Native histogram chunks: their aggregates are not written yet.
+    #[error("downsampling native histogram chunks is not supported")]
+    NativeHistograms,
     #[error(transparent)]
     Storage(#[from] tsdb::Error),
 }
@@ -562,7 +566,7 @@ fn downsample_aggr_loop(
 }
 
 fn unsupported_histograms() -> DownsampleError {
-    DownsampleError::Invalid("downsampling native histogram chunks is not supported".into())
+    DownsampleError::NativeHistograms
 }
 
 /// Downsamples one series' chunks (in time order, as the index lists them) from resolution
@@ -677,6 +681,7 @@ pub fn downsample_block(
         return Err(DownsampleError::ResolutionNotLower);
     }
     // `create_block` speaks tsdb errors; a downsampling error is kept aside and returned.
+    let mut histogram_series = 0u64;
     let mut failure: Option<DownsampleError> = None;
     let created = create_block(out_dir, ulid, |dir| {
         let mut symbols = BTreeSet::new();
@@ -694,6 +699,10 @@ pub fn downsample_block(
             }
             match downsample_series(u64::from(series_ref), &chunks, from, resolution) {
                 Ok(out) => writer.add_series(&labels, &out)?,
+                // Native histogram aggregates are not written yet: such series stay at raw
+                // resolution only (the raw block keeps them for its retention) rather than
+                // halting the compactor.
+                Err(DownsampleError::NativeHistograms) => histogram_series += 1,
                 Err(e) => {
                     let text = e.to_string();
                     failure = Some(e);
@@ -734,6 +743,9 @@ pub fn downsample_block(
         (_, Some(e)) => Err(e),
         (Ok(meta), None) => {
             tracing::info!(from = %input.meta().ulid, to = %ulid, resolution, series = meta.stats.num_series, "downsampled block");
+            if histogram_series > 0 {
+                tracing::warn!(from = %input.meta().ulid, resolution, series = histogram_series, "native histogram series left out of the downsampled block: downsampling native histograms is not supported yet; they stay at raw resolution");
+            }
             Ok(meta)
         }
         (Err(e), None) => Err(e.into()),

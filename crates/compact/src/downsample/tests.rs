@@ -970,3 +970,48 @@ fn overlapping_chunks_fail_the_block_and_leave_nothing() {
     );
     assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 0);
 }
+
+#[test]
+fn native_histogram_series_stay_raw_and_do_not_halt_downsampling() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut hc = tsdb::chunkenc::HistogramChunk::new();
+    for i in 0..10i64 {
+        let h = model::histogram::Histogram {
+            count: i as u64,
+            sum: i as f64,
+            positive_spans: vec![model::histogram::Span {
+                offset: 0,
+                length: 1,
+            }],
+            positive_buckets: vec![i],
+            ..Default::default()
+        };
+        hc.append(i * MIN, &h).unwrap();
+    }
+    let hist = ChunkData {
+        min_time: 0,
+        max_time: 9 * MIN,
+        encoding: ENCODING_HISTOGRAM,
+        data: hc.bytes().into(),
+    };
+    let h_only = tempfile::tempdir().unwrap();
+    let series = vec![
+        Series {
+            labels: labels!("__name__" => "g"),
+            chunks: vec![raw(&[(0, 1.0), (MIN, 2.0)])],
+        },
+        Series {
+            labels: labels!("__name__" => "h"),
+            chunks: vec![hist],
+        },
+    ];
+    let meta = write_block(h_only.path(), 0, H2, &series, BlockWriteOptions::default()).unwrap();
+    let src = Block::open(&h_only.path().join(meta.ulid.to_string())).unwrap();
+    let out_dir = tmp.path().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let ulid = Ulid::new();
+    let out = downsample_block(&src, RES_LEVEL1, &out_dir, ulid).unwrap();
+    assert_eq!(out.stats.num_series, 1);
+    let got = block_series(&out_dir.join(ulid.to_string()));
+    assert_eq!(got[0].0, labels!("__name__" => "g"));
+}
