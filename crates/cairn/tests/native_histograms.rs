@@ -15,7 +15,10 @@
 //!   fractions those whose bounds are bucket boundaries;
 //! - at evaluation times between scrapes: Prometheus 3 selects ranges left-open, 2.42 closed;
 //! - `histogram_avg` equals `histogram_sum / histogram_count` (2.42 has no `histogram_avg`);
-//! - `/api/v1/query_exemplars` returns the exemplars Prometheus stored.
+//! - `/api/v1/query_exemplars` returns the exemplars Prometheus stored;
+//! - blocks both ways: Cairn's block reader reads every histogram of a Prometheus snapshot
+//!   block, and a second Prometheus 2.42 started over a block Cairn wrote (the same histograms
+//!   re-encoded by Cairn's chunk encoder) answers exactly what the first one does.
 
 mod common;
 
@@ -102,7 +105,7 @@ fn histogram_metric(path: &str, b: &BTreeMap<i32, u64>) -> Vec<u8> {
     sint_field(&mut h, 5, 0); // schema
     double_field(&mut h, 6, 1e-128); // zero threshold
     uint_field(&mut h, 7, 0); // zero count
-    // Positive spans over the present bucket indexes, and the deltas.
+                              // Positive spans over the present bucket indexes, and the deltas.
     let idx: Vec<i32> = b.keys().copied().collect();
     let mut prev: Option<i32> = None;
     let mut spans: Vec<(i32, u32)> = Vec::new();
@@ -246,6 +249,7 @@ fn prometheus(dir: &std::path::Path, target: SocketAddr, url: &str) -> (Proc, So
         "prometheus",
         Command::new(bin)
             .arg("--enable-feature=native-histograms,exemplar-storage")
+            .arg("--web.enable-admin-api")
             .arg(format!("--config.file={}", cfg.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
@@ -375,7 +379,12 @@ fn native_histograms_and_exemplars_match_prometheus() {
         get_json(
             addr,
             "/api/v1/query_range",
-            &[("query", q), ("start", &start), ("end", &end), ("step", "1")],
+            &[
+                ("query", q),
+                ("start", &start),
+                ("end", &end),
+                ("step", "1"),
+            ],
         )
         .1
     };
@@ -388,7 +397,11 @@ fn native_histograms_and_exemplars_match_prometheus() {
         .1
     };
     // Prometheus' own samples: the window is its first 28 histograms of path /a.
-    let raw = instant(prom_addr, "test_request_duration_seconds{path=\"/a\"}[5m]", common::now_ms() as f64 / 1000.0);
+    let raw = instant(
+        prom_addr,
+        "test_request_duration_seconds{path=\"/a\"}[5m]",
+        common::now_ms() as f64 / 1000.0,
+    );
     let stamps: Vec<f64> = raw["data"]["result"][0]["histograms"]
         .as_array()
         .unwrap_or_else(|| panic!("no histograms in Prometheus: {raw}"))
@@ -397,7 +410,10 @@ fn native_histograms_and_exemplars_match_prometheus() {
         .collect();
     assert!(stamps.len() >= 28, "{raw}");
     let (first, last) = (stamps[0], stamps[27]);
-    let selector = format!("test_request_duration_seconds[{}s]", (last - first).ceil() as i64 + 1);
+    let selector = format!(
+        "test_request_duration_seconds[{}s]",
+        (last - first).ceil() as i64 + 1
+    );
 
     // Wait for remote write to deliver everything up to `last` (2.42 sends every second).
     let started = Instant::now();
@@ -411,7 +427,10 @@ fn native_histograms_and_exemplars_match_prometheus() {
                 .into_iter()
                 .flatten()
                 .zip(p["data"]["result"].as_array().into_iter().flatten())
-                .all(|(a, b)| a["histograms"].as_array().map(Vec::len) == b["histograms"].as_array().map(Vec::len));
+                .all(|(a, b)| {
+                    a["histograms"].as_array().map(Vec::len)
+                        == b["histograms"].as_array().map(Vec::len)
+                });
         if same {
             break;
         }
@@ -453,7 +472,11 @@ fn native_histograms_and_exemplars_match_prometheus() {
         "histogram_fraction(0, 4, test_request_duration_seconds)",
         "histogram_fraction(0, 4, rate(test_request_duration_seconds[10s]))",
     ] {
-        assert_same(q, &range(query.http, q, start, end), &range(prom_addr, q, start, end));
+        assert_same(
+            q,
+            &range(query.http, q, start, end),
+            &range(prom_addr, q, start, end),
+        );
     }
     // Quantiles at a boundary: before bucket 3 appears (scrape 8), buckets 0, 1, 2 hold
     // 1/4, 1/4, 1/2 of the observations of every histogram.
@@ -467,7 +490,12 @@ fn native_histograms_and_exemplars_match_prometheus() {
         );
     }
     // histogram_avg (Prometheus 3) is sum / count.
-    let avg = range(query.http, "histogram_avg(test_request_duration_seconds)", start, end);
+    let avg = range(
+        query.http,
+        "histogram_avg(test_request_duration_seconds)",
+        start,
+        end,
+    );
     let ratio = range(
         query.http,
         "histogram_sum(test_request_duration_seconds) / histogram_count(test_request_duration_seconds)",
@@ -479,11 +507,18 @@ fn native_histograms_and_exemplars_match_prometheus() {
         query.http,
         "/api/v1/query",
         &[
-            ("query", "histogram_stddev(test_request_duration_seconds) > 0"),
+            (
+                "query",
+                "histogram_stddev(test_request_duration_seconds) > 0",
+            ),
             ("time", &format!("{last:.3}")),
         ],
     );
-    assert_eq!(stddev["data"]["result"].as_array().unwrap().len(), 2, "{stddev}");
+    assert_eq!(
+        stddev["data"]["result"].as_array().unwrap().len(),
+        2,
+        "{stddev}"
+    );
 
     // Exemplars: what Prometheus stored for the counter over the window.
     let exemplars = |addr: SocketAddr| {
@@ -511,12 +546,154 @@ fn native_histograms_and_exemplars_match_prometheus() {
         (v, out)
     };
     let (pv, from_prom) = exemplars(prom_addr);
-    assert!(from_prom.len() >= 20, "Prometheus stored few exemplars: {pv}");
+    assert!(
+        from_prom.len() >= 20,
+        "Prometheus stored few exemplars: {pv}"
+    );
     let (cv, from_cairn) = exemplars(query.http);
     assert_eq!(from_cairn, from_prom, "cairn: {cv}\nprometheus: {pv}");
     // Series labels come with the receivers' external labels, replica label merged away.
     assert_eq!(cv["data"].as_array().unwrap().len(), 1, "{cv}");
     assert!(cv["data"][0]["seriesLabels"]["replica"].is_null(), "{cv}");
 
+    // Blocks, both ways. Prometheus' snapshot writes its head as a block with histogram chunks:
+    // Cairn's block reader must read every histogram of it.
+    let snap = common::http(prom_addr, "POST", "/api/v1/admin/tsdb/snapshot", &[], b"").unwrap();
+    let snap: Value = serde_json::from_str(&snap.body).unwrap();
+    let snap_dir = dir.path().join("prometheus-data/snapshots").join(
+        snap["data"]["name"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{snap}")),
+    );
+    let mut series: Vec<tsdb::querier::Series> = Vec::new();
+    for entry in std::fs::read_dir(&snap_dir).unwrap() {
+        let block = tsdb::block::Block::open(&entry.unwrap().path()).unwrap();
+        let q = tsdb::block::BlockQuerier(Arc::new(block));
+        let m = tsdb::matcher::Matcher::equal("__name__", "test_request_duration_seconds");
+        series.extend(tsdb::querier::Querier::select(&q, &[m], i64::MIN, i64::MAX).unwrap());
+    }
+    assert_eq!(series.len(), 2, "both histogram series are in the snapshot");
+    let mut from_block: BTreeMap<String, Vec<(i64, u64, f64)>> = BTreeMap::new();
+    let mut reencoded = Vec::new();
+    for s in &series {
+        let mut samples = Vec::new();
+        for c in &s.chunks {
+            assert_eq!(
+                c.encoding,
+                tsdb::chunkenc::ENCODING_HISTOGRAM,
+                "{}",
+                s.labels
+            );
+            samples.extend(tsdb::chunkenc::value::decode(c.encoding, &c.data).unwrap());
+        }
+        let path = s.labels.get("path").unwrap().to_string();
+        for (t, v) in &samples {
+            let tsdb::chunkenc::Value::Histogram(h) = v else {
+                panic!("{} holds a non-histogram sample", s.labels)
+            };
+            h.validate().unwrap();
+            from_block
+                .entry(path.clone())
+                .or_default()
+                .push((*t, h.count, h.sum));
+        }
+        // Re-encoded by Cairn's encoder, for the other direction.
+        let chunks = tsdb::chunkenc::value::encode(&samples)
+            .into_iter()
+            .map(
+                |(min_time, max_time, encoding, data)| tsdb::querier::ChunkData {
+                    min_time,
+                    max_time,
+                    encoding,
+                    data: data.into(),
+                },
+            )
+            .collect();
+        reencoded.push(tsdb::querier::Series {
+            labels: s.labels.clone(),
+            chunks,
+        });
+    }
+    let api_points = |addr: SocketAddr, path: &str| -> Vec<(i64, u64, f64)> {
+        let q = format!("test_request_duration_seconds{{path=\"{path}\"}}[1h]");
+        let v = instant(addr, &q, last);
+        v["data"]["result"][0]["histograms"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{v}"))
+            .iter()
+            .map(|p| {
+                let (count, sum, _) = histogram(&p[1]);
+                (
+                    (p[0].as_f64().unwrap() * 1000.0).round() as i64,
+                    count as u64,
+                    sum,
+                )
+            })
+            .collect()
+    };
+    for path in ["/a", "/b"] {
+        let want = api_points(prom_addr, path);
+        let got: Vec<_> = from_block[path]
+            .iter()
+            .copied()
+            .filter(|p| p.0 <= (last * 1000.0).round() as i64)
+            .collect();
+        assert_eq!(got, want, "Prometheus' block read by Cairn, path {path}");
+    }
+
+    // And Prometheus 2.42 reads a block Cairn wrote: a second Prometheus over it answers the
+    // same raw histograms as the first.
+    let cairn_blocks = dir.path().join("cairn-blocks");
+    std::fs::create_dir_all(&cairn_blocks).unwrap();
+    reencoded.sort_by(|a, b| a.labels.cmp(&b.labels));
+    let (mint, maxt) = reencoded
+        .iter()
+        .flat_map(|s| &s.chunks)
+        .fold((i64::MAX, i64::MIN), |(lo, hi), c| {
+            (lo.min(c.min_time), hi.max(c.max_time))
+        });
+    tsdb::block::write_block(
+        &cairn_blocks,
+        mint,
+        maxt + 1,
+        &reencoded,
+        tsdb::block::BlockWriteOptions::default(),
+    )
+    .unwrap();
+    let reader_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let reader_cfg = dir.path().join("reader.yml");
+    std::fs::write(&reader_cfg, "global:\n  scrape_interval: 1m\n").unwrap();
+    let mut reader = Proc::spawn(
+        "prometheus-reader",
+        Command::new("/usr/bin/prometheus")
+            .arg("--enable-feature=native-histograms")
+            .arg(format!("--config.file={}", reader_cfg.display()))
+            .arg(format!("--storage.tsdb.path={}", cairn_blocks.display()))
+            .arg(format!("--web.listen-address={reader_addr}")),
+        dir.path(),
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the reading Prometheus is ready",
+        || common::get(reader_addr, "/-/ready").is_ok_and(|r| r.status == 200),
+    );
+    for path in ["/a", "/b"] {
+        let want = api_points(prom_addr, path);
+        let got = api_points(reader_addr, path);
+        assert_eq!(
+            got,
+            want,
+            "Cairn's block read by Prometheus 2.42, path {path}; log:\n{}",
+            reader.log_text()
+        );
+    }
+    let full = |addr: SocketAddr| instant(addr, &selector, last);
+    assert_same(
+        "raw histograms from Cairn's block",
+        &as_range(&full(reader_addr)),
+        &as_range(&full(prom_addr)),
+    );
+
+    let _ = reader.terminate(Duration::from_secs(10));
     let _ = prom.terminate(Duration::from_secs(10));
 }
