@@ -264,8 +264,11 @@ fn prometheus(dir: &std::path::Path, target: SocketAddr, url: &str) -> (Proc, So
 // ---------------------------------------------------------------------------------------------
 // Comparing answers.
 
+/// A bucket as the HTTP API renders it: boundary rule, lower, upper, count.
+type Bucket = (u64, f64, f64, f64);
+
 /// A histogram as the HTTP API renders it: count, sum and non-empty buckets.
-fn histogram(v: &Value) -> (f64, f64, Vec<(u64, f64, f64, f64)>) {
+fn histogram(v: &Value) -> (f64, f64, Vec<Bucket>) {
     let num = |x: &Value| x.as_str().unwrap().parse::<f64>().unwrap();
     let buckets = v["buckets"]
         .as_array()
@@ -283,7 +286,7 @@ fn histogram(v: &Value) -> (f64, f64, Vec<(u64, f64, f64, f64)>) {
 #[derive(Debug, PartialEq, Clone)]
 enum Point {
     Float(f64),
-    Histogram(f64, f64, Vec<(u64, f64, f64, f64)>),
+    Histogram(f64, f64, Vec<Bucket>),
 }
 
 fn close(a: f64, b: f64) -> bool {
