@@ -27,6 +27,8 @@ use receive::config::parse_duration;
 pub enum BenchCommand {
     /// Send a pre-encoded Remote Write 1.0 load to an endpoint and report samples/s.
     RemoteWrite(RemoteWriteArgs),
+    /// Serve a scrape target of native histograms in Prometheus' protobuf exposition format.
+    HistogramTarget(crate::bench_histograms::TargetArgs),
 }
 
 #[derive(Args, Clone, Debug)]
@@ -59,6 +61,9 @@ pub struct RemoteWriteArgs {
     /// Extra request header `Name: value` (e.g. a tenant header); repeatable.
     #[arg(long = "header", value_parser = parse_header)]
     pub headers: Vec<(String, String)>,
+    /// Send integer native histograms with this many buckets instead of float samples (0: floats).
+    #[arg(long = "native-histograms", default_value_t = 0)]
+    pub native_histograms: usize,
 }
 
 /// Parses `Name: value`.
@@ -76,6 +81,7 @@ pub fn parse_header(s: &str) -> Result<(String, String), String> {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::RemoteWrite(args) => remote_write(args).await,
+        BenchCommand::HistogramTarget(args) => crate::bench_histograms::serve(args).await,
     }
 }
 
@@ -237,15 +243,26 @@ fn build_plan(a: &RemoteWriteArgs, now: i64) -> anyhow::Result<Plan> {
             let mut req = WriteRequest::default();
             for &i in batch {
                 let mut samples = Vec::with_capacity(a.samples_per_series);
+                let mut histograms = Vec::new();
                 for s in 0..a.samples_per_series {
                     let k = r * a.samples_per_series + s;
                     if k > 0 {
                         values[i] += rates[i] * (1.0 + (((k - 1) * 31 + i) % 7) as f64 / 100.0);
                     }
-                    samples.push(Sample {
-                        value: values[i],
-                        timestamp: base + k as i64 * interval,
-                    });
+                    let timestamp = base + k as i64 * interval;
+                    if a.native_histograms > 0 {
+                        histograms.push(crate::bench_histograms::wire_histogram(
+                            i,
+                            k as u64,
+                            a.native_histograms,
+                            timestamp,
+                        ));
+                    } else {
+                        samples.push(Sample {
+                            value: values[i],
+                            timestamp,
+                        });
+                    }
                 }
                 req.timeseries.push(TimeSeries {
                     labels: labels[i]
@@ -256,6 +273,7 @@ fn build_plan(a: &RemoteWriteArgs, now: i64) -> anyhow::Result<Plan> {
                         })
                         .collect(),
                     samples,
+                    histograms,
                     ..Default::default()
                 });
             }
@@ -557,6 +575,7 @@ mod tests {
             interval: Duration::from_secs(15),
             timeout: Duration::from_secs(1),
             headers: vec![],
+            native_histograms: 0,
         }
     }
 

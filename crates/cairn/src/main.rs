@@ -15,6 +15,7 @@ use receive::ReceiveConfig;
 use tsdb::wal::FsyncPolicy;
 
 mod bench;
+mod bench_histograms;
 mod exposition;
 mod self_scrape;
 mod tls_args;

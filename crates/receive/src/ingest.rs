@@ -292,6 +292,18 @@ impl Receiver {
             .samples_ingested
             .get_or_create(&vec![t.clone()])
             .inc_by(outcome.accepted_samples as u64);
+        if outcome.accepted_histograms > 0 {
+            self.metrics
+                .histograms_ingested
+                .get_or_create(&vec![t.clone()])
+                .inc_by(outcome.accepted_histograms as u64);
+        }
+        if outcome.accepted_exemplars > 0 {
+            self.metrics
+                .exemplars_ingested
+                .get_or_create(&vec![t.clone()])
+                .inc_by(outcome.accepted_exemplars as u64);
+        }
         for (reason, n) in &outcome.rejected {
             self.metrics
                 .samples_rejected

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub http_requests: Family<MetricLabels, Counter>,
     pub http_request_duration: Family<MetricLabels, Histogram, fn() -> Histogram>,
     pub samples_ingested: Family<MetricLabels, Counter>,
+    pub histograms_ingested: Family<MetricLabels, Counter>,
+    pub exemplars_ingested: Family<MetricLabels, Counter>,
     pub samples_rejected: Family<MetricLabels, Counter>,
     pub head_series: Family<MetricLabels, Gauge>,
     pub blocks_loaded: Family<MetricLabels, Gauge>,
@@ -83,6 +85,18 @@ impl Metrics {
             "thanos_receive_http_request_duration_seconds",
             "Remote-write request latency by status code and tenant",
             http_request_duration.clone(),
+        );
+        let histograms_ingested = Family::<MetricLabels, Counter>::default();
+        registry.register(
+            "cairn_receive_histograms_ingested",
+            "Native histogram samples written to a tenant's TSDB",
+            histograms_ingested.clone(),
+        );
+        let exemplars_ingested = Family::<MetricLabels, Counter>::default();
+        registry.register(
+            "cairn_receive_exemplars_ingested",
+            "Exemplars stored in a tenant's exemplar storage",
+            exemplars_ingested.clone(),
         );
         let samples_ingested = Family::<MetricLabels, Counter>::default();
         registry.register(
@@ -248,6 +262,8 @@ impl Metrics {
             http_requests,
             http_request_duration,
             samples_ingested,
+            histograms_ingested,
+            exemplars_ingested,
             samples_rejected,
             head_series,
             blocks_loaded,
