@@ -294,24 +294,23 @@ fn histograms_from_a_block_show_in_the_table_and_as_heatmaps() {
 /// bucket deltas, the reset hint unknown.
 #[test]
 fn remote_written_histograms_show_in_the_table_and_as_heatmaps() {
-    use prost::Message;
-    use proto::prometheus::{
-        histogram, BucketSpan, Histogram, Label, Sample, TimeSeries, WriteRequest,
+    use proto::remote_write::{
+        encode_v1, BucketSpan, Histogram, HistogramCount, Label, Sample, TimeSeries, WriteRequest,
     };
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("r1")).unwrap();
     let r1 = Cairn::receive(&dir.path().join("r1"), &["--label=replica=\"r1\""]);
     let start = first_sample_ms();
-    let labels = |name: &str| {
+    let labels = |name| {
         vec![
             Label {
-                name: "__name__".into(),
-                value: name.into(),
+                name: "__name__",
+                value: name,
             },
             Label {
-                name: "job".into(),
-                value: "api".into(),
+                name: "job",
+                value: "api",
             },
         ]
     };
@@ -319,11 +318,11 @@ fn remote_written_histograms_show_in_the_table_and_as_heatmaps() {
         .map(|i| {
             let c = bucket_counts(i);
             Histogram {
-                count: Some(histogram::Count::CountInt(8 * i as u64)),
+                count: HistogramCount::Int(8 * i as u64),
                 sum: 10.0 * i as f64,
                 schema: 0,
                 zero_threshold: 0.001,
-                zero_count: Some(histogram::ZeroCount::ZeroCountInt(i as u64)),
+                zero_count: HistogramCount::Int(i as u64),
                 positive_spans: vec![BucketSpan {
                     offset: 0,
                     length: 4,
@@ -352,9 +351,9 @@ fn remote_written_histograms_show_in_the_table_and_as_heatmaps() {
                 ..Default::default()
             },
         ],
-        ..Default::default()
+        metadata: vec![],
     };
-    let body = common::snappy(&req.encode_to_vec());
+    let body = common::snappy(&encode_v1(&req));
     let r = common::http(
         r1.remote_write,
         "POST",
