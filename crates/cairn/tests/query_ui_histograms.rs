@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{chromium_dom, Cairn, CairnQuery, CairnStore};
+use common::{artifact_dir, chromium_dom, chromium_screenshot, Cairn, CairnQuery, CairnStore};
 
 /// Samples 1..=SAMPLES (sample 0 would be an empty histogram).
 const SAMPLES: i64 = 80;
@@ -75,8 +75,9 @@ fn url(addr: SocketAddr, path_and_query: &str) -> String {
     format!("http://{addr}{path_and_query}")
 }
 
-/// The page checks, over a `cairn query` that serves the series described above.
-fn check_page(profile: &Path, query: SocketAddr, start: i64) {
+/// The page checks, over a `cairn query` that serves the series described above; screenshots
+/// of the table and the graph go to `target/test-artifacts/histograms-{name}-*.png`.
+fn check_page(name: &str, profile: &Path, query: SocketAddr, start: i64) {
     let last = ts(start, SAMPLES);
     let end = format!("{:.3}", last as f64 / 1000.0);
     let n = SAMPLES;
@@ -183,7 +184,10 @@ fn check_page(profile: &Path, query: SocketAddr, start: i64) {
     );
     assert!(html.contains(r#"data-state="done""#), "{html}");
     assert!(html.contains("1 series, matrix"), "{html}");
-    assert!(html.contains(r#"<div id="graph" data-series="1""#), "{html}");
+    assert!(
+        html.contains(r#"<div id="graph" data-series="1""#),
+        "{html}"
+    );
     assert!(html.contains("<canvas"), "{html}");
     let legend = between(&html, r#"<ul id="legend">"#, "</ul>");
     assert_eq!(count(legend, r#"<li class="series""#), 1, "{legend}");
@@ -218,6 +222,20 @@ fn check_page(profile: &Path, query: SocketAddr, start: i64) {
     let info = between(heatmaps, r#"<div class="heatmap-info">"#, "</div>");
     assert!(info.contains("5 buckets"), "{info}");
 
+    for (tab, expr) in [
+        ("table", "%7B__name__%3D~%22ui_.*%22%7D"),
+        ("graph", "rate(ui_latency_seconds%5B2m%5D)"),
+    ] {
+        chromium_screenshot(
+            profile,
+            &url(
+                query,
+                &format!("/?expr={expr}&tab={tab}&range=15m&end={end}#hover=0.7"),
+            ),
+            &artifact_dir().join(format!("histograms-{name}-{tab}.png")),
+        );
+    }
+
     // Float series draw as before: no heatmap, no note.
     let html = chromium_dom(
         profile,
@@ -227,7 +245,10 @@ fn check_page(profile: &Path, query: SocketAddr, start: i64) {
         ),
     );
     assert!(html.contains(r#"data-state="done""#), "{html}");
-    assert!(html.contains(r#"<div id="graph" data-series="1""#), "{html}");
+    assert!(
+        html.contains(r#"<div id="graph" data-series="1""#),
+        "{html}"
+    );
     assert!(
         html.contains(r#"<div id="heatmaps" hidden="" data-count="0"></div>"#),
         "{html}"
@@ -287,7 +308,12 @@ fn histograms_from_a_block_show_in_the_table_and_as_heatmaps() {
     common::upload_blocks(&yaml, &blocks, "source=\"block\"");
     let store = CairnStore::start(dir.path(), &yaml, &[]);
     let query = CairnQuery::start(dir.path(), &[store.grpc], &[]);
-    check_page(&dir.path().join("chromium-profile"), query.http, start);
+    check_page(
+        "block",
+        &dir.path().join("chromium-profile"),
+        query.http,
+        start,
+    );
 }
 
 /// Histograms remote-written (1.0) to a receiver, as Prometheus sends them: integer counts,
@@ -372,10 +398,11 @@ fn remote_written_histograms_show_in_the_table_and_as_heatmaps() {
         r.status,
         r.body
     );
-    let query = CairnQuery::start(
-        dir.path(),
-        &[r1.grpc],
-        &["--query.replica-label=replica"],
+    let query = CairnQuery::start(dir.path(), &[r1.grpc], &["--query.replica-label=replica"]);
+    check_page(
+        "remote-write",
+        &dir.path().join("chromium-profile"),
+        query.http,
+        start,
     );
-    check_page(&dir.path().join("chromium-profile"), query.http, start);
 }
