@@ -9,6 +9,11 @@
 //! path prefix too. Its state lives in the URL (`?expr=&tab=table|graph&range=&end=&step=`),
 //! which is also how the headless-browser test drives it. The graph is drawn by uPlot, vendored
 //! under `ui/vendor/` with its licence so the binary needs nothing from the network.
+//!
+//! Native histograms: in the table an instant histogram shows its count, sum and a table of its
+//! buckets (bounds written as Prometheus' page does, `(0.5 -> 1]`); on the graph a histogram
+//! series is a line of its count (sum in the tooltip) plus a heatmap of its bucket counts on a
+//! canvas, one column per step and one row per bucket.
 
 use std::sync::Arc;
 
@@ -93,6 +98,8 @@ mod tests {
             "empty",
             "graph-info",
             "error-pos",
+            "hist-note",
+            "heatmaps",
         ] {
             assert!(INDEX.contains(&format!("id=\"{id}\"")), "{id}");
         }

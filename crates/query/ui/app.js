@@ -1,5 +1,7 @@
 // Cairn's query page: a PromQL box with autocomplete and history, a sortable table of instant
-// results, a graph of range results (uPlot, vendored), the stores page and the cluster page. Plain JavaScript
+// results (native histograms as count, sum and a bucket table), a graph of range results (uPlot,
+// vendored; native histograms as count lines plus bucket heatmaps on a canvas), the stores page
+// and the cluster page. Plain JavaScript
 // over the Prometheus HTTP API that `cairn query` serves; state lives in the URL (?expr=&tab=&
 // range=&end=&step=&dedup=&partial_response=&max_source_resolution=&stacked=&utc=&sort=) so a page
 // can be bookmarked, shared, and tested in a headless browser; #hover=FRACTION moves the mouse
@@ -207,7 +209,11 @@ function drawTable() {
   tbody.innerHTML = "";
   const rows = tableRows.slice();
   if (tableSort.key === "value") {
-    const num = (r) => { const f = parseFloat(r.value); return Number.isNaN(f) ? -Infinity : f; };
+    // A histogram sorts by its count of observations.
+    const num = (r) => {
+      const f = parseFloat(r.histogram ? r.histogram.count : r.value);
+      return Number.isNaN(f) ? -Infinity : f;
+    };
     rows.sort((a, b) => tableSort.dir * (num(a) - num(b)));
   } else if (tableSort.key === "series") {
     rows.sort((a, b) => tableSort.dir * a.selector.localeCompare(b.selector));
@@ -226,7 +232,12 @@ function drawTable() {
     }
     const b = document.createElement("td");
     b.className = "value";
-    b.textContent = r.value;
+    if (r.histogram) {
+      b.classList.add("histogram");
+      b.appendChild(histogramView(r.histogram));
+    } else {
+      b.textContent = r.value;
+    }
     tr.append(a, b);
     tbody.appendChild(tr);
   }
@@ -236,18 +247,101 @@ function drawTable() {
   }
 }
 
+// --- native histograms ------------------------------------------------------------------------
+
+// A bucket's bounds as Prometheus' page writes them: "(0.5 -> 1]". The boundary rule says which
+// ends are inclusive: 0 (lower open), 1 (upper open), 2 (both open), 3 (both closed).
+function bucketRange(b) {
+  const [rule, lower, upper] = b;
+  const left = rule === 3 || rule === 1 ? "[" : "(";
+  const right = rule === 3 || rule === 0 ? "]" : ")";
+  return `${left}${lower} -> ${upper}${right}`;
+}
+
+// One line for a histogram sample: "count 12, sum 3.5, 4 buckets".
+function histogramSummary(h) {
+  const n = (h.buckets || []).length;
+  return `count ${h.count}, sum ${h.sum}, ${n} bucket${n === 1 ? "" : "s"}`;
+}
+
+// The table cell of a histogram: its count and sum, then one row per bucket with a bar
+// showing the bucket's count against the largest.
+function histogramView(h) {
+  const wrap = document.createElement("div");
+  wrap.className = "histogram";
+  const head = document.createElement("div");
+  head.className = "hist-summary";
+  for (const [cls, name, v] of [["hist-count", "Count", h.count], ["hist-sum", "Sum", h.sum]]) {
+    const span = document.createElement("span");
+    span.className = cls;
+    span.append(`${name}: `);
+    const b = document.createElement("b");
+    b.textContent = v;
+    span.appendChild(b);
+    head.appendChild(span);
+  }
+  wrap.appendChild(head);
+  const buckets = h.buckets || [];
+  if (!buckets.length) {
+    const none = document.createElement("div");
+    none.className = "hist-empty";
+    none.textContent = "no populated buckets";
+    wrap.appendChild(none);
+    return wrap;
+  }
+  const max = buckets.reduce((m, b) => Math.max(m, parseFloat(b[3]) || 0), 0);
+  const scroll = document.createElement("div");
+  scroll.className = "hist-scroll";
+  const table = document.createElement("table");
+  table.className = "hist-buckets";
+  const hr = document.createElement("tr");
+  for (const t of ["Bucket range", "Count"]) {
+    const th = document.createElement("th");
+    th.textContent = t;
+    hr.appendChild(th);
+  }
+  table.createTHead().appendChild(hr);
+  const tbody = table.createTBody();
+  for (const b of buckets) {
+    const tr = document.createElement("tr");
+    tr.className = "bucket";
+    const range = document.createElement("td");
+    range.className = "range";
+    range.textContent = bucketRange(b);
+    const count = document.createElement("td");
+    count.className = "count";
+    count.textContent = b[3];
+    const pct = max > 0 ? (100 * (parseFloat(b[3]) || 0)) / max : 0;
+    count.style.setProperty("--frac", `${pct.toFixed(1)}%`);
+    tr.append(range, count);
+    tbody.appendChild(tr);
+  }
+  scroll.appendChild(table);
+  wrap.appendChild(scroll);
+  return wrap;
+}
+
 function renderTable(data) {
   tableRows = [];
   switch (data.resultType) {
     case "vector":
       for (const s of data.result) {
-        tableRows.push({ metric: s.metric, selector: seriesName(s.metric), value: s.value[1] });
+        if (s.histogram) {
+          tableRows.push({ metric: s.metric, selector: seriesName(s.metric),
+            value: histogramSummary(s.histogram[1]), histogram: s.histogram[1] });
+        } else {
+          tableRows.push({ metric: s.metric, selector: seriesName(s.metric), value: s.value[1] });
+        }
       }
       break;
     case "matrix":
       for (const s of data.result) {
+        // Float samples and histogram samples of one series, in time order.
+        const points = (s.values || []).map((v) => [Number(v[0]), `${v[1]} @${v[0]}`])
+          .concat((s.histograms || []).map((v) => [Number(v[0]), `${histogramSummary(v[1])} @${v[0]}`]))
+          .sort((x, y) => x[0] - y[0]);
         tableRows.push({ metric: s.metric, selector: seriesName(s.metric),
-          value: s.values.map((v) => `${v[1]} @${v[0]}`).join("\n") });
+          value: points.map((p) => p[1]).join("\n") });
       }
       break;
     case "scalar":
@@ -330,10 +424,11 @@ function showTooltip(u) {
     sw.style.background = COLORS[i % COLORS.length];
     const val = document.createElement("b");
     val.className = "tip-value";
-    val.textContent = String(v);
+    // A histogram series' line is its count; the tooltip gives its sum too.
+    val.textContent = s.sums ? `count ${v}, sum ${s.sums[idx]}` : String(v);
     const name = document.createElement("span");
     name.className = "tip-labels";
-    name.textContent = seriesName(s.metric);
+    name.textContent = s.label;
     row.append(sw, val, name);
     tip.appendChild(row);
     rows++;
@@ -372,13 +467,19 @@ function drawLegend() {
   graphState.series.forEach((s, i) => {
     const li = document.createElement("li");
     li.className = "series";
-    li.dataset.series = seriesName(s.metric);
+    li.dataset.series = s.label;
     li.title = "Click to show only this series; click again to show all";
     if (isolated >= 0 && isolated !== i) li.classList.add("off");
     const sw = document.createElement("span");
     sw.className = "swatch";
     sw.style.background = COLORS[i % COLORS.length];
     li.append(sw, labelChips(s.metric));
+    if (s.sums) {
+      const kind = document.createElement("span");
+      kind.className = "kind";
+      kind.textContent = "histogram count";
+      li.appendChild(kind);
+    }
     li.addEventListener("click", () => isolate(i));
     legend.appendChild(li);
   });
@@ -398,7 +499,7 @@ function drawPlot() {
   const shown = g.series.map((_, i) => isolated < 0 || isolated === i);
   const ys = g.stacked ? stack(g.raw, shown) : g.raw;
   const series = [{}].concat(g.series.map((s, i) => ({
-    label: seriesName(s.metric),
+    label: s.label,
     stroke: COLORS[i % COLORS.length],
     width: 1.5,
     show: shown[i],
@@ -444,19 +545,227 @@ function drawPlot() {
   drawLegend();
 }
 
+// The lines of the graph: a float series as it is, a histogram series as its count (with its
+// sums kept for the tooltip). A series with both kinds of samples gives two lines.
+function graphLines(result) {
+  const lines = [];
+  for (const s of result) {
+    if (s.values && s.values.length) {
+      lines.push({ metric: s.metric, values: s.values, label: seriesName(s.metric) });
+    }
+    if (s.histograms && s.histograms.length) {
+      lines.push({ metric: s.metric, values: s.histograms.map(([t, h]) => [t, h.count]),
+        label: `${seriesName(s.metric)} count`, histograms: s.histograms });
+    }
+  }
+  return lines;
+}
+
 function renderGraph(data, start, end, step, resolution) {
-  const series = data.resultType === "matrix" ? data.result : [];
+  const result = data.resultType === "matrix" ? data.result : [];
+  const series = graphLines(result);
   const [xs, raw] = alignData(series, start, end, step);
-  graphState = { series, raw, xs, start, end, step, stacked: $("stacked").checked, utc: $("utc").checked };
+  for (const s of series) {
+    if (!s.histograms) continue;
+    const [, [sums]] = alignData([{ values: s.histograms.map(([t, h]) => [t, h.sum]) }], start, end, step);
+    s.sums = sums;
+  }
+  const hists = result.filter((s) => s.histograms && s.histograms.length);
+  graphState = { series, raw, xs, start, end, step, hists, stacked: $("stacked").checked, utc: $("utc").checked };
   isolated = -1;
   $("tooltip").hidden = true;
   const points = raw.reduce((n, col) => n + col.filter((v) => v !== null).length, 0);
   $("graph-info").textContent = `step ${fmtDuration(step)} · resolution ${resolution || "raw"} · ` +
     `${fmtDateTime(start, graphState.utc)} to ${fmtDateTime(end, graphState.utc)} · ` +
-    `${series.length} series, ${points} points`;
+    `${result.length} series, ${points} points`;
   $("graph-info").dataset.step = String(step);
+  const note = $("hist-note");
+  note.hidden = !hists.length;
+  note.textContent = hists.length
+    ? `${hists.length} native histogram series: each is drawn above as a line of its count of ` +
+      "observations (its sum is in the tooltip), and below as a heatmap of its bucket counts. " +
+      "For counter histograms, rate() or increase() shows how the distribution changes over time."
+    : "";
   drawPlot();
-  return series.length;
+  drawHeatmaps();
+  return result.length;
+}
+
+// --- heatmaps of native histogram buckets ------------------------------------------------------
+
+const MAX_HEATMAPS = 10;
+// Low counts light, high counts dark (viridis, reversed for a white page).
+const HEAT_STOPS = [[253, 231, 37], [94, 201, 98], [33, 145, 140], [59, 82, 139], [68, 1, 84]];
+
+function heatColor(f) {
+  const x = Math.min(1, Math.max(0, f)) * (HEAT_STOPS.length - 1);
+  const i = Math.min(HEAT_STOPS.length - 2, Math.floor(x));
+  const t = x - i;
+  const [a, b] = [HEAT_STOPS[i], HEAT_STOPS[i + 1]];
+  return `rgb(${a.map((v, k) => Math.round(v + (b[k] - v) * t)).join(",")})`;
+}
+
+// One histogram series on the step grid: its distinct buckets (rows, lowest first) and the
+// count of each bucket at each step (null where the bucket or the sample is absent).
+function heatmapGrid(s, xs) {
+  const index = new Map(xs.map((t, i) => [t.toFixed(3), i]));
+  const rows = new Map();
+  const cells = [];
+  for (const [t, h] of s.histograms) {
+    const col = index.get(Number(t).toFixed(3));
+    if (col === undefined) continue;
+    for (const b of h.buckets || []) {
+      const key = `${b[0]}|${b[1]}|${b[2]}`;
+      if (!rows.has(key)) rows.set(key, { bucket: b, lower: parseFloat(b[1]), upper: parseFloat(b[2]) });
+      cells.push([col, key, parseFloat(b[3])]);
+    }
+  }
+  const sorted = [...rows.entries()].sort((a, b) => a[1].lower - b[1].lower || a[1].upper - b[1].upper);
+  const rowOf = new Map(sorted.map(([k], i) => [k, i]));
+  const grid = sorted.map(() => new Array(xs.length).fill(null));
+  let max = 0;
+  const columns = new Set();
+  for (const [col, key, v] of cells) {
+    if (!Number.isFinite(v)) continue;
+    grid[rowOf.get(key)][col] = v;
+    columns.add(col);
+    if (v > max) max = v;
+  }
+  return { buckets: sorted.map(([, r]) => r.bucket), grid, max, columns: columns.size };
+}
+
+// Time ticks at a round interval, about one per `px` pixels.
+function heatTicks(start, end, width, px) {
+  const steps = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
+    43200, 86400, 172800, 604800];
+  const want = Math.max(1, Math.floor(width / px));
+  const incr = steps.find((s) => (end - start) / s <= want) || steps[steps.length - 1];
+  const out = [];
+  for (let t = Math.ceil(start / incr) * incr; t <= end; t += incr) out.push(t);
+  return [out, incr];
+}
+
+function drawHeatmap(box, s, g) {
+  const { buckets, grid, max, columns } = heatmapGrid(s, g.xs);
+  box.dataset.rows = String(buckets.length);
+  box.dataset.columns = String(columns);
+  box.dataset.max = String(max);
+  const canvas = box.querySelector("canvas");
+  const info = box.querySelector(".heatmap-info");
+  if (!buckets.length) {
+    canvas.hidden = true;
+    info.textContent = "No populated buckets in this range.";
+    return;
+  }
+  const labels = buckets.map(bucketRange);
+  const cssWidth = Math.max(300, (box.clientWidth || $("graph").clientWidth || 960) - 2);
+  const rowH = Math.max(3, Math.min(16, Math.floor(320 / buckets.length)));
+  const plotH = rowH * buckets.length;
+  const ctx0 = canvas.getContext("2d");
+  ctx0.font = "11px monospace";
+  const labelW = Math.min(220, Math.ceil(Math.max(...labels.map((l) => ctx0.measureText(l).width))) + 10);
+  const left = labelW, top = 6, right = 12, axisH = 34;
+  const plotW = cssWidth - left - right;
+  const cssHeight = top + plotH + axisH;
+  const dpr = window.devicePixelRatio || 1;
+  canvas.width = Math.round(cssWidth * dpr);
+  canvas.height = Math.round(cssHeight * dpr);
+  canvas.style.width = `${cssWidth}px`;
+  canvas.style.height = `${cssHeight}px`;
+  const ctx = canvas.getContext("2d");
+  ctx.scale(dpr, dpr);
+  ctx.fillStyle = "#fafafa";
+  ctx.fillRect(left, top, plotW, plotH);
+  const span = g.end - g.start || 1;
+  const xOf = (t) => left + ((t - g.start) / span) * plotW;
+  const colW = Math.max(1, (g.step / span) * plotW);
+  // Rows from the top: the highest bucket first, as on a y axis.
+  const yOf = (r) => top + (buckets.length - 1 - r) * rowH;
+  grid.forEach((row, r) => {
+    row.forEach((v, c) => {
+      if (v === null || v <= 0) return;
+      ctx.fillStyle = heatColor(max > 0 ? Math.sqrt(v / max) : 0);
+      // Whole pixels, so that neighbouring cells leave no hairline gaps.
+      const x0 = Math.max(left, Math.floor(xOf(g.xs[c]) - colW / 2));
+      const x1 = Math.min(left + plotW, Math.ceil(xOf(g.xs[c]) + colW / 2));
+      ctx.fillRect(x0, yOf(r), Math.max(1, x1 - x0), rowH);
+    });
+  });
+  ctx.strokeStyle = "#ccc";
+  ctx.strokeRect(left + 0.5, top + 0.5, plotW - 1, plotH - 1);
+  // Bucket labels, thinned so that they do not overlap.
+  ctx.fillStyle = "#444";
+  ctx.font = "11px monospace";
+  ctx.textAlign = "right";
+  ctx.textBaseline = "middle";
+  const every = Math.ceil(12 / rowH);
+  labels.forEach((l, r) => {
+    if ((buckets.length - 1 - r) % every !== 0) return;
+    ctx.fillText(l, left - 6, yOf(r) + rowH / 2, labelW - 8);
+  });
+  // The time axis.
+  const [ticks, incr] = heatTicks(g.start, g.end, plotW, 90);
+  ctx.textAlign = "center";
+  ctx.textBaseline = "top";
+  timeTicks(ticks, incr, g.utc).forEach((text, i) => {
+    const x = xOf(ticks[i]);
+    ctx.fillStyle = "#ccc";
+    ctx.fillRect(Math.round(x), top + plotH, 1, 4);
+    ctx.fillStyle = "#555";
+    text.split("\n").forEach((line, k) => ctx.fillText(line, x, top + plotH + 6 + k * 12));
+  });
+  // Hovering names the cell under the mouse.
+  const rest = `${buckets.length} buckets × ${columns} steps; darker is more (square-root scale), max ${fmtSI(max)}`;
+  info.textContent = rest;
+  canvas.onmousemove = (ev) => {
+    const rect = canvas.getBoundingClientRect();
+    const x = ev.clientX - rect.left, y = ev.clientY - rect.top;
+    const c = Math.round(((x - left) / plotW) * span / g.step);
+    const r = buckets.length - 1 - Math.floor((y - top) / rowH);
+    if (x < left || x > left + plotW || r < 0 || r >= buckets.length || c < 0 || c >= g.xs.length) {
+      info.textContent = rest;
+      return;
+    }
+    const v = grid[r][c];
+    info.textContent = `${fmtDateTime(g.xs[c], g.utc)} · bucket ${labels[r]} · ` +
+      (v === null ? "no value" : `count ${v}`);
+  };
+  canvas.onmouseleave = () => { info.textContent = rest; };
+}
+
+function drawHeatmaps() {
+  const host = $("heatmaps");
+  host.innerHTML = "";
+  const g = graphState;
+  host.hidden = !g.hists.length;
+  host.dataset.count = String(Math.min(MAX_HEATMAPS, g.hists.length));
+  if (!g.hists.length) return;
+  const h = document.createElement("h3");
+  h.textContent = "Bucket counts over time";
+  const hint = document.createElement("p");
+  hint.className = "hint";
+  hint.textContent = "One column per step, one row per bucket (highest at the top), colour by the bucket's count.";
+  host.append(h, hint);
+  g.hists.slice(0, MAX_HEATMAPS).forEach((s) => {
+    const box = document.createElement("div");
+    box.className = "heatmap";
+    box.dataset.series = seriesName(s.metric);
+    const title = document.createElement("div");
+    title.className = "heatmap-title";
+    title.appendChild(labelChips(s.metric));
+    const canvas = document.createElement("canvas");
+    const info = document.createElement("div");
+    info.className = "heatmap-info";
+    box.append(title, canvas, info);
+    host.appendChild(box);
+    drawHeatmap(box, s, g);
+  });
+  if (g.hists.length > MAX_HEATMAPS) {
+    const more = document.createElement("p");
+    more.className = "hint";
+    more.textContent = `${g.hists.length - MAX_HEATMAPS} more histogram series not drawn; narrow the query to see them.`;
+    host.appendChild(more);
+  }
 }
 
 // Moves the mouse over the plot, as a person would, so a test can see the hover from the DOM:
