@@ -131,7 +131,8 @@ PHTTP=127.0.0.1:$(port)
 
 "$CAIRN_BIN" bench histogram-target --listen "$TARGET" --series "$SERIES" --buckets "$BUCKETS" \
   2>"$WORK/target.log" &
-PIDS+=($!)
+TARGET_PID=$!
+PIDS+=($TARGET_PID)
 "$CAIRN_BIN" receive --remote-write.address "$RW" --http-address "$CHTTP" --grpc-address "$CGRPC" \
   --tsdb.path "$WORK/cairn" --label 'replica="bench"' >"$WORK/cairn.log" 2>&1 &
 CAIRN_PID=$!
@@ -166,7 +167,10 @@ sleep "$DURATION"
 p_cpu1=$(cpu_seconds "$PROM_PID")
 c_cpu1=$(cpu_seconds "$CAIRN_PID")
 p_hist=$(metric "http://$PHTTP/metrics" '^prometheus_tsdb_head_samples_appended_total\\{type="histogram"\\}')
-# Remote write lags a few seconds behind the scrape: wait until it has delivered everything.
+# Stop the target (scrapes fail from now on, nothing new is appended), then wait for remote
+# write, a few seconds behind the scrape, to deliver everything.
+kill -TERM "$TARGET_PID"
+sleep 2
 for ((i = 0; i < 60; i++)); do
   c_hist=$(metric "http://$CHTTP/metrics" '^cairn_receive_histograms_ingested_total')
   p_now=$(metric "http://$PHTTP/metrics" '^prometheus_tsdb_head_samples_appended_total\\{type="histogram"\\}')
