@@ -14,7 +14,8 @@
 //!   exponentially, so the quantiles compared are those that fall on bucket boundaries, and the
 //!   fractions those whose bounds are bucket boundaries;
 //! - at evaluation times between scrapes: Prometheus 3 selects ranges left-open, 2.42 closed;
-//! - `histogram_avg` equals `histogram_sum / histogram_count` (2.42 has no `histogram_avg`);
+//! - `histogram_avg` equals `histogram_sum / histogram_count`, `histogram_stdvar` equals
+//!   `histogram_stddev ^ 2` (2.42 has neither);
 //! - `/api/v1/query_exemplars` returns the exemplars Prometheus stored;
 //! - blocks both ways: Cairn's block reader reads every histogram of a Prometheus snapshot
 //!   block, and a second Prometheus 2.42 started over a block Cairn wrote (the same histograms
@@ -699,4 +700,178 @@ fn native_histograms_and_exemplars_match_prometheus() {
 
     let _ = reader.terminate(Duration::from_secs(10));
     let _ = prom.terminate(Duration::from_secs(10));
+}
+
+/// Remote Write 2.0 straight to a receiver: a float gauge histogram, an integer histogram with
+/// custom buckets (schema -53) and a float series with an exemplar; the "written" headers count
+/// each kind, a bad histogram is refused with its series named, and PromQL through `cairn query`
+/// reads them back.
+#[test]
+fn remote_write_2_histograms_of_every_kind_and_exemplars() {
+    use proto::remote_write::{
+        encode_v2, BucketSpan, Exemplar, Histogram, HistogramCount, Label, ResetHint, Sample,
+        TimeSeries, WriteRequest,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cairn = common::Cairn::receive(dir.path(), &["--tsdb.max-exemplars=100"]);
+    let now = common::now_ms() / 1000 * 1000;
+    let labels = |name: &'static str| {
+        vec![
+            Label {
+                name: "__name__",
+                value: name,
+            },
+            Label {
+                name: "job",
+                value: "rw2",
+            },
+        ]
+    };
+    let gauge = |t: i64, scale: f64| Histogram {
+        count: HistogramCount::Float(6.0 * scale),
+        zero_count: HistogramCount::Float(0.5 * scale),
+        sum: 3.25 * scale,
+        schema: 1,
+        zero_threshold: 0.001,
+        positive_spans: vec![BucketSpan {
+            offset: 0,
+            length: 2,
+        }],
+        positive_counts: vec![2.0 * scale, 3.5 * scale],
+        reset_hint: ResetHint::Gauge,
+        timestamp: t,
+        ..Default::default()
+    };
+    let nhcb = |t: i64, k: i64| Histogram {
+        count: HistogramCount::Int(4 * k as u64),
+        zero_count: HistogramCount::Int(0),
+        sum: 1.2 * k as f64,
+        schema: -53,
+        positive_spans: vec![BucketSpan {
+            offset: 0,
+            length: 3,
+        }],
+        // Bucket counts k, 2k, k over (-Inf, 0.1], (0.1, 0.5], (0.5, 1].
+        positive_deltas: vec![k, k, -k],
+        custom_values: vec![0.1, 0.5, 1.0],
+        timestamp: t,
+        ..Default::default()
+    };
+    let req = WriteRequest {
+        timeseries: vec![
+            TimeSeries {
+                labels: labels("rw2_gauge_histogram"),
+                histograms: vec![gauge(now - 2000, 1.0), gauge(now - 1000, 0.5)],
+                ..Default::default()
+            },
+            TimeSeries {
+                labels: labels("rw2_nhcb"),
+                histograms: vec![nhcb(now - 2000, 1), nhcb(now - 1000, 2)],
+                ..Default::default()
+            },
+            TimeSeries {
+                labels: labels("rw2_requests_total"),
+                samples: vec![Sample {
+                    value: 7.0,
+                    timestamp: now - 1000,
+                }],
+                exemplars: vec![Exemplar {
+                    labels: vec![Label {
+                        name: "trace_id",
+                        value: "4bf92f3577b34da6",
+                    }],
+                    value: 7.0,
+                    timestamp: now - 1000,
+                }],
+                ..Default::default()
+            },
+        ],
+        metadata: vec![],
+    };
+    let post = |body: &[u8]| {
+        common::http(
+            cairn.remote_write,
+            "POST",
+            "/api/v1/receive",
+            &[
+                (
+                    "Content-Type",
+                    "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+                ),
+                ("Content-Encoding", "snappy"),
+                ("X-Prometheus-Remote-Write-Version", "2.0.0"),
+            ],
+            &common::snappy(body),
+        )
+        .unwrap()
+    };
+    let r = post(&encode_v2(&req));
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(
+        r.header("X-Prometheus-Remote-Write-Samples-Written"),
+        Some("1")
+    );
+    assert_eq!(
+        r.header("X-Prometheus-Remote-Write-Histograms-Written"),
+        Some("4")
+    );
+    assert_eq!(
+        r.header("X-Prometheus-Remote-Write-Exemplars-Written"),
+        Some("1")
+    );
+
+    // Buckets adding up to more than the count: refused, named, not counted.
+    let mut bad = nhcb(now, 3);
+    bad.count = HistogramCount::Int(5);
+    let req_bad = WriteRequest {
+        timeseries: vec![TimeSeries {
+            labels: labels("rw2_nhcb"),
+            histograms: vec![bad],
+            ..Default::default()
+        }],
+        metadata: vec![],
+    };
+    let r = post(&encode_v2(&req_bad));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body
+            .contains(r#"series {__name__="rw2_nhcb", job="rw2"}: native histogram at"#)
+            && r.body
+                .contains("12 observations found in buckets, but the count field is 5"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        r.header("X-Prometheus-Remote-Write-Histograms-Written"),
+        Some("0")
+    );
+
+    let query = CairnQuery::start(dir.path(), &[cairn.grpc], &[]);
+    let at = format!("{:.3}", now as f64 / 1000.0);
+    let value = |q: &str| -> f64 {
+        let (_, v) = get_json(query.http, "/api/v1/query", &[("query", q), ("time", &at)]);
+        v["data"]["result"][0]["value"][1]
+            .as_str()
+            .unwrap_or_else(|| panic!("{q}: {v}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("histogram_count(rw2_gauge_histogram)"), 3.0);
+    assert_eq!(value("histogram_sum(rw2_gauge_histogram)"), 1.625);
+    // (0.1, 0.5] holds ranks 2..=4 of 8 at k=2: the median is half-way, linearly.
+    assert!((value("histogram_quantile(0.5, rw2_nhcb)") - 0.3).abs() < 1e-12);
+    assert!((value("histogram_fraction(0, 0.5, rw2_nhcb)") - 0.75).abs() < 1e-12);
+    let (_, ex) = get_json(
+        query.http,
+        "/api/v1/query_exemplars",
+        &[
+            ("query", "rw2_requests_total"),
+            ("start", "0"),
+            ("end", &at),
+        ],
+    );
+    assert_eq!(
+        ex["data"][0]["exemplars"][0]["labels"]["trace_id"], "4bf92f3577b34da6",
+        "{ex}"
+    );
 }

@@ -103,6 +103,10 @@ pub enum HistogramError {
     CustomBuckets(&'static str),
     #[error("custom bucket bounds given with exponential schema {0}")]
     CustomValuesWithExponentialSchema(i32),
+    #[error("the zero bucket has a negative count ({0})")]
+    NegativeZeroCount(f64),
+    #[error("the count is negative ({0})")]
+    NegativeCount(f64),
 }
 
 /// True for the schemas Prometheus defines.
@@ -339,6 +343,12 @@ impl FloatHistogram {
             (&self.negative_spans, self.negative_buckets.len()),
             &self.custom_values,
         )?;
+        if self.schema != CUSTOM_BUCKETS_SCHEMA && self.zero_count < 0.0 {
+            return Err(HistogramError::NegativeZeroCount(self.zero_count));
+        }
+        if self.count < 0.0 {
+            return Err(HistogramError::NegativeCount(self.count));
+        }
         for (side, counts) in [
             ("negative", &self.negative_buckets),
             ("positive", &self.positive_buckets),
@@ -354,6 +364,68 @@ impl FloatHistogram {
             }
         }
         Ok(())
+    }
+}
+
+/// Buckets as `(index, count)` without the empty ones: two layouts of the same histogram (one
+/// with empty buckets spelled out) compare equal.
+fn non_empty<T: Copy + PartialEq + Default>(
+    spans: &[Span],
+    counts: impl Iterator<Item = T>,
+) -> Vec<(i32, T)> {
+    bucket_indexes(spans)
+        .zip(counts)
+        .filter(|(_, c)| *c != T::default())
+        .collect()
+}
+
+impl Histogram {
+    /// The same observations as `other`, as Prometheus' `Equals` sees them: the counter-reset
+    /// hint is not compared, the sum is compared bit for bit (NaN equals NaN), buckets by index
+    /// and count (empty buckets do not matter).
+    pub fn same_as(&self, other: &Histogram) -> bool {
+        self.schema == other.schema
+            && self.zero_threshold.to_bits() == other.zero_threshold.to_bits()
+            && self.zero_count == other.zero_count
+            && self.count == other.count
+            && self.sum.to_bits() == other.sum.to_bits()
+            && self.custom_values == other.custom_values
+            && non_empty(
+                &self.positive_spans,
+                deltas_to_counts(&self.positive_buckets),
+            ) == non_empty(
+                &other.positive_spans,
+                deltas_to_counts(&other.positive_buckets),
+            )
+            && non_empty(
+                &self.negative_spans,
+                deltas_to_counts(&self.negative_buckets),
+            ) == non_empty(
+                &other.negative_spans,
+                deltas_to_counts(&other.negative_buckets),
+            )
+    }
+}
+
+impl FloatHistogram {
+    /// As [`Histogram::same_as`]; counts are compared bit for bit.
+    pub fn same_as(&self, other: &FloatHistogram) -> bool {
+        let bits = |spans: &[Span], c: &[f64]| -> Vec<(i32, u64)> {
+            non_empty(spans, c.iter().copied())
+                .into_iter()
+                .map(|(i, c)| (i, c.to_bits()))
+                .collect()
+        };
+        self.schema == other.schema
+            && self.zero_threshold.to_bits() == other.zero_threshold.to_bits()
+            && self.zero_count.to_bits() == other.zero_count.to_bits()
+            && self.count.to_bits() == other.count.to_bits()
+            && self.sum.to_bits() == other.sum.to_bits()
+            && self.custom_values == other.custom_values
+            && bits(&self.positive_spans, &self.positive_buckets)
+                == bits(&other.positive_spans, &other.positive_buckets)
+            && bits(&self.negative_spans, &self.negative_buckets)
+                == bits(&other.negative_spans, &other.negative_buckets)
     }
 }
 
@@ -441,6 +513,33 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("fewer bounds"));
+    }
+
+    #[test]
+    fn negative_float_counts_and_equality_as_prometheus_sees_it() {
+        let mut h = FloatHistogram {
+            count: -1.0,
+            ..Default::default()
+        };
+        assert_eq!(h.validate(), Err(HistogramError::NegativeCount(-1.0)));
+        h.count = 0.0;
+        h.zero_count = -0.5;
+        assert_eq!(h.validate(), Err(HistogramError::NegativeZeroCount(-0.5)));
+        // Equal: the hint differs, an empty bucket is spelled out, the NaN sums match.
+        let a = Histogram {
+            sum: f64::NAN,
+            count: 2,
+            positive_spans: spans(&[(0, 1)]),
+            positive_buckets: vec![2],
+            ..Default::default()
+        };
+        let mut b = a.clone();
+        b.counter_reset_hint = CounterResetHint::NotReset;
+        b.positive_spans = spans(&[(0, 2)]);
+        b.positive_buckets = vec![2, -2];
+        assert!(a.same_as(&b));
+        b.count = 3;
+        assert!(!a.same_as(&b));
     }
 
     proptest! {

@@ -997,6 +997,17 @@ pub fn encode_v2(req: &WriteRequest<'_>) -> Vec<u8> {
             .metadata
             .as_ref()
             .map(|m| (m.metric_type, intern(m.help), intern(m.unit)));
+        let exemplar_refs: Vec<Vec<u64>> = ts
+            .exemplars
+            .iter()
+            .map(|e| {
+                e.labels
+                    .iter()
+                    .flat_map(|l| [l.name, l.value])
+                    .map(&mut intern)
+                    .collect()
+            })
+            .collect();
         put_message(&mut series_bytes, 5, |m| {
             let mut packed = Vec::new();
             for r in &refs {
@@ -1008,6 +1019,19 @@ pub fn encode_v2(req: &WriteRequest<'_>) -> Vec<u8> {
             }
             for h in &ts.histograms {
                 put_histogram(m, 3, h, Version::V2);
+            }
+            for (e, refs) in ts.exemplars.iter().zip(&exemplar_refs) {
+                put_message(m, 4, |em| {
+                    let mut packed = Vec::new();
+                    for r in refs {
+                        put_varint(&mut packed, *r);
+                    }
+                    put_bytes(em, 1, &packed);
+                    put_tag(em, 2, wire::FIXED64);
+                    em.extend_from_slice(&e.value.to_bits().to_le_bytes());
+                    put_tag(em, 3, wire::VARINT);
+                    put_varint(em, e.timestamp as u64);
+                });
             }
             if let Some((t, help, unit)) = md {
                 put_message(m, 5, |mm| {
@@ -1083,6 +1107,14 @@ pub(crate) mod tests {
             metric_family_name: "up",
             help: "Up.",
             unit: "",
+        });
+        ts.exemplars.push(Exemplar {
+            labels: vec![Label {
+                name: "trace_id",
+                value: "abc",
+            }],
+            value: 2.5,
+            timestamp: 1500,
         });
         let req = WriteRequest {
             timeseries: vec![ts],

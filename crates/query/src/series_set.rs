@@ -272,9 +272,11 @@ pub fn promql_histogram(h: &FloatHistogram) -> promql::FloatHistogram {
     };
     promql::FloatHistogram {
         counter_reset_hint: match h.counter_reset_hint {
-            CounterResetHint::Unknown => P::Unknown,
+            // A chunk's "no reset" holds within the chunk only: after overlapping chunks or
+            // replicas are merged, the sample before may come from elsewhere, so the engine
+            // detects resets itself (Prometheus' merge does the same when sources change).
+            CounterResetHint::Unknown | CounterResetHint::NotReset => P::Unknown,
             CounterResetHint::Reset => P::Reset,
-            CounterResetHint::NotReset => P::NotReset,
             CounterResetHint::Gauge => P::Gauge,
         },
         schema: h.schema,

@@ -269,9 +269,11 @@ where
         app.accept_late();
     }
     let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(16);
+    let exemplars_off = db.head().exemplars().capacity() == 0;
     for series in series {
         let (floats, histograms) = (series.samples.len(), series.histograms.len());
-        if floats + histograms == 0 && series.exemplars.is_empty() {
+        if floats + histograms == 0 && (series.exemplars.is_empty() || exemplars_off) {
+            out.exemplars_refused += series.exemplars.len();
             continue;
         }
         // Rejects the whole series: its float samples and its histograms.
@@ -441,6 +443,20 @@ pub fn histogram_from_wire(h: &WireHist) -> Result<WireHistogram, String> {
         ResetHint::No => CounterResetHint::NotReset,
         ResetHint::Gauge => CounterResetHint::Gauge,
     };
+    // A stale marker carries only its sum; whatever else came with it is not kept.
+    if model::is_stale_nan(h.sum) {
+        return Ok(if h.is_float() {
+            WireHistogram::Float(FloatHistogram {
+                sum: h.sum,
+                ..Default::default()
+            })
+        } else {
+            WireHistogram::Int(Histogram {
+                sum: h.sum,
+                ..Default::default()
+            })
+        });
+    }
     let as_f64 = |c: &HistogramCount| match *c {
         HistogramCount::Int(i) => i as f64,
         HistogramCount::Float(f) => f,
@@ -459,9 +475,7 @@ pub fn histogram_from_wire(h: &WireHist) -> Result<WireHistogram, String> {
             negative_buckets: h.negative_counts.clone(),
             custom_values: h.custom_values.clone(),
         };
-        if !fh.is_stale() {
-            fh.validate().map_err(|e| e.to_string())?;
-        }
+        fh.validate().map_err(|e| e.to_string())?;
         return Ok(WireHistogram::Float(fh));
     }
     let int = |c: &HistogramCount, what: &str| match *c {
@@ -483,9 +497,7 @@ pub fn histogram_from_wire(h: &WireHist) -> Result<WireHistogram, String> {
         negative_buckets: h.negative_deltas.clone(),
         custom_values: h.custom_values.clone(),
     };
-    if !ih.is_stale() {
-        ih.validate().map_err(|e| e.to_string())?;
-    }
+    ih.validate().map_err(|e| e.to_string())?;
     Ok(WireHistogram::Int(ih))
 }
 

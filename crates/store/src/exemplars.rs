@@ -58,8 +58,14 @@ pub(crate) fn select<S: TsdbSource>(
     Ok(merged
         .into_iter()
         .map(|(labels, mut exemplars)| {
-            exemplars.sort_by_key(|e| e.ts);
-            exemplars.dedup_by(|a, b| a.ts == b.ts && a.labels == b.labels);
+            exemplars.sort_by(|a, b| {
+                a.ts.cmp(&b.ts)
+                    .then_with(|| a.labels.cmp(&b.labels))
+                    .then_with(|| a.value.total_cmp(&b.value))
+            });
+            exemplars.dedup_by(|a, b| {
+                a.ts == b.ts && a.labels == b.labels && a.value.to_bits() == b.value.to_bits()
+            });
             ExemplarsResponse {
                 result: Some(exemplars_response::Result::Data(ExemplarData {
                     series_labels: Some(label_set_of(&labels)),

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use ulid::Ulid;
 
-use crate::chunkenc::{value, XorChunk, ENCODING_XOR};
+use crate::chunkenc::{self, value, XorChunk, ENCODING_XOR};
 use crate::chunks::{ChunkReader, ChunkWriter};
 use crate::error::IoContext;
 use crate::index::{ChunkMeta, IndexReader, IndexWriter};
@@ -87,17 +87,21 @@ fn trim_chunk(chunk: &ChunkData, mint: i64, maxt: i64, out: &mut Vec<ChunkData>)
     let Ok(mut samples) = value::decode(chunk.encoding, &chunk.data) else {
         return;
     };
+    // The counter-reset header still holds when the first sample stays.
+    let first = if chunk.min_time >= mint {
+        value::header(chunk.encoding, &chunk.data)
+    } else {
+        chunkenc::CounterResetHeader::Unknown
+    };
     samples.retain(|(t, _)| *t >= mint && *t < maxt);
-    out.extend(
-        value::encode(&samples)
-            .into_iter()
-            .map(|(min_time, max_time, encoding, data)| ChunkData {
-                min_time,
-                max_time,
-                encoding,
-                data: data.into(),
-            }),
-    );
+    out.extend(value::encode_from(first, &samples).into_iter().map(
+        |(min_time, max_time, encoding, data)| ChunkData {
+            min_time,
+            max_time,
+            encoding,
+            data: data.into(),
+        },
+    ));
 }
 
 /// Writes a block covering [mint, maxt) from label-sorted series into `parent/<ULID>/` and

@@ -335,7 +335,7 @@ impl Layout {
     /// Same schema, zero threshold and (for custom buckets) bounds: samples can share a chunk.
     fn compatible(&self, schema: i32, zero_threshold: f64, custom_values: &[f64]) -> bool {
         self.schema == schema
-            && self.zero_threshold.to_bits() == zero_threshold.to_bits()
+            && self.zero_threshold == zero_threshold
             && (schema != CUSTOM_BUCKETS_SCHEMA || self.custom_values == custom_values)
     }
 }
@@ -565,9 +565,7 @@ fn plan<T: Copy + PartialOrd + Default>(cur: &Current<'_, T>, h: &Candidate<'_, 
     if !gauge && h.count < cur.count {
         return Plan::Cut(reset);
     }
-    if cur.layout.schema != h.schema
-        || cur.layout.zero_threshold.to_bits() != h.zero_threshold.to_bits()
-    {
+    if cur.layout.schema != h.schema || cur.layout.zero_threshold != h.zero_threshold {
         return Plan::Cut(unknown);
     }
     if !cur
@@ -661,7 +659,8 @@ impl Default for HistogramChunk {
     }
 }
 
-fn header_of(data: &[u8]) -> CounterResetHeader {
+/// The counter-reset header of histogram chunk data (at least 3 bytes).
+pub(crate) fn header_of(data: &[u8]) -> CounterResetHeader {
     CounterResetHeader::from_flags(data[2])
 }
 
@@ -1276,12 +1275,9 @@ impl FloatHistogramChunk {
             s.t = t;
             s.t_delta = t_delta;
             if h.is_stale() {
-                let (c, z) = (
-                    f64::from_bits(s.count.bits),
-                    f64::from_bits(s.zero_count.bits),
-                );
-                s.count.write(&mut w, c);
-                s.zero_count.write(&mut w, z);
+                // As Prometheus: the marker is an empty histogram carrying only the sum.
+                s.count.write(&mut w, 0.0);
+                s.zero_count.write(&mut w, 0.0);
                 s.sum.write(&mut w, h.sum);
             } else {
                 s.count.write(&mut w, h.count);

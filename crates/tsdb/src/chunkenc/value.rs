@@ -27,23 +27,25 @@ impl Value {
         }
     }
 
+    /// Whether this is a staleness marker.
+    pub fn is_stale(&self) -> bool {
+        match self {
+            Value::Float(f) => crate::is_stale_nan(*f),
+            Value::Histogram(h) => h.is_stale(),
+            Value::FloatHistogram(h) => h.is_stale(),
+        }
+    }
+
     /// True for the same value bit for bit (how duplicates are told from conflicts).
     pub fn same(&self, other: &Value) -> bool {
         match (self, other) {
             (Value::Float(a), Value::Float(b)) => a.to_bits() == b.to_bits(),
-            (Value::Histogram(a), Value::Histogram(b)) => a == b,
+            (Value::Histogram(a), Value::Histogram(b)) => {
+                // A stale marker decodes without a layout: markers are the same as markers.
+                (a.is_stale() && b.is_stale()) || a.same_as(b)
+            }
             (Value::FloatHistogram(a), Value::FloatHistogram(b)) => {
-                let bits = |h: &FloatHistogram| {
-                    let mut v = vec![h.count, h.zero_count, h.sum, h.zero_threshold];
-                    v.extend(&h.positive_buckets);
-                    v.extend(&h.negative_buckets);
-                    v.into_iter().map(f64::to_bits).collect::<Vec<_>>()
-                };
-                bits(a) == bits(b)
-                    && a.schema == b.schema
-                    && a.positive_spans == b.positive_spans
-                    && a.negative_spans == b.negative_spans
-                    && a.custom_values == b.custom_values
+                (a.is_stale() && b.is_stale()) || a.same_as(b)
             }
             _ => false,
         }
@@ -209,14 +211,34 @@ impl AnyChunk {
     }
 }
 
+/// The counter-reset header of stored histogram chunk data (`Unknown` for other encodings).
+pub fn header(encoding: u8, data: &[u8]) -> CounterResetHeader {
+    match encoding {
+        ENCODING_HISTOGRAM | ENCODING_FLOAT_HISTOGRAM if data.len() > 2 => {
+            super::histogram::header_of(data)
+        }
+        _ => CounterResetHeader::Unknown,
+    }
+}
+
 /// Time-ordered samples into chunks: (min t, max t, encoding, data) each. A chunk ends when
-/// the kind of value changes, a histogram cannot join it, or it is full.
+/// the kind of value changes, a histogram cannot join it, or it is full. The first chunk
+/// starts with an unknown counter-reset header.
 pub fn encode(samples: &[(i64, Value)]) -> Vec<(i64, i64, u8, Vec<u8>)> {
+    encode_from(CounterResetHeader::Unknown, samples)
+}
+
+/// [`encode`], the first chunk starting with `first` (the header of the chunk these samples
+/// came from, when its first sample is still the first).
+pub fn encode_from(
+    first: CounterResetHeader,
+    samples: &[(i64, Value)],
+) -> Vec<(i64, i64, u8, Vec<u8>)> {
     let mut out = Vec::new();
     let mut cur: Option<(i64, i64, AnyChunk)> = None;
     for (t, v) in samples {
         let header = match &mut cur {
-            None => CounterResetHeader::Unknown,
+            None => first,
             Some((_, hi, c)) => {
                 let appended = if c.is_full() {
                     Err(c.next_header(v))

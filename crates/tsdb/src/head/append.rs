@@ -69,7 +69,10 @@ pub struct SeriesHandle(usize);
 struct HeldSeries {
     series: Arc<MemSeries>,
     /// Newest staged (t, value bits), so a batch is validated as a whole.
-    last_pending: Option<(i64, u64)>,
+    /// (`None` bits: a histogram).
+    last_pending: Option<(i64, Option<u64>)>,
+    /// Index in `pending_exemplars` of this series' newest staged exemplar.
+    last_exemplar: Option<usize>,
 }
 
 /// A batch of appends: samples are validated as they are staged, logged to the WAL and applied
@@ -110,6 +113,7 @@ impl Appender<'_> {
                 self.held.push(HeldSeries {
                     series,
                     last_pending: None,
+                    last_exemplar: None,
                 });
                 SeriesHandle(self.held.len() - 1)
             }
@@ -172,7 +176,7 @@ impl Appender<'_> {
             }
             Some((last, _)) if t < last => return Err(Error::OutOfOrder { t, newest: last }),
             Some((last, bits)) if t == last => {
-                if bits != v.to_bits() {
+                if bits != Some(v.to_bits()) {
                     return Err(Error::DuplicateTimestamp { t });
                 }
                 false
@@ -189,7 +193,7 @@ impl Appender<'_> {
             },
         };
         if store {
-            held.last_pending = Some((t, v.to_bits()));
+            held.last_pending = Some((t, Some(v.to_bits())));
             self.pending.push((h.0 as u32, t, v));
         }
         Ok(())
@@ -223,12 +227,12 @@ impl Appender<'_> {
             Some((last, _)) if t < last => return Err(Error::OutOfOrder { t, newest: last }),
             // Two histograms for one timestamp in one batch: not a retry, a conflict.
             Some((last, _)) if t == last => return Err(Error::DuplicateTimestamp { t }),
-            Some(_) => held.last_pending = Some((t, 0)),
+            Some(_) => held.last_pending = Some((t, None)),
             None => match held.series.samples.lock().unwrap().check_value(t, &v) {
                 Err(Error::OutOfOrder { newest, .. })
                     if window > 0 && t >= newest.saturating_sub(window) => {}
                 Ok(false) => return Ok(()),
-                Ok(true) => held.last_pending = Some((t, 0)),
+                Ok(true) => held.last_pending = Some((t, None)),
                 Err(e) => return Err(e),
             },
         }
@@ -243,14 +247,9 @@ impl Appender<'_> {
         h: SeriesHandle,
         e: Exemplar,
     ) -> std::result::Result<(), ExemplarError> {
-        let series = &self.held[h.0].series;
+        let held = &self.held[h.0];
         // Against the batch's newest exemplar of the series, then the store's.
-        if let Some((_, last)) = self
-            .pending_exemplars
-            .iter()
-            .rev()
-            .find(|(x, _)| *x as usize == h.0)
-        {
+        if let Some((_, last)) = held.last_exemplar.map(|i| &self.pending_exemplars[i]) {
             if last == &e {
                 return Err(ExemplarError::Duplicate);
             }
@@ -261,8 +260,9 @@ impl Appender<'_> {
                 });
             }
         } else {
-            self.head.exemplars().validate(&series.labels, &e)?;
+            self.head.exemplars().validate(&held.series.labels, &e)?;
         }
+        self.held[h.0].last_exemplar = Some(self.pending_exemplars.len());
         self.pending_exemplars.push((h.0 as u32, e));
         Ok(())
     }

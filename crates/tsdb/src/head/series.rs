@@ -10,6 +10,7 @@ use crate::chunkenc::{
 };
 use crate::querier::ChunkData;
 use crate::{Error, Labels, Result};
+use model::histogram::{FloatHistogram, Histogram};
 
 /// One series in the head.
 pub struct MemSeries {
@@ -60,7 +61,12 @@ impl SeriesSamples {
         match self.last_t {
             Some(last) if t < last => Err(Error::OutOfOrder { t, newest: last }),
             Some(last) if t == last => {
-                if self.last_histogram.is_none() && v.to_bits() == self.last_v_bits {
+                let same = match self.last_histogram.as_deref() {
+                    None => v.to_bits() == self.last_v_bits,
+                    // A float marker repeating a histogram series' marker (see `add`).
+                    Some(h) => crate::is_stale_nan(v) && h.is_stale(),
+                };
+                if same {
                     Ok(false)
                 } else {
                     Err(Error::DuplicateTimestamp { t })
@@ -132,8 +138,14 @@ impl SeriesSamples {
                 };
             }
         }
+        // The chunk's counter-reset header still holds when its first sample stays first.
+        let first = if at > 0 {
+            value::header(encoding, bytes)
+        } else {
+            CounterResetHeader::Unknown
+        };
         samples.insert(at, (t, v));
-        let mut parts: Vec<ClosedChunk> = value::encode(&samples)
+        let mut parts: Vec<ClosedChunk> = value::encode_from(first, &samples)
             .into_iter()
             .map(closed_chunk)
             .collect();
@@ -162,6 +174,23 @@ impl SeriesSamples {
     /// Stores a float sample: appended when newest, inserted when out of order within
     /// `window`.
     pub(super) fn add(&mut self, t: i64, v: f64, chunk_range: i64, window: i64) -> Result<bool> {
+        // A stale marker for a histogram series is a histogram marker, as in Prometheus: the
+        // series' chunks stay histogram chunks.
+        if crate::is_stale_nan(v) {
+            if let Some(last) = self.last_histogram.as_deref() {
+                let marker = match last {
+                    Value::FloatHistogram(_) => Value::FloatHistogram(Box::new(FloatHistogram {
+                        sum: v,
+                        ..Default::default()
+                    })),
+                    _ => Value::Histogram(Box::new(Histogram {
+                        sum: v,
+                        ..Default::default()
+                    })),
+                };
+                return self.add_value(t, marker, chunk_range, window);
+            }
+        }
         match self.check(t, v) {
             Ok(true) => {
                 self.push(t, v, chunk_range);

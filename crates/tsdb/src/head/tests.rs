@@ -484,3 +484,82 @@ fn exemplars_are_stored_logged_and_replayed() {
         .collect();
     assert_eq!(traces, ["a", "b"]);
 }
+
+#[test]
+fn histogram_duplicates_markers_and_mixed_kinds() {
+    use crate::chunkenc::ENCODING_HISTOGRAM;
+    let head = Head::new(HeadOptions::default(), None);
+    let l = labels!("__name__" => "h");
+    // A float 0.0 and a histogram at one timestamp of one batch conflict.
+    let mut app = head.appender();
+    let h = app.series(&l).unwrap();
+    app.append_histogram_to(h, 1000, counter_histogram(1))
+        .unwrap();
+    assert!(matches!(
+        app.append_to(h, 1000, 0.0),
+        Err(Error::DuplicateTimestamp { .. })
+    ));
+    app.commit().unwrap();
+    // The same histogram again (its hint and spelling of empty buckets aside) is a retry.
+    let mut retry = counter_histogram(1);
+    retry.counter_reset_hint = model::histogram::CounterResetHint::NotReset;
+    let mut app = head.appender();
+    let h = app.series(&l).unwrap();
+    app.append_histogram_to(h, 1000, retry).unwrap();
+    assert_eq!(app.commit().unwrap().histograms, 0);
+    // A float stale marker for a histogram series becomes a histogram marker; its retry is
+    // accepted.
+    for _ in 0..2 {
+        let mut app = head.appender();
+        let h = app.series(&l).unwrap();
+        app.append_to(h, 2000, crate::stale_nan()).unwrap();
+        app.commit().unwrap();
+    }
+    let chunks = head.all_series_sorted()[0].chunks(i64::MIN, i64::MAX);
+    assert!(
+        chunks.iter().all(|c| c.encoding == ENCODING_HISTOGRAM),
+        "{chunks:?}"
+    );
+    let points = histogram_points(&chunks);
+    assert_eq!(points.len(), 2);
+    assert!(crate::is_stale_nan(points[1].2));
+}
+
+#[test]
+fn a_checkpoint_keeps_exemplars() {
+    use crate::exemplars::Exemplar;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = HeadOptions {
+        max_exemplars: 10,
+        ..HeadOptions::default()
+    };
+    let series = labels!("__name__" => "c");
+    let (wal, _) = Wal::open(dir.path(), crate::wal::WalOptions::default(), |_| {}).unwrap();
+    let head = Head::new(opts.clone(), Some(Arc::new(wal)));
+    let mut app = head.appender();
+    let h = app.series(&series).unwrap();
+    app.append_to(h, 1000, 1.0).unwrap();
+    app.append_exemplar_to(
+        h,
+        Exemplar {
+            labels: labels!("trace_id" => "x"),
+            value: 1.0,
+            ts: 1000,
+        },
+    )
+    .unwrap();
+    app.commit().unwrap();
+    let records = head.checkpoint_records(0);
+    drop(head);
+    let (wal, _) = Wal::open(dir.path(), crate::wal::WalOptions::default(), |_| {}).unwrap();
+    let last = wal.cut_segment().unwrap();
+    wal.checkpoint(last, records.into_iter()).unwrap();
+    drop(wal);
+    let again = Head::new(opts, None);
+    let mut unknown = 0;
+    Wal::open(dir.path(), crate::wal::WalOptions::default(), |r| {
+        again.replay_record(r, &mut unknown)
+    })
+    .unwrap();
+    assert_eq!(again.exemplars().select(0, 5000, &[]).len(), 1);
+}

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use super::Head;
 use crate::chunkenc::value::{self, Value};
 use crate::exemplars::Exemplar;
-use crate::wal::Record;
+use crate::wal::{Record, RefExemplar};
 
 impl Head {
     /// Applies one WAL record during replay. Samples that break ordering are skipped.
@@ -116,9 +116,24 @@ impl Head {
         true
     }
 
-    /// WAL checkpoint content: every live series and its chunks from `t` on.
+    /// WAL checkpoint content: every live series and its chunks from `t` on, and the
+    /// exemplars from `t` on of live series.
     pub fn checkpoint_records(&self, t: i64) -> Vec<Record> {
         let mut out = Vec::new();
+        let mut exemplars = Vec::new();
+        let index = self.index.read().unwrap();
+        for s in self.exemplars().select(t, i64::MAX, &[]) {
+            let Some(series) = index.get(s.series_labels.identity_hash()) else {
+                continue;
+            };
+            exemplars.extend(s.exemplars.into_iter().map(|e| RefExemplar {
+                series_ref: series.series_ref,
+                t: e.ts,
+                v: e.value,
+                labels: e.labels,
+            }));
+        }
+        drop(index);
         for s in self.index.read().unwrap().by_ref.values() {
             out.push(Record::Series {
                 series_ref: s.series_ref,
@@ -131,6 +146,9 @@ impl Head {
                     data: c.data.to_vec(),
                 });
             }
+        }
+        if !exemplars.is_empty() {
+            out.push(Record::Exemplars(exemplars));
         }
         out
     }
