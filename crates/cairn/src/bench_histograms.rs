@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use clap::Args;
+use proto::exposition::{histogram_family, NativeHistogram};
 use proto::remote_write::{BucketSpan, Histogram, HistogramCount};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -75,74 +76,40 @@ pub struct TargetArgs {
     pub buckets: usize,
 }
 
-fn varint(out: &mut Vec<u8>, mut x: u64) {
-    while x >= 0x80 {
-        out.push(x as u8 | 0x80);
-        x >>= 7;
-    }
-    out.push(x as u8);
-}
-
-fn tag(out: &mut Vec<u8>, field: u32, wire: u8) {
-    varint(out, (u64::from(field) << 3) | u64::from(wire));
-}
-
-fn bytes_field(out: &mut Vec<u8>, field: u32, b: &[u8]) {
-    tag(out, field, 2);
-    varint(out, b.len() as u64);
-    out.extend_from_slice(b);
-}
-
-fn uint_field(out: &mut Vec<u8>, field: u32, v: u64) {
-    tag(out, field, 0);
-    varint(out, v);
-}
-
-fn sint_field(out: &mut Vec<u8>, field: u32, v: i64) {
-    uint_field(out, field, ((v << 1) ^ (v >> 63)) as u64);
-}
-
-fn double_field(out: &mut Vec<u8>, field: u32, v: f64) {
-    tag(out, field, 1);
-    out.extend_from_slice(&v.to_le_bytes());
-}
-
 /// The whole exposition after `k` scrapes: one `MetricFamily` of `series` histograms.
 fn exposition(k: u64, series: usize, buckets: usize) -> Vec<u8> {
-    let mut family = Vec::new();
-    bytes_field(&mut family, 1, b"bench_request_duration_seconds");
-    bytes_field(&mut family, 2, b"A native histogram per series.");
-    uint_field(&mut family, 3, 4); // HISTOGRAM
-    let (mut metric, mut h, mut label, mut span) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for i in 0..series {
-        let c = counts(i, k, buckets);
-        let count: u64 = c.iter().sum();
-        h.clear();
-        uint_field(&mut h, 1, count);
-        double_field(&mut h, 2, count as f64 * 1.25);
-        sint_field(&mut h, 5, 3);
-        double_field(&mut h, 6, 1e-128);
-        span.clear();
-        sint_field(&mut span, 1, i64::from(first_index(buckets)));
-        uint_field(&mut span, 2, buckets as u64);
-        bytes_field(&mut h, 12, &span);
-        let mut prev = 0i64;
-        for &x in &c {
-            sint_field(&mut h, 13, x as i64 - prev);
-            prev = x as i64;
-        }
-        label.clear();
-        bytes_field(&mut label, 1, b"series");
-        bytes_field(&mut label, 2, i.to_string().as_bytes());
-        metric.clear();
-        bytes_field(&mut metric, 1, &label);
-        bytes_field(&mut metric, 7, &h);
-        bytes_field(&mut family, 4, &metric);
-    }
-    let mut out = Vec::with_capacity(family.len() + 10);
-    varint(&mut out, family.len() as u64);
-    out.extend_from_slice(&family);
-    out
+    let names: Vec<String> = (0..series).map(|i| i.to_string()).collect();
+    let metrics: Vec<NativeHistogram<'_>> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let c = counts(i, k, buckets);
+            let count: u64 = c.iter().sum();
+            let mut prev = 0i64;
+            NativeHistogram {
+                labels: vec![("series", name.as_str())],
+                count,
+                sum: count as f64 * 1.25,
+                schema: 3,
+                zero_threshold: 1e-128,
+                zero_count: 0,
+                positive_spans: vec![(first_index(buckets), buckets as u32)],
+                positive_deltas: c
+                    .iter()
+                    .map(|&x| {
+                        let d = x as i64 - prev;
+                        prev = x as i64;
+                        d
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    histogram_family(
+        "bench_request_duration_seconds",
+        "A native histogram per series.",
+        &metrics,
+    )
 }
 
 /// Serves the target until killed.

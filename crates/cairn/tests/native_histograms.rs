@@ -32,49 +32,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{free_port, get_json, require_binary, wait_until, CairnQuery, Proc, ReceivePool};
+use proto::exposition::{counter_family, histogram_family, ExemplarRef, NativeHistogram};
 use serde_json::Value;
-
-// ---------------------------------------------------------------------------------------------
-// The protobuf exposition format (io.prometheus.client), written by hand: a few fields suffice.
-
-fn varint(out: &mut Vec<u8>, mut x: u64) {
-    while x >= 0x80 {
-        out.push(x as u8 | 0x80);
-        x >>= 7;
-    }
-    out.push(x as u8);
-}
-
-fn tag(out: &mut Vec<u8>, field: u32, wire: u8) {
-    varint(out, (u64::from(field) << 3) | u64::from(wire));
-}
-
-fn bytes_field(out: &mut Vec<u8>, field: u32, b: &[u8]) {
-    tag(out, field, 2);
-    varint(out, b.len() as u64);
-    out.extend_from_slice(b);
-}
-
-fn double_field(out: &mut Vec<u8>, field: u32, v: f64) {
-    tag(out, field, 1);
-    out.extend_from_slice(&v.to_le_bytes());
-}
-
-fn uint_field(out: &mut Vec<u8>, field: u32, v: u64) {
-    tag(out, field, 0);
-    varint(out, v);
-}
-
-fn sint_field(out: &mut Vec<u8>, field: u32, v: i64) {
-    uint_field(out, field, ((v << 1) ^ (v >> 63)) as u64);
-}
-
-fn label_pair(name: &str, value: &str) -> Vec<u8> {
-    let mut m = Vec::new();
-    bytes_field(&mut m, 1, name.as_bytes());
-    bytes_field(&mut m, 2, value.as_bytes());
-    m
-}
 
 /// Histogram buckets of scrape `n` on `path`: bucket index -> count (schema 0: bucket `i`
 /// holds (2^(i-1), 2^i]). Buckets 0..=2 from the start, bucket 3 from scrape 8, bucket 5 from
@@ -95,22 +54,11 @@ fn buckets(n: u64, path: usize) -> BTreeMap<i32, u64> {
     b
 }
 
-/// One native histogram metric (a `Metric` message with labels and `histogram`).
-fn histogram_metric(path: &str, b: &BTreeMap<i32, u64>) -> Vec<u8> {
-    let mut h = Vec::new();
-    let count: u64 = b.values().sum();
-    uint_field(&mut h, 1, count);
-    // Sum: each observation at its bucket's upper bound.
-    let sum: f64 = b.iter().map(|(&i, &c)| c as f64 * 2f64.powi(i)).sum();
-    double_field(&mut h, 2, sum);
-    sint_field(&mut h, 5, 0); // schema
-    double_field(&mut h, 6, 1e-128); // zero threshold
-    uint_field(&mut h, 7, 0); // zero count
-                              // Positive spans over the present bucket indexes, and the deltas.
-    let idx: Vec<i32> = b.keys().copied().collect();
-    let mut prev: Option<i32> = None;
+/// One native histogram metric; each observation sits at its bucket's upper bound.
+fn histogram_metric<'a>(path: &'a str, b: &BTreeMap<i32, u64>) -> NativeHistogram<'a> {
     let mut spans: Vec<(i32, u32)> = Vec::new();
-    for &i in &idx {
+    let mut prev: Option<i32> = None;
+    for &i in b.keys() {
         match prev {
             Some(p) if i == p + 1 => spans.last_mut().unwrap().1 += 1,
             Some(p) => spans.push((i - p - 1, 1)),
@@ -118,53 +66,24 @@ fn histogram_metric(path: &str, b: &BTreeMap<i32, u64>) -> Vec<u8> {
         }
         prev = Some(i);
     }
-    for (offset, length) in spans {
-        let mut s = Vec::new();
-        sint_field(&mut s, 1, i64::from(offset));
-        uint_field(&mut s, 2, u64::from(length));
-        bytes_field(&mut h, 12, &s);
-    }
     let mut last = 0i64;
-    for &c in b.values() {
-        sint_field(&mut h, 13, c as i64 - last);
-        last = c as i64;
+    NativeHistogram {
+        labels: vec![("path", path)],
+        count: b.values().sum(),
+        sum: b.iter().map(|(&i, &c)| c as f64 * 2f64.powi(i)).sum(),
+        schema: 0,
+        zero_threshold: 1e-128,
+        zero_count: 0,
+        positive_spans: spans,
+        positive_deltas: b
+            .values()
+            .map(|&c| {
+                let d = c as i64 - last;
+                last = c as i64;
+                d
+            })
+            .collect(),
     }
-    let mut m = Vec::new();
-    bytes_field(&mut m, 1, &label_pair("path", path));
-    bytes_field(&mut m, 7, &h);
-    m
-}
-
-/// The counter with this scrape's exemplar (`trace_id="trace-<n>"`, value n, at `now_ms`).
-fn counter_metric(n: u64, now_ms: i64) -> Vec<u8> {
-    let mut ts = Vec::new();
-    uint_field(&mut ts, 1, (now_ms / 1000) as u64);
-    uint_field(&mut ts, 2, ((now_ms % 1000) * 1_000_000) as u64);
-    let mut ex = Vec::new();
-    bytes_field(&mut ex, 1, &label_pair("trace_id", &format!("trace-{n}")));
-    double_field(&mut ex, 2, n as f64);
-    bytes_field(&mut ex, 3, &ts);
-    let mut c = Vec::new();
-    double_field(&mut c, 1, 10.0 * n as f64);
-    bytes_field(&mut c, 2, &ex);
-    let mut m = Vec::new();
-    bytes_field(&mut m, 3, &c);
-    m
-}
-
-fn family(name: &str, kind: u64, metrics: &[Vec<u8>]) -> Vec<u8> {
-    let mut f = Vec::new();
-    bytes_field(&mut f, 1, name.as_bytes());
-    bytes_field(&mut f, 2, b"test metric");
-    uint_field(&mut f, 3, kind);
-    for m in metrics {
-        bytes_field(&mut f, 4, m);
-    }
-    // Delimited: each message is preceded by its length.
-    let mut out = Vec::new();
-    varint(&mut out, f.len() as u64);
-    out.extend_from_slice(&f);
-    out
 }
 
 /// Serves the exposition; each scrape advances `n`.
@@ -193,18 +112,26 @@ impl Target {
                 let mut buf = [0u8; 4096];
                 let _ = s.read(&mut buf);
                 let n = count.fetch_add(1, Ordering::SeqCst);
-                let mut body = family(
+                let mut body = histogram_family(
                     "test_request_duration_seconds",
-                    4,
+                    "test metric",
                     &[
                         histogram_metric("/a", &buckets(n, 0)),
                         histogram_metric("/b", &buckets(n, 1)),
                     ],
                 );
-                body.extend(family(
+                // This scrape's exemplar: trace_id="trace-<n>", value n.
+                let trace = format!("trace-{n}");
+                let exemplar = ExemplarRef {
+                    labels: vec![("trace_id", trace.as_str())],
+                    value: n as f64,
+                    timestamp_ms: common::now_ms(),
+                };
+                body.extend(counter_family(
                     "test_requests_total",
-                    0,
-                    &[counter_metric(n, common::now_ms())],
+                    "test metric",
+                    10.0 * n as f64,
+                    Some(&exemplar),
                 ));
                 let head = format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.google.protobuf; \

@@ -620,40 +620,87 @@ fn expand<T: Copy + Default>(from: &[i32], counts: &[T], to: &[i32]) -> Vec<T> {
 pub struct Cut(pub CounterResetHeader);
 
 // ---------------------------------------------------------------------------------------------
-// Integer histogram chunk (encoding 2)
+// The chunks: one frame and appender, two flavours.
 
-#[derive(Clone, Debug, Default)]
-struct IntState {
-    layout: Layout,
-    t: i64,
-    t_delta: i64,
-    count: u64,
-    count_delta: i64,
-    zero_count: u64,
-    zero_count_delta: i64,
-    sum: XorState,
-    /// Bucket deltas (as stored per sample) and their change since the previous sample.
-    positive: Vec<i64>,
-    positive_delta: Vec<i64>,
-    negative: Vec<i64>,
-    negative_delta: Vec<i64>,
+/// What differs between the integer (encoding 2) and the float (encoding 3) histogram chunk:
+/// the sample type, the appender/decoder state and how one sample is written and read.
+///
+/// Sealed: [`Integer`] and [`Float`] are the only flavours, and the methods are the chunk's
+/// internals (hence the private types in their signatures).
+#[allow(private_interfaces)]
+pub trait Flavour: sealed::Sealed + 'static {
+    type H: Clone + std::fmt::Debug;
+    /// Absolute bucket counts, as the appendability rules compare them.
+    type T: Copy + PartialOrd + Default;
+    #[doc(hidden)]
+    type State: Clone + std::fmt::Debug + Default;
+    /// Names the chunk in errors.
+    const WHAT: &'static str;
+
+    #[doc(hidden)]
+    fn candidate(h: &Self::H) -> Candidate<'_, Self::T>;
+    #[doc(hidden)]
+    fn current(s: &Self::State, header: CounterResetHeader) -> Current<'_, Self::T>;
+    /// `h` laid out on the merged indexes `pos`/`neg` (from its own `from_p`/`from_n`).
+    #[doc(hidden)]
+    fn relay(h: &Self::H, from: (&[i32], &[i32]), to: (&[i32], &[i32])) -> Self::H;
+    #[doc(hidden)]
+    fn is_stale(h: &Self::H) -> bool;
+    #[doc(hidden)]
+    fn hint(h: &Self::H) -> CounterResetHint;
+    #[doc(hidden)]
+    fn layout(s: &Self::State) -> &Layout;
+    #[doc(hidden)]
+    fn last_t(s: &Self::State) -> i64;
+    /// Writes one sample with the chunk's layout (the first sample sets it).
+    #[doc(hidden)]
+    fn write(s: &mut Self::State, w: &mut BitWriter<'_>, first: bool, t: i64, h: &Self::H);
+    /// Decodes the next sample into the state: `None` when the data ends early.
+    #[doc(hidden)]
+    fn decode(
+        s: &mut Self::State,
+        r: &mut BitReader<'_>,
+        first: bool,
+        data_bits: usize,
+    ) -> Option<std::result::Result<(), String>>;
+    #[doc(hidden)]
+    fn histogram(s: &Self::State, hint: CounterResetHint) -> Self::H;
 }
 
-impl Default for XorState {
-    fn default() -> Self {
-        XorState::new(0.0)
-    }
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Integer {}
+    impl Sealed for super::Float {}
+}
+
+/// Integer native histograms (Prometheus encoding 2).
+#[derive(Clone, Copy, Debug)]
+pub enum Integer {}
+
+/// Float native histograms (Prometheus encoding 3).
+#[derive(Clone, Copy, Debug)]
+pub enum Float {}
+
+/// A native histogram chunk under construction or read back: the encoded bytes plus the state
+/// the next append needs.
+#[derive(Clone, Debug)]
+pub struct Chunk<F: Flavour> {
+    data: Vec<u8>,
+    /// Unused low bits of the last data byte (0..=8).
+    free: u8,
+    state: F::State,
 }
 
 /// An integer native histogram chunk (Prometheus encoding 2).
-#[derive(Clone, Debug)]
-pub struct HistogramChunk {
-    data: Vec<u8>,
-    free: u8,
-    state: IntState,
-}
+pub type HistogramChunk = Chunk<Integer>;
+/// A float native histogram chunk (Prometheus encoding 3).
+pub type FloatHistogramChunk = Chunk<Float>;
+/// Iterates the samples of integer histogram chunk data.
+pub type HistogramIterator<'a> = ChunkIterator<'a, Integer>;
+/// Iterates the samples of float histogram chunk data.
+pub type FloatHistogramIterator<'a> = ChunkIterator<'a, Float>;
 
-impl Default for HistogramChunk {
+impl<F: Flavour> Default for Chunk<F> {
     fn default() -> Self {
         Self::new()
     }
@@ -664,29 +711,31 @@ pub(crate) fn header_of(data: &[u8]) -> CounterResetHeader {
     CounterResetHeader::from_flags(data[2])
 }
 
-impl HistogramChunk {
+impl<F: Flavour> Chunk<F> {
     pub fn new() -> Self {
-        HistogramChunk {
+        Chunk {
             data: vec![0; HEADER_BYTES],
             free: 0,
-            state: IntState::default(),
+            state: F::State::default(),
         }
     }
 
-    /// Wraps stored chunk data so that more samples can be appended.
+    /// Wraps stored chunk data so that more samples can be appended (the appender state is
+    /// recovered by decoding every sample).
     pub fn from_bytes(data: Vec<u8>) -> Result<Self> {
-        let mut dec = IntDecoder::new(&data).map_err(Error::Invalid)?;
+        let mut dec = Decoder::<F>::new(&data).map_err(Error::Invalid)?;
         while dec.next().map_err(Error::Invalid)? {}
         let used = HEADER_BYTES * 8 + dec.reader.position();
         let free = data.len() * 8 - used;
         if free > 8 {
             return Err(Error::Invalid(format!(
-                "histogram chunk: {} bytes after the last sample",
+                "{}: {} bytes after the last sample",
+                F::WHAT,
                 free / 8
             )));
         }
         let state = dec.state;
-        Ok(HistogramChunk {
+        Ok(Chunk {
             data,
             free: free as u8,
             state,
@@ -715,37 +764,24 @@ impl HistogramChunk {
 
     /// Timestamp of the newest sample (`None` when empty).
     pub fn last_timestamp(&self) -> Option<i64> {
-        (self.num_samples() > 0).then_some(self.state.t)
+        (self.num_samples() > 0).then(|| F::last_t(&self.state))
     }
 
     pub fn capacity(&self) -> usize {
         self.data.capacity()
     }
 
-    pub fn iter(&self) -> HistogramIterator<'_> {
-        HistogramIterator::new(&self.data)
+    pub fn iter(&self) -> ChunkIterator<'_, F> {
+        ChunkIterator::new(&self.data)
     }
 
-    fn current(&self) -> Current<'_, i64> {
-        let s = &self.state;
-        Current {
-            header: self.counter_reset_header(),
-            layout: &s.layout,
-            last_stale: is_stale_nan(f64::from_bits(s.sum.bits)),
-            count: s.count as i64,
-            zero_count: s.zero_count as i64,
-            positive_counts: deltas_to_counts(&s.positive).collect(),
-            negative_counts: deltas_to_counts(&s.negative).collect(),
-        }
-    }
-
-    /// Whether [`HistogramChunk::append`] would take `h`, without changing the chunk.
-    pub fn check(&self, h: &Histogram) -> std::result::Result<(), Cut> {
+    /// Whether [`Chunk::append`] would take `h`, without changing the chunk.
+    pub fn check(&self, h: &F::H) -> std::result::Result<(), Cut> {
         if self.num_samples() == 0 {
             return Ok(());
         }
-        let cand = int_candidate(h);
-        match plan(&self.current(), &cand) {
+        let current = F::current(&self.state, self.counter_reset_header());
+        match plan(&current, &F::candidate(h)) {
             Plan::Cut(hdr) => Err(Cut(hdr)),
             Plan::Append { .. } => Ok(()),
         }
@@ -756,66 +792,239 @@ impl HistogramChunk {
     ///
     /// # Panics
     /// If the chunk already holds `u16::MAX` samples.
-    pub fn append(&mut self, t: i64, h: &Histogram) -> std::result::Result<(), Cut> {
+    pub fn append(&mut self, t: i64, h: &F::H) -> std::result::Result<(), Cut> {
         let n = self.num_samples();
-        assert!(n < u16::MAX, "histogram chunk is full");
+        assert!(n < u16::MAX, "{} is full", F::WHAT);
         if n == 0 {
-            if let Some(hdr) = header_for_hint(h.counter_reset_hint) {
+            if let Some(hdr) = header_for_hint(F::hint(h)) {
                 self.set_counter_reset_header(hdr);
             }
             self.write_sample(t, h);
             return Ok(());
         }
-        let cand = int_candidate(h);
-        match plan(&self.current(), &cand) {
-            Plan::Cut(hdr) => Err(Cut(hdr)),
-            Plan::Append { positive, negative } => {
-                if positive.is_none() && negative.is_none() {
-                    self.write_sample(t, h);
-                    return Ok(());
-                }
-                let chunk_pos: Vec<i32> = bucket_indexes(&self.state.layout.positive).collect();
-                let chunk_neg: Vec<i32> = bucket_indexes(&self.state.layout.negative).collect();
-                let pos = positive.unwrap_or_else(|| chunk_pos.clone());
-                let neg = negative.unwrap_or_else(|| chunk_neg.clone());
-                let relay = |h: &Histogram, from_p: &[i32], from_n: &[i32]| {
-                    let mut out = h.clone();
-                    out.positive_spans = spans_from_indexes(&pos);
-                    out.negative_spans = spans_from_indexes(&neg);
-                    let pc: Vec<i64> = deltas_to_counts(&h.positive_buckets).collect();
-                    let nc: Vec<i64> = deltas_to_counts(&h.negative_buckets).collect();
-                    out.positive_buckets = counts_to_deltas(&expand(from_p, &pc, &pos));
-                    out.negative_buckets = counts_to_deltas(&expand(from_n, &nc, &neg));
-                    out
+        let cand = F::candidate(h);
+        let current = F::current(&self.state, self.counter_reset_header());
+        let (positive, negative) = match plan(&current, &cand) {
+            Plan::Cut(hdr) => return Err(Cut(hdr)),
+            Plan::Append { positive, negative } => (positive, negative),
+        };
+        if positive.is_none() && negative.is_none() {
+            self.write_sample(t, h);
+            return Ok(());
+        }
+        let layout = F::layout(&self.state);
+        let chunk_pos: Vec<i32> = bucket_indexes(&layout.positive).collect();
+        let chunk_neg: Vec<i32> = bucket_indexes(&layout.negative).collect();
+        let pos = positive.unwrap_or_else(|| chunk_pos.clone());
+        let neg = negative.unwrap_or_else(|| chunk_neg.clone());
+        if pos != chunk_pos || neg != chunk_neg {
+            // Re-encode every sample with the merged layout.
+            let old: Vec<(i64, F::H)> = self.iter().collect();
+            let header = self.counter_reset_header();
+            *self = Chunk::new();
+            self.set_counter_reset_header(header);
+            for (ot, oh) in &old {
+                let r = if F::is_stale(oh) {
+                    oh.clone()
+                } else {
+                    F::relay(oh, (&chunk_pos, &chunk_neg), (&pos, &neg))
                 };
-                if pos != chunk_pos || neg != chunk_neg {
-                    // Re-encode every sample with the merged layout.
-                    let old: Vec<(i64, Histogram)> = self.iter().collect();
-                    let header = self.counter_reset_header();
-                    *self = HistogramChunk::new();
-                    self.set_counter_reset_header(header);
-                    for (ot, oh) in &old {
-                        let r = if oh.is_stale() {
-                            oh.clone()
-                        } else {
-                            relay(oh, &chunk_pos, &chunk_neg)
-                        };
-                        self.write_sample(*ot, &r);
-                    }
-                }
-                let new = relay(h, &cand.positive, &cand.negative);
-                self.write_sample(t, &new);
-                Ok(())
+                self.write_sample(*ot, &r);
             }
+        }
+        let new = F::relay(h, (&cand.positive, &cand.negative), (&pos, &neg));
+        self.write_sample(t, &new);
+        Ok(())
+    }
+
+    fn write_sample(&mut self, t: i64, h: &F::H) {
+        let n = self.num_samples();
+        let mut w = BitWriter::new(&mut self.data, self.free);
+        F::write(&mut self.state, &mut w, n == 0, t, h);
+        self.free = w.free();
+        self.data[..2].copy_from_slice(&(n + 1).to_be_bytes());
+    }
+}
+
+/// Decodes histogram chunk data sample by sample.
+struct Decoder<'a, F: Flavour> {
+    reader: BitReader<'a>,
+    total: u16,
+    read: u16,
+    header: CounterResetHeader,
+    state: F::State,
+    data_bits: usize,
+}
+
+impl<'a, F: Flavour> Decoder<'a, F> {
+    fn new(data: &'a [u8]) -> std::result::Result<Self, String> {
+        if data.len() < HEADER_BYTES {
+            return Err(format!("{}: data shorter than the 3-byte header", F::WHAT));
+        }
+        Ok(Decoder {
+            reader: BitReader::new(&data[HEADER_BYTES..]),
+            total: u16::from_be_bytes([data[0], data[1]]),
+            read: 0,
+            header: header_of(data),
+            state: F::State::default(),
+            data_bits: (data.len() - HEADER_BYTES) * 8,
+        })
+    }
+
+    /// Decodes the next sample into `state`: `Ok(false)` once every sample was read.
+    fn next(&mut self) -> std::result::Result<bool, String> {
+        if self.read == self.total {
+            return Ok(false);
+        }
+        let first = self.read == 0;
+        match F::decode(&mut self.state, &mut self.reader, first, self.data_bits) {
+            Some(Ok(())) => {
+                self.read += 1;
+                Ok(true)
+            }
+            Some(Err(e)) => Err(format!(
+                "{}: sample {} of {}: {e}",
+                F::WHAT,
+                self.read + 1,
+                self.total
+            )),
+            None => Err(format!(
+                "{}: data ends inside sample {} of {}",
+                F::WHAT,
+                self.read + 1,
+                self.total
+            )),
+        }
+    }
+}
+
+/// Iterates the samples of histogram chunk data.
+pub struct ChunkIterator<'a, F: Flavour> {
+    dec: Option<Decoder<'a, F>>,
+    err: Option<String>,
+}
+
+impl<'a, F: Flavour> ChunkIterator<'a, F> {
+    pub fn new(data: &'a [u8]) -> Self {
+        match Decoder::new(data) {
+            Ok(d) => ChunkIterator {
+                dec: Some(d),
+                err: None,
+            },
+            Err(e) => ChunkIterator {
+                dec: None,
+                err: Some(e),
+            },
         }
     }
 
-    /// Writes one sample with the chunk's layout (the first sample sets it).
-    fn write_sample(&mut self, t: i64, h: &Histogram) {
-        let n = self.num_samples();
-        let s = &mut self.state;
-        let mut w = BitWriter::new(&mut self.data, self.free);
-        if n == 0 {
+    /// Corruption found while decoding.
+    pub fn err(&self) -> Option<&str> {
+        self.err.as_deref()
+    }
+}
+
+impl<F: Flavour> Iterator for ChunkIterator<'_, F> {
+    type Item = (i64, F::H);
+
+    fn next(&mut self) -> Option<(i64, F::H)> {
+        let dec = self.dec.as_mut()?;
+        match dec.next() {
+            Ok(true) => {
+                let hint = dec.header.hint_for_sample(dec.read);
+                Some((F::last_t(&dec.state), F::histogram(&dec.state, hint)))
+            }
+            Ok(false) => {
+                self.dec = None;
+                None
+            }
+            Err(e) => {
+                self.err = Some(e);
+                self.dec = None;
+                None
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Integer histograms (encoding 2)
+
+#[derive(Clone, Debug, Default)]
+pub struct IntState {
+    layout: Layout,
+    t: i64,
+    t_delta: i64,
+    count: u64,
+    count_delta: i64,
+    zero_count: u64,
+    zero_count_delta: i64,
+    sum: XorState,
+    /// Bucket deltas (as stored per sample) and their change since the previous sample.
+    positive: Vec<i64>,
+    positive_delta: Vec<i64>,
+    negative: Vec<i64>,
+    negative_delta: Vec<i64>,
+}
+
+impl Default for XorState {
+    fn default() -> Self {
+        XorState::new(0.0)
+    }
+}
+
+#[allow(private_interfaces)] // see `Flavour`
+impl Flavour for Integer {
+    type H = Histogram;
+    type T = i64;
+    type State = IntState;
+    const WHAT: &'static str = "histogram chunk";
+
+    fn candidate(h: &Histogram) -> Candidate<'_, i64> {
+        int_candidate(h)
+    }
+
+    fn current(s: &IntState, header: CounterResetHeader) -> Current<'_, i64> {
+        Current {
+            header,
+            layout: &s.layout,
+            last_stale: is_stale_nan(f64::from_bits(s.sum.bits)),
+            count: s.count as i64,
+            zero_count: s.zero_count as i64,
+            positive_counts: deltas_to_counts(&s.positive).collect(),
+            negative_counts: deltas_to_counts(&s.negative).collect(),
+        }
+    }
+
+    fn relay(h: &Histogram, from: (&[i32], &[i32]), to: (&[i32], &[i32])) -> Histogram {
+        let mut out = h.clone();
+        out.positive_spans = spans_from_indexes(to.0);
+        out.negative_spans = spans_from_indexes(to.1);
+        let pc: Vec<i64> = deltas_to_counts(&h.positive_buckets).collect();
+        let nc: Vec<i64> = deltas_to_counts(&h.negative_buckets).collect();
+        out.positive_buckets = counts_to_deltas(&expand(from.0, &pc, to.0));
+        out.negative_buckets = counts_to_deltas(&expand(from.1, &nc, to.1));
+        out
+    }
+
+    fn is_stale(h: &Histogram) -> bool {
+        h.is_stale()
+    }
+
+    fn hint(h: &Histogram) -> CounterResetHint {
+        h.counter_reset_hint
+    }
+
+    fn layout(s: &IntState) -> &Layout {
+        &s.layout
+    }
+
+    fn last_t(s: &IntState) -> i64 {
+        s.t
+    }
+
+    fn write(s: &mut Self::State, w: &mut BitWriter<'_>, first: bool, t: i64, h: &Histogram) {
+        if first {
             let stale_only;
             let h = if h.is_stale() {
                 stale_only = Histogram {
@@ -827,13 +1036,13 @@ impl HistogramChunk {
                 h
             };
             s.layout = Layout::of_int(h);
-            s.layout.write(&mut w);
-            put_varbit_int(&mut w, t);
-            put_varbit_uint(&mut w, h.count);
-            put_varbit_uint(&mut w, h.zero_count);
+            s.layout.write(w);
+            put_varbit_int(w, t);
+            put_varbit_uint(w, h.count);
+            put_varbit_uint(w, h.zero_count);
             w.write_bits(h.sum.to_bits(), 64);
             for &b in h.positive_buckets.iter().chain(&h.negative_buckets) {
-                put_varbit_int(&mut w, b);
+                put_varbit_int(w, b);
             }
             s.t = t;
             s.t_delta = 0;
@@ -848,103 +1057,50 @@ impl HistogramChunk {
             s.negative_delta = vec![0; s.negative.len()];
         } else {
             let t_delta = t.wrapping_sub(s.t);
-            put_varbit_int(&mut w, t_delta.wrapping_sub(s.t_delta));
+            put_varbit_int(w, t_delta.wrapping_sub(s.t_delta));
             s.t = t;
             s.t_delta = t_delta;
             if h.is_stale() {
                 // Counts unchanged, no buckets: the marker ends the chunk.
-                put_varbit_int(&mut w, 0);
-                put_varbit_int(&mut w, 0);
+                put_varbit_int(w, 0);
+                put_varbit_int(w, 0);
                 s.count = (s.count as i64).wrapping_add(s.count_delta) as u64;
                 s.zero_count = (s.zero_count as i64).wrapping_add(s.zero_count_delta) as u64;
-                s.sum.write(&mut w, h.sum);
+                s.sum.write(w, h.sum);
             } else {
                 let cd = (h.count as i64).wrapping_sub(s.count as i64);
-                put_varbit_int(&mut w, cd.wrapping_sub(s.count_delta));
+                put_varbit_int(w, cd.wrapping_sub(s.count_delta));
                 let zd = (h.zero_count as i64).wrapping_sub(s.zero_count as i64);
-                put_varbit_int(&mut w, zd.wrapping_sub(s.zero_count_delta));
+                put_varbit_int(w, zd.wrapping_sub(s.zero_count_delta));
                 s.count = h.count;
                 s.count_delta = cd;
                 s.zero_count = h.zero_count;
                 s.zero_count_delta = zd;
-                s.sum.write(&mut w, h.sum);
+                s.sum.write(w, h.sum);
                 for (i, &b) in h.positive_buckets.iter().enumerate() {
                     let d = b.wrapping_sub(s.positive[i]);
-                    put_varbit_int(&mut w, d.wrapping_sub(s.positive_delta[i]));
+                    put_varbit_int(w, d.wrapping_sub(s.positive_delta[i]));
                     s.positive[i] = b;
                     s.positive_delta[i] = d;
                 }
                 for (i, &b) in h.negative_buckets.iter().enumerate() {
                     let d = b.wrapping_sub(s.negative[i]);
-                    put_varbit_int(&mut w, d.wrapping_sub(s.negative_delta[i]));
+                    put_varbit_int(w, d.wrapping_sub(s.negative_delta[i]));
                     s.negative[i] = b;
                     s.negative_delta[i] = d;
                 }
             }
         }
-        self.free = w.free();
-        self.data[..2].copy_from_slice(&(n + 1).to_be_bytes());
-    }
-}
-
-/// Decodes integer histogram chunk data sample by sample.
-struct IntDecoder<'a> {
-    reader: BitReader<'a>,
-    total: u16,
-    read: u16,
-    header: CounterResetHeader,
-    state: IntState,
-    data_bits: usize,
-}
-
-fn check_header(data: &[u8], what: &str) -> std::result::Result<(), String> {
-    if data.len() < HEADER_BYTES {
-        return Err(format!("{what} chunk: data shorter than the 3-byte header"));
-    }
-    Ok(())
-}
-
-impl<'a> IntDecoder<'a> {
-    fn new(data: &'a [u8]) -> std::result::Result<Self, String> {
-        check_header(data, "histogram")?;
-        Ok(IntDecoder {
-            reader: BitReader::new(&data[HEADER_BYTES..]),
-            total: u16::from_be_bytes([data[0], data[1]]),
-            read: 0,
-            header: header_of(data),
-            state: IntState::default(),
-            data_bits: (data.len() - HEADER_BYTES) * 8,
-        })
     }
 
-    /// Decodes the next sample into `state`: `Ok(false)` once every sample was read.
-    fn next(&mut self) -> std::result::Result<bool, String> {
-        if self.read == self.total {
-            return Ok(false);
-        }
-        match self.decode() {
-            Some(Ok(())) => {
-                self.read += 1;
-                Ok(true)
-            }
-            Some(Err(e)) => Err(format!(
-                "histogram chunk: sample {} of {}: {e}",
-                self.read + 1,
-                self.total
-            )),
-            None => Err(format!(
-                "histogram chunk: data ends inside sample {} of {}",
-                self.read + 1,
-                self.total
-            )),
-        }
-    }
-
-    fn decode(&mut self) -> Option<std::result::Result<(), String>> {
-        let r = &mut self.reader;
-        let s = &mut self.state;
-        if self.read == 0 {
-            s.layout = match Layout::read(r, self.data_bits)? {
+    fn decode(
+        s: &mut Self::State,
+        r: &mut BitReader<'_>,
+        first: bool,
+        data_bits: usize,
+    ) -> Option<std::result::Result<(), String>> {
+        if first {
+            s.layout = match Layout::read(r, data_bits)? {
                 Ok(l) => l,
                 Err(e) => return Some(Err(e)),
             };
@@ -989,9 +1145,7 @@ impl<'a> IntDecoder<'a> {
         Some(Ok(()))
     }
 
-    fn histogram(&self) -> Histogram {
-        let s = &self.state;
-        let hint = self.header.hint_for_sample(self.read);
+    fn histogram(s: &Self::State, hint: CounterResetHint) -> Histogram {
         if is_stale_nan(f64::from_bits(s.sum.bits)) {
             return Histogram {
                 counter_reset_hint: hint,
@@ -1015,57 +1169,11 @@ impl<'a> IntDecoder<'a> {
     }
 }
 
-/// Iterates the samples of integer histogram chunk data.
-pub struct HistogramIterator<'a> {
-    dec: Option<IntDecoder<'a>>,
-    err: Option<String>,
-}
-
-impl<'a> HistogramIterator<'a> {
-    pub fn new(data: &'a [u8]) -> Self {
-        match IntDecoder::new(data) {
-            Ok(d) => HistogramIterator {
-                dec: Some(d),
-                err: None,
-            },
-            Err(e) => HistogramIterator {
-                dec: None,
-                err: Some(e),
-            },
-        }
-    }
-
-    /// Corruption found while decoding.
-    pub fn err(&self) -> Option<&str> {
-        self.err.as_deref()
-    }
-}
-
-impl Iterator for HistogramIterator<'_> {
-    type Item = (i64, Histogram);
-
-    fn next(&mut self) -> Option<(i64, Histogram)> {
-        let dec = self.dec.as_mut()?;
-        match dec.next() {
-            Ok(true) => Some((dec.state.t, dec.histogram())),
-            Ok(false) => {
-                self.dec = None;
-                None
-            }
-            Err(e) => {
-                self.err = Some(e);
-                self.dec = None;
-                None
-            }
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
-// Float histogram chunk (encoding 3)
+// Float histograms (encoding 3)
 
 #[derive(Clone, Debug, Default)]
-struct FloatState {
+pub struct FloatState {
     layout: Layout,
     t: i64,
     t_delta: i64,
@@ -1076,85 +1184,20 @@ struct FloatState {
     negative: Vec<XorState>,
 }
 
-/// A float native histogram chunk (Prometheus encoding 3).
-#[derive(Clone, Debug)]
-pub struct FloatHistogramChunk {
-    data: Vec<u8>,
-    free: u8,
-    state: FloatState,
-}
+#[allow(private_interfaces)] // see `Flavour`
+impl Flavour for Float {
+    type H = FloatHistogram;
+    type T = f64;
+    type State = FloatState;
+    const WHAT: &'static str = "float histogram chunk";
 
-impl Default for FloatHistogramChunk {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl FloatHistogramChunk {
-    pub fn new() -> Self {
-        FloatHistogramChunk {
-            data: vec![0; HEADER_BYTES],
-            free: 0,
-            state: FloatState::default(),
-        }
+    fn candidate(h: &FloatHistogram) -> Candidate<'_, f64> {
+        float_candidate(h)
     }
 
-    /// Wraps stored chunk data so that more samples can be appended.
-    pub fn from_bytes(data: Vec<u8>) -> Result<Self> {
-        let mut dec = FloatDecoder::new(&data).map_err(Error::Invalid)?;
-        while dec.next().map_err(Error::Invalid)? {}
-        let used = HEADER_BYTES * 8 + dec.reader.position();
-        let free = data.len() * 8 - used;
-        if free > 8 {
-            return Err(Error::Invalid(format!(
-                "float histogram chunk: {} bytes after the last sample",
-                free / 8
-            )));
-        }
-        let state = dec.state;
-        Ok(FloatHistogramChunk {
-            data,
-            free: free as u8,
-            state,
-        })
-    }
-
-    pub fn num_samples(&self) -> u16 {
-        u16::from_be_bytes([self.data[0], self.data[1]])
-    }
-
-    pub fn bytes(&self) -> &[u8] {
-        &self.data
-    }
-
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.data
-    }
-
-    pub fn counter_reset_header(&self) -> CounterResetHeader {
-        header_of(&self.data)
-    }
-
-    pub fn set_counter_reset_header(&mut self, h: CounterResetHeader) {
-        self.data[2] = (self.data[2] & 0b0011_1111) | h.bits();
-    }
-
-    pub fn last_timestamp(&self) -> Option<i64> {
-        (self.num_samples() > 0).then_some(self.state.t)
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.data.capacity()
-    }
-
-    pub fn iter(&self) -> FloatHistogramIterator<'_> {
-        FloatHistogramIterator::new(&self.data)
-    }
-
-    fn current(&self) -> Current<'_, f64> {
-        let s = &self.state;
+    fn current(s: &FloatState, header: CounterResetHeader) -> Current<'_, f64> {
         Current {
-            header: self.counter_reset_header(),
+            header,
             layout: &s.layout,
             last_stale: is_stale_nan(f64::from_bits(s.sum.bits)),
             count: f64::from_bits(s.count.bits),
@@ -1164,77 +1207,33 @@ impl FloatHistogramChunk {
         }
     }
 
-    /// Whether [`FloatHistogramChunk::append`] would take `h`, without changing the chunk.
-    pub fn check(&self, h: &FloatHistogram) -> std::result::Result<(), Cut> {
-        if self.num_samples() == 0 {
-            return Ok(());
-        }
-        match plan(&self.current(), &float_candidate(h)) {
-            Plan::Cut(hdr) => Err(Cut(hdr)),
-            Plan::Append { .. } => Ok(()),
-        }
+    fn relay(h: &FloatHistogram, from: (&[i32], &[i32]), to: (&[i32], &[i32])) -> FloatHistogram {
+        let mut out = h.clone();
+        out.positive_spans = spans_from_indexes(to.0);
+        out.negative_spans = spans_from_indexes(to.1);
+        out.positive_buckets = expand(from.0, &h.positive_buckets, to.0);
+        out.negative_buckets = expand(from.1, &h.negative_buckets, to.1);
+        out
     }
 
-    /// As [`HistogramChunk::append`], for float histograms.
-    ///
-    /// # Panics
-    /// If the chunk already holds `u16::MAX` samples.
-    pub fn append(&mut self, t: i64, h: &FloatHistogram) -> std::result::Result<(), Cut> {
-        let n = self.num_samples();
-        assert!(n < u16::MAX, "float histogram chunk is full");
-        if n == 0 {
-            if let Some(hdr) = header_for_hint(h.counter_reset_hint) {
-                self.set_counter_reset_header(hdr);
-            }
-            self.write_sample(t, h);
-            return Ok(());
-        }
-        let cand = float_candidate(h);
-        match plan(&self.current(), &cand) {
-            Plan::Cut(hdr) => Err(Cut(hdr)),
-            Plan::Append { positive, negative } => {
-                if positive.is_none() && negative.is_none() {
-                    self.write_sample(t, h);
-                    return Ok(());
-                }
-                let chunk_pos: Vec<i32> = bucket_indexes(&self.state.layout.positive).collect();
-                let chunk_neg: Vec<i32> = bucket_indexes(&self.state.layout.negative).collect();
-                let pos = positive.unwrap_or_else(|| chunk_pos.clone());
-                let neg = negative.unwrap_or_else(|| chunk_neg.clone());
-                let relay = |h: &FloatHistogram, from_p: &[i32], from_n: &[i32]| {
-                    let mut out = h.clone();
-                    out.positive_spans = spans_from_indexes(&pos);
-                    out.negative_spans = spans_from_indexes(&neg);
-                    out.positive_buckets = expand(from_p, &h.positive_buckets, &pos);
-                    out.negative_buckets = expand(from_n, &h.negative_buckets, &neg);
-                    out
-                };
-                if pos != chunk_pos || neg != chunk_neg {
-                    let old: Vec<(i64, FloatHistogram)> = self.iter().collect();
-                    let header = self.counter_reset_header();
-                    *self = FloatHistogramChunk::new();
-                    self.set_counter_reset_header(header);
-                    for (ot, oh) in &old {
-                        let r = if oh.is_stale() {
-                            oh.clone()
-                        } else {
-                            relay(oh, &chunk_pos, &chunk_neg)
-                        };
-                        self.write_sample(*ot, &r);
-                    }
-                }
-                let new = relay(h, &cand.positive, &cand.negative);
-                self.write_sample(t, &new);
-                Ok(())
-            }
-        }
+    fn is_stale(h: &FloatHistogram) -> bool {
+        h.is_stale()
     }
 
-    fn write_sample(&mut self, t: i64, h: &FloatHistogram) {
-        let n = self.num_samples();
-        let s = &mut self.state;
-        let mut w = BitWriter::new(&mut self.data, self.free);
-        if n == 0 {
+    fn hint(h: &FloatHistogram) -> CounterResetHint {
+        h.counter_reset_hint
+    }
+
+    fn layout(s: &FloatState) -> &Layout {
+        &s.layout
+    }
+
+    fn last_t(s: &FloatState) -> i64 {
+        s.t
+    }
+
+    fn write(s: &mut Self::State, w: &mut BitWriter<'_>, first: bool, t: i64, h: &FloatHistogram) {
+        if first {
             let stale_only;
             let h = if h.is_stale() {
                 stale_only = FloatHistogram {
@@ -1246,8 +1245,8 @@ impl FloatHistogramChunk {
                 h
             };
             s.layout = Layout::of_float(h);
-            s.layout.write(&mut w);
-            put_varbit_int(&mut w, t);
+            s.layout.write(w);
+            put_varbit_int(w, t);
             for v in [h.count, h.zero_count, h.sum] {
                 w.write_bits(v.to_bits(), 64);
             }
@@ -1271,80 +1270,36 @@ impl FloatHistogramChunk {
                 .collect();
         } else {
             let t_delta = t.wrapping_sub(s.t);
-            put_varbit_int(&mut w, t_delta.wrapping_sub(s.t_delta));
+            put_varbit_int(w, t_delta.wrapping_sub(s.t_delta));
             s.t = t;
             s.t_delta = t_delta;
             if h.is_stale() {
                 // As Prometheus: the marker is an empty histogram carrying only the sum.
-                s.count.write(&mut w, 0.0);
-                s.zero_count.write(&mut w, 0.0);
-                s.sum.write(&mut w, h.sum);
+                s.count.write(w, 0.0);
+                s.zero_count.write(w, 0.0);
+                s.sum.write(w, h.sum);
             } else {
-                s.count.write(&mut w, h.count);
-                s.zero_count.write(&mut w, h.zero_count);
-                s.sum.write(&mut w, h.sum);
+                s.count.write(w, h.count);
+                s.zero_count.write(w, h.zero_count);
+                s.sum.write(w, h.sum);
                 for (x, &b) in s.positive.iter_mut().zip(&h.positive_buckets) {
-                    x.write(&mut w, b);
+                    x.write(w, b);
                 }
                 for (x, &b) in s.negative.iter_mut().zip(&h.negative_buckets) {
-                    x.write(&mut w, b);
+                    x.write(w, b);
                 }
             }
         }
-        self.free = w.free();
-        self.data[..2].copy_from_slice(&(n + 1).to_be_bytes());
-    }
-}
-
-struct FloatDecoder<'a> {
-    reader: BitReader<'a>,
-    total: u16,
-    read: u16,
-    header: CounterResetHeader,
-    state: FloatState,
-    data_bits: usize,
-}
-
-impl<'a> FloatDecoder<'a> {
-    fn new(data: &'a [u8]) -> std::result::Result<Self, String> {
-        check_header(data, "float histogram")?;
-        Ok(FloatDecoder {
-            reader: BitReader::new(&data[HEADER_BYTES..]),
-            total: u16::from_be_bytes([data[0], data[1]]),
-            read: 0,
-            header: header_of(data),
-            state: FloatState::default(),
-            data_bits: (data.len() - HEADER_BYTES) * 8,
-        })
     }
 
-    fn next(&mut self) -> std::result::Result<bool, String> {
-        if self.read == self.total {
-            return Ok(false);
-        }
-        match self.decode() {
-            Some(Ok(())) => {
-                self.read += 1;
-                Ok(true)
-            }
-            Some(Err(e)) => Err(format!(
-                "float histogram chunk: sample {} of {}: {e}",
-                self.read + 1,
-                self.total
-            )),
-            None => Err(format!(
-                "float histogram chunk: data ends inside sample {} of {}",
-                self.read + 1,
-                self.total
-            )),
-        }
-    }
-
-    fn decode(&mut self) -> Option<std::result::Result<(), String>> {
-        let r = &mut self.reader;
-        let s = &mut self.state;
-        if self.read == 0 {
-            s.layout = match Layout::read(r, self.data_bits)? {
+    fn decode(
+        s: &mut Self::State,
+        r: &mut BitReader<'_>,
+        first: bool,
+        data_bits: usize,
+    ) -> Option<std::result::Result<(), String>> {
+        if first {
+            s.layout = match Layout::read(r, data_bits)? {
                 Ok(l) => l,
                 Err(e) => return Some(Err(e)),
             };
@@ -1384,9 +1339,7 @@ impl<'a> FloatDecoder<'a> {
         Some(Ok(()))
     }
 
-    fn histogram(&self) -> FloatHistogram {
-        let s = &self.state;
-        let hint = self.header.hint_for_sample(self.read);
+    fn histogram(s: &Self::State, hint: CounterResetHint) -> FloatHistogram {
         if is_stale_nan(f64::from_bits(s.sum.bits)) {
             return FloatHistogram {
                 counter_reset_hint: hint,
@@ -1406,51 +1359,6 @@ impl<'a> FloatDecoder<'a> {
             positive_buckets: s.positive.iter().map(|x| f64::from_bits(x.bits)).collect(),
             negative_buckets: s.negative.iter().map(|x| f64::from_bits(x.bits)).collect(),
             custom_values: s.layout.custom_values.clone(),
-        }
-    }
-}
-
-/// Iterates the samples of float histogram chunk data.
-pub struct FloatHistogramIterator<'a> {
-    dec: Option<FloatDecoder<'a>>,
-    err: Option<String>,
-}
-
-impl<'a> FloatHistogramIterator<'a> {
-    pub fn new(data: &'a [u8]) -> Self {
-        match FloatDecoder::new(data) {
-            Ok(d) => FloatHistogramIterator {
-                dec: Some(d),
-                err: None,
-            },
-            Err(e) => FloatHistogramIterator {
-                dec: None,
-                err: Some(e),
-            },
-        }
-    }
-
-    pub fn err(&self) -> Option<&str> {
-        self.err.as_deref()
-    }
-}
-
-impl Iterator for FloatHistogramIterator<'_> {
-    type Item = (i64, FloatHistogram);
-
-    fn next(&mut self) -> Option<(i64, FloatHistogram)> {
-        let dec = self.dec.as_mut()?;
-        match dec.next() {
-            Ok(true) => Some((dec.state.t, dec.histogram())),
-            Ok(false) => {
-                self.dec = None;
-                None
-            }
-            Err(e) => {
-                self.err = Some(e);
-                self.dec = None;
-                None
-            }
         }
     }
 }
