@@ -33,16 +33,50 @@ pub fn compress(msg: &[u8]) -> std::io::Result<Vec<u8>> {
 
 /// Inverse of [`compress`], refusing output larger than `max` bytes.
 pub fn decompress(data: &[u8], max: usize) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity((data.len() * 2).min(max));
+    // The frames declare what they hold: reserve that once instead of growing the output
+    // (each doubling copies and faults in fresh pages), and refuse an oversized message before
+    // decompressing it. A stream whose frames cannot be walked is left to the decoder's errors.
+    let declared = framed_len(data);
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large(max));
+    }
+    let mut out = Vec::with_capacity(declared.unwrap_or(data.len() * 2).min(max));
     snap::read::FrameDecoder::new(data)
         .take((max as u64).saturating_add(1))
         .read_to_end(&mut out)?;
     if out.len() > max {
-        return Err(std::io::Error::other(format!(
-            "the message decompresses to more than {max} bytes"
-        )));
+        return Err(too_large(max));
     }
     Ok(out)
+}
+
+fn too_large(max: usize) -> std::io::Error {
+    std::io::Error::other(format!("the message decompresses to more than {max} bytes"))
+}
+
+/// The uncompressed size a snappy framed stream declares: the sum of its chunks' lengths
+/// (compressed chunks declare theirs in the block header). `None` if the chunk headers do not
+/// walk to the end of the data.
+fn framed_len(data: &[u8]) -> Option<usize> {
+    let mut rest = data;
+    let mut total = 0usize;
+    while !rest.is_empty() {
+        let header = rest.get(..4)?;
+        let len =
+            usize::from(header[1]) | usize::from(header[2]) << 8 | usize::from(header[3]) << 16;
+        let body = rest.get(4..4 + len)?;
+        match header[0] {
+            // Compressed data: a 4-byte checksum, then a snappy block.
+            0x00 => total += snap::raw::decompress_len(body.get(4..)?).ok()?,
+            // Uncompressed data: a 4-byte checksum, then the bytes.
+            0x01 => total += len.checked_sub(4)?,
+            // Stream identifier, padding and skippable chunks hold no data.
+            0x80..=0xff => {}
+            _ => return None,
+        }
+        rest = &rest[4 + len..];
+    }
+    Some(total)
 }
 
 /// Rewrites every length-prefixed gRPC message of `body` with `f(compressed_flag, message)`,
@@ -236,6 +270,17 @@ mod tests {
         let e = decompress(&bomb, 1 << 20).unwrap_err();
         assert!(e.to_string().contains("more than 1048576 bytes"), "{e}");
         assert_eq!(decompress(&bomb, 16 << 20).unwrap().len(), 16 << 20);
+    }
+
+    #[test]
+    fn the_declared_length_is_what_comes_out() {
+        for n in [0usize, 1, 1000, 70_000, 300_000] {
+            let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8 ^ (i / 7) as u8).collect();
+            let packed = compress(&data).unwrap();
+            assert_eq!(framed_len(&packed), Some(n));
+            assert_eq!(decompress(&packed, n).unwrap(), data);
+        }
+        assert_eq!(framed_len(&[0x00, 9, 0, 0]), None);
     }
 
     proptest::proptest! {
