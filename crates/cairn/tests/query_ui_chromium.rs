@@ -10,7 +10,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{chromium_dom, remote_write, Cairn, CairnQuery};
+use common::{between, chromium_dom, count, remote_write, Cairn, CairnQuery};
 
 fn dom(profile: &std::path::Path, url: &str) -> String {
     chromium_dom(profile, url)
@@ -21,19 +21,6 @@ fn row_with<'a>(rows: &'a str, needle: &str) -> &'a str {
     rows.split(r#"<tr class="result""#)
         .find(|r| r.contains(needle))
         .unwrap_or_else(|| panic!("no row with {needle} in {rows}"))
-}
-
-fn count(haystack: &str, needle: &str) -> usize {
-    haystack.matches(needle).count()
-}
-
-/// The text of every element with `class="..."` or `id="..."` marker `open` up to its close tag.
-fn between<'a>(html: &'a str, open: &str, close: &str) -> &'a str {
-    let start = html
-        .find(open)
-        .unwrap_or_else(|| panic!("{open} not in page:\n{html}"));
-    let rest = &html[start..];
-    &rest[..rest.find(close).map_or(rest.len(), |e| e + close.len())]
 }
 
 fn url(addr: SocketAddr, path_and_query: &str) -> String {

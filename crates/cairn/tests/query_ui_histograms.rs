@@ -23,7 +23,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{artifact_dir, chromium_dom, chromium_screenshot, Cairn, CairnQuery, CairnStore};
+use common::{
+    artifact_dir, between, chromium_dom, chromium_screenshot, count, Cairn, CairnQuery, CairnStore,
+};
 
 /// Samples 1..=SAMPLES (sample 0 would be an empty histogram).
 const SAMPLES: i64 = 80;
@@ -45,19 +47,6 @@ fn ts(start: i64, i: i64) -> i64 {
 /// The absolute counts of the four positive buckets at sample `i`.
 fn bucket_counts(i: i64) -> [i64; 4] {
     [i, 2 * i, 3 * i, i]
-}
-
-fn count(haystack: &str, needle: &str) -> usize {
-    haystack.matches(needle).count()
-}
-
-/// From the first `open` to the first `close` after it (inclusive).
-fn between<'a>(html: &'a str, open: &str, close: &str) -> &'a str {
-    let start = html
-        .find(open)
-        .unwrap_or_else(|| panic!("{open} not in page:\n{html}"));
-    let rest = &html[start..];
-    &rest[..rest.find(close).map_or(rest.len(), |e| e + close.len())]
 }
 
 /// The value of attribute `name` in the start tag that begins with `tag_start`.

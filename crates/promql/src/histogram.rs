@@ -13,14 +13,8 @@ use crate::functions::go_g;
 /// The schema of native histograms with custom buckets.
 pub const CUSTOM_BUCKETS_SCHEMA: i32 = -53;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum CounterResetHint {
-    #[default]
-    Unknown,
-    Reset,
-    NotReset,
-    Gauge,
-}
+/// The writer's counter-reset hint: the model's type, shared with storage.
+pub use model::histogram::CounterResetHint;
 
 /// A float native histogram.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -266,7 +266,6 @@ pub fn decode(
 
 /// The engine's form of a stored native histogram: float counts on sparse bucket indexes.
 pub fn promql_histogram(h: &FloatHistogram) -> promql::FloatHistogram {
-    use promql::CounterResetHint as P;
     let side = |spans: &[model::histogram::Span], counts: &[f64]| -> Vec<(i32, f64)> {
         bucket_indexes(spans).zip(counts.iter().copied()).collect()
     };
@@ -275,9 +274,8 @@ pub fn promql_histogram(h: &FloatHistogram) -> promql::FloatHistogram {
             // A chunk's "no reset" holds within the chunk only: after overlapping chunks or
             // replicas are merged, the sample before may come from elsewhere, so the engine
             // detects resets itself (Prometheus' merge does the same when sources change).
-            CounterResetHint::Unknown | CounterResetHint::NotReset => P::Unknown,
-            CounterResetHint::Reset => P::Reset,
-            CounterResetHint::Gauge => P::Gauge,
+            CounterResetHint::NotReset => CounterResetHint::Unknown,
+            hint => hint,
         },
         schema: h.schema,
         zero_threshold: h.zero_threshold,

@@ -1383,6 +1383,20 @@ fn chromium_command(profile: &Path) -> Command {
     cmd
 }
 
+/// How often `needle` occurs in `haystack` (rendered DOM checks).
+pub fn count(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}
+
+/// From the first `open` in `html` to the first `close` after it (inclusive).
+pub fn between<'a>(html: &'a str, open: &str, close: &str) -> &'a str {
+    let start = html
+        .find(open)
+        .unwrap_or_else(|| panic!("{open} not in page:\n{html}"));
+    let rest = &html[start..];
+    &rest[..rest.find(close).map_or(rest.len(), |e| e + close.len())]
+}
+
 /// Loads `url` in headless Chromium, lets its scripts run, and returns the DOM.
 pub fn chromium_dom(profile: &Path, url: &str) -> String {
     let out = chromium_command(profile)
