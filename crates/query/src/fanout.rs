@@ -47,6 +47,11 @@ pub struct TenantScope {
     pub tenant: String,
 }
 
+/// Series per `SeriesBatch` asked of stores (Thanos' querier asks 64 too,
+/// `store.DefaultResponseBatchSize`): one message per series costs both sides more than the
+/// series; stores that predate batches ignore it and send one series a message.
+pub const RESPONSE_BATCH_SIZE: i64 = 64;
+
 /// The gRPC metadata key carrying the tenant (Thanos' `tenancy.DefaultTenantHeader`, lowercased).
 pub const TENANT_METADATA: &str = "thanos-tenant";
 
@@ -292,6 +297,7 @@ impl SeriesQuery {
             partial_response_disabled: disabled,
             partial_response_strategy: strategy,
             skip_chunks: self.skip_chunks,
+            response_batch_size: RESPONSE_BATCH_SIZE,
             step: self.step,
             range: self.range,
             query_hints: Some(proto::thanos::QueryHints {

@@ -39,7 +39,7 @@ pub(crate) fn storage_kind(e: &tsdb::Error) -> StorageErrorKind {
         }
         tsdb::Error::Io { .. } => StorageErrorKind::Io,
         tsdb::Error::Corruption { .. } | tsdb::Error::Invalid(_) => StorageErrorKind::Corrupt,
-        tsdb::Error::Closed => StorageErrorKind::Unavailable,
+        tsdb::Error::Closed | tsdb::Error::ReadOutlived { .. } => StorageErrorKind::Unavailable,
         tsdb::Error::OutOfOrder { .. }
         | tsdb::Error::DuplicateTimestamp { .. }
         | tsdb::Error::OutOfBounds { .. }

@@ -74,34 +74,75 @@ pub(crate) fn tsdb_status(err: tsdb::Error, external: &ExternalLabels) -> Status
     match err {
         tsdb::Error::Corruption { .. } => Status::data_loss(msg),
         tsdb::Error::InvalidMatcher(_) => Status::invalid_argument(msg),
-        tsdb::Error::Closed => Status::unavailable(msg),
+        tsdb::Error::Closed | tsdb::Error::ReadOutlived { .. } => Status::unavailable(msg),
         _ => Status::internal(msg),
     }
 }
 
+/// The answer to a Series request as it is produced: series in served order (by full labels).
+pub(crate) type SeriesIter = Box<dyn Iterator<Item = Result<StoreSeries, Status>> + Send>;
+
 /// Selects the matching series of every TSDB, sorted by full labels, series with equal labels
 /// merged (chunks in time order, identical chunks once), at most `limit` of them.
+///
+/// The answer streams: the TSDBs resolve the matchers to series handles, and a series' chunks
+/// are read when the returned iterator reaches it, so memory holds the handles (a pointer or a
+/// series ref per series) and the series in flight, not the answer. That needs the served
+/// labels (external labels added, replica labels removed) to keep each TSDB's order, which a
+/// first pass over the labels checks; when they do not (a series whose labels are a prefix of
+/// another's, with an external label sorting after the shorter one's last label; or a replica
+/// label stored in the series), the answer is gathered and sorted in memory, as Thanos' TSDB
+/// store always does.
 pub(crate) fn select(
     tsdbs: &[(ExternalLabels, Arc<Db>)],
     q: &SeriesQuery,
-) -> Result<Vec<StoreSeries>, Status> {
-    let mut all: Vec<StoreSeries> = Vec::new();
+) -> Result<(SeriesIter, bool), Status> {
+    let mut sources = Vec::new();
     for (external, db) in tsdbs {
         let Some(matchers) = matchers_for_tsdb(&q.matchers, external) else {
             continue;
         };
-        let series = db
-            .querier(q.min_time, q.max_time)
-            .select(&matchers, q.min_time, q.max_time)
+        let selection = db
+            .select_lazy(&matchers, q.min_time, q.max_time)
             .map_err(|e| tsdb_status(e, external))?;
-        all.extend(series.into_iter().map(|s| StoreSeries {
-            labels: full_labels(&s.labels, external, &q.without),
-            chunks: if q.skip_chunks { Vec::new() } else { s.chunks },
-        }));
+        sources.push((external.clone(), selection));
+    }
+    let mut in_order = true;
+    'check: for (external, selection) in &sources {
+        let mut prev: Option<Labels> = None;
+        for s in selection.iter(false) {
+            let s = s.map_err(|e| tsdb_status(e, external))?;
+            let served = full_labels(&s.labels, external, &q.without);
+            if prev.as_ref().is_some_and(|p| *p > served) {
+                in_order = false;
+                break 'check;
+            }
+            prev = Some(served);
+        }
+    }
+    let with_chunks = !q.skip_chunks;
+    let streams: Vec<Served> = sources
+        .into_iter()
+        .map(|(external, selection)| Served {
+            series: selection.iter(with_chunks),
+            without: q.without.clone(),
+            external,
+        })
+        .collect();
+    if in_order {
+        let merge = MergeServed {
+            streams: streams.into_iter().map(Iterator::peekable).collect(),
+            limit: q.limit,
+            sent: 0,
+        };
+        return Ok((Box::new(merge), true));
+    }
+    let mut all = Vec::new();
+    for s in streams {
+        all.extend(s.collect::<Result<Vec<_>, _>>()?);
     }
     // Stable: series with equal labels keep the order of the TSDBs.
     all.sort_by(|a, b| a.labels.cmp(&b.labels));
-
     let mut merged: Vec<StoreSeries> = Vec::with_capacity(all.len());
     for s in all {
         match merged.last_mut() {
@@ -117,7 +158,69 @@ pub(crate) fn select(
     for s in &mut merged {
         sort_and_dedup_chunks(&mut s.chunks);
     }
-    Ok(merged)
+    Ok((Box::new(merged.into_iter().map(Ok)), false))
+}
+
+/// One TSDB's series with their served labels.
+struct Served {
+    series: tsdb::select::SelectionIter,
+    external: ExternalLabels,
+    without: Vec<String>,
+}
+
+impl Iterator for Served {
+    type Item = Result<StoreSeries, Status>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(match self.series.next()? {
+            Ok(s) => Ok(StoreSeries {
+                labels: full_labels(&s.labels, &self.external, &self.without),
+                chunks: s.chunks,
+            }),
+            Err(e) => Err(tsdb_status(e, &self.external)),
+        })
+    }
+}
+
+/// Merges TSDB streams already in served order: equal labels (from several TSDBs, or one TSDB's
+/// series that differ only in a removed replica label) become one series.
+struct MergeServed {
+    streams: Vec<std::iter::Peekable<Served>>,
+    limit: usize,
+    sent: usize,
+}
+
+impl Iterator for MergeServed {
+    type Item = Result<StoreSeries, Status>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.limit > 0 && self.sent == self.limit {
+            return None;
+        }
+        let mut min: Option<Labels> = None;
+        for s in &mut self.streams {
+            match s.peek() {
+                Some(Ok(x)) if min.as_ref().is_none_or(|m| x.labels < *m) => {
+                    min = Some(x.labels.clone());
+                }
+                Some(Ok(_)) | None => {}
+                Some(Err(_)) => return s.next(),
+            }
+        }
+        let labels = min?;
+        let mut chunks = Vec::new();
+        for s in &mut self.streams {
+            while let Some(Ok(x)) = s.peek() {
+                if x.labels != labels {
+                    break;
+                }
+                chunks.extend(s.next().expect("peeked").expect("peeked Ok").chunks);
+            }
+        }
+        sort_and_dedup_chunks(&mut chunks);
+        self.sent += 1;
+        Some(Ok(StoreSeries { labels, chunks }))
+    }
 }
 
 /// Puts a merged series' chunks in time order and drops exact copies (the same chunk from two
@@ -221,15 +324,15 @@ pub(crate) fn proto_labels(labels: &Labels) -> Vec<thanos::Label> {
 /// series that does not fit is split over consecutive frames with the same labels.
 /// Aggregate chunks carry the request's `aggregates` (see [`aggr_chunk`]).
 pub(crate) struct Frames {
-    series: std::vec::IntoIter<StoreSeries>,
+    series: SeriesIter,
     current: Option<(Vec<thanos::Label>, usize, std::vec::IntoIter<ChunkData>)>,
     aggregates: Vec<i32>,
 }
 
 impl Frames {
-    pub(crate) fn new(series: Vec<StoreSeries>, aggregates: Vec<i32>) -> Self {
+    pub(crate) fn new(series: SeriesIter, aggregates: Vec<i32>) -> Self {
         Frames {
-            series: series.into_iter(),
+            series,
             current: None,
             aggregates,
         }
@@ -241,7 +344,10 @@ impl Iterator for Frames {
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.current.is_none() {
-            let s = self.series.next()?;
+            let s = match self.series.next()? {
+                Ok(s) => s,
+                Err(e) => return Some(Err(e)),
+            };
             let labels = proto_labels(&s.labels);
             if s.chunks.is_empty() {
                 return Some(Ok(thanos::Series {
@@ -295,6 +401,11 @@ pub struct Responses {
 
 impl Responses {
     pub(crate) fn new(series: Vec<StoreSeries>, batch_size: usize, aggregates: Vec<i32>) -> Self {
+        Self::streaming(Box::new(series.into_iter().map(Ok)), batch_size, aggregates)
+    }
+
+    /// Responses for series as an iterator produces them (see [`select`]).
+    pub(crate) fn streaming(series: SeriesIter, batch_size: usize, aggregates: Vec<i32>) -> Self {
         Responses {
             frames: Frames::new(series, aggregates),
             batch_size,
@@ -420,6 +531,10 @@ mod tests {
         }
     }
 
+    fn frames(series: Vec<StoreSeries>, aggregates: Vec<i32>) -> Frames {
+        Frames::new(Box::new(series.into_iter().map(Ok)), aggregates)
+    }
+
     fn labels(p: &[(&str, &str)]) -> Labels {
         Labels::from_pairs(p.iter().copied())
     }
@@ -463,9 +578,7 @@ mod tests {
                 chunks: vec![chunk(0, 10, ENCODING_XOR)],
             },
         ];
-        let frames: Vec<thanos::Series> = Frames::new(series, Vec::new())
-            .map(Result::unwrap)
-            .collect();
+        let frames: Vec<thanos::Series> = frames(series, Vec::new()).map(Result::unwrap).collect();
         assert_eq!(
             frames.len(),
             4,
@@ -496,7 +609,7 @@ mod tests {
                 chunk(40, 3, ENCODING_FLOAT_HISTOGRAM),
             ],
         }];
-        let f = Frames::new(series, Vec::new()).next().unwrap().unwrap();
+        let f = frames(series, Vec::new()).next().unwrap().unwrap();
         let types: Vec<i32> = f
             .chunks
             .iter()
@@ -508,7 +621,7 @@ mod tests {
             labels: labels(&[("a", "b")]),
             chunks: vec![chunk(0, 3, 9)],
         }];
-        let err = Frames::new(series, Vec::new()).next().unwrap().unwrap_err();
+        let err = frames(series, Vec::new()).next().unwrap().unwrap_err();
         assert_eq!(err.code(), tonic::Code::Internal);
         assert!(err.message().contains("unknown encoding 9"));
     }
@@ -535,7 +648,7 @@ mod tests {
                 labels: labels(&[("a", "b")]),
                 chunks,
             }];
-            Frames::new(series, aggrs.iter().map(|&a| a as i32).collect())
+            frames(series, aggrs.iter().map(|&a| a as i32).collect())
                 .next()
                 .unwrap()
         };
@@ -596,5 +709,128 @@ mod tests {
         assert!(s
             .message()
             .starts_with("reading the TSDB {tenant_id=\"a\"}: corruption"));
+    }
+
+    /// A TSDB (head only) holding `series`, one sample each at t = 10.
+    fn tsdb(dir: &std::path::Path, series: &[&[(&str, &str)]]) -> Arc<Db> {
+        let (db, _) = Db::open(dir, tsdb::db::DbOptions::default()).unwrap();
+        let mut app = db.appender();
+        for s in series {
+            app.append(&labels(s), 10, 1.0).unwrap();
+        }
+        app.commit().unwrap();
+        Arc::new(db)
+    }
+
+    fn ext(p: &[(&str, &str)]) -> ExternalLabels {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// What `select` answers, by the rule it implements: every series with served labels,
+    /// sorted, equal ones merged.
+    fn reference(tsdbs: &[(ExternalLabels, Arc<Db>)], q: &SeriesQuery) -> Vec<(String, usize)> {
+        let mut all: Vec<(Labels, Vec<ChunkData>)> = Vec::new();
+        for (external, db) in tsdbs {
+            let Some(m) = matchers_for_tsdb(&q.matchers, external) else {
+                continue;
+            };
+            let querier = db.querier(q.min_time, q.max_time);
+            for s in querier.select(&m, q.min_time, q.max_time).unwrap() {
+                all.push((full_labels(&s.labels, external, &q.without), s.chunks));
+            }
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out: Vec<(Labels, Vec<ChunkData>)> = Vec::new();
+        for (l, c) in all {
+            match out.last_mut() {
+                Some(last) if last.0 == l => last.1.extend(c),
+                _ => out.push((l, c)),
+            }
+        }
+        out.into_iter()
+            .map(|(l, mut c)| {
+                sort_and_dedup_chunks(&mut c);
+                (l.to_string(), c.len())
+            })
+            .collect()
+    }
+
+    fn run(tsdbs: &[(ExternalLabels, Arc<Db>)], q: &SeriesQuery) -> (Vec<(String, usize)>, bool) {
+        let (series, streamed) = select(tsdbs, q).unwrap();
+        let got = series
+            .map(|s| s.unwrap())
+            .map(|s| (s.labels.to_string(), s.chunks.len()))
+            .collect();
+        (got, streamed)
+    }
+
+    #[test]
+    fn streams_when_served_labels_keep_the_tsdb_order_and_sorts_when_not() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let uniform: &[&[(&str, &str)]] = &[
+            &[("__name__", "up"), ("job", "a"), ("pod", "1")],
+            &[("__name__", "up"), ("job", "a"), ("pod", "2")],
+            &[("__name__", "up"), ("job", "b"), ("pod", "1")],
+        ];
+        // Two replicas of the same series and another tenant.
+        let tsdbs = vec![
+            (
+                ext(&[("replica", "r1"), ("tenant_id", "t")]),
+                tsdb(dirs[0].path(), uniform),
+            ),
+            (
+                ext(&[("replica", "r2"), ("tenant_id", "t")]),
+                tsdb(dirs[1].path(), uniform),
+            ),
+            (
+                ext(&[("replica", "r1"), ("tenant_id", "u")]),
+                tsdb(dirs[2].path(), uniform),
+            ),
+        ];
+        let mut q = SeriesQuery {
+            matchers: vec![Matcher::equal("__name__", "up")],
+            min_time: 0,
+            max_time: 100,
+            skip_chunks: false,
+            without: vec![],
+            limit: 0,
+        };
+        for without in [vec![], vec!["replica".to_string()]] {
+            q.without = without;
+            let (got, streamed) = run(&tsdbs, &q);
+            assert!(streamed, "{:?}", q.without);
+            assert_eq!(got, reference(&tsdbs, &q));
+        }
+        assert_eq!(run(&tsdbs, &q).0.len(), 6, "replicas merged");
+        assert!(
+            run(&tsdbs, &q).0.iter().all(|(_, n)| *n == 1),
+            "identical chunks once"
+        );
+        q.limit = 4;
+        assert_eq!(run(&tsdbs, &q).0, reference(&tsdbs, &q)[..4]);
+        q.limit = 0;
+        q.skip_chunks = true;
+        let (got, streamed) = run(&tsdbs, &q);
+        assert!(streamed && got.len() == 6 && got.iter().all(|(_, n)| *n == 0));
+        q.skip_chunks = false;
+        q.without.clear();
+
+        // {job="a"} sorts before {job="a", pod="1"}, but with replica="r" added after `job` it
+        // sorts after {job="a", pod="1", replica="r"}: the answer is gathered and sorted.
+        let d = tempfile::tempdir().unwrap();
+        let prefixed: &[&[(&str, &str)]] = &[
+            &[("__name__", "up"), ("job", "a")],
+            &[("__name__", "up"), ("job", "a"), ("pod", "1")],
+        ];
+        let tsdbs = vec![(ext(&[("replica", "r")]), tsdb(d.path(), prefixed))];
+        let (got, streamed) = run(&tsdbs, &q);
+        assert!(!streamed, "{got:?}");
+        assert_eq!(got, reference(&tsdbs, &q));
+        assert_eq!(
+            got[0].0,
+            r#"{__name__="up", job="a", pod="1", replica="r"}"#
+        );
     }
 }

@@ -303,7 +303,7 @@ pub fn list_block_files(dir: &Path) -> Vec<FileMeta> {
 pub struct Block {
     dir: PathBuf,
     meta: BlockMeta,
-    index: IndexReader,
+    pub(crate) index: IndexReader,
     chunks: ChunkReader,
 }
 

@@ -20,15 +20,22 @@ use crate::block::{
 };
 use crate::error::IoContext;
 use crate::head::{range_start, Appender, Head, HeadOptions, HeadQuerier};
+use crate::matcher::{postings_for_matchers, Matcher};
 use crate::meta::{BlockMeta, ThanosMeta};
 use crate::querier::{MergeQuerier, Querier};
+use crate::select::{Part, ReadLease, Selection};
 use crate::wal::{Wal, WalOptions};
-use crate::Result;
+use crate::{Error, Result};
 
 pub const WAL_DIRNAME: &str = "cairn-wal";
 /// An empty directory named like Prometheus' WAL: `promtool tsdb dump` (a read-only Prometheus
 /// open) refuses a data directory without one.
 pub const PROMETHEUS_WAL_DIRNAME: &str = "wal";
+
+/// How long truncating the head waits for lazy selections that still read what it drops (a
+/// query streaming to a slow client); those still open then fail with
+/// [`Error::ReadOutlived`](crate::Error::ReadOutlived) rather than answer with a gap.
+pub const READER_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Decides whether a block may be deleted by retention (the shipper says no until uploaded).
 pub type DeletionVeto = Arc<dyn Fn(&BlockMeta) -> bool + Send + Sync>;
@@ -163,6 +170,30 @@ impl Db {
         MergeQuerier::new(qs)
     }
 
+    /// The series matching `matchers` with data in [mint, maxt] as a lazy [`Selection`]:
+    /// handles now, chunks as its iterator reaches each series. It holds a read lease on the
+    /// head until dropped (with every iterator made from it).
+    pub fn select_lazy(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Selection> {
+        let lease = ReadLease::new(self.head.clone(), mint);
+        let mut parts = Vec::new();
+        for b in self.blocks().into_iter().filter(|b| b.overlaps(mint, maxt)) {
+            let refs = postings_for_matchers(&*b, matchers)?
+                .into_iter()
+                .map(|r| {
+                    u32::try_from(r)
+                        .map_err(|_| Error::Invalid(format!("series ref {r} out of range")))
+                })
+                .collect::<Result<Arc<[u32]>>>()?;
+            parts.push(Part::Block(b, refs));
+        }
+        let head = &self.head;
+        if !head.is_empty() && maxt >= head.min_time() && mint <= head.max_time() {
+            let refs = postings_for_matchers(&**head, matchers)?;
+            parts.push(Part::Head(head.series_sorted(&refs).into()));
+        }
+        Ok(Selection::new(parts, mint, maxt, lease))
+    }
+
     /// Cuts due blocks, then applies retention. Returns the blocks written.
     pub fn maintain(&self) -> Result<Vec<BlockMeta>> {
         let written = self.cut_due_blocks()?;
@@ -247,6 +278,15 @@ impl Db {
             self.head.set_min_valid_time(t);
             self.wal.cut_segment()?
         };
+        let outlived = self.head.readers.wait_below(t, READER_WAIT);
+        if outlived > 0 {
+            tracing::warn!(
+                t,
+                readers = outlived,
+                wait_s = READER_WAIT.as_secs(),
+                "truncating the head under readers still streaming from before the cut; they fail"
+            );
+        }
         let removed = self.head.truncate(t);
         let records = self.head.checkpoint_records(t);
         self.wal.checkpoint(last_segment, records.into_iter())?;

@@ -29,6 +29,11 @@ pub enum Error {
     InvalidMatcher(#[from] model::matcher::InvalidMatcher),
     #[error("database is closed")]
     Closed,
+    #[error(
+        "the head dropped its data before {t} while a read from {mint} was still streaming it \
+         (the read outlived the wait for readers); retry the query"
+    )]
+    ReadOutlived { mint: i64, t: i64 },
 }
 
 impl Error {

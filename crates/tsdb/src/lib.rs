@@ -25,6 +25,7 @@ pub mod matcher;
 pub mod meta;
 pub mod querier;
 pub mod record_log;
+pub mod select;
 pub mod tombstones;
 pub mod wal;
 

@@ -186,3 +186,119 @@ fn queries_merge_head_and_blocks_with_matchers() {
         vec!["__name__", "i", "parity"]
     );
 }
+
+/// A database with blocks and a head, series that start and stop at different times (so some
+/// are only in blocks, some only in the head, most in both).
+fn mixed_db(dir: &std::path::Path) -> Db {
+    let o = DbOptions {
+        wal: WalOptions {
+            fsync: FsyncPolicy::Never,
+            ..Default::default()
+        },
+        ..opts(1000)
+    };
+    let (db, _) = Db::open(dir, o).unwrap();
+    for t in (0..4000).step_by(7) {
+        let mut app = db.appender();
+        for i in 0..30i64 {
+            // Series i lives in [100 i, 100 i + 2500).
+            if t < 100 * i || t >= 100 * i + 2500 {
+                continue;
+            }
+            let l = Labels::from_pairs([
+                ("__name__", "m".to_string()),
+                ("i", format!("{i:02}")),
+                ("odd", (i % 2).to_string()),
+            ]);
+            app.append(&l, t, (t + i) as f64).unwrap();
+        }
+        app.commit().unwrap();
+        db.maintain().unwrap();
+    }
+    assert!(db.blocks().len() >= 2 && !db.head().is_empty());
+    db
+}
+
+#[test]
+fn lazy_selection_returns_what_the_querier_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = mixed_db(dir.path());
+    let cases: Vec<(Vec<Matcher>, i64, i64)> = vec![
+        (vec![Matcher::equal("__name__", "m")], i64::MIN, i64::MAX),
+        (vec![Matcher::equal("odd", "1")], 1200, 2100),
+        (vec![Matcher::regex("i", "0.|2.").unwrap()], 0, 999),
+        (vec![Matcher::equal("__name__", "m")], 3900, 5000),
+        (vec![Matcher::equal("__name__", "none")], 0, 5000),
+    ];
+    for (matchers, mint, maxt) in cases {
+        let eager = db
+            .querier(mint, maxt)
+            .select(&matchers, mint, maxt)
+            .unwrap();
+        let selection = db.select_lazy(&matchers, mint, maxt).unwrap();
+        let lazy: Vec<_> = selection.iter(true).collect::<Result<_, _>>().unwrap();
+        let key = |s: &tsdb::querier::Series| {
+            let chunks: Vec<_> = s
+                .chunks
+                .iter()
+                .map(|c| (c.min_time, c.max_time, c.encoding, c.data.to_vec()))
+                .collect();
+            (s.labels.to_string(), chunks)
+        };
+        assert_eq!(
+            lazy.iter().map(key).collect::<Vec<_>>(),
+            eager.iter().map(key).collect::<Vec<_>>(),
+            "{matchers:?} [{mint}, {maxt}]"
+        );
+        // The labels-only pass names the same series, without chunks.
+        let names: Vec<_> = selection.iter(false).map(|s| s.unwrap()).collect();
+        assert!(names.iter().all(|s| s.chunks.is_empty()));
+        assert_eq!(
+            names
+                .iter()
+                .map(|s| s.labels.to_string())
+                .collect::<Vec<_>>(),
+            eager
+                .iter()
+                .map(|s| s.labels.to_string())
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn truncating_the_head_waits_for_a_lazy_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(mixed_db(dir.path()));
+    let matchers = [Matcher::equal("__name__", "m")];
+    let selection = db.select_lazy(&matchers, i64::MIN, i64::MAX).unwrap();
+    let mut iter = selection.iter(true);
+    let first = iter.next().unwrap().unwrap();
+    assert!(!first.chunks.is_empty());
+    let (head_min, head_max) = (db.head().min_time(), db.head().max_time());
+    let cutter = {
+        let db = db.clone();
+        std::thread::spawn(move || db.flush().unwrap())
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!cutter.is_finished(), "the cut waits for the open reader");
+    // The reader still sees every sample of the head it started on.
+    let rest: Vec<_> = iter.collect::<Result<_, _>>().unwrap();
+    let eager_total: usize = (0..30i64)
+        .map(|i| {
+            ((100 * i).max(0)..(100 * i + 2500).min(4000))
+                .filter(|t| t % 7 == 0)
+                .count()
+        })
+        .sum();
+    let lazy_total: usize = std::iter::once(&first)
+        .chain(&rest)
+        .map(|s| s.samples(i64::MIN, i64::MAX).len())
+        .sum();
+    assert_eq!(lazy_total, eager_total);
+    drop(selection);
+    let written = cutter.join().unwrap();
+    assert!(!written.is_empty());
+    assert!(db.head().is_empty());
+    assert!(head_min < head_max);
+}

@@ -84,6 +84,8 @@ pub struct Head {
     /// exclusively to cut the segment, so every commit in the old segments is in the head.
     pub(crate) commit_lock: RwLock<()>,
     exemplars: ExemplarStorage,
+    /// Lazy selections streaming from the head; truncation waits for them.
+    pub(crate) readers: crate::select::ReadLeases,
 }
 
 /// Counters a commit reports.
@@ -106,6 +108,7 @@ impl Head {
     pub fn new(opts: HeadOptions, wal: Option<Arc<Wal>>) -> Head {
         Head {
             exemplars: ExemplarStorage::new(opts.max_exemplars),
+            readers: Default::default(),
             opts,
             index: RwLock::new(HeadIndex::default()),
             next_ref: AtomicU64::new(1),

@@ -372,6 +372,14 @@ impl MemSeries {
             .collect()
     }
 
+    /// Whether any chunk overlaps [mint, maxt] (what [`MemSeries::chunks`] would return,
+    /// without copying it).
+    pub fn has_chunks(&self, mint: i64, maxt: i64) -> bool {
+        let s = self.samples.lock().unwrap();
+        let any = s.iter().any(|(lo, hi, _, _)| hi >= mint && lo <= maxt);
+        any
+    }
+
     /// (min, max) timestamp of the samples held, if any.
     pub fn time_range(&self) -> Option<(i64, i64)> {
         let s = self.samples.lock().unwrap();
