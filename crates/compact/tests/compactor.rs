@@ -138,7 +138,7 @@ fn chunk(samples: &[(i64, f64)]) -> ChunkData {
         min_time: samples[0].0,
         max_time: samples[samples.len() - 1].0,
         encoding: ENCODING_XOR,
-        data: c.bytes().into(),
+        data: c.bytes().to_vec().into(),
     }
 }
 

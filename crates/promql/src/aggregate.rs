@@ -122,6 +122,20 @@ fn param_values(ev: &mut Evaluator<'_>, p: &Expr, steps: Steps) -> Result<Vec<f6
     }
 }
 
+/// The aggregations evaluated step by step (resolved once, not per sample).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Sum,
+    Avg,
+    Max,
+    Min,
+    Count,
+    Group,
+    Stddev,
+    Stdvar,
+    Quantile,
+}
+
 pub(crate) fn eval_aggregate(
     ev: &mut Evaluator<'_>,
     agg: &AggregateExpr,
@@ -197,6 +211,18 @@ pub(crate) fn eval_aggregate(
         _ => {}
     }
 
+    let kind = match op.as_str() {
+        "sum" => Op::Sum,
+        "avg" => Op::Avg,
+        "max" => Op::Max,
+        "min" => Op::Min,
+        "count" => Op::Count,
+        "group" => Op::Group,
+        "stddev" => Op::Stddev,
+        "stdvar" => Op::Stdvar,
+        "quantile" => Op::Quantile,
+        other => return Err(eval_err(format!("unsupported aggregation {other}"))),
+    };
     // Assign groups.
     let mut index: HashMap<Labels, usize> = HashMap::new();
     let mut group_labels: Vec<Labels> = Vec::new();
@@ -219,11 +245,16 @@ pub(crate) fn eval_aggregate(
             drop_name: false,
         })
         .collect();
+    if series_major(&input, &series_group, &mut out, kind, steps) {
+        ev.add_samples(out.iter().map(|s| s.points.len()).sum())?;
+        out.retain(|s| !s.points.is_empty());
+        return Ok(Val::Vector(out));
+    }
     let mut groups: Vec<Group> = vec![Group::default(); out.len()];
     let mut cur = StepCursor::new(input.len());
     let ignores_histograms = matches!(
-        op.as_str(),
-        "min" | "max" | "stddev" | "stdvar" | "quantile"
+        kind,
+        Op::Min | Op::Max | Op::Stddev | Op::Stdvar | Op::Quantile
     );
     for i in 0..steps.len() {
         let t = steps.ts(i);
@@ -269,21 +300,21 @@ pub(crate) fn eval_aggregate(
                 g.drop_name = input[si].drop_name;
                 g.has_float = smp.h.is_none();
                 g.has_hist = smp.h.is_some();
-                if op == "avg" {
+                if kind == Op::Avg {
                     g.havg = smp.h.as_ref().map(|h| HistogramMean::new(h));
                 } else {
                     g.h = smp.h.as_ref().map(|h| (**h).clone());
                 }
-                match op.as_str() {
-                    "stddev" | "stdvar" => {
+                match kind {
+                    Op::Stddev | Op::Stdvar => {
                         g.value = if f.is_nan() || f.is_infinite() {
                             f64::NAN
                         } else {
                             0.0
                         };
                     }
-                    "group" => g.value = 1.0,
-                    "quantile" => g.values.push(f),
+                    Op::Group => g.value = 1.0,
+                    Op::Quantile => g.values.push(f),
                     _ => {}
                 }
                 continue;
@@ -291,9 +322,9 @@ pub(crate) fn eval_aggregate(
             if input[si].drop_name {
                 g.drop_name = true;
             }
-            match op.as_str() {
-                "sum" | "avg" => {
-                    if op == "avg" {
+            match kind {
+                Op::Sum | Op::Avg => {
+                    if kind == Op::Avg {
                         g.count += 1.0;
                     }
                     if let Some(h) = &smp.h {
@@ -302,7 +333,7 @@ pub(crate) fn eval_aggregate(
                             continue;
                         }
                         // Without an accumulator, floats came first: the group is invalid.
-                        let added = if op == "avg" {
+                        let added = if kind == Op::Avg {
                             g.havg.as_mut().map(|m| m.add(h))
                         } else {
                             g.h.as_mut()
@@ -318,7 +349,7 @@ pub(crate) fn eval_aggregate(
                         continue;
                     }
                     g.has_float = true;
-                    if op == "sum" {
+                    if kind == Op::Sum {
                         let (v, c) = kahan_inc(f, g.value, g.comp);
                         g.value = v;
                         g.comp = c;
@@ -342,19 +373,19 @@ pub(crate) fn eval_aggregate(
                     g.mean = m;
                     g.comp = c;
                 }
-                "max" => {
+                Op::Max => {
                     if g.value < f || g.value.is_nan() {
                         g.value = f;
                     }
                 }
-                "min" => {
+                Op::Min => {
                     if g.value > f || g.value.is_nan() {
                         g.value = f;
                     }
                 }
-                "count" => g.count += 1.0,
-                "group" => {}
-                "stddev" | "stdvar" => {
+                Op::Count => g.count += 1.0,
+                Op::Group => {}
+                Op::Stddev | Op::Stdvar => {
                     if f.is_nan() || f.is_infinite() {
                         g.value = f64::NAN;
                     } else {
@@ -364,8 +395,7 @@ pub(crate) fn eval_aggregate(
                         g.value += delta * (f - g.mean);
                     }
                 }
-                "quantile" => g.values.push(f),
-                other => return Err(eval_err(format!("unsupported aggregation {other}"))),
+                Op::Quantile => g.values.push(f),
             }
         }
         for (gi, g) in groups.iter_mut().enumerate() {
@@ -373,8 +403,8 @@ pub(crate) fn eval_aggregate(
                 continue;
             }
             let mut hv: Option<FloatHistogram> = None;
-            let v = match op.as_str() {
-                "sum" | "avg" => {
+            let v = match kind {
+                Op::Sum | Op::Avg => {
                     if g.has_hist && g.has_float {
                         let name = input
                             .iter()
@@ -391,7 +421,7 @@ pub(crate) fn eval_aggregate(
                         ev.annos.warn("vector contains a mix of histograms with exponential and custom buckets schemas for metric name \"\"");
                         continue;
                     }
-                    let hist = if op == "avg" {
+                    let hist = if kind == Op::Avg {
                         g.havg.take().map(HistogramMean::mean)
                     } else {
                         g.h.take().map(|mut h| {
@@ -407,7 +437,7 @@ pub(crate) fn eval_aggregate(
                         h.compact();
                         hv = Some(h);
                         0.0
-                    } else if op == "sum" {
+                    } else if kind == Op::Sum {
                         g.value + g.comp
                     } else if g.incremental {
                         g.mean + g.comp
@@ -415,10 +445,10 @@ pub(crate) fn eval_aggregate(
                         g.value / g.count + g.comp / g.count
                     }
                 }
-                "count" => g.count,
-                "stdvar" => g.value / g.count,
-                "stddev" => (g.value / g.count).sqrt(),
-                "quantile" => {
+                Op::Count => g.count,
+                Op::Stdvar => g.value / g.count,
+                Op::Stddev => (g.value / g.count).sqrt(),
+                Op::Quantile => {
                     let q = params.as_ref().map(|p| p[i]).unwrap_or(f64::NAN);
                     quantile(q, &mut g.values)
                 }
@@ -437,6 +467,125 @@ pub(crate) fn eval_aggregate(
     ev.add_samples(out.iter().map(|s| s.points.len()).sum())?;
     out.retain(|s| !s.points.is_empty());
     Ok(Val::Vector(out))
+}
+
+/// Above this many (group, step) cells [`series_major`] leaves the aggregation to the
+/// step-by-step loop rather than hold them all.
+const SERIES_MAJOR_MAX_CELLS: usize = 1 << 20;
+
+/// One (group, step) of [`series_major`]: the float state of a [`Group`].
+#[derive(Clone, Copy, Default)]
+struct Cell {
+    seen: bool,
+    incremental: bool,
+    drop_name: bool,
+    value: f64,
+    comp: f64,
+    mean: f64,
+    count: f64,
+}
+
+/// Float aggregations (sum, avg, count, min, max, group) of inputs without histograms, series
+/// by series instead of step by step: each series' points are read once, in order, instead of
+/// one point of every series per step (which misses the cache on every point once there are a
+/// few hundred series). Each (group, step) still sees its series in the same order as the
+/// step-by-step loop, so the results are bit for bit the same. Returns false (and leaves `out`
+/// alone) when it does not apply.
+fn series_major(
+    input: &[Series],
+    series_group: &[usize],
+    out: &mut [Series],
+    kind: Op,
+    steps: Steps,
+) -> bool {
+    let n = steps.len();
+    if !matches!(
+        kind,
+        Op::Sum | Op::Avg | Op::Count | Op::Min | Op::Max | Op::Group
+    ) || out.len().saturating_mul(n) > SERIES_MAJOR_MAX_CELLS
+        || input.iter().any(|s| s.points.iter().any(|p| p.h.is_some()))
+    {
+        return false;
+    }
+    let mut cells = vec![Cell::default(); out.len() * n];
+    for (s, &gi) in input.iter().zip(series_group) {
+        let row = &mut cells[gi * n..(gi + 1) * n];
+        for p in &s.points {
+            let off = p.t - steps.start;
+            if off < 0 || off % steps.step != 0 {
+                continue;
+            }
+            let Some(c) = row.get_mut((off / steps.step) as usize) else {
+                continue;
+            };
+            let f = p.f;
+            if !c.seen {
+                *c = Cell {
+                    seen: true,
+                    incremental: false,
+                    drop_name: s.drop_name,
+                    value: if kind == Op::Group { 1.0 } else { f },
+                    comp: 0.0,
+                    mean: f,
+                    count: 1.0,
+                };
+                continue;
+            }
+            c.drop_name |= s.drop_name;
+            match kind {
+                Op::Sum => (c.value, c.comp) = kahan_inc(f, c.value, c.comp),
+                Op::Avg => {
+                    c.count += 1.0;
+                    let n = c.count;
+                    if !c.incremental {
+                        let (v, comp) = kahan_inc(f, c.value, c.comp);
+                        if !v.is_infinite() {
+                            (c.value, c.comp) = (v, comp);
+                            continue;
+                        }
+                        c.incremental = true;
+                        c.mean = c.value / (n - 1.0);
+                        c.comp /= n - 1.0;
+                    }
+                    let q = (n - 1.0) / n;
+                    (c.mean, c.comp) = kahan_inc(f / n, q * c.mean, q * c.comp);
+                }
+                Op::Max => {
+                    if c.value < f || c.value.is_nan() {
+                        c.value = f;
+                    }
+                }
+                Op::Min => {
+                    if c.value > f || c.value.is_nan() {
+                        c.value = f;
+                    }
+                }
+                Op::Count => c.count += 1.0,
+                Op::Group | Op::Stddev | Op::Stdvar | Op::Quantile => {}
+            }
+        }
+    }
+    for (gi, o) in out.iter_mut().enumerate() {
+        for (i, c) in cells[gi * n..(gi + 1) * n].iter().enumerate() {
+            if !c.seen {
+                continue;
+            }
+            let f = match kind {
+                Op::Sum => c.value + c.comp,
+                Op::Avg if c.incremental => c.mean + c.comp,
+                Op::Avg => c.value / c.count + c.comp / c.count,
+                Op::Count => c.count,
+                _ => c.value,
+            };
+            o.points.push(Sample {
+                t: steps.ts(i),
+                f,
+                h: None,
+            });
+            o.drop_name |= c.drop_name;
+        }
+    }
+    true
 }
 
 fn count_values(

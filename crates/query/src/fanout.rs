@@ -280,6 +280,9 @@ pub struct SeriesQuery {
     pub range: i64,
     pub func: Option<String>,
     pub grouping: Option<(bool, Vec<String>)>,
+    /// Replica labels the stores should leave out (sent when deduplicating, as Thanos' querier
+    /// does): their answers then need no re-sorting, and the labels no bytes.
+    pub without_replica_labels: Vec<String>,
     /// `SeriesRequest.aggregates`: what downsampled chunks should carry
     /// ([`crate::downsample::Aggregates::request`]).
     pub aggregates: Vec<i32>,
@@ -297,6 +300,7 @@ impl SeriesQuery {
             partial_response_disabled: disabled,
             partial_response_strategy: strategy,
             skip_chunks: self.skip_chunks,
+            without_replica_labels: self.without_replica_labels.clone(),
             response_batch_size: RESPONSE_BATCH_SIZE,
             step: self.step,
             range: self.range,

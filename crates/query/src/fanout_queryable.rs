@@ -154,6 +154,11 @@ impl FanoutQueryable {
             func: hints.func.clone(),
             grouping: (!hints.grouping.is_empty() || hints.by)
                 .then(|| (hints.by, hints.grouping.clone())),
+            without_replica_labels: if self.opts.dedup_active() {
+                self.opts.replica_labels.clone()
+            } else {
+                Vec::new()
+            },
         }
     }
 

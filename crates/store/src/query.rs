@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use proto::thanos::{self, chunk, series_response, SeriesResponse};
 use tonic::Status;
 use tsdb::chunkenc::{
@@ -105,10 +104,13 @@ pub(crate) fn select(
         let selection = db
             .select_lazy(&matchers, q.min_time, q.max_time)
             .map_err(|e| tsdb_status(e, external))?;
-        sources.push((external.clone(), selection));
+        sources.push((external.clone(), db, selection));
     }
     let mut in_order = true;
-    'check: for (external, selection) in &sources {
+    'check: for (external, db, selection) in &sources {
+        if served_as_stored(db, external, q)? {
+            continue;
+        }
         let mut prev: Option<Labels> = None;
         for s in selection.iter(false) {
             let s = s.map_err(|e| tsdb_status(e, external))?;
@@ -123,7 +125,7 @@ pub(crate) fn select(
     let with_chunks = !q.skip_chunks;
     let streams: Vec<Served> = sources
         .into_iter()
-        .map(|(external, selection)| Served {
+        .map(|(external, _, selection)| Served {
             series: selection.iter(with_chunks),
             without: q.without.clone(),
             external,
@@ -159,6 +161,25 @@ pub(crate) fn select(
         sort_and_dedup_chunks(&mut s.chunks);
     }
     Ok((Box::new(merged.into_iter().map(Ok)), false))
+}
+
+/// Whether a TSDB's series are served with exactly their own labels: every external label is
+/// a replica label the request leaves out, and no series has a label it leaves out. (Then the
+/// order needs no check: `cairn query` and Thanos' querier ask this way when they deduplicate
+/// over replica external labels.)
+fn served_as_stored(db: &Db, external: &ExternalLabels, q: &SeriesQuery) -> Result<bool, Status> {
+    let left_out = |name: &str| q.without.iter().any(|w| w == name);
+    if !external.keys().all(|k| left_out(k)) {
+        return Ok(false);
+    }
+    if q.without.is_empty() {
+        return Ok(true);
+    }
+    let names = db
+        .querier(q.min_time, q.max_time)
+        .label_names(&[], q.min_time, q.max_time)
+        .map_err(|e| tsdb_status(e, external))?;
+    Ok(!names.iter().any(|n| left_out(n)))
 }
 
 /// One TSDB's series with their served labels.
@@ -269,7 +290,7 @@ fn aggr_chunk(c: ChunkData, aggregates: &[i32]) -> Result<thanos::AggrChunk, Sta
         ..Default::default()
     };
     if c.encoding == ENCODING_AGGR {
-        let whole = Bytes::from_owner(c.data);
+        let whole = c.data;
         let ac = AggrChunk::new(&whole);
         for at in aggregates.iter().filter_map(|&a| requested_aggr(a)) {
             let sub = ac
@@ -304,7 +325,7 @@ fn aggr_chunk(c: ChunkData, aggregates: &[i32]) -> Result<thanos::AggrChunk, Sta
     out.raw = Some(thanos::Chunk {
         r#type: kind as i32,
         // Shares the TSDB's buffer: no copy.
-        data: Bytes::from_owner(c.data),
+        data: c.data,
         hash: 0,
     });
     Ok(out)
@@ -832,5 +853,27 @@ mod tests {
             got[0].0,
             r#"{__name__="up", job="a", pod="1", replica="r"}"#
         );
+
+        // Every external label left out, as a deduplicating querier asks: served as stored.
+        q.without = vec!["replica".into(), "tenant_id".into()];
+        let (got, streamed) = run(&tsdbs, &q);
+        assert!(streamed);
+        assert_eq!(got, reference(&tsdbs, &q));
+        // A replica label stored in the series: removing it reorders them.
+        let d = tempfile::tempdir().unwrap();
+        let stored: &[&[(&str, &str)]] = &[
+            &[
+                ("__name__", "up"),
+                ("job", "a"),
+                ("pod", "1"),
+                ("replica", "y"),
+            ],
+            &[("__name__", "up"), ("job", "a"), ("replica", "x")],
+        ];
+        let tsdbs = vec![(ext(&[]), tsdb(d.path(), stored))];
+        let (got, streamed) = run(&tsdbs, &q);
+        assert!(!streamed);
+        assert_eq!(got, reference(&tsdbs, &q));
+        assert_eq!(got[0].0, r#"{__name__="up", job="a"}"#);
     }
 }

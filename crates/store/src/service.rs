@@ -10,7 +10,7 @@ use proto::thanos::info::{ExemplarsInfo, InfoRequest, InfoResponse, StoreInfo, T
 use proto::thanos::store_server::{Store, StoreServer};
 use proto::thanos::{
     LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse, SeriesRequest,
-    SeriesResponse, ZLabelSet,
+    ZLabelSet,
 };
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -19,9 +19,6 @@ use tonic::{Request, Response, Status};
 use crate::matchers::convert_matchers;
 use crate::query::{self, Responses, SeriesQuery};
 use crate::{time_range, ExternalLabels, TsdbSource};
-
-/// Responses of a Series call made ahead of the client (each at most about 1 MiB).
-const SERIES_CHANNEL: usize = 4;
 
 /// The component type a receiver reports in Info.
 pub const COMPONENT_RECEIVE: &str = "receive";
@@ -192,7 +189,7 @@ impl<S: TsdbSource> TsdbStore<S> {
 
 #[tonic::async_trait]
 impl<S: TsdbSource> Store for TsdbStore<S> {
-    type SeriesStream = tokio_stream::wrappers::ReceiverStream<Result<SeriesResponse, Status>>;
+    type SeriesStream = tokio_stream::Iter<Responses>;
 
     async fn series(
         &self,
@@ -216,28 +213,18 @@ impl<S: TsdbSource> Store for TsdbStore<S> {
         let started = Instant::now();
         let (series, streamed) =
             blocking("Series", move || query::select(&source.tsdbs(), &query)).await?;
-        // Frames are made and sent from a blocking thread (reading a series' chunks is TSDB
-        // work) into a short channel: the TSDB is read as fast as the client takes the answer.
-        let (tx, rx) = tokio::sync::mpsc::channel(SERIES_CHANNEL);
-        tokio::task::spawn_blocking(move || {
-            let mut frames = 0usize;
-            for r in Responses::streaming(series, batch_size, aggregates) {
-                frames += 1;
-                if tx.blocking_send(r).is_err() {
-                    tracing::debug!(frames, "StoreAPI Series: the client went away");
-                    return;
-                }
-            }
-            tracing::debug!(
-                frames,
-                streamed,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "StoreAPI Series"
-            );
-        });
-        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
-            rx,
-        )))
+        tracing::debug!(
+            streamed,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "StoreAPI Series: selected"
+        );
+        // The stream reads each series' chunks when tonic polls it for the next response, that
+        // is as fast as the client takes them (HTTP/2 flow control): a response is at most
+        // about 1 MiB of work, short enough for an async worker, and no thread hand-off per
+        // response.
+        Ok(Response::new(tokio_stream::iter(Responses::streaming(
+            series, batch_size, aggregates,
+        ))))
     }
 
     async fn label_names(

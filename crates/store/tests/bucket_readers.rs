@@ -68,7 +68,7 @@ fn chunk(rng: &mut Rng, start: i64, samples: usize, noisy: bool) -> ChunkData {
         min_time: start,
         max_time: start + (samples as i64 - 1) * 15,
         encoding: ENCODING_XOR,
-        data: c.bytes().into(),
+        data: bytes::Bytes::copy_from_slice(c.bytes()),
     }
 }
 

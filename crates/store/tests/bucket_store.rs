@@ -30,7 +30,7 @@ fn chunk(start: i64, base: f64) -> ChunkData {
         min_time: start,
         max_time: start + 59 * 60_000,
         encoding: ENCODING_XOR,
-        data: c.bytes().into(),
+        data: bytes::Bytes::copy_from_slice(c.bytes()),
     }
 }
 

@@ -79,7 +79,7 @@ fn trim_chunk(chunk: &ChunkData, mint: i64, maxt: i64, out: &mut Vec<ChunkData>)
                 min_time: lo,
                 max_time: hi,
                 encoding: ENCODING_XOR,
-                data: x.bytes().into(),
+                data: bytes::Bytes::copy_from_slice(x.bytes()),
             });
         }
         return;
@@ -349,12 +349,12 @@ impl Block {
 
     /// Reads one chunk's bytes.
     pub fn chunk(&self, meta: &ChunkMeta) -> Result<ChunkData> {
-        let (encoding, data) = self.chunks.chunk(meta.chunk_ref)?;
+        let (encoding, data) = self.chunks.chunk_bytes(meta.chunk_ref)?;
         Ok(ChunkData {
             min_time: meta.min_time,
             max_time: meta.max_time,
             encoding,
-            data: data.into(),
+            data,
         })
     }
 }

@@ -26,7 +26,9 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use bytes::Bytes;
 use memmap2::{Mmap, UncheckedAdvice};
 
 use crate::chunkenc::varint;
@@ -206,7 +208,19 @@ pub struct ChunkReader {
 
 struct Segment {
     path: PathBuf,
-    map: Mmap,
+    map: Arc<Mmap>,
+    /// The same mapping as shareable bytes: chunks handed out as [`Bytes`] slices keep it
+    /// mapped, without copying.
+    bytes: Bytes,
+}
+
+/// A shared mapping as the owner of [`Bytes`].
+struct SharedMap(Arc<Mmap>);
+
+impl AsRef<[u8]> for SharedMap {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 impl ChunkReader {
@@ -257,6 +271,14 @@ impl ChunkReader {
         segment
             .chunk_at(offset)
             .map(|(encoding, data, _)| (encoding, data))
+    }
+
+    /// Like [`ChunkReader::chunk`], the data as a slice of the mapping that keeps it alive (no
+    /// copy).
+    pub fn chunk_bytes(&self, chunk_ref: u64) -> Result<(u8, Bytes)> {
+        let (encoding, data) = self.chunk(chunk_ref)?;
+        let segment = &self.segments[(chunk_ref >> 32) as usize];
+        Ok((encoding, segment.bytes.slice_ref(data)))
     }
 
     /// Every chunk of every segment in file order, as `(ref, encoding, data)`; stops after the
@@ -348,7 +370,9 @@ impl Segment {
                 format!("unsupported chunk segment format version {}", map[4]),
             ));
         }
-        Ok(Segment { path, map })
+        let map = Arc::new(map);
+        let bytes = Bytes::from_owner(SharedMap(map.clone()));
+        Ok(Segment { path, map, bytes })
     }
 
     /// The chunk whose length field starts at `offset`: encoding, data, and the offset just

@@ -267,7 +267,7 @@ fn merge_float_chunks(
             min_time: part[0].t,
             max_time: part[part.len() - 1].t,
             encoding: ENCODING_XOR,
-            data: chunk.bytes().into(),
+            data: bytes::Bytes::copy_from_slice(chunk.bytes()),
         });
     }
     Ok(())

@@ -7,7 +7,6 @@
 //! timestamps. Callers that forward chunks (the StoreAPI) use the chunks directly.
 
 use std::cmp::Ordering;
-use std::sync::Arc;
 
 use crate::chunkenc::{AggrChunk, XorIterator, ENCODING_AGGR, ENCODING_XOR};
 use crate::matcher::Matcher;
@@ -19,7 +18,8 @@ pub struct ChunkData {
     pub min_time: i64,
     pub max_time: i64,
     pub encoding: u8,
-    pub data: Arc<[u8]>,
+    /// The chunk's bytes: a block's are a slice of its mapped segment (no copy).
+    pub data: bytes::Bytes,
 }
 
 impl ChunkData {
@@ -296,7 +296,7 @@ mod tests {
             min_time: samples[0].0,
             max_time: samples.last().unwrap().0,
             encoding: ENCODING_XOR,
-            data: c.bytes().into(),
+            data: bytes::Bytes::copy_from_slice(c.bytes()),
         }
     }
 

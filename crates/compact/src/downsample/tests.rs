@@ -24,7 +24,7 @@ fn raw(samples: &[S]) -> ChunkData {
         min_time: samples[0].0,
         max_time: samples[samples.len() - 1].0,
         encoding: ENCODING_XOR,
-        data: xor(samples).bytes().into(),
+        data: xor(samples).bytes().to_vec().into(),
     }
 }
 
@@ -496,7 +496,7 @@ fn aggregated_block_with_an_empty_xor_chunk() {
         min_time: i64::MAX,
         max_time: i64::MIN,
         encoding: ENCODING_XOR,
-        data: XorChunk::new().bytes().into(),
+        data: XorChunk::new().bytes().to_vec().into(),
     };
     let out = downsample_series(0, &[realistic_5m_chunk(), empty], RES_LEVEL1, RES_LEVEL2).unwrap();
     let alone = downsample_series(0, &[realistic_5m_chunk()], RES_LEVEL1, RES_LEVEL2).unwrap();
@@ -992,7 +992,7 @@ fn native_histogram_series_stay_raw_and_do_not_halt_downsampling() {
         min_time: 0,
         max_time: 9 * MIN,
         encoding: ENCODING_HISTOGRAM,
-        data: hc.bytes().into(),
+        data: hc.bytes().to_vec().into(),
     };
     let h_only = tempfile::tempdir().unwrap();
     let series = vec![

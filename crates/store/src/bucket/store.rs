@@ -1097,7 +1097,7 @@ impl BucketStore {
                         min_time: m.min_time,
                         max_time: m.max_time,
                         encoding: raw.encoding,
-                        data: Arc::from(&raw.data[..]),
+                        data: raw.data.clone(),
                     });
                 }
             }

@@ -18,7 +18,7 @@ fn chunk(samples: &[(i64, f64)]) -> ChunkData {
         min_time: samples[0].0,
         max_time: samples[samples.len() - 1].0,
         encoding: ENCODING_XOR,
-        data: c.bytes().into(),
+        data: bytes::Bytes::copy_from_slice(c.bytes()),
     }
 }
 

@@ -367,7 +367,7 @@ impl MemSeries {
                 min_time: lo,
                 max_time: hi,
                 encoding,
-                data: data.into(),
+                data: bytes::Bytes::copy_from_slice(data),
             })
             .collect()
     }

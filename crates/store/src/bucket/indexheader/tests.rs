@@ -39,7 +39,7 @@ fn fixture() -> &'static Fixture {
                         min_time: i,
                         max_time: i,
                         encoding: ENCODING_XOR,
-                        data: c.bytes().into(),
+                        data: bytes::Bytes::copy_from_slice(c.bytes()),
                     }],
                 }
             })
