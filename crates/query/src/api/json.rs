@@ -44,10 +44,16 @@ pub fn push_ts(out: &mut String, t: i64) {
         out.push('-');
     }
     let a = t.unsigned_abs();
-    let _ = write!(out, "{}", a / 1000);
+    out.push_str(itoa::Buffer::new().format(a / 1000));
     let frac = a % 1000;
     if frac != 0 {
-        let _ = write!(out, ".{frac:03}");
+        let digits = [
+            b'.',
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+        ];
+        out.push_str(std::str::from_utf8(&digits).expect("ASCII"));
     }
 }
 
@@ -233,21 +239,20 @@ pub fn push_query_data(out: &mut String, value: &QueryValue) {
     }
 }
 
-/// A success envelope around `data` (already JSON).
-pub fn success(data: &str, warnings: &[String], infos: &[String]) -> String {
-    let mut out = String::with_capacity(data.len() + 64);
-    out.push_str("{\"status\":\"success\",\"data\":");
-    out.push_str(data);
+/// A success envelope around `data` (already JSON), in `data`'s own buffer: a large answer is
+/// shifted once in place rather than copied into a new allocation.
+pub fn success(mut data: String, warnings: &[String], infos: &[String]) -> String {
+    data.insert_str(0, "{\"status\":\"success\",\"data\":");
     if !warnings.is_empty() {
-        out.push_str(",\"warnings\":");
-        push_str_array(&mut out, warnings);
+        data.push_str(",\"warnings\":");
+        push_str_array(&mut data, warnings);
     }
     if !infos.is_empty() {
-        out.push_str(",\"infos\":");
-        push_str_array(&mut out, infos);
+        data.push_str(",\"infos\":");
+        push_str_array(&mut data, infos);
     }
-    out.push('}');
-    out
+    data.push('}');
+    data
 }
 
 /// An error envelope.
@@ -342,7 +347,7 @@ mod tests {
         );
         assert_eq!(out, r#"{"resultType":"string","result":[1,"hi"]}"#);
         assert_eq!(
-            success("[]", &["w".into()], &[]),
+            success("[]".to_string(), &["w".into()], &[]),
             r#"{"status":"success","data":[],"warnings":["w"]}"#
         );
         assert_eq!(

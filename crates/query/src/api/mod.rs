@@ -221,10 +221,7 @@ fn json_response(status: StatusCode, body: String) -> Response {
 /// Writes an answer: the one place an error's class becomes a status code and `errorType`.
 fn respond(result: ApiResult) -> Response {
     match result {
-        Ok(a) => json_response(
-            StatusCode::OK,
-            json::success(&a.data, &a.warnings, &a.infos),
-        ),
+        Ok(a) => json_response(StatusCode::OK, json::success(a.data, &a.warnings, &a.infos)),
         Err(e) => json_response(
             e.kind.status(),
             json::error(e.kind.as_str(), &e.message, &e.warnings),
@@ -792,7 +789,8 @@ impl Api {
 
 fn query_answer(result: QueryResult, warnings: Vec<String>) -> Answer {
     let mut data = String::with_capacity(match &result.value {
-        QueryValue::Matrix(m) => 64 + m.iter().map(|s| 100 + s.samples.len() * 24).sum::<usize>(),
+        // `[1700000000,"0.26666666666666666"],` is 36 bytes; room for the envelope too.
+        QueryValue::Matrix(m) => 128 + m.iter().map(|s| 100 + s.samples.len() * 36).sum::<usize>(),
         _ => 256,
     });
     json::push_query_data(&mut data, &result.value);
