@@ -107,8 +107,12 @@ pub(crate) fn select(
         sources.push((external.clone(), db, selection));
     }
     let mut in_order = true;
-    'check: for (external, db, selection) in &sources {
-        if served_as_stored(db, external, q)? {
+    let mut as_stored = Vec::with_capacity(sources.len());
+    for (external, db, _) in &sources {
+        as_stored.push(served_as_stored(db, external, q)?);
+    }
+    'check: for ((external, _, selection), &as_stored) in sources.iter().zip(&as_stored) {
+        if as_stored {
             continue;
         }
         let mut prev: Option<Labels> = None;
@@ -125,10 +129,12 @@ pub(crate) fn select(
     let with_chunks = !q.skip_chunks;
     let streams: Vec<Served> = sources
         .into_iter()
-        .map(|(external, _, selection)| Served {
+        .zip(as_stored)
+        .map(|((external, _, selection), as_stored)| Served {
             series: selection.iter(with_chunks),
             without: q.without.clone(),
             external,
+            as_stored,
         })
         .collect();
     if in_order {
@@ -187,6 +193,8 @@ struct Served {
     series: tsdb::select::SelectionIter,
     external: ExternalLabels,
     without: Vec<String>,
+    /// The series' own labels are the served ones ([`served_as_stored`]).
+    as_stored: bool,
 }
 
 impl Iterator for Served {
@@ -195,7 +203,11 @@ impl Iterator for Served {
     fn next(&mut self) -> Option<Self::Item> {
         Some(match self.series.next()? {
             Ok(s) => Ok(StoreSeries {
-                labels: full_labels(&s.labels, &self.external, &self.without),
+                labels: if self.as_stored {
+                    s.labels
+                } else {
+                    full_labels(&s.labels, &self.external, &self.without)
+                },
                 chunks: s.chunks,
             }),
             Err(e) => Err(tsdb_status(e, &self.external)),
@@ -331,6 +343,18 @@ fn aggr_chunk(c: ChunkData, aggregates: &[i32]) -> Result<thanos::AggrChunk, Sta
     Ok(out)
 }
 
+/// A bound on the bytes `ac` adds to a frame (its exact protobuf length costs a walk of every
+/// field, per chunk): the data, at most 24 bytes per chunk for its tag, length, type and hash,
+/// and 32 for the times and the chunk's own tag and length.
+fn frame_len(ac: &thanos::AggrChunk) -> usize {
+    [&ac.raw, &ac.count, &ac.sum, &ac.min, &ac.max, &ac.counter]
+        .into_iter()
+        .flatten()
+        .map(|c| c.data.len() + 24)
+        .sum::<usize>()
+        + 32
+}
+
 pub(crate) fn proto_labels(labels: &Labels) -> Vec<thanos::Label> {
     labels
         .iter()
@@ -393,7 +417,7 @@ impl Iterator for Frames {
                     return Some(Err(e));
                 }
             };
-            left = left.saturating_sub(prost::Message::encoded_len(&ac));
+            left = left.saturating_sub(frame_len(&ac));
             out.push(ac);
             if left == 0 {
                 break;
