@@ -469,9 +469,9 @@ pub(crate) fn eval_aggregate(
     Ok(Val::Vector(out))
 }
 
-/// Above this many (group, step) cells [`series_major`] leaves the aggregation to the
-/// step-by-step loop rather than hold them all.
-const SERIES_MAJOR_MAX_CELLS: usize = 1 << 20;
+/// Above this many (group, step) cells (48 bytes each, about 12 MiB) [`series_major`] leaves
+/// the aggregation to the step-by-step loop rather than hold them all.
+const SERIES_MAJOR_MAX_CELLS: usize = 1 << 18;
 
 /// One (group, step) of [`series_major`]: the float state of a [`Group`].
 #[derive(Clone, Copy, Default)]

@@ -84,19 +84,48 @@ pub fn group(
     all.sort_by(|a, b| a.labels.cmp(&b.labels));
     let mut groups: Vec<SeriesGroup> = Vec::new();
     for s in all {
-        match groups.last_mut() {
-            Some(g) if g.labels == s.labels => {
-                if !g.replicas.iter().any(|r| same_chunks(r, &s.chunks)) {
-                    g.replicas.push(s.chunks);
+        let copies = if dedup {
+            split_overlaps(s.chunks)
+        } else {
+            vec![s.chunks]
+        };
+        for chunks in copies {
+            match groups.last_mut() {
+                Some(g) if g.labels == s.labels => {
+                    if !g.replicas.iter().any(|r| same_chunks(r, &chunks)) {
+                        g.replicas.push(chunks);
+                    }
                 }
+                _ => groups.push(SeriesGroup {
+                    labels: s.labels.clone(),
+                    replicas: vec![chunks],
+                }),
             }
-            _ => groups.push(SeriesGroup {
-                labels: s.labels,
-                replicas: vec![s.chunks],
-            }),
         }
     }
     groups
+}
+
+/// Thanos' overlap split: a store asked to leave the replica labels out merges the replicas it
+/// holds (an HA pair's blocks in a bucket, replica TSDBs of one receiver) into one series whose
+/// chunks overlap; cutting it into chains of chunks that do not overlap (each chunk to the first
+/// chain that ended before it starts) gives the replica merge one copy per replica again.
+fn split_overlaps(mut chunks: Vec<AggrChunk>) -> Vec<Vec<AggrChunk>> {
+    if chunks.windows(2).all(|w| w[1].min_time > w[0].max_time) {
+        return vec![chunks];
+    }
+    chunks.sort_by_key(|c| (c.min_time, c.max_time));
+    let mut chains: Vec<Vec<AggrChunk>> = Vec::new();
+    for c in chunks {
+        let free = chains
+            .iter_mut()
+            .find(|chain| chain.last().is_some_and(|last| last.max_time < c.min_time));
+        match free {
+            Some(chain) => chain.push(c),
+            None => chains.push(vec![c]),
+        }
+    }
+    chains
 }
 
 /// What decoding left out.
@@ -465,6 +494,33 @@ pub(crate) mod tests {
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].chunks.len(), 2);
         assert_eq!(out[1].labels, labels(&[("a", "2")]));
+    }
+
+    #[test]
+    fn a_store_merged_series_is_split_back_into_copies() {
+        // One store sent two replicas as one series (asked without the replica label): their
+        // chunks overlap. Deduplication sees two copies again; without it, one series as sent.
+        let merged = vec![
+            xor_chunk(&[(0, 1.0), (10, 2.0)]),
+            xor_chunk(&[(5, 1.5), (15, 2.5)]),
+            xor_chunk(&[(20, 3.0), (30, 4.0)]),
+            xor_chunk(&[(25, 3.5), (35, 4.5)]),
+        ];
+        let groups = group(
+            vec![vec![raw(&[("a", "1")], merged.clone())]],
+            &["replica".into()],
+            true,
+        );
+        assert_eq!(groups.len(), 1);
+        let starts: Vec<Vec<i64>> = groups[0]
+            .replicas
+            .iter()
+            .map(|r| r.iter().map(|c| c.min_time).collect())
+            .collect();
+        assert_eq!(starts, vec![vec![0, 20], vec![5, 25]]);
+        let groups = group(vec![vec![raw(&[("a", "1")], merged)]], &[], false);
+        assert_eq!(groups[0].replicas.len(), 1);
+        assert_eq!(groups[0].replicas[0].len(), 4);
     }
 
     #[test]

@@ -174,7 +174,9 @@ impl Db {
     /// handles now, chunks as its iterator reaches each series. It holds a read lease on the
     /// head until dropped (with every iterator made from it).
     pub fn select_lazy(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Selection> {
-        let lease = ReadLease::new(self.head.clone(), mint);
+        // Taken before the blocks are listed: a cut that lands in between then waits for this
+        // reader, which reads the head as it was (dropped again below if the head is not read).
+        let mut lease = Some(ReadLease::new(self.head.clone(), mint));
         let mut parts = Vec::new();
         for b in self.blocks().into_iter().filter(|b| b.overlaps(mint, maxt)) {
             let refs = postings_for_matchers(&*b, matchers)?
@@ -190,6 +192,8 @@ impl Db {
         if !head.is_empty() && maxt >= head.min_time() && mint <= head.max_time() {
             let refs = postings_for_matchers(&**head, matchers)?;
             parts.push(Part::Head(head.series_sorted(&refs).into()));
+        } else {
+            lease = None;
         }
         Ok(Selection::new(parts, mint, maxt, lease))
     }

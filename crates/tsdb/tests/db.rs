@@ -302,3 +302,22 @@ fn truncating_the_head_waits_for_a_lazy_reader() {
     assert!(db.head().is_empty());
     assert!(head_min < head_max);
 }
+
+#[test]
+fn a_selection_that_does_not_read_the_head_does_not_hold_truncation_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(mixed_db(dir.path()));
+    assert!(db.head().min_time() > 500);
+    let matchers = [Matcher::equal("__name__", "m")];
+    let selection = db.select_lazy(&matchers, 0, 500).unwrap();
+    let started = std::time::Instant::now();
+    let written = db.flush().unwrap();
+    assert!(!written.is_empty());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the cut waited for a reader of blocks only"
+    );
+    // The selection still reads its blocks, and fails nothing.
+    let series: Vec<_> = selection.iter(true).collect::<Result<_, _>>().unwrap();
+    assert!(!series.is_empty());
+}
