@@ -106,11 +106,8 @@ struct Group {
     incompatible: bool,
     reset_seen: bool,
     not_reset_seen: bool,
-    value: f64,
-    comp: f64,
-    mean: f64,
-    count: f64,
-    incremental: bool,
+    /// The float state (its `seen` and `drop_name` unused here: the group has its own).
+    float: Cell,
     drop_name: bool,
     values: Vec<f64>,
 }
@@ -292,11 +289,11 @@ pub(crate) fn eval_aggregate(
             }
             if !g.seen {
                 g.seen = true;
-                g.value = f;
-                g.mean = f;
-                g.comp = 0.0;
-                g.count = 1.0;
-                g.incremental = false;
+                g.float.value = f;
+                g.float.mean = f;
+                g.float.comp = 0.0;
+                g.float.count = 1.0;
+                g.float.incremental = false;
                 g.drop_name = input[si].drop_name;
                 g.has_float = smp.h.is_none();
                 g.has_hist = smp.h.is_some();
@@ -307,13 +304,13 @@ pub(crate) fn eval_aggregate(
                 }
                 match kind {
                     Op::Stddev | Op::Stdvar => {
-                        g.value = if f.is_nan() || f.is_infinite() {
+                        g.float.value = if f.is_nan() || f.is_infinite() {
                             f64::NAN
                         } else {
                             0.0
                         };
                     }
-                    Op::Group => g.value = 1.0,
+                    Op::Group => g.float.value = 1.0,
                     Op::Quantile => g.values.push(f),
                     _ => {}
                 }
@@ -325,7 +322,7 @@ pub(crate) fn eval_aggregate(
             match kind {
                 Op::Sum | Op::Avg => {
                     if kind == Op::Avg {
-                        g.count += 1.0;
+                        g.float.count += 1.0;
                     }
                     if let Some(h) = &smp.h {
                         g.has_hist = true;
@@ -349,50 +346,17 @@ pub(crate) fn eval_aggregate(
                         continue;
                     }
                     g.has_float = true;
-                    if kind == Op::Sum {
-                        let (v, c) = kahan_inc(f, g.value, g.comp);
-                        g.value = v;
-                        g.comp = c;
-                        continue;
-                    }
-                    // avg over floats, switching to an incremental mean on overflow.
-                    let n = g.count;
-                    if !g.incremental {
-                        let (v, c) = kahan_inc(f, g.value, g.comp);
-                        if !v.is_infinite() {
-                            g.value = v;
-                            g.comp = c;
-                            continue;
-                        }
-                        g.incremental = true;
-                        g.mean = g.value / (n - 1.0);
-                        g.comp /= n - 1.0;
-                    }
-                    let q = (n - 1.0) / n;
-                    let (m, c) = kahan_inc(f / n, q * g.mean, q * g.comp);
-                    g.mean = m;
-                    g.comp = c;
+                    g.float.fold(kind, f);
                 }
-                Op::Max => {
-                    if g.value < f || g.value.is_nan() {
-                        g.value = f;
-                    }
-                }
-                Op::Min => {
-                    if g.value > f || g.value.is_nan() {
-                        g.value = f;
-                    }
-                }
-                Op::Count => g.count += 1.0,
-                Op::Group => {}
+                Op::Max | Op::Min | Op::Count | Op::Group => g.float.add(kind, f),
                 Op::Stddev | Op::Stdvar => {
                     if f.is_nan() || f.is_infinite() {
-                        g.value = f64::NAN;
+                        g.float.value = f64::NAN;
                     } else {
-                        g.count += 1.0;
-                        let delta = f - g.mean;
-                        g.mean += delta / g.count;
-                        g.value += delta * (f - g.mean);
+                        g.float.count += 1.0;
+                        let delta = f - g.float.mean;
+                        g.float.mean += delta / g.float.count;
+                        g.float.value += delta * (f - g.float.mean);
                     }
                 }
                 Op::Quantile => g.values.push(f),
@@ -437,22 +401,18 @@ pub(crate) fn eval_aggregate(
                         h.compact();
                         hv = Some(h);
                         0.0
-                    } else if kind == Op::Sum {
-                        g.value + g.comp
-                    } else if g.incremental {
-                        g.mean + g.comp
                     } else {
-                        g.value / g.count + g.comp / g.count
+                        g.float.result(kind)
                     }
                 }
-                Op::Count => g.count,
-                Op::Stdvar => g.value / g.count,
-                Op::Stddev => (g.value / g.count).sqrt(),
+                Op::Count => g.float.count,
+                Op::Stdvar => g.float.value / g.float.count,
+                Op::Stddev => (g.float.value / g.float.count).sqrt(),
                 Op::Quantile => {
                     let q = params.as_ref().map(|p| p[i]).unwrap_or(f64::NAN);
                     quantile(q, &mut g.values)
                 }
-                _ => g.value,
+                _ => g.float.value,
             };
             out[gi].points.push(Sample {
                 t,
@@ -483,6 +443,65 @@ struct Cell {
     comp: f64,
     mean: f64,
     count: f64,
+}
+
+impl Cell {
+    /// Adds a float after the first: sum, avg (counting it), min, max, count (group keeps
+    /// its 1).
+    fn add(&mut self, kind: Op, f: f64) {
+        match kind {
+            Op::Sum => self.fold(kind, f),
+            Op::Avg => {
+                self.count += 1.0;
+                self.fold(kind, f);
+            }
+            Op::Max => {
+                if self.value < f || self.value.is_nan() {
+                    self.value = f;
+                }
+            }
+            Op::Min => {
+                if self.value > f || self.value.is_nan() {
+                    self.value = f;
+                }
+            }
+            Op::Count => self.count += 1.0,
+            Op::Group | Op::Stddev | Op::Stdvar | Op::Quantile => {}
+        }
+    }
+
+    /// Folds a float into a sum (Kahan), or into a mean whose `count` already counts it:
+    /// a Kahan sum until it overflows, then an incremental mean, as Prometheus does.
+    fn fold(&mut self, kind: Op, f: f64) {
+        if kind == Op::Sum {
+            (self.value, self.comp) = kahan_inc(f, self.value, self.comp);
+            return;
+        }
+        let n = self.count;
+        if !self.incremental {
+            let (v, comp) = kahan_inc(f, self.value, self.comp);
+            if !v.is_infinite() {
+                (self.value, self.comp) = (v, comp);
+                return;
+            }
+            self.incremental = true;
+            self.mean = self.value / (n - 1.0);
+            self.comp /= n - 1.0;
+        }
+        let q = (n - 1.0) / n;
+        (self.mean, self.comp) = kahan_inc(f / n, q * self.mean, q * self.comp);
+    }
+
+    /// The aggregate of the floats folded in (sum, avg, count, min, max, group).
+    fn result(&self, kind: Op) -> f64 {
+        match kind {
+            Op::Sum => self.value + self.comp,
+            Op::Avg if self.incremental => self.mean + self.comp,
+            Op::Avg => self.value / self.count + self.comp / self.count,
+            Op::Count => self.count,
+            _ => self.value,
+        }
+    }
 }
 
 /// Float aggregations (sum, avg, count, min, max, group) of inputs without histograms, series
@@ -532,37 +551,7 @@ fn series_major(
                 continue;
             }
             c.drop_name |= s.drop_name;
-            match kind {
-                Op::Sum => (c.value, c.comp) = kahan_inc(f, c.value, c.comp),
-                Op::Avg => {
-                    c.count += 1.0;
-                    let n = c.count;
-                    if !c.incremental {
-                        let (v, comp) = kahan_inc(f, c.value, c.comp);
-                        if !v.is_infinite() {
-                            (c.value, c.comp) = (v, comp);
-                            continue;
-                        }
-                        c.incremental = true;
-                        c.mean = c.value / (n - 1.0);
-                        c.comp /= n - 1.0;
-                    }
-                    let q = (n - 1.0) / n;
-                    (c.mean, c.comp) = kahan_inc(f / n, q * c.mean, q * c.comp);
-                }
-                Op::Max => {
-                    if c.value < f || c.value.is_nan() {
-                        c.value = f;
-                    }
-                }
-                Op::Min => {
-                    if c.value > f || c.value.is_nan() {
-                        c.value = f;
-                    }
-                }
-                Op::Count => c.count += 1.0,
-                Op::Group | Op::Stddev | Op::Stdvar | Op::Quantile => {}
-            }
+            c.add(kind, f);
         }
     }
     for (gi, o) in out.iter_mut().enumerate() {
@@ -570,16 +559,9 @@ fn series_major(
             if !c.seen {
                 continue;
             }
-            let f = match kind {
-                Op::Sum => c.value + c.comp,
-                Op::Avg if c.incremental => c.mean + c.comp,
-                Op::Avg => c.value / c.count + c.comp / c.count,
-                Op::Count => c.count,
-                _ => c.value,
-            };
             o.points.push(Sample {
                 t: steps.ts(i),
-                f,
+                f: c.result(kind),
                 h: None,
             });
             o.drop_name |= c.drop_name;
