@@ -44,6 +44,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -75,6 +76,14 @@ const CHECKPOINT_BATCH_BYTES: usize = 1 << 20;
 /// declaring more than this many times its size is damaged, and is refused before allocating.
 pub const SNAPPY_MAX_EXPANSION: usize = 22;
 const CHECKPOINT_PREFIX: &str = "checkpoint.";
+/// With fsync on, the current segment is extended ahead of its commits in steps of this many
+/// zero bytes, written (not a hole, nor fallocate's unwritten extents, which a write converts
+/// with a journal commit of its own). A commit then overwrites blocks the file already has,
+/// and its fdatasync flushes the data without a journal commit for a new file size: on ext4
+/// about a third less time per fsync. Replay reads an all-zero tail as the end of the log; a
+/// segment is cut back to its commits when it is left and when the WAL is opened.
+const RESERVE_STEP: u64 = 1 << 20;
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 /// When the WAL is fsynced; see the module documentation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -690,6 +699,8 @@ struct Writer {
     file: Arc<File>,
     /// Bytes of whole commits in the segment.
     size: u64,
+    /// The file's length: past `size`, zero bytes written ahead of commits ([`RESERVE_STEP`]).
+    reserved: u64,
     /// A failed write left bytes after `size` that could not be cut off yet: nothing may be
     /// appended until they are.
     torn: bool,
@@ -750,7 +761,9 @@ fn latest_checkpoint(dir: &Path) -> Result<Option<(u32, PathBuf)>> {
 }
 
 /// Reads records from one file, calling `f` for each. Returns the offset where valid data ends
-/// and whether the file was damaged there.
+/// and whether the file was damaged there. Zero bytes from there to the end of the file are
+/// space reserved ahead of commits ([`RESERVE_STEP`]), not damage: no record starts with a
+/// zero length.
 fn read_segment(path: &Path, f: &mut dyn FnMut(Record)) -> Result<(u64, bool)> {
     let mut data = Vec::new();
     File::open(path)
@@ -771,7 +784,8 @@ fn read_segment(path: &Path, f: &mut dyn FnMut(Record)) -> Result<(u64, bool)> {
             }
         }
     });
-    Ok((end.offset as u64, end.damaged || undecodable))
+    let reserved = data[end.offset..].iter().all(|&b| b == 0);
+    Ok((end.offset as u64, (end.damaged || undecodable) && !reserved))
 }
 
 impl Wal {
@@ -816,8 +830,15 @@ impl Wal {
             stats.segments += 1;
             last = last.max(seg);
             let (end, damaged) = read_segment(&path, &mut count)?;
+            let len = fs::metadata(&path)
+                .ctx(|| format!("reading WAL segment {}", path.display()))?
+                .len();
             if damaged {
                 tracing::warn!(path = %path.display(), offset = end, "WAL ends in a torn or corrupt record; truncating it there");
+                damaged_at = Some((seg, end));
+            }
+            // Cut off a damaged tail, or quietly the zeros reserved ahead of commits.
+            if end < len {
                 let f = OpenOptions::new()
                     .write(true)
                     .open(&path)
@@ -825,7 +846,6 @@ impl Wal {
                 f.set_len(end)
                     .and_then(|_| f.sync_all())
                     .ctx(|| format!("truncating {}", path.display()))?;
-                damaged_at = Some((seg, end));
             }
         }
         stats.truncated_at = damaged_at;
@@ -852,7 +872,8 @@ impl Wal {
         let path = dir.join(segment_name(index));
         let file = OpenOptions::new()
             .create(true)
-            .append(true)
+            .write(true)
+            .truncate(false)
             .open(&path)
             .ctx(|| format!("creating WAL segment {}", path.display()))?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -860,8 +881,42 @@ impl Wal {
             index,
             file: Arc::new(file),
             size,
+            reserved: size,
             torn: false,
         })
+    }
+
+    /// Makes the current segment durable as it is left: cut back to its commits, then synced.
+    fn leave_segment(w: &Writer) -> Result<()> {
+        if w.reserved > w.size {
+            w.file.set_len(w.size).ctx(|| {
+                format!(
+                    "cutting WAL segment {} back to its commits",
+                    segment_name(w.index)
+                )
+            })?;
+        }
+        w.file.sync_data().ctx(|| "syncing WAL segment".to_string())
+    }
+
+    /// Writes zeros after the segment's reserved bytes until at least `end` plus one step is
+    /// reserved. On failure the segment is cut back to its commits.
+    fn reserve(w: &mut Writer, end: u64) -> Result<()> {
+        let to = end + RESERVE_STEP;
+        let mut at = w.reserved;
+        while at < to {
+            let n = (to - at).min(ZEROS.len() as u64) as usize;
+            if let Err(e) = w.file.write_all_at(&ZEROS[..n], at) {
+                let cut = w.file.set_len(w.size);
+                w.reserved = w.size;
+                w.torn = cut.is_err();
+                return Err(e)
+                    .ctx(|| format!("reserving space in WAL segment {}", segment_name(w.index)));
+            }
+            at += n as u64;
+        }
+        w.reserved = to;
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -900,9 +955,7 @@ impl Wal {
             let mut w = self.writer.lock().unwrap();
             if w.size > 0 && w.size + buf.len() as u64 > self.opts.segment_size {
                 // The old segment must be durable before commits land in the new one.
-                w.file
-                    .sync_data()
-                    .ctx(|| "syncing WAL segment".to_string())?;
+                Self::leave_segment(&w)?;
                 *w = Self::create_segment(&self.dir, w.index + 1)?;
                 sync_dir(&self.dir)?;
             }
@@ -915,12 +968,18 @@ impl Wal {
                     )
                 })?;
                 w.torn = false;
+                w.reserved = size;
             }
-            if let Err(e) = (&*w.file).write_all(&buf) {
+            let end = w.size + buf.len() as u64;
+            if self.opts.fsync != FsyncPolicy::Never && end > w.reserved {
+                Self::reserve(&mut w, end)?;
+            }
+            if let Err(e) = w.file.write_all_at(&buf, w.size) {
                 // A write that failed part-way (a full disk) leaves a torn record. Later commits
                 // appended after it would be lost at replay, which stops at the first damaged
                 // record: cut the segment back to its last whole commit first.
                 let cut = w.file.set_len(w.size);
+                w.reserved = w.size;
                 w.torn = cut.is_err();
                 return Err(e).ctx(|| match cut {
                     Ok(()) => format!("writing WAL segment {}", segment_name(w.index)),
@@ -963,9 +1022,7 @@ impl Wal {
     /// that finished before this call is in a segment <= the returned index.
     pub fn cut_segment(&self) -> Result<u32> {
         let mut w = self.writer.lock().unwrap();
-        w.file
-            .sync_data()
-            .ctx(|| "syncing WAL segment".to_string())?;
+        Self::leave_segment(&w)?;
         let last = w.index;
         *w = Self::create_segment(&self.dir, last + 1)?;
         sync_dir(&self.dir)?;
@@ -1036,14 +1093,33 @@ impl Wal {
         Ok(())
     }
 
-    /// Total bytes of the WAL directory's segments (for metrics).
+    /// Total bytes of the WAL directory's segments (for metrics), not counting the zeros
+    /// reserved ahead of commits in the current one.
     pub fn size(&self) -> u64 {
+        let (current, size) = {
+            let w = self.writer.lock().unwrap();
+            (w.index, w.size)
+        };
         list_segments(&self.dir)
             .unwrap_or_default()
             .iter()
+            .filter(|&&s| s != current)
             .filter_map(|s| fs::metadata(self.dir.join(segment_name(*s))).ok())
             .map(|m| m.len())
-            .sum()
+            .sum::<u64>()
+            + size
+    }
+}
+
+impl Drop for Wal {
+    /// Cuts the current segment back to its commits (best effort: replay also reads the zeros
+    /// reserved ahead of commits as the end).
+    fn drop(&mut self) {
+        if let Ok(w) = self.writer.get_mut() {
+            if w.reserved > w.size && w.file.set_len(w.size).is_ok() {
+                w.reserved = w.size;
+            }
+        }
     }
 }
 
@@ -1264,6 +1340,60 @@ mod tests {
         assert!(!dir.path().join("checkpoint.00000005.tmp").exists());
     }
 
+    /// With fsync on, a segment carries zeros reserved ahead of its commits. A crash leaves
+    /// them there: replay reads them as the end of the log (no damage), and cuts them off.
+    #[test]
+    fn zeros_reserved_ahead_of_commits_read_as_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = sample_records(6);
+        let seg = dir.path().join(segment_name(0));
+        let (wal, _) = Wal::open(dir.path(), WalOptions::default(), |_| {}).unwrap();
+        wal.log(&records[..3]).unwrap();
+        let size = wal.writer.lock().unwrap().size;
+        assert!(fs::metadata(&seg).unwrap().len() >= size + RESERVE_STEP);
+        assert_eq!(wal.size(), size, "reserved zeros are not counted");
+        wal.log(&records[3..]).unwrap();
+        let size = wal.writer.lock().unwrap().size;
+        std::mem::forget(wal); // a crash: nothing cuts the reserved zeros off
+        let (got, stats) = replay_all(dir.path());
+        assert!(bits_eq(&got, &records));
+        assert_eq!(stats.truncated_at, None);
+        assert_eq!(fs::metadata(&seg).unwrap().len(), size);
+
+        // A torn commit before the zeros is damage, as without them.
+        let dir = tempfile::tempdir().unwrap();
+        let seg = dir.path().join(segment_name(0));
+        let (wal, _) = Wal::open(dir.path(), WalOptions::default(), |_| {}).unwrap();
+        wal.log(&records[..3]).unwrap();
+        let before = wal.writer.lock().unwrap().size;
+        wal.log(&records[3..]).unwrap();
+        let after = wal.writer.lock().unwrap().size;
+        std::mem::forget(wal);
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        let keep = record_log::HEADER as u64 + 1; // the length, the CRC, a byte of payload
+        f.write_all_at(&ZEROS[..(after - before - keep) as usize], before + keep)
+            .unwrap();
+        let (got, stats) = replay_all(dir.path());
+        assert!(bits_eq(&got, &records[..3]));
+        assert_eq!(stats.truncated_at, Some((0, before)));
+
+        // Without fsync nothing is reserved; a clean close leaves no zeros either way.
+        let dir = tempfile::tempdir().unwrap();
+        let opts = WalOptions {
+            fsync: FsyncPolicy::Never,
+            ..Default::default()
+        };
+        let (wal, _) = Wal::open(dir.path(), opts, |_| {}).unwrap();
+        wal.log(&records).unwrap();
+        let size = wal.writer.lock().unwrap().size;
+        assert_eq!(
+            fs::metadata(dir.path().join(segment_name(0)))
+                .unwrap()
+                .len(),
+            size
+        );
+    }
+
     /// Truncating the last segment at every byte offset loses exactly the records after the cut.
     #[test]
     fn truncation_at_every_offset_loses_only_the_tail() {
@@ -1284,8 +1414,12 @@ mod tests {
             let (got, stats) = replay_all(dir.path());
             let complete = ends.iter().filter(|&&e| e as usize <= cut).count();
             assert!(bits_eq(&got, &records[..complete]), "cut at {cut}");
-            let on_boundary = cut == 0 || ends.contains(&(cut as u64));
-            assert_eq!(stats.truncated_at.is_some(), !on_boundary, "cut at {cut}");
+            // A torn tail of zero bytes (the start of a length) reads as reserved space.
+            let last_end = ends.iter().rev().find(|&&e| e as usize <= cut).copied();
+            let clean = full[last_end.unwrap_or(0) as usize..cut]
+                .iter()
+                .all(|&b| b == 0);
+            assert_eq!(stats.truncated_at.is_some(), !clean, "cut at {cut}");
             // The repaired log replays the same way again, with no further damage.
             let (again, stats) = replay_all(dir.path());
             assert!(bits_eq(&again, &records[..complete]));
