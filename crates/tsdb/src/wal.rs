@@ -1354,7 +1354,7 @@ mod tests {
         assert_eq!(wal.size(), size, "reserved zeros are not counted");
         wal.log(&records[3..]).unwrap();
         let size = wal.writer.lock().unwrap().size;
-        std::mem::forget(wal); // a crash: nothing cuts the reserved zeros off
+        let _crashed = std::mem::ManuallyDrop::new(wal); // nothing cuts the reserved zeros off
         let (got, stats) = replay_all(dir.path());
         assert!(bits_eq(&got, &records));
         assert_eq!(stats.truncated_at, None);
@@ -1368,7 +1368,7 @@ mod tests {
         let before = wal.writer.lock().unwrap().size;
         wal.log(&records[3..]).unwrap();
         let after = wal.writer.lock().unwrap().size;
-        std::mem::forget(wal);
+        let _crashed = std::mem::ManuallyDrop::new(wal);
         let f = OpenOptions::new().write(true).open(&seg).unwrap();
         let keep = record_log::HEADER as u64 + 1; // the length, the CRC, a byte of payload
         f.write_all_at(&ZEROS[..(after - before - keep) as usize], before + keep)
