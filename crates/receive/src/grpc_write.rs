@@ -115,9 +115,10 @@ impl WriteService {
         }
         if replica == 0 {
             if let Some(replicator) = &receiver.replicator {
-                let (plan, local, _) =
-                    tokio::task::block_in_place(|| receiver.route(tenant, req, None))
-                        .map_err(|e| e.to_status())?;
+                let (plan, local, _) = receiver
+                    .route(tenant, req, None)
+                    .map_err(|e| e.to_status())?;
+                let local = local.map(|l| receiver.finish_replica(l));
                 let answer = replicator.execute(plan, local).await;
                 if answer.status < 300 {
                     return Ok(());
@@ -132,11 +133,12 @@ impl WriteService {
         }
         // Hinted handoff deliveries are late on purpose: they go wherever the head still
         // reaches, in or out of order.
-        let outcome = tokio::task::block_in_place(|| {
-            receiver.write_local(tenant, req.timeseries.iter(), hinted)
-        })
-        .map_err(|e| e.to_status())?;
-        ReplicaResult::to_status(&outcome)
+        // Decoding is done; appending runs on this worker thread and the fsync is awaited, as
+        // for remote write (see `http::handle`).
+        let pending = receiver
+            .write_local_deferred(tenant, req.timeseries.iter(), hinted)
+            .map_err(|e| e.to_status())?;
+        ReplicaResult::to_status(&receiver.finish(pending).await)
     }
 
     async fn remote_write(&self, body: Bytes, hinted: bool) -> Result<(), Status> {

@@ -261,15 +261,14 @@ async fn handle(state: &Arc<Receiver>, tenant: &str, headers: &HeaderMap, body: 
             return refused(&IngestError::UnsupportedEncoding(enc));
         }
     }
-    // Decoding and appending are CPU work ending in an fsync: run them on this worker thread
-    // (tokio moves other tasks elsewhere meanwhile) rather than handing them to the blocking
-    // pool, which costs two context switches per request.
-    let ingested =
-        tokio::task::block_in_place(|| state.ingest_remote_write(tenant, version, &body));
+    // Decoding and appending are CPU work: they run on this worker thread. The WAL's fsync is
+    // awaited: a request that finds another's fsync under way yields its thread meanwhile.
+    let ingested = state.ingest_remote_write(tenant, version, &body);
     match ingested {
         Err(e) => refused(&e),
         Ok(Ingested::Empty) => written(StatusCode::NO_CONTENT, Written::default(), String::new()),
-        Ok(Ingested::Written(outcome)) => {
+        Ok(Ingested::Written(pending)) => {
+            let outcome = state.finish(pending).await;
             let status =
                 StatusCode::from_u16(outcome.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let counts = Written {
@@ -288,6 +287,7 @@ async fn handle(state: &Arc<Receiver>, tenant: &str, headers: &HeaderMap, body: 
                 .replicator
                 .as_ref()
                 .expect("routed writes have a replicator");
+            let local = local.map(|l| state.finish_replica(l));
             let answer = replicator.execute(plan, local).await;
             if answer.status >= 300 {
                 tracing::debug!(status = answer.status, message = %answer.message, "replicated write failed");

@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use proto::remote_write::{TimeSeries, WriteRequest};
+use tsdb::db::Db;
+use tsdb::head::Durable;
 
 use crate::error::{ConfigError, IngestError, HISTOGRAM_SAMPLE_WEIGHT};
 use crate::hashring::{HashringWatcher, WatchStatus};
@@ -57,18 +59,29 @@ pub struct Receiver {
 pub enum Ingested {
     /// Nothing to store (a metadata-only request).
     Empty,
-    /// Written here (no hashring).
-    Written(WriteOutcome),
+    /// Written here (no hashring); what it stored holds once [`Receiver::finish`] says so.
+    Written(PendingWrite),
     /// Routed: this node's share is written (`local`, None if it owns none), the rest waits
     /// for [`Replicator::execute`].
     Routed {
         plan: Plan,
-        local: Option<ReplicaResult>,
+        local: Option<LocalReplica>,
         /// What a successful replicated write stored: the request's samples and histograms,
         /// and the exemplars this node's replica stored (peers do not report theirs).
         written: Written,
     },
 }
+
+/// A local write logged and applied, whose WAL fsync may still be under way.
+pub struct PendingWrite {
+    tenant: String,
+    db: Arc<Db>,
+    outcome: WriteOutcome,
+    durable: Durable,
+}
+
+/// This node's share of a routed write, for [`Receiver::finish_replica`].
+pub type LocalReplica = Result<PendingWrite, IngestError>;
 
 /// What the "written" response headers report.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -226,8 +239,8 @@ impl Receiver {
                 },
             });
         }
-        let outcome = self.write_local(tenant, req.timeseries.iter(), false)?;
-        Ok(Ingested::Written(outcome))
+        let pending = self.write_local_deferred(tenant, req.timeseries.iter(), false)?;
+        Ok(Ingested::Written(pending))
     }
 
     /// Plans where a request's series go (with `raw`, each series' encoded Remote Write 1.0
@@ -238,23 +251,28 @@ impl Receiver {
         tenant: &str,
         req: &WriteRequest<'_>,
         raw: Option<&[&[u8]]>,
-    ) -> Result<(Plan, Option<ReplicaResult>, usize), IngestError> {
+    ) -> Result<(Plan, Option<LocalReplica>, usize), IngestError> {
         let replicator = self
             .replicator
             .as_ref()
             .expect("route is only called with a hashring");
         let plan = replicator.plan(tenant, req, raw)?;
-        let mut exemplars = 0;
         let local = plan.local.as_ref().map(|batch| {
-            match self.write_local(tenant, Replicator::local_series(req, batch), false) {
-                Ok(outcome) => {
-                    exemplars = outcome.accepted_exemplars;
-                    ReplicaResult::of_outcome(&outcome)
-                }
-                Err(e) => ReplicaResult::Unavailable(e.to_string()),
-            }
+            self.write_local_deferred(tenant, Replicator::local_series(req, batch), false)
         });
+        let exemplars = match &local {
+            Some(Ok(pending)) => pending.outcome.accepted_exemplars,
+            _ => 0,
+        };
         Ok((plan, local, exemplars))
+    }
+
+    /// This node's replica of a routed write, once its fsync is done.
+    pub async fn finish_replica(&self, local: LocalReplica) -> ReplicaResult {
+        match local {
+            Ok(pending) => ReplicaResult::of_outcome(&self.finish(pending).await),
+            Err(e) => ReplicaResult::Unavailable(e.to_string()),
+        }
     }
 
     /// Writes series into the tenant's TSDB (opened on first use), within the tenant's head
@@ -269,6 +287,22 @@ impl Receiver {
     where
         I: Iterator<Item = &'a TimeSeries<'b>> + Clone,
     {
+        let pending = self.write_local_deferred(tenant, series, late)?;
+        let result = pending.durable.wait();
+        Ok(self.settle(pending.tenant, &pending.db, pending.outcome, result))
+    }
+
+    /// [`Receiver::write_local`] up to the WAL's fsync: hand the result to
+    /// [`Receiver::finish`] before acknowledging the write.
+    pub fn write_local_deferred<'a, 'b: 'a, I>(
+        &self,
+        tenant: &str,
+        series: I,
+        late: bool,
+    ) -> Result<PendingWrite, IngestError>
+    where
+        I: Iterator<Item = &'a TimeSeries<'b>> + Clone,
+    {
         let db = self.tenants.get_or_open(tenant)?;
         let limits = writer::HeadLimits {
             tenant: self.limits.for_tenant(tenant).head_series,
@@ -277,12 +311,37 @@ impl Receiver {
                 .node_head_series_limit
                 .map(|limit| (limit, self.tenants.head_series() as u64)),
         };
-        let outcome = writer::write_series(&db, series, limits, late);
-        self.record(tenant, &outcome);
+        let (outcome, durable) = writer::write_series_deferred(&db, series, limits, late);
+        Ok(PendingWrite {
+            tenant: tenant.to_string(),
+            db,
+            outcome,
+            durable,
+        })
+    }
+
+    /// Waits for a deferred write's fsync without blocking the thread (another write's fsync
+    /// may be under way), then records what it stored.
+    pub async fn finish(&self, pending: PendingWrite) -> WriteOutcome {
+        let result = pending.durable.await;
+        self.settle(pending.tenant, &pending.db, pending.outcome, result)
+    }
+
+    fn settle(
+        &self,
+        tenant: String,
+        db: &Db,
+        mut outcome: WriteOutcome,
+        synced: tsdb::Result<()>,
+    ) -> WriteOutcome {
+        if let Err(e) = synced {
+            writer::commit_failed(db, &mut outcome, &e);
+        }
+        self.record(&tenant, &outcome);
         if outcome.error.is_some() {
             tracing::debug!(tenant, status = outcome.status(), message = %outcome.message(), "write rejected");
         }
-        Ok(outcome)
+        outcome
     }
 
     /// Counts what a write stored and rejected, per tenant (and reason).

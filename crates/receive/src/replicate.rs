@@ -16,6 +16,7 @@
 //! queued on disk and delivered when the peer answers again ([`crate::handoff`]).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -652,7 +653,11 @@ impl Replicator {
 
     /// Sends the remote batches, applies the local result, and answers once every series has
     /// reached quorum or cannot. Forwards still running then finish in the background.
-    pub async fn execute(self: &Arc<Self>, plan: Plan, local: Option<ReplicaResult>) -> Answer {
+    pub async fn execute(
+        self: &Arc<Self>,
+        plan: Plan,
+        local: Option<impl Future<Output = ReplicaResult>>,
+    ) -> Answer {
         let started = Instant::now();
         let mut tracker = Tracker::new(plan.series, plan.owners_per_series);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -671,8 +676,9 @@ impl Replicator {
             batches.push(batch);
         }
         drop(tx);
-        if let (Some(batch), Some(result)) = (&plan.local, &local) {
-            tracker.apply(&batch.endpoint, &batch.series, result);
+        // This node's replica settles (its fsync) while the peers' are on their way.
+        if let (Some(batch), Some(local)) = (&plan.local, local) {
+            tracker.apply(&batch.endpoint, &batch.series, &local.await);
         }
         let deadline =
             tokio::time::Instant::now() + self.config.forward_timeout + Duration::from_millis(500);

@@ -15,6 +15,7 @@ use proto::remote_write::{
     Histogram as WireHist, HistogramCount, ResetHint, TimeSeries, WriteRequest,
 };
 use tsdb::db::Db;
+use tsdb::head::Durable;
 
 /// The class of a rejection, from least to most severe for the response code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -252,6 +253,24 @@ pub fn write_series<'a, 'b: 'a, I>(
 where
     I: Iterator<Item = &'a TimeSeries<'b>> + Clone,
 {
+    let (mut out, durable) = write_series_deferred(db, series, limits, late);
+    if let Err(e) = durable.wait() {
+        commit_failed(db, &mut out, &e);
+    }
+    out
+}
+
+/// [`write_series`] without waiting for the WAL's fsync: the outcome holds only once the
+/// returned [`Durable`] is ready; if that fails, pass its error to [`commit_failed`].
+pub fn write_series_deferred<'a, 'b: 'a, I>(
+    db: &Db,
+    series: I,
+    limits: HeadLimits,
+    late: bool,
+) -> (WriteOutcome, Durable)
+where
+    I: Iterator<Item = &'a TimeSeries<'b>> + Clone,
+{
     let mut out = WriteOutcome {
         total_samples: series.clone().map(|s| s.samples.len()).sum(),
         total_histograms: series.clone().map(|s| s.histograms.len()).sum(),
@@ -369,8 +388,8 @@ where
             }
         }
     }
-    match app.commit() {
-        Ok(stats) => {
+    match app.commit_deferred() {
+        Ok((stats, durable)) => {
             // Exact duplicates are accepted without being stored again; they count as written,
             // so what is accepted is what was neither rejected here nor lost at commit.
             let rejected: usize = out.rejected.iter().map(|(_, n)| n).sum();
@@ -389,25 +408,31 @@ where
                         .into()
                 });
             }
+            (out, durable)
         }
         Err(e) => {
-            out.accepted_samples = 0;
-            out.accepted_histograms = 0;
-            let all = out.total_samples + out.total_histograms;
-            if is_disk_full(&e) {
-                out.reject(Reason::DiskFull, all, || {
-                    format!(
-                        "the receiver's disk is full, nothing of this request was written: {e} \
-                         (the TSDB directory {} needs free space)",
-                        db.dir().display()
-                    )
-                });
-            } else {
-                out.reject(Reason::Storage, all, || format!("storage error: {e}"));
-            }
+            commit_failed(db, &mut out, &e);
+            (out, Durable::ready())
         }
     }
-    out
+}
+
+/// Turns an outcome into a failed write: its commit (or the commit's fsync) failed.
+pub fn commit_failed(db: &Db, out: &mut WriteOutcome, e: &tsdb::Error) {
+    out.accepted_samples = 0;
+    out.accepted_histograms = 0;
+    let all = out.total_samples + out.total_histograms;
+    if is_disk_full(e) {
+        out.reject(Reason::DiskFull, all, || {
+            format!(
+                "the receiver's disk is full, nothing of this request was written: {e} \
+                 (the TSDB directory {} needs free space)",
+                db.dir().display()
+            )
+        });
+    } else {
+        out.reject(Reason::Storage, all, || format!("storage error: {e}"));
+    }
 }
 
 fn append_reason(e: &tsdb::Error) -> Reason {

@@ -47,7 +47,8 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::error::IoContext;
@@ -711,9 +712,21 @@ pub struct Wal {
     dir: PathBuf,
     opts: WalOptions,
     writer: Mutex<Writer>,
-    /// Commits written so far; commits fsynced so far (group commit bookkeeping).
+    /// Commits written so far (group commit bookkeeping, with `sync`).
     written: AtomicU64,
-    synced: Mutex<(u64, Instant)>,
+    sync: Mutex<SyncState>,
+    /// Signalled when an fsync ends (blocking waiters; async ones are in [`SyncState::wakers`]).
+    sync_done: Condvar,
+}
+
+/// Group commit: commits fsynced so far, and whether an fsync is under way.
+struct SyncState {
+    synced: u64,
+    syncing: bool,
+    /// When the last fsync ended (`Interval` policy).
+    at: Instant,
+    /// Tasks waiting for the fsync under way.
+    wakers: Vec<Waker>,
 }
 
 /// What replay found.
@@ -862,7 +875,13 @@ impl Wal {
                 opts,
                 writer: Mutex::new(writer),
                 written: AtomicU64::new(0),
-                synced: Mutex::new((0, Instant::now())),
+                sync: Mutex::new(SyncState {
+                    synced: 0,
+                    syncing: false,
+                    at: Instant::now(),
+                    wakers: Vec::new(),
+                }),
+                sync_done: Condvar::new(),
             },
             stats,
         ))
@@ -925,20 +944,26 @@ impl Wal {
 
     /// Appends records as one commit and makes them durable according to the fsync policy.
     pub fn log(&self, records: &[Record]) -> Result<()> {
-        let Some(seq) = self.write(records)? else {
-            return Ok(());
-        };
-        match self.opts.fsync {
-            FsyncPolicy::Always => self.sync_through(seq),
-            FsyncPolicy::Interval(d) => {
-                let due = self.synced.lock().unwrap().1.elapsed() >= d;
-                if due {
-                    self.sync_through(seq)?;
-                }
-                Ok(())
-            }
-            FsyncPolicy::Never => Ok(()),
+        match self.write_commit(records)? {
+            Some(seq) => self.sync_through(seq),
+            None => Ok(()),
         }
+    }
+
+    /// Appends records as one commit. Returns the commit's sequence number when the fsync
+    /// policy wants it synced before it is acknowledged ([`Wal::sync_through`],
+    /// [`Wal::poll_synced`]).
+    pub fn write_commit(&self, records: &[Record]) -> Result<Option<u64>> {
+        let Some(seq) = self.write(records)? else {
+            return Ok(None);
+        };
+        Ok(match self.opts.fsync {
+            FsyncPolicy::Always => Some(seq),
+            FsyncPolicy::Interval(d) => {
+                (self.sync.lock().unwrap().at.elapsed() >= d).then_some(seq)
+            }
+            FsyncPolicy::Never => None,
+        })
     }
 
     fn write(&self, records: &[Record]) -> Result<Option<u64>> {
@@ -996,21 +1021,57 @@ impl Wal {
         Ok(Some(seq))
     }
 
-    /// Group commit: one fsync covers every commit written before it started.
-    fn sync_through(&self, seq: u64) -> Result<()> {
-        let mut synced = self.synced.lock().unwrap();
-        if synced.0 >= seq {
-            return Ok(());
+    /// Returns once commit `seq` is durable. Group commit: one fsync covers every commit
+    /// written before it started; a caller that finds one under way waits for it (and, if that
+    /// did not cover `seq`, runs the next).
+    pub fn sync_through(&self, seq: u64) -> Result<()> {
+        let mut st = self.sync.lock().unwrap();
+        loop {
+            if st.synced >= seq {
+                return Ok(());
+            }
+            if !st.syncing {
+                break;
+            }
+            st = self.sync_done.wait(st).unwrap();
         }
+        st.syncing = true;
+        drop(st);
         // Read the target and the file together: every commit up to `target` is in this file
         // or in an earlier segment, which was synced when it was left.
         let (target, file) = {
             let w = self.writer.lock().unwrap();
             (self.written.load(Ordering::SeqCst), w.file.clone())
         };
-        file.sync_data().ctx(|| "syncing WAL".to_string())?;
-        *synced = (target, Instant::now());
-        Ok(())
+        let synced = file.sync_data().ctx(|| "syncing WAL".to_string());
+        let mut st = self.sync.lock().unwrap();
+        st.syncing = false;
+        if synced.is_ok() {
+            st.synced = st.synced.max(target);
+            st.at = Instant::now();
+        }
+        // Waiters not covered (or all of them, after a failure) run the next fsync themselves.
+        let wakers = std::mem::take(&mut st.wakers);
+        drop(st);
+        self.sync_done.notify_all();
+        wakers.into_iter().for_each(Waker::wake);
+        synced
+    }
+
+    /// [`Wal::sync_through`] for async callers: ready when commit `seq` is durable. A task that
+    /// finds an fsync under way is woken when it ends instead of blocking its thread; one that
+    /// finds none runs the fsync itself, in this call.
+    pub fn poll_synced(&self, seq: u64, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let mut st = self.sync.lock().unwrap();
+        if st.synced >= seq {
+            return Poll::Ready(Ok(()));
+        }
+        if st.syncing {
+            st.wakers.push(cx.waker().clone());
+            return Poll::Pending;
+        }
+        drop(st);
+        Poll::Ready(self.sync_through(seq))
     }
 
     /// Fsyncs everything written so far (periodic policy, shutdown).
@@ -1338,6 +1399,80 @@ mod tests {
         let (got, _) = replay_all(dir.path());
         assert!(bits_eq(&got, &sample_records(2)));
         assert!(!dir.path().join("checkpoint.00000005.tmp").exists());
+    }
+
+    /// Group commit for async callers: a task finding an fsync under way is parked (not
+    /// blocked) and woken when it ends; a blocking caller waiting behind it then runs the fsync
+    /// that covers the parked task's commit.
+    #[test]
+    fn async_waiters_park_behind_an_fsync_under_way() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), WalOptions::default(), |_| {}).unwrap();
+        let wal = Arc::new(wal);
+        let seq = wal
+            .write_commit(&sample_records(2))
+            .unwrap()
+            .expect("fsync always");
+        let count = Arc::new(Count(Default::default()));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+
+        wal.sync.lock().unwrap().syncing = true; // another caller's fsync is under way
+        assert!(wal.poll_synced(seq, &mut cx).is_pending());
+        let blocked = {
+            let wal = wal.clone();
+            std::thread::spawn(move || wal.sync_through(seq))
+        };
+        // The fsync under way ends without covering `seq` (it failed, say).
+        {
+            let mut st = wal.sync.lock().unwrap();
+            st.syncing = false;
+            std::mem::take(&mut st.wakers)
+                .into_iter()
+                .for_each(Waker::wake);
+        }
+        wal.sync_done.notify_all();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        blocked.join().unwrap().unwrap();
+        assert!(matches!(wal.poll_synced(seq, &mut cx), Poll::Ready(Ok(()))));
+        assert_eq!(wal.sync.lock().unwrap().synced, seq);
+
+        // Many concurrent committers, blocking and async alike: all durable, all replayed.
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let wal = wal.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        let seq = wal.write_commit(&sample_records(1)).unwrap().unwrap();
+                        if i % 2 == 0 {
+                            wal.sync_through(seq).unwrap();
+                        } else {
+                            let count = Arc::new(Count(Default::default()));
+                            let waker = Waker::from(count);
+                            let mut cx = Context::from_waker(&waker);
+                            while wal.poll_synced(seq, &mut cx).is_pending() {
+                                std::thread::yield_now();
+                            }
+                        }
+                        assert!(wal.sync.lock().unwrap().synced >= seq);
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        drop(wal);
+        let (got, stats) = replay_all(dir.path());
+        assert_eq!(
+            got.len(),
+            sample_records(2).len() + 8 * 50 * sample_records(1).len()
+        );
+        assert_eq!(stats.truncated_at, None);
     }
 
     /// With fsync on, a segment carries zeros reserved ahead of its commits. A crash leaves

@@ -1,15 +1,18 @@
 //! The write side: appenders stage and validate samples, commit logs them to the WAL and applies them.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use super::series::MemSeries;
 use super::{CommitStats, Head};
 use crate::chunkenc::Value;
 use crate::exemplars::{Exemplar, ExemplarError};
 use crate::labels::IdentityHash;
-use crate::wal::{Record, RefExemplar, RefFloatHistogram, RefHistogram, RefSample};
+use crate::wal::{Record, RefExemplar, RefFloatHistogram, RefHistogram, RefSample, Wal};
 use crate::{Error, Label, Labels, Result};
 use model::histogram::{FloatHistogram, Histogram};
 
@@ -284,11 +287,22 @@ impl Appender<'_> {
     }
 
     /// Logs the staged samples to the WAL (durably, per the fsync policy), then applies them.
-    pub fn commit(mut self) -> Result<CommitStats> {
+    pub fn commit(self) -> Result<CommitStats> {
+        let (stats, durable) = self.commit_deferred()?;
+        durable.wait()?;
+        Ok(stats)
+    }
+
+    /// [`Appender::commit`] without waiting for the fsync: the samples are logged and applied
+    /// (queries see them, as in Prometheus, whose WAL is not fsynced per commit), and the
+    /// returned [`Durable`] says when the WAL holds them durably. Acknowledge the write only
+    /// after it is ready; if it fails, the write failed.
+    pub fn commit_deferred(mut self) -> Result<(CommitStats, Durable)> {
         let mut stats = CommitStats::default();
         if self.is_empty() {
-            return Ok(stats);
+            return Ok((stats, Durable(None)));
         }
+        let mut durable = Durable(None);
         let _commit = self.head.commit_lock.read().unwrap();
         if let Some(wal) = &self.head.wal {
             // Series records of new series first, then the samples, in one write: replay meets
@@ -355,7 +369,7 @@ impl Appender<'_> {
                         .collect(),
                 ));
             }
-            wal.log(&records)?;
+            durable = Durable(wal.write_commit(&records)?.map(|seq| (wal.clone(), seq)));
             for s in unlogged {
                 s.logged.store(true, Ordering::Release);
             }
@@ -415,6 +429,37 @@ impl Appender<'_> {
         if stats.samples + stats.histograms > 0 {
             self.head.update_time_bounds(mint, maxt);
         }
-        Ok(stats)
+        Ok((stats, durable))
+    }
+}
+
+/// When a commit made by [`Appender::commit_deferred`] is durable: [`Durable::wait`] blocks
+/// for it, awaiting it yields the task instead while another commit's fsync is under way.
+#[must_use = "a commit is not durable before this is ready"]
+pub struct Durable(Option<(Arc<Wal>, u64)>);
+
+impl Durable {
+    /// Nothing to wait for.
+    pub fn ready() -> Durable {
+        Durable(None)
+    }
+
+    /// Blocks until the commit is durable.
+    pub fn wait(self) -> Result<()> {
+        match self.0 {
+            Some((wal, seq)) => wal.sync_through(seq),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Future for Durable {
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        match &self.0 {
+            Some((wal, seq)) => wal.poll_synced(*seq, cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 }

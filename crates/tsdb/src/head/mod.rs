@@ -37,7 +37,7 @@ mod status;
 mod tests;
 mod wal;
 
-pub use append::{Appender, SeriesHandle};
+pub use append::{Appender, Durable, SeriesHandle};
 pub use read::HeadQuerier;
 pub use series::{range_start, MemSeries};
 pub use status::{HeadMemory, HeadStatus};
