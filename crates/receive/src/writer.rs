@@ -105,6 +105,14 @@ pub struct WriteOutcome {
 }
 
 impl WriteOutcome {
+    /// Rejects a whole series: its float samples and its histograms.
+    fn reject_series(&mut self, series: &TimeSeries<'_>, reason: Reason, why: &dyn Fn() -> String) {
+        self.reject(reason, series.samples.len(), why);
+        if !series.histograms.is_empty() {
+            self.reject_histograms(reason, series.histograms.len(), why);
+        }
+    }
+
     /// Rejects `histograms` histogram samples (besides float samples) with `reason`.
     fn reject_histograms(
         &mut self,
@@ -289,57 +297,63 @@ where
     }
     let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(16);
     let exemplars_off = db.head().exemplars().capacity() == 0;
+    // First the checks that need no head, and the series' identity hashes; then the series
+    // already in the head are looked up all at once (see `Appender::existing_series`).
+    let mut valid = Vec::new();
+    let mut identities = Vec::new();
     for series in series {
         let (floats, histograms) = (series.samples.len(), series.histograms.len());
         if floats + histograms == 0 && (series.exemplars.is_empty() || exemplars_off) {
             out.exemplars_refused += series.exemplars.len();
             continue;
         }
-        // Rejects the whole series: its float samples and its histograms.
-        let reject_all = |out: &mut WriteOutcome, reason: Reason, why: &dyn Fn() -> String| {
-            out.reject(reason, floats, why);
-            if histograms > 0 {
-                out.reject_histograms(reason, histograms, why);
-            }
-        };
-        match validate_labels(series) {
-            Ok(()) => {}
-            Err(why) => {
-                reject_all(&mut out, Reason::InvalidLabels, &|| {
-                    format!("series {}: {why}", describe(series))
-                });
-                continue;
-            }
-        };
-        pairs.clear();
-        pairs.extend(series.labels.iter().map(|l| (l.name, l.value)));
-        if (at_limit.is_some() || node_at_limit.is_some()) && !db.head().contains_pairs(&pairs) {
-            if let Some(limit) = at_limit {
-                reject_all(&mut out, Reason::SeriesLimit, &|| {
-                    format!(
-                        "series {}: the tenant is at its limit of {limit} active series",
-                        describe(series)
-                    )
-                });
-            } else if let Some(limit) = node_at_limit {
-                reject_all(&mut out, Reason::NodeSeriesLimit, &|| {
-                    format!(
-                        "series {}: this receiver is at its limit of {limit} active series across \
-                         tenants (--receive.node-head-series-limit); new series are refused until \
-                         the head is cut into a block or the pool grows",
-                        describe(series)
-                    )
-                });
-            }
+        if let Err(why) = validate_labels(series) {
+            out.reject_series(series, Reason::InvalidLabels, &|| {
+                format!("series {}: {why}", describe(series))
+            });
             continue;
         }
-        let handle = match app.series_for_pairs(&pairs) {
-            Ok(h) => h,
-            Err(e) => {
-                reject_all(&mut out, Reason::Storage, &|| {
-                    format!("series {}: {e}", describe(series))
-                });
+        valid.push(series);
+        identities.push(tsdb::labels::identity_hash_pairs(
+            series.labels.iter().map(|l| (l.name, l.value)),
+        ));
+    }
+    let existing = app.existing_series(&identities);
+    for (series, existing) in valid.into_iter().zip(existing) {
+        let handle = match existing {
+            Some(h) => h,
+            None if at_limit.is_some() || node_at_limit.is_some() => {
+                if let Some(limit) = at_limit {
+                    out.reject_series(series, Reason::SeriesLimit, &|| {
+                        format!(
+                            "series {}: the tenant is at its limit of {limit} active series",
+                            describe(series)
+                        )
+                    });
+                } else if let Some(limit) = node_at_limit {
+                    out.reject_series(series, Reason::NodeSeriesLimit, &|| {
+                        format!(
+                            "series {}: this receiver is at its limit of {limit} active series \
+                             across tenants (--receive.node-head-series-limit); new series are \
+                             refused until the head is cut into a block or the pool grows",
+                            describe(series)
+                        )
+                    });
+                }
                 continue;
+            }
+            None => {
+                pairs.clear();
+                pairs.extend(series.labels.iter().map(|l| (l.name, l.value)));
+                match app.series_for_pairs(&pairs) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        out.reject_series(series, Reason::Storage, &|| {
+                            format!("series {}: {e}", describe(series))
+                        });
+                        continue;
+                    }
+                }
             }
         };
         for s in &series.samples {
