@@ -259,6 +259,7 @@ pub enum DecodeError {
     TooManyHistograms { limit: usize },
 }
 
+#[inline(always)]
 fn decode_sample(buf: &[u8], base: usize) -> Result<Sample, WireError> {
     let mut r = Reader::new(buf, base);
     let mut s = Sample {
@@ -275,6 +276,7 @@ fn decode_sample(buf: &[u8], base: usize) -> Result<Sample, WireError> {
     Ok(s)
 }
 
+#[inline(always)]
 fn decode_label<'a>(buf: &'a [u8], base: usize) -> Result<Label<'a>, WireError> {
     let mut r = Reader::new(buf, base);
     let mut l = Label {
