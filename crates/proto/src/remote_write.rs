@@ -30,8 +30,8 @@
 //! from a count the input declares.
 
 use crate::wire::{
-    self, put_bytes, put_message, put_tag, put_varint, unzigzag32, unzigzag64, zigzag32, zigzag64,
-    Reader, WireError,
+    self, put_bytes, put_message, put_tag, put_varint, unzigzag32, unzigzag64, varint_len,
+    zigzag32, zigzag64, Reader, WireError,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -938,12 +938,21 @@ pub fn series_bytes_v1(buf: &[u8]) -> Result<Vec<&[u8]>, DecodeError> {
 }
 
 /// [`encode_thanos_write`] from series already encoded as `prometheus.TimeSeries` messages.
-pub fn encode_thanos_write_raw<'a>(
-    tenant: &str,
-    replica: u64,
-    series: impl IntoIterator<Item = &'a [u8]>,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
+pub fn encode_thanos_write_raw<'a, I>(tenant: &str, replica: u64, series: I) -> Vec<u8>
+where
+    I: Iterator<Item = &'a [u8]> + Clone,
+{
+    // Sized exactly up front (a tag, a length and the bytes per series): growing it would copy
+    // the request several times over.
+    let field = |n: usize| 1 + varint_len(n as u64) + n;
+    let size = series.clone().map(|ts| field(ts.len())).sum::<usize>()
+        + field(tenant.len())
+        + if replica != 0 {
+            1 + varint_len(replica)
+        } else {
+            0
+        };
+    let mut out = Vec::with_capacity(size);
     for ts in series {
         put_bytes(&mut out, 1, ts);
     }
@@ -1367,7 +1376,7 @@ pub(crate) mod tests {
         let got = decode_thanos_write(&fwd).unwrap();
         assert_eq!(keys(&got.tenants[0].1), keys(&want));
         let raw = series_bytes_v1(&v1_bytes).unwrap();
-        assert_eq!(encode_thanos_write_raw("t", 1, raw), fwd);
+        assert_eq!(encode_thanos_write_raw("t", 1, raw.into_iter()), fwd);
     }
 
     #[test]

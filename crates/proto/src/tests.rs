@@ -475,6 +475,26 @@ fn forwarding_raw_series_bytes_equals_re_encoding() {
     let a = encode_thanos_write("t", 2, pick.iter().map(|&i| &decoded.timeseries[i]));
     let b = encode_thanos_write_raw("t", 2, pick.iter().map(|&i| raw[i]));
     assert_eq!(a, b);
+    assert_eq!(b.capacity(), b.len(), "sized exactly up front");
+}
+
+#[test]
+fn varint_len_is_what_put_varint_writes() {
+    for x in [
+        0,
+        1,
+        127,
+        128,
+        16_383,
+        16_384,
+        u64::from(u32::MAX),
+        u64::MAX >> 1,
+        u64::MAX,
+    ] {
+        let mut out = Vec::new();
+        crate::wire::put_varint(&mut out, x);
+        assert_eq!(crate::wire::varint_len(x), out.len(), "{x}");
+    }
 }
 
 /// Conversions between `remote_write::Histogram` and a generated `Histogram`: 1.0's and 2.0's
