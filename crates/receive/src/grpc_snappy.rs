@@ -16,7 +16,7 @@ use std::io::{Read, Write};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http_body_util::BodyExt;
 use tonic::body::Body;
 
@@ -26,13 +26,27 @@ const GRPC_ACCEPT_ENCODING: &str = "grpc-accept-encoding";
 
 /// Snappy framed-format compression of one message.
 pub fn compress(msg: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut enc = snap::write::FrameEncoder::new(Vec::with_capacity(msg.len() / 2 + 64));
+    let mut out = Vec::with_capacity(msg.len() / 2 + 64);
+    compress_into(msg, &mut out)?;
+    Ok(out)
+}
+
+/// [`compress`], appending to `out`.
+fn compress_into(msg: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut enc = snap::write::FrameEncoder::new(out);
     enc.write_all(msg)?;
-    enc.into_inner().map_err(|e| e.into_error())
+    enc.flush()
 }
 
 /// Inverse of [`compress`], refusing output larger than `max` bytes.
 pub fn decompress(data: &[u8], max: usize) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    decompress_into(data, max, &mut out)?;
+    Ok(out)
+}
+
+/// [`decompress`], appending to `out`.
+fn decompress_into(data: &[u8], max: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
     // The frames declare what they hold: reserve that once instead of growing the output
     // (each doubling copies and faults in fresh pages), and refuse an oversized message before
     // decompressing it. A stream whose frames cannot be walked is left to the decoder's errors.
@@ -40,14 +54,15 @@ pub fn decompress(data: &[u8], max: usize) -> std::io::Result<Vec<u8>> {
     if declared.is_some_and(|n| n > max) {
         return Err(too_large(max));
     }
-    let mut out = Vec::with_capacity(declared.unwrap_or(data.len() * 2).min(max));
+    out.reserve(declared.unwrap_or(data.len() * 2).min(max));
+    let start = out.len();
     snap::read::FrameDecoder::new(data)
         .take((max as u64).saturating_add(1))
-        .read_to_end(&mut out)?;
-    if out.len() > max {
+        .read_to_end(out)?;
+    if out.len() - start > max {
         return Err(too_large(max));
     }
-    Ok(out)
+    Ok(())
 }
 
 fn too_large(max: usize) -> std::io::Error {
@@ -79,13 +94,14 @@ fn framed_len(data: &[u8]) -> Option<usize> {
     Some(total)
 }
 
-/// Rewrites every length-prefixed gRPC message of `body` with `f(compressed_flag, message)`,
-/// which returns the new flag and message.
+/// Rewrites every length-prefixed gRPC message of `body`: `f(compressed_flag, message, out)`
+/// appends the new message to `out` and returns its flag. The messages are written in place
+/// after their headers, with no copy in between.
 fn rewrite_frames(
     mut body: Bytes,
-    mut f: impl FnMut(u8, Bytes) -> std::io::Result<(u8, Bytes)>,
+    mut f: impl FnMut(u8, &[u8], &mut Vec<u8>) -> std::io::Result<u8>,
 ) -> std::io::Result<Bytes> {
-    let mut out = BytesMut::with_capacity(body.len() + 16);
+    let mut out = Vec::with_capacity(body.len() + 16);
     while body.has_remaining() {
         if body.len() < 5 {
             return Err(std::io::Error::other("truncated gRPC frame header"));
@@ -95,12 +111,15 @@ fn rewrite_frames(
         if body.len() < len {
             return Err(std::io::Error::other("truncated gRPC message"));
         }
-        let (flag, msg) = f(flag, body.split_to(len))?;
-        out.put_u8(flag);
-        out.put_u32(msg.len() as u32);
-        out.put_slice(&msg);
+        let header = out.len();
+        out.extend_from_slice(&[0; 5]);
+        out[header] = f(flag, &body[..len], &mut out)?;
+        body.advance(len);
+        let written = u32::try_from(out.len() - header - 5)
+            .map_err(|_| std::io::Error::other("gRPC message over 4 GiB"))?;
+        out[header + 1..header + 5].copy_from_slice(&written.to_be_bytes());
     }
-    Ok(out.freeze())
+    Ok(Bytes::from(out))
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -142,11 +161,13 @@ where
                 .await
                 .map_err(Into::<BoxError>::into)?
                 .to_bytes();
-            let bytes = rewrite_frames(bytes, |flag, msg| {
+            let bytes = rewrite_frames(bytes, |flag, msg, out| {
                 if flag != 0 {
-                    return Ok((flag, msg));
+                    out.extend_from_slice(msg);
+                    return Ok(flag);
                 }
-                Ok((1, Bytes::from(compress(&msg)?)))
+                compress_into(msg, out)?;
+                Ok(1)
             })?;
             parts
                 .headers
@@ -226,11 +247,13 @@ where
                 }
                 Err(e) => return Err(e),
             };
-            let rewritten = rewrite_frames(bytes, |flag, msg| {
+            let rewritten = rewrite_frames(bytes, |flag, msg, out| {
                 if flag == 0 {
-                    return Ok((0, msg));
+                    out.extend_from_slice(msg);
+                } else {
+                    decompress_into(msg, limits.max_message, out)?;
                 }
-                Ok((0, Bytes::from(decompress(&msg, limits.max_message)?)))
+                Ok(0)
             });
             let bytes = match rewritten {
                 Ok(b) => b,
@@ -297,6 +320,7 @@ mod tests {
     }
 
     use super::*;
+    use bytes::{BufMut, BytesMut};
 
     #[test]
     fn frames_round_trip_through_snappy() {
@@ -309,22 +333,35 @@ mod tests {
             body.put_slice(m);
         }
         let plain = body.freeze();
-        let packed =
-            rewrite_frames(plain.clone(), |_, m| Ok((1, Bytes::from(compress(&m)?)))).unwrap();
+        let packed = rewrite_frames(plain.clone(), |_, m, out| {
+            compress_into(m, out)?;
+            Ok(1)
+        })
+        .unwrap();
         assert!(packed.len() < plain.len());
-        let back = rewrite_frames(packed, |_, m| {
-            Ok((0, Bytes::from(decompress(&m, usize::MAX)?)))
+        let back = rewrite_frames(packed.clone(), |_, m, out| {
+            decompress_into(m, usize::MAX, out)?;
+            Ok(0)
         })
         .unwrap();
         assert_eq!(back, plain);
+        // Message by message, the same as the stand-alone functions.
+        let standalone = rewrite_frames(packed, |_, m, out| {
+            out.extend_from_slice(&decompress(m, usize::MAX)?);
+            Ok(0)
+        })
+        .unwrap();
+        assert_eq!(standalone, plain);
     }
 
     #[test]
     fn truncated_frames_are_errors() {
-        assert!(rewrite_frames(Bytes::from_static(&[0, 0, 0]), |f, m| Ok((f, m))).is_err());
-        assert!(
-            rewrite_frames(Bytes::from_static(&[0, 0, 0, 0, 9, 1]), |f, m| Ok((f, m))).is_err()
-        );
+        let copy = |f: u8, m: &[u8], out: &mut Vec<u8>| {
+            out.extend_from_slice(m);
+            Ok(f)
+        };
+        assert!(rewrite_frames(Bytes::from_static(&[0, 0, 0]), copy).is_err());
+        assert!(rewrite_frames(Bytes::from_static(&[0, 0, 0, 0, 9, 1]), copy).is_err());
     }
 
     #[test]
