@@ -21,7 +21,7 @@ use tsdb::Labels;
 use crate::error::{Error, Result};
 use crate::histogram::{CounterResetHint, FloatHistogram};
 use crate::planner;
-use crate::storage::{MatchType, Matcher, Queryable, Sample, Series as StorageSeries};
+use crate::storage::{is_stale_nan, MatchType, Matcher, Queryable, Sample, Series as StorageSeries};
 use crate::value::Annotations;
 
 /// An instant-vector series inside the evaluator.
@@ -543,8 +543,18 @@ impl<'a> Evaluator<'a> {
                 return Ok(());
             }
             let window = &all[lo..hi];
-            let has_histograms = window.iter().any(|p| p.h.is_some());
-            let pts = if window.iter().any(|p| p.is_stale()) {
+            // One pass for both questions (the window is every sample of the series).
+            let (mut has_histograms, mut has_stale) = (false, false);
+            for p in window {
+                match &p.h {
+                    None => has_stale |= is_stale_nan(p.f),
+                    Some(h) => {
+                        has_histograms = true;
+                        has_stale |= is_stale_nan(h.sum);
+                    }
+                }
+            }
+            let pts = if has_stale {
                 scratch.clear();
                 scratch.extend(window.iter().filter(|p| !p.is_stale()).cloned());
                 if scratch.is_empty() {
