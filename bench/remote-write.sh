@@ -127,7 +127,9 @@ PORT=
 free_port() {
   local p i
   for ((i = 0; i < 200; i++)); do
-    p=$((20000 + RANDOM % 40000))
+    # Below the kernel's ephemeral range (32768+ by default): a port some connection of the
+    # run uses as its source port answers no connect, yet cannot be bound.
+    p=$((20000 + RANDOM % 12000))
     [[ $USED_PORTS == *" $p "* ]] && continue
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       USED_PORTS+="$p "
@@ -142,13 +144,13 @@ wait_ready() { # name url
   local deadline=$((SECONDS + READY_TIMEOUT))
   while ((SECONDS < deadline)); do
     if ! kill -0 "$PEER_PID" 2>/dev/null; then
-      tail -n 30 "$WORK/$1.log" >&2
+      grep -v -E '^ +([0-9]+: |at )' "$WORK/$1.log" | tail -n 30 >&2
       die "$1 exited before it was ready (log above)"
     fi
     curl -sf -m 2 -o /dev/null "$2" && return 0
     sleep 0.2
   done
-  tail -n 30 "$WORK/$1.log" >&2
+  grep -v -E '^ +([0-9]+: |at )' "$WORK/$1.log" | tail -n 30 >&2
   die "$1 not ready after ${READY_TIMEOUT}s ($2)"
 }
 
@@ -234,7 +236,7 @@ run_peer() { # name run-number
     --interval "$INTERVAL" >"$WORK/$key.json" || rc=$?
   cat "$WORK/$key.json"
   if ! kill -0 "$PEER_PID" 2>/dev/null; then
-    tail -n 30 "$WORK/$name.log" >&2
+    grep -v -E '^ +([0-9]+: |at )' "$WORK/$name.log" | tail -n 30 >&2
     die "$name died during the run (log above)"
   fi
   RSS[$key]=$(proc_kib "$PEER_PID" VmHWM)

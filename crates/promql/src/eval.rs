@@ -21,7 +21,9 @@ use tsdb::Labels;
 use crate::error::{Error, Result};
 use crate::histogram::{CounterResetHint, FloatHistogram};
 use crate::planner;
-use crate::storage::{is_stale_nan, MatchType, Matcher, Queryable, Sample, Series as StorageSeries};
+use crate::storage::{
+    is_stale_nan, MatchType, Matcher, Queryable, Sample, Series as StorageSeries,
+};
 use crate::value::Annotations;
 
 /// An instant-vector series inside the evaluator.

@@ -36,11 +36,15 @@
 //! **Replay** reads the newest checkpoint and then every later segment. A record that is cut
 //! short or fails its CRC ends the log: the segment is truncated there and later segments are
 //! removed, with a warning. Only records after the damage are lost; the database always opens.
+//! Zero bytes from a record boundary to the end of a segment are space reserved ahead of
+//! commits ([`RESERVE_STEP`]), not damage: they are cut off quietly.
 //!
 //! **Durability** ([`FsyncPolicy`]): with `Always` (the default) every commit is fsynced before
 //! it is acknowledged; concurrent commits share one fsync (group commit), so a write that got a
-//! 2xx survives a crash. `Interval(d)` fsyncs at most every `d` (a crash may lose the last `d`
-//! of acknowledged writes, like Prometheus' default); `Never` leaves it to the OS.
+//! 2xx survives a crash. A caller waits either blocking ([`Wal::sync_through`]) or as an async
+//! task ([`Wal::poll_synced`]: parked while another caller's fsync is under way). `Interval(d)`
+//! fsyncs at most every `d` (a crash may lose the last `d` of acknowledged writes, like
+//! Prometheus' default); `Never` leaves it to the OS.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
