@@ -80,6 +80,27 @@ pub struct PendingWrite {
     durable: Durable,
 }
 
+/// An fsync at least this long is run off the async worker ([`Receiver::finish`]).
+const SLOW_FSYNC: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Runs an fsync a task leads (see [`Receiver::finish`]): on its worker thread when the disk
+/// is fast (handing the worker over with `block_in_place` costs more than the fsync); when the
+/// WAL's `last` fsync was slow (a network disk), in `block_in_place` on a multi-threaded
+/// runtime, so that the worker's other tasks move on meanwhile.
+fn run_fsync(
+    last: std::time::Duration,
+    fsync: &mut dyn FnMut() -> tsdb::Result<()>,
+) -> tsdb::Result<()> {
+    let off_worker = last >= SLOW_FSYNC
+        && tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if off_worker {
+        tokio::task::block_in_place(fsync)
+    } else {
+        fsync()
+    }
+}
+
 /// This node's share of a routed write, for [`Receiver::finish_replica`].
 pub type LocalReplica = Result<PendingWrite, IngestError>;
 
@@ -323,7 +344,10 @@ impl Receiver {
     /// Waits for a deferred write's fsync without blocking the thread (another write's fsync
     /// may be under way), then records what it stored.
     pub async fn finish(&self, pending: PendingWrite) -> WriteOutcome {
-        let result = pending.durable.await;
+        let durable = pending.durable;
+        let last = durable.last_fsync();
+        let result =
+            std::future::poll_fn(|cx| durable.poll_with(cx, |fsync| run_fsync(last, fsync))).await;
         self.settle(pending.tenant, &pending.db, pending.outcome, result)
     }
 
@@ -398,4 +422,42 @@ pub fn decode_snappy_body(body: &[u8], max_decoded: usize) -> Result<Vec<u8>, In
     snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(IngestError::Snappy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Whether a task spawned on a one-worker runtime gets to run while `run_fsync` runs an
+    /// fsync that waits for it (up to a second).
+    fn others_run_during_fsync(last: Duration) -> bool {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(rt.spawn(async move {
+            let (tx, rx) = std::sync::mpsc::channel();
+            // Spawned from the worker, so it is queued on this very worker.
+            let other = tokio::spawn(async move {
+                let _ = tx.send(());
+            });
+            let mut ran = false;
+            let result = run_fsync(last, &mut || {
+                ran = rx.recv_timeout(Duration::from_secs(1)).is_ok();
+                Ok(())
+            });
+            result.unwrap();
+            other.await.unwrap();
+            ran
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_slow_disks_fsync_leaves_the_worker_to_other_tasks() {
+        assert!(others_run_during_fsync(SLOW_FSYNC));
+        assert!(!others_run_during_fsync(Duration::from_micros(100)));
+    }
 }

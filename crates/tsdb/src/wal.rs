@@ -719,6 +719,8 @@ pub struct Wal {
     /// Commits written so far (group commit bookkeeping, with `sync`).
     written: AtomicU64,
     sync: Mutex<SyncState>,
+    /// How long the last fsync took, in microseconds.
+    last_fsync_us: AtomicU64,
     /// Signalled when an fsync ends (blocking waiters; async ones are in [`SyncState::wakers`]).
     sync_done: Condvar,
 }
@@ -885,6 +887,7 @@ impl Wal {
                     at: Instant::now(),
                     wakers: Vec::new(),
                 }),
+                last_fsync_us: AtomicU64::new(0),
                 sync_done: Condvar::new(),
             },
             stats,
@@ -1047,7 +1050,10 @@ impl Wal {
             let w = self.writer.lock().unwrap();
             (self.written.load(Ordering::SeqCst), w.file.clone())
         };
+        let started = Instant::now();
         let synced = file.sync_data().ctx(|| "syncing WAL".to_string());
+        self.last_fsync_us
+            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         let mut st = self.sync.lock().unwrap();
         st.syncing = false;
         if synced.is_ok() {
@@ -1066,6 +1072,17 @@ impl Wal {
     /// finds an fsync under way is woken when it ends instead of blocking its thread; one that
     /// finds none runs the fsync itself, in this call.
     pub fn poll_synced(&self, seq: u64, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.poll_synced_with(seq, cx, |fsync| fsync())
+    }
+
+    /// [`Wal::poll_synced`], the fsync this task runs itself going through `run` (an async
+    /// runtime's way of running blocking work, say).
+    pub fn poll_synced_with(
+        &self,
+        seq: u64,
+        cx: &mut Context<'_>,
+        run: impl FnOnce(&mut dyn FnMut() -> Result<()>) -> Result<()>,
+    ) -> Poll<Result<()>> {
         let mut st = self.sync.lock().unwrap();
         if st.synced >= seq {
             return Poll::Ready(Ok(()));
@@ -1075,7 +1092,12 @@ impl Wal {
             return Poll::Pending;
         }
         drop(st);
-        Poll::Ready(self.sync_through(seq))
+        Poll::Ready(run(&mut || self.sync_through(seq)))
+    }
+
+    /// How long the last fsync took.
+    pub fn last_fsync(&self) -> Duration {
+        Duration::from_micros(self.last_fsync_us.load(Ordering::Relaxed))
     }
 
     /// Fsyncs everything written so far (periodic policy, shutdown).

@@ -474,6 +474,26 @@ impl Durable {
         Durable(None)
     }
 
+    /// Polls like the future, the fsync this task runs itself going through `run` (see
+    /// [`Wal::poll_synced_with`]).
+    pub fn poll_with(
+        &self,
+        cx: &mut Context<'_>,
+        run: impl FnOnce(&mut dyn FnMut() -> Result<()>) -> Result<()>,
+    ) -> Poll<Result<()>> {
+        match &self.0 {
+            Some((wal, seq)) => wal.poll_synced_with(*seq, cx, run),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    /// How long the WAL's last fsync took (zero without a WAL or fsync).
+    pub fn last_fsync(&self) -> std::time::Duration {
+        self.0
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |(wal, _)| wal.last_fsync())
+    }
+
     /// Blocks until the commit is durable.
     pub fn wait(self) -> Result<()> {
         match self.0 {
