@@ -159,19 +159,31 @@ pub fn escape_exposition_value(value: &str) -> String {
 /// comparison): two different label sets sharing a 128-bit XXH3 hash is far less likely than a
 /// disk flipping a bit, and a writer could at most merge two series of a tenant it may write to.
 pub fn identity_hash_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> u128 {
+    with_pair_bytes(&[], pairs, xxhash_rust::xxh3::xxh3_128)
+}
+
+/// Calls `f` with the `prefix` parts, then each pair's name and value each followed by 0xff,
+/// laid out in a buffer reused per thread: one pass of a one-shot hash over it costs less than
+/// a streaming hasher's updates for strings this short.
+pub fn with_pair_bytes<'a, R>(
+    prefix: &[&[u8]],
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    f: impl FnOnce(&[u8]) -> R,
+) -> R {
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     BUF.with(|buf| {
         let mut buf = buf.borrow_mut();
         buf.clear();
+        prefix.iter().for_each(|p| buf.extend_from_slice(p));
         for (name, value) in pairs {
             buf.extend_from_slice(name.as_bytes());
             buf.push(0xff);
             buf.extend_from_slice(value.as_bytes());
             buf.push(0xff);
         }
-        xxhash_rust::xxh3::xxh3_128(&buf)
+        f(&buf)
     })
 }
 

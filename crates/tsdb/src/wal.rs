@@ -1070,14 +1070,9 @@ impl Wal {
 
     /// [`Wal::sync_through`] for async callers: ready when commit `seq` is durable. A task that
     /// finds an fsync under way is woken when it ends instead of blocking its thread; one that
-    /// finds none runs the fsync itself, in this call.
-    pub fn poll_synced(&self, seq: u64, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        self.poll_synced_with(seq, cx, |fsync| fsync())
-    }
-
-    /// [`Wal::poll_synced`], the fsync this task runs itself going through `run` (an async
-    /// runtime's way of running blocking work, say).
-    pub fn poll_synced_with(
+    /// finds none runs the fsync itself, in this call, through `run` (an async runtime's way of
+    /// running blocking work, say; `|fsync| fsync()` runs it right here).
+    pub fn poll_synced(
         &self,
         seq: u64,
         cx: &mut Context<'_>,
@@ -1450,7 +1445,7 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
 
         wal.sync.lock().unwrap().syncing = true; // another caller's fsync is under way
-        assert!(wal.poll_synced(seq, &mut cx).is_pending());
+        assert!(wal.poll_synced(seq, &mut cx, |fsync| fsync()).is_pending());
         let blocked = {
             let wal = wal.clone();
             std::thread::spawn(move || wal.sync_through(seq))
@@ -1466,7 +1461,10 @@ mod tests {
         wal.sync_done.notify_all();
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
         blocked.join().unwrap().unwrap();
-        assert!(matches!(wal.poll_synced(seq, &mut cx), Poll::Ready(Ok(()))));
+        assert!(matches!(
+            wal.poll_synced(seq, &mut cx, |fsync| fsync()),
+            Poll::Ready(Ok(()))
+        ));
         assert_eq!(wal.sync.lock().unwrap().synced, seq);
 
         // Many concurrent committers, blocking and async alike: all durable, all replayed.
@@ -1482,7 +1480,7 @@ mod tests {
                             let count = Arc::new(Count(Default::default()));
                             let waker = Waker::from(count);
                             let mut cx = Context::from_waker(&waker);
-                            while wal.poll_synced(seq, &mut cx).is_pending() {
+                            while wal.poll_synced(seq, &mut cx, |fsync| fsync()).is_pending() {
                                 std::thread::yield_now();
                             }
                         }

@@ -37,24 +37,7 @@ pub fn series_hash<'a, I>(tenant: &str, labels: I) -> u64
 where
     I: IntoIterator<Item = (&'a str, &'a str)>,
 {
-    // One pass over the bytes laid out in a reused buffer: the streaming hasher's updates cost
-    // more than the copy for strings this short.
-    thread_local! {
-        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    BUF.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        buf.clear();
-        buf.extend_from_slice(tenant.as_bytes());
-        buf.push(SEPARATOR);
-        for (name, value) in labels {
-            buf.extend_from_slice(name.as_bytes());
-            buf.push(SEPARATOR);
-            buf.extend_from_slice(value.as_bytes());
-            buf.push(SEPARATOR);
-        }
-        xxh64(&buf, 0)
-    })
+    tsdb::labels::with_pair_bytes(&[tenant.as_bytes(), &[SEPARATOR]], labels, |b| xxh64(b, 0))
 }
 
 /// [`series_hash`] of a `tsdb::Labels` (already sorted by name).

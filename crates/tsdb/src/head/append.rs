@@ -1,8 +1,6 @@
 //! The write side: appenders stage and validate samples, commit logs them to the WAL and applies them.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -330,9 +328,9 @@ impl Appender<'_> {
     pub fn commit_deferred(mut self) -> Result<(CommitStats, Durable)> {
         let mut stats = CommitStats::default();
         if self.is_empty() {
-            return Ok((stats, Durable(None)));
+            return Ok((stats, Durable::ready()));
         }
-        let mut durable = Durable(None);
+        let mut durable = Durable::ready();
         let _commit = self.head.commit_lock.read().unwrap();
         if let Some(wal) = &self.head.wal {
             // Series records of new series first, then the samples, in one write: replay meets
@@ -464,7 +462,8 @@ impl Appender<'_> {
 }
 
 /// When a commit made by [`Appender::commit_deferred`] is durable: [`Durable::wait`] blocks
-/// for it, awaiting it yields the task instead while another commit's fsync is under way.
+/// for it; [`Durable::poll_with`] parks the polling task instead while another commit's fsync
+/// is under way.
 #[must_use = "a commit is not durable before this is ready"]
 pub struct Durable(Option<(Arc<Wal>, u64)>);
 
@@ -474,15 +473,16 @@ impl Durable {
         Durable(None)
     }
 
-    /// Polls like the future, the fsync this task runs itself going through `run` (see
-    /// [`Wal::poll_synced_with`]).
+    /// Ready when the commit is durable; a task that finds another commit's fsync under way is
+    /// woken when it ends, and the fsync this task runs itself goes through `run` (see
+    /// [`Wal::poll_synced`]).
     pub fn poll_with(
         &self,
         cx: &mut Context<'_>,
         run: impl FnOnce(&mut dyn FnMut() -> Result<()>) -> Result<()>,
     ) -> Poll<Result<()>> {
         match &self.0 {
-            Some((wal, seq)) => wal.poll_synced_with(*seq, cx, run),
+            Some((wal, seq)) => wal.poll_synced(*seq, cx, run),
             None => Poll::Ready(Ok(())),
         }
     }
@@ -499,17 +499,6 @@ impl Durable {
         match self.0 {
             Some((wal, seq)) => wal.sync_through(seq),
             None => Ok(()),
-        }
-    }
-}
-
-impl Future for Durable {
-    type Output = Result<()>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        match &self.0 {
-            Some((wal, seq)) => wal.poll_synced(*seq, cx),
-            None => Poll::Ready(Ok(())),
         }
     }
 }

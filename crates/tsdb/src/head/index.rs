@@ -193,12 +193,6 @@ impl Head {
         names
     }
 
-    /// Is there a series with exactly these (sorted) pairs?
-    pub fn contains_pairs(&self, pairs: &[(&str, &str)]) -> bool {
-        let identity = crate::labels::identity_hash_pairs(pairs.iter().copied());
-        self.index.read().unwrap().get(identity).is_some()
-    }
-
     /// Is there a series with exactly these labels?
     pub fn contains(&self, labels: &Labels) -> bool {
         self.index
