@@ -20,6 +20,10 @@ pub struct EngineOpts {
     pub timeout: Option<Duration>,
     /// Step of subqueries that don't give one.
     pub default_subquery_step: Duration,
+    /// Threads one query may use to evaluate a range function over a selector series by
+    /// series (decoding included, where storage decodes): 1 evaluates on the calling thread
+    /// only. Storage that cannot spread its series ignores it.
+    pub parallelism: usize,
 }
 
 impl Default for EngineOpts {
@@ -29,6 +33,7 @@ impl Default for EngineOpts {
             max_samples: 50_000_000,
             timeout: Some(Duration::from_secs(120)),
             default_subquery_step: Duration::from_secs(60),
+            parallelism: 1,
         }
     }
 }
@@ -69,6 +74,7 @@ impl Engine {
             query_step: step,
             subquery_step: self.opts.default_subquery_step.as_millis() as i64,
             hist_stats: Default::default(),
+            parallelism: self.opts.parallelism.max(1),
         }
     }
 

@@ -136,6 +136,9 @@ pub(crate) struct Evaluator<'a> {
     pub subquery_step: i64,
     /// Whether the selectors being evaluated feed only histogram statistics.
     pub hist_stats: HistStats,
+    /// Threads a range function over a selector may spread its series over
+    /// ([`Evaluator::range_selector_par`]).
+    pub parallelism: usize,
 }
 
 /// Whether selectors below the node being evaluated feed only `histogram_count`,
@@ -195,6 +198,45 @@ pub(crate) type SelectSink<'f, 'a> =
 /// histogram (see [`Evaluator::range_selector_each`]).
 pub(crate) type RangeSink<'f, 'a> =
     dyn FnMut(&mut Evaluator<'a>, Labels, &[Sample], bool) -> Result<()> + 'f;
+
+/// Receives a range selector's series from several threads at once (see
+/// [`Evaluator::range_selector_par`]): worker number, position in label order, labels, samples,
+/// whether any sample is a native histogram.
+pub(crate) type RangeParSink<'f> =
+    dyn Fn(usize, usize, Labels, &[Sample], bool) -> Result<()> + Sync + 'f;
+
+/// The samples of `all` a range selector's windows need: those in `[mint, maxt]`, stale
+/// markers removed (into `scratch` when there are any), and whether any is a native
+/// histogram; `None` when none is left.
+fn range_window<'s>(
+    all: &'s [Sample],
+    (mint, maxt): (i64, i64),
+    scratch: &'s mut Vec<Sample>,
+) -> Option<(&'s [Sample], bool)> {
+    let lo = all.partition_point(|p| p.t < mint);
+    let hi = all.partition_point(|p| p.t <= maxt);
+    if lo >= hi {
+        return None;
+    }
+    let window = &all[lo..hi];
+    // One pass for both questions (the window is every sample of the series).
+    let (mut has_histograms, mut has_stale) = (false, false);
+    for p in window {
+        match &p.h {
+            None => has_stale |= is_stale_nan(p.f),
+            Some(h) => {
+                has_histograms = true;
+                has_stale |= is_stale_nan(h.sum);
+            }
+        }
+    }
+    if !has_stale {
+        return Some((window, has_histograms));
+    }
+    scratch.clear();
+    scratch.extend(window.iter().filter(|p| !p.is_stale()).cloned());
+    (!scratch.is_empty()).then_some((&scratch[..], has_histograms))
+}
 
 pub(crate) fn offset_ms(o: &Option<Offset>) -> i64 {
     match o {
@@ -536,39 +578,80 @@ impl<'a> Evaluator<'a> {
         hint: &HintCtx,
         f: &mut RangeSink<'_, 'a>,
     ) -> Result<()> {
-        let (mint, maxt) = self.range_span(vs, range, steps);
+        let span = self.range_span(vs, range, steps);
         let mut scratch: Vec<Sample> = Vec::new();
-        self.select_each(vs, (mint, maxt), range, hint, &mut |ev, labels, all| {
-            let lo = all.partition_point(|p| p.t < mint);
-            let hi = all.partition_point(|p| p.t <= maxt);
-            if lo >= hi {
+        self.select_each(
+            vs,
+            span,
+            range,
+            hint,
+            &mut |ev, labels, all| match range_window(all, span, &mut scratch) {
+                None => Ok(()),
+                Some((pts, has_histograms)) => {
+                    ev.add_samples(pts.len())?;
+                    f(ev, labels, pts, has_histograms)
+                }
+            },
+        )
+    }
+
+    /// [`range_selector_each`](Self::range_selector_each) on up to `workers` threads: `f` gets
+    /// the worker's number and the series' position in label order besides what
+    /// `range_selector_each` hands over, and may be called from several threads at once
+    /// ([`Queryable::select_par`]). Cancellation, the deadline and the sample limit are
+    /// checked as `range_selector_each` checks them.
+    pub fn range_selector_par(
+        &mut self,
+        vs: &VectorSelector,
+        range: i64,
+        steps: Steps,
+        hint: &HintCtx,
+        workers: usize,
+        f: &RangeParSink<'_>,
+    ) -> Result<()> {
+        self.check()?;
+        let groups = selector_matchers(vs)?;
+        if groups.len() != 1 || workers <= 1 {
+            let mut i = 0;
+            return self.range_selector_each(vs, range, steps, hint, &mut |_, labels, pts, hh| {
+                i += 1;
+                f(0, i - 1, labels, pts, hh)
+            });
+        }
+        let span = self.range_span(vs, range, steps);
+        let hints = planner::hints(span.0, span.1, self.query_step, range, hint);
+        let stats = self.hist_stats == HistStats::On;
+        let (cancel, deadline) = (self.cancel.clone(), self.deadline);
+        let check = || -> Result<()> {
+            if cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
+                return Err(Error::Canceled("expression evaluation"));
+            }
+            if deadline.is_some_and(|d| Instant::now() > d) {
+                return Err(Error::Timeout("expression evaluation"));
+            }
+            Ok(())
+        };
+        let budget = self.max_samples.saturating_sub(self.cur_samples);
+        let taken = std::sync::atomic::AtomicUsize::new(0);
+        let scratch: Vec<std::sync::Mutex<Vec<Sample>>> =
+            (0..workers).map(|_| Default::default()).collect();
+        let storage = self.storage;
+        let result = storage.select_par(&hints, &groups[0], workers, &|w, i, labels, all| {
+            check()?;
+            let hinted = if stats { stats_hints(all) } else { None };
+            let all = hinted.as_deref().unwrap_or(all);
+            let mut scratch = scratch[w].lock().unwrap_or_else(|e| e.into_inner());
+            let Some((pts, has_histograms)) = range_window(all, span, &mut scratch) else {
                 return Ok(());
-            }
-            let window = &all[lo..hi];
-            // One pass for both questions (the window is every sample of the series).
-            let (mut has_histograms, mut has_stale) = (false, false);
-            for p in window {
-                match &p.h {
-                    None => has_stale |= is_stale_nan(p.f),
-                    Some(h) => {
-                        has_histograms = true;
-                        has_stale |= is_stale_nan(h.sum);
-                    }
-                }
-            }
-            let pts = if has_stale {
-                scratch.clear();
-                scratch.extend(window.iter().filter(|p| !p.is_stale()).cloned());
-                if scratch.is_empty() {
-                    return Ok(());
-                }
-                &scratch[..]
-            } else {
-                window
             };
-            ev.add_samples(pts.len())?;
-            f(ev, labels, pts, has_histograms)
-        })
+            let before = taken.fetch_add(pts.len(), Ordering::Relaxed);
+            if before + pts.len() > budget {
+                return Err(Error::TooManySamples("query execution"));
+            }
+            f(w, i, labels, pts, has_histograms)
+        });
+        self.cur_samples += taken.into_inner();
+        result
     }
 
     /// Raw samples for a range selector, for the windows of all `steps`.

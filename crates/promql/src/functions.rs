@@ -9,10 +9,11 @@ use tsdb::Labels;
 use crate::aggregate::{kahan_inc, quantile};
 use crate::error::Result;
 use crate::eval::{eval_err, Evaluator, HintCtx, OutputBuilder, Series, StepCursor, Steps, Val};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::histogram::{kahan_finish, CounterResetHint, FloatHistogram, HistogramMean};
 use crate::storage::Sample;
+use crate::value::Annotations;
 
 /// Formats a float like Go's `%g`.
 pub(crate) fn go_g(f: f64) -> String {
@@ -1343,11 +1344,21 @@ fn eval_range_call(
             rf.at = ev.at_ms(&ms.vs.at);
             rf.counts = name == "count_over_time"
                 && ev.range_selector_counts(&ms.vs, rf.range, steps, hint);
-            ev.range_selector_each(&ms.vs, rf.range, steps, hint, &mut |ev, labels, pts, hh| {
-                ev.check()?;
-                rf.series(&mut ev.annos, labels, pts, hh, false);
-                Ok(())
-            })?;
+            if ev.parallelism > 1 {
+                rf.series_par(ev, &ms.vs, hint)?;
+            } else {
+                ev.range_selector_each(
+                    &ms.vs,
+                    rf.range,
+                    steps,
+                    hint,
+                    &mut |ev, labels, pts, hh| {
+                        ev.check()?;
+                        rf.series(&mut ev.annos, labels, pts, hh, false);
+                        Ok(())
+                    },
+                )?;
+            }
         }
         Expr::Subquery(sq) => {
             let input = ev.range_input_subquery(sq, steps)?;
@@ -1420,11 +1431,98 @@ struct RangeFnEval<'a> {
     total: usize,
 }
 
+/// One worker's share of a range function evaluated on several threads
+/// ([`RangeFnEval::series_par`]).
+struct ParShare<'a> {
+    rf: RangeFnEval<'a>,
+    /// Position in label order of each of `rf.out`'s series.
+    order: Vec<usize>,
+    /// Annotations, with the position of the series that raised them.
+    notes: Vec<(usize, Annotations)>,
+}
+
+impl<'a> RangeFnEval<'a> {
+    /// An evaluator of the same function with buffers of its own.
+    fn share(&self) -> RangeFnEval<'a> {
+        RangeFnEval {
+            name: self.name,
+            scalars: self.scalars,
+            steps: self.steps,
+            range: self.range,
+            offset: self.offset,
+            at: self.at,
+            scratch: Vec::new(),
+            resets: Vec::new(),
+            extremes: Default::default(),
+            counts: self.counts,
+            out: Vec::new(),
+            total: 0,
+        }
+    }
+
+    /// Evaluates the series of range selector `vs` on up to `ev.parallelism` threads
+    /// ([`Evaluator::range_selector_par`]), each with its own evaluator; the results (and
+    /// annotations) come out in label order, as the evaluation on one thread gives them.
+    fn series_par(
+        &mut self,
+        ev: &mut Evaluator<'_>,
+        vs: &promql_parser::parser::VectorSelector,
+        hint: &HintCtx,
+    ) -> Result<()> {
+        let workers = ev.parallelism;
+        let shares: Vec<Mutex<ParShare<'a>>> = (0..workers)
+            .map(|_| {
+                Mutex::new(ParShare {
+                    rf: self.share(),
+                    order: Vec::new(),
+                    notes: Vec::new(),
+                })
+            })
+            .collect();
+        ev.range_selector_par(
+            vs,
+            self.range,
+            self.steps,
+            hint,
+            workers,
+            &|w, i, labels, pts, hh| {
+                let mut share = shares[w].lock().unwrap_or_else(|e| e.into_inner());
+                let share = &mut *share;
+                let mut annos = Annotations::default();
+                let before = share.rf.out.len();
+                share.rf.series(&mut annos, labels, pts, hh, false);
+                if share.rf.out.len() > before {
+                    share.order.push(i);
+                }
+                if !annos.is_empty() {
+                    share.notes.push((i, annos));
+                }
+                Ok(())
+            },
+        )?;
+        let mut out: Vec<(usize, Series)> = Vec::new();
+        let mut notes: Vec<(usize, Annotations)> = Vec::new();
+        for share in shares {
+            let share = share.into_inner().unwrap_or_else(|e| e.into_inner());
+            self.total += share.rf.total;
+            out.extend(share.order.into_iter().zip(share.rf.out));
+            notes.extend(share.notes);
+        }
+        out.sort_unstable_by_key(|(i, _)| *i);
+        notes.sort_by_key(|(i, _)| *i);
+        self.out.extend(out.into_iter().map(|(_, s)| s));
+        for (_, a) in notes {
+            ev.annos.absorb(a);
+        }
+        Ok(())
+    }
+}
+
 impl RangeFnEval<'_> {
     /// Evaluates one input series (its samples in time order, no stale markers) at every step.
     fn series(
         &mut self,
-        annos: &mut crate::value::Annotations,
+        annos: &mut Annotations,
         labels: Labels,
         pts: &[Sample],
         has_histograms: bool,
@@ -1597,7 +1695,7 @@ struct RangeCtx<'a, 'b> {
     ts: i64,
     sc: &'a dyn Fn(usize) -> f64,
     scratch: &'a mut Vec<f64>,
-    annos: &'b mut crate::value::Annotations,
+    annos: &'b mut Annotations,
     metric: &'a str,
     /// The series holds no native histograms (so no window does).
     floats_only: bool,
@@ -1867,7 +1965,7 @@ mod tests {
 
     /// Every window of `pts` through `range_fn` directly, step by step.
     fn scanned(name: &str, pts: &[Sample], steps: Steps, range: i64) -> Vec<(i64, u64)> {
-        let mut annos = crate::value::Annotations::default();
+        let mut annos = Annotations::default();
         let mut scratch = Vec::new();
         let mut out = Vec::new();
         for i in 0..steps.len() {
@@ -1915,7 +2013,7 @@ mod tests {
             out: Vec::new(),
             total: 0,
         };
-        let mut annos = crate::value::Annotations::default();
+        let mut annos = Annotations::default();
         rf.series(&mut annos, Labels::default(), pts, false, false);
         rf.out
             .iter()

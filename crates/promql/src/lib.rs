@@ -47,7 +47,7 @@ pub use parser::{parse, query_selectors};
 pub use promql_parser;
 pub use promql_parser::parser::Expr;
 pub use storage::{
-    is_stale_nan, stale_nan, MatchType, Matcher, Queryable, Sample, SelectHints, Series,
-    SeriesSink, STALE_NAN_BITS,
+    is_stale_nan, stale_nan, MatchType, Matcher, ParSeriesSink, Queryable, Sample, SelectHints,
+    Series, SeriesSink, STALE_NAN_BITS,
 };
 pub use value::{Annotations, InstantSample, QueryResult, QueryValue, RangeSeries};

@@ -98,6 +98,12 @@ pub struct SelectHints {
 /// time (borrowed for the call only).
 pub type SeriesSink<'f> = dyn FnMut(Labels, &[Sample]) -> Result<(), Error> + 'f;
 
+/// Receives series from [`Queryable::select_par`], possibly from several threads at once: the
+/// number of the calling worker (below the `workers` the engine allowed), the series' position
+/// in label order, its labels, and its samples (borrowed for the call only).
+pub type ParSeriesSink<'f> =
+    dyn Fn(usize, usize, Labels, &[Sample]) -> Result<(), Error> + Sync + 'f;
+
 /// A source of series.
 pub trait Queryable: Send + Sync {
     /// Returns every series matching all `matchers`, with at least the samples in
@@ -138,5 +144,25 @@ pub trait Queryable: Send + Sync {
             f(s.labels, &s.samples)?;
         }
         Ok(())
+    }
+
+    /// The series of [`select_each`](Queryable::select_each), handed to `f` by up to `workers`
+    /// threads at once, each call with the series' position in label order so that the engine
+    /// can put its results back in that order. Storage that decodes series spreads the
+    /// decoding (and the engine's per-series work inside `f`) over the threads; after the first
+    /// error no new series is handed over and one error is returned. The default hands every
+    /// series over on the calling thread, as worker 0.
+    fn select_par(
+        &self,
+        hints: &SelectHints,
+        matchers: &[Matcher],
+        _workers: usize,
+        f: &ParSeriesSink<'_>,
+    ) -> Result<(), Error> {
+        let mut i = 0;
+        self.select_each(hints, matchers, &mut |labels, samples| {
+            i += 1;
+            f(0, i - 1, labels, samples)
+        })
     }
 }

@@ -59,6 +59,20 @@ impl Annotations {
     pub fn is_empty(&self) -> bool {
         self.warnings.is_empty() && self.infos.is_empty()
     }
+
+    /// Adds `other`'s annotations that are not here yet, in their order.
+    pub fn absorb(&mut self, other: Annotations) {
+        for w in other.warnings {
+            if !self.warnings.contains(&w) {
+                self.warnings.push(w);
+            }
+        }
+        for i in other.infos {
+            if !self.infos.contains(&i) {
+                self.infos.push(i);
+            }
+        }
+    }
 }
 
 /// A finished query: its value and its annotations.

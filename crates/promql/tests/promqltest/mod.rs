@@ -14,11 +14,58 @@ use std::collections::HashMap;
 
 use promql::promql_parser::parser::{AtModifier, Expr as PExpr};
 use promql::{
-    CounterResetHint, Engine, EngineOpts, Expr, FloatHistogram, MemoryStorage, QueryResult,
-    QueryValue,
+    CounterResetHint, Engine, EngineOpts, Expr, FloatHistogram, Matcher, MemoryStorage,
+    ParSeriesSink, QueryResult, QueryValue, Queryable, SelectHints, Series,
 };
 use regex::Regex;
 use tsdb::Labels;
+
+/// A storage over [`MemoryStorage`] whose [`Queryable::select_par`] hands series out on as many
+/// threads as the engine allows, last series first, so that an engine run with parallelism
+/// has to put its results (and annotations) back in label order itself.
+pub struct ParallelStorage<'a>(pub &'a MemoryStorage);
+
+impl Queryable for ParallelStorage<'_> {
+    fn select(
+        &self,
+        hints: &SelectHints,
+        matchers: &[Matcher],
+    ) -> Result<Vec<Series>, promql::Error> {
+        self.0.select(hints, matchers)
+    }
+
+    fn select_par(
+        &self,
+        hints: &SelectHints,
+        matchers: &[Matcher],
+        workers: usize,
+        f: &ParSeriesSink<'_>,
+    ) -> Result<(), promql::Error> {
+        let series = self.0.select(hints, matchers)?;
+        let taken = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers.max(1))
+                .map(|w| {
+                    let (series, taken) = (&series, &taken);
+                    scope.spawn(move || -> Result<(), promql::Error> {
+                        loop {
+                            let k = taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(i) = series.len().checked_sub(k + 1) else {
+                                return Ok(());
+                            };
+                            f(w, i, series[i].labels.clone(), &series[i].samples)?;
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("worker panicked"))
+                .collect::<Result<Vec<()>, _>>()
+        })?;
+        Ok(())
+    }
+}
 
 pub struct FileResult {
     pub passed: usize,
@@ -969,7 +1016,7 @@ fn ms_to_system_time(t: i64) -> std::time::SystemTime {
 
 fn run_instant(
     engine: &Engine,
-    st: &MemoryStorage,
+    st: &dyn Queryable,
     cmd: &EvalCmd,
     expr: &Expr,
     t: i64,
@@ -1032,7 +1079,7 @@ fn run_instant(
     compare(cmd, &v).map_err(|e| format!("range mode: {e}"))
 }
 
-fn exec_eval(engine: &Engine, st: &MemoryStorage, cmd: &EvalCmd) -> Result<(), String> {
+fn exec_eval(engine: &Engine, st: &dyn Queryable, cmd: &EvalCmd) -> Result<(), String> {
     if let Some(e) = &cmd.parse_error {
         return Err(format!("cannot parse expected result: {e}"));
     }
@@ -1203,8 +1250,9 @@ fn stored_hint(h: &FloatHistogram, prev: Option<&FloatHistogram>) -> CounterRese
     NotReset
 }
 
-/// Runs one script, returning per-eval results.
-pub fn run_script(input: &str) -> FileResult {
+/// Runs one script, returning per-eval results. `parallelism` > 1 evaluates over a
+/// [`ParallelStorage`] with that many threads.
+pub fn run_script(input: &str, parallelism: usize) -> FileResult {
     let mut res = FileResult {
         passed: 0,
         total: 0,
@@ -1223,6 +1271,7 @@ pub fn run_script(input: &str) -> FileResult {
     };
     let engine = Engine::new(EngineOpts {
         timeout: Some(std::time::Duration::from_secs(100)),
+        parallelism,
         ..Default::default()
     });
     let mut st = MemoryStorage::new();
@@ -1262,7 +1311,11 @@ pub fn run_script(input: &str) -> FileResult {
             Cmd::Eval(cmd) => {
                 res.total += 1;
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    exec_eval(&engine, &st, &cmd)
+                    if parallelism > 1 {
+                        exec_eval(&engine, &ParallelStorage(&st), &cmd)
+                    } else {
+                        exec_eval(&engine, &st, &cmd)
+                    }
                 }))
                 .unwrap_or_else(|_| Err("panic".into()));
                 match outcome {
