@@ -577,6 +577,11 @@ struct QueryArgs {
     /// Most queries evaluated at once; more wait for a turn.
     #[arg(long = "query.max-concurrent", default_value_t = 20)]
     max_concurrent: usize,
+    /// Threads one query may use to decode and evaluate the series of a range function over
+    /// a selector (`rate(x[5m])` and the like); 0: one per CPU, at most 8. 1 evaluates each
+    /// query on one thread.
+    #[arg(long = "query.parallelism", default_value_t = 0)]
+    parallelism: usize,
     /// Step of subqueries that give none.
     #[arg(long = "query.default-evaluation-interval", default_value = "1m", value_parser = parse_duration)]
     default_evaluation_interval: Duration,
@@ -644,6 +649,10 @@ impl QueryArgs {
                     max_samples: self.max_samples,
                     timeout: Some(self.timeout),
                     default_subquery_step: self.default_evaluation_interval,
+                    parallelism: match self.parallelism {
+                        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+                        n => n,
+                    },
                 },
                 partial_response: !self.no_partial_response,
                 response_timeout: (!self.response_timeout.is_zero())

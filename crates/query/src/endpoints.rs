@@ -71,6 +71,9 @@ pub struct EndpointInfo {
     pub store_range: Option<(i64, i64)>,
     /// Time range of its exemplars API; `None` when it has none.
     pub exemplars_range: Option<(i64, i64)>,
+    /// Its StoreAPI honours `without_replica_labels` (leaves those labels out and sorts what
+    /// is left), so its `Series` answers are in label order without them.
+    pub supports_without_replica_labels: bool,
 }
 
 impl EndpointInfo {
@@ -87,6 +90,10 @@ impl EndpointInfo {
             label_sets,
             store_range: r.store.as_ref().map(|s| (s.min_time, s.max_time)),
             exemplars_range: r.exemplars.as_ref().map(|e| (e.min_time, e.max_time)),
+            supports_without_replica_labels: r
+                .store
+                .as_ref()
+                .is_some_and(|s| s.supports_without_replica_labels),
         }
     }
 }
@@ -271,6 +278,8 @@ pub struct Target {
     pub endpoint: Arc<Endpoint>,
     /// Set when the endpoint is down: the request fails for it with this message, uncalled.
     pub down: Option<String>,
+    /// Its last Info said it honours `without_replica_labels`.
+    pub supports_without_replica_labels: bool,
 }
 
 /// Every endpoint, kept up to date by [`EndpointSet::run`].
@@ -423,7 +432,15 @@ impl EndpointSet {
                 (Some(_), Some(err)) => Some(format!("endpoint {} is down: {err}", e.address)),
                 _ => None,
             };
-            out.push(Target { endpoint: e, down });
+            let supports_without_replica_labels = s
+                .info
+                .as_ref()
+                .is_some_and(|i| i.supports_without_replica_labels);
+            out.push(Target {
+                endpoint: e,
+                down,
+                supports_without_replica_labels,
+            });
         }
         out
     }
@@ -445,7 +462,15 @@ impl EndpointSet {
                 (Some(_), Some(err)) => Some(format!("endpoint {} is down: {err}", e.address)),
                 _ => None,
             };
-            out.push(Target { endpoint: e, down });
+            let supports_without_replica_labels = s
+                .info
+                .as_ref()
+                .is_some_and(|i| i.supports_without_replica_labels);
+            out.push(Target {
+                endpoint: e,
+                down,
+                supports_without_replica_labels,
+            });
         }
         out
     }
@@ -522,6 +547,7 @@ mod tests {
             label_sets: vec![labels(&[("replica", replica)])],
             store_range: Some((lo, hi)),
             exemplars_range: None,
+            supports_without_replica_labels: true,
         };
         set.set_status_for_test("127.0.0.1:1", Some(info("r1", 0, 1000)), None);
         set.set_status_for_test("127.0.0.1:2", Some(info("r2", 2000, i64::MAX)), None);

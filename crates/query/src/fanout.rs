@@ -4,9 +4,10 @@
 //! Each endpoint's call is bounded by the query's deadline and, when set, by
 //! `--store.response-timeout`. An endpoint that fails, times out (its own timeout), is down, or
 //! sends a warning becomes a warning of the response when partial responses are allowed (the
-//! default), and fails the request otherwise (`partial_response=false`), as in Thanos; an
-//! endpoint that fails contributes nothing, not even what it sent before failing. Reaching the
-//! query's deadline fails the request either way.
+//! default), and fails the request otherwise (`partial_response=false`), as in Thanos. With
+//! [`series`] an endpoint that fails contributes nothing; with [`series_streams`] (what the
+//! engine reads) what it streamed before failing is used, as in Thanos. Reaching the query's
+//! deadline fails the request either way.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -114,6 +115,9 @@ pub enum CallError {
     /// No answer within the call's deadline.
     #[error("no answer after {seconds:.1}s")]
     NoAnswer { seconds: f64 },
+    /// A store that said it sorts its answer without the replica labels did not.
+    #[error("answer not in label order: {0}")]
+    Unsorted(String),
 }
 
 impl From<tonic::Status> for CallError {
@@ -375,6 +379,212 @@ pub async fn series(
         },
     )
     .await
+}
+
+/// What one endpoint's reader hands over during a streamed `Series` fan-out ([`series_streams`]).
+#[derive(Debug)]
+pub enum StreamPart {
+    /// Series in label order (replica labels left out when de-duplicating), the frames of
+    /// each joined.
+    Series(Vec<RawSeries>),
+    /// The stream ended; the store's warnings, each naming the endpoint.
+    Done(Vec<String>),
+    /// The call failed; the message names the endpoint.
+    Failed(String),
+}
+
+/// One endpoint's `Series` answer as it streams in: a task on the runtime reads the gRPC stream
+/// and passes on what it read, so that the reader of the parts can merge and evaluate series
+/// while later ones are still on their way.
+#[derive(Debug)]
+pub struct SeriesStream {
+    pub address: String,
+    parts: tokio::sync::mpsc::UnboundedReceiver<StreamPart>,
+}
+
+impl SeriesStream {
+    /// The next part, waiting for it (call from a thread that is not a runtime worker); `None`
+    /// once the last part was read.
+    pub fn blocking_next(&mut self) -> Option<StreamPart> {
+        self.parts.blocking_recv()
+    }
+
+    /// The next part if one is there already.
+    pub fn try_next(&mut self) -> Result<StreamPart, Pending> {
+        match self.parts.try_recv() {
+            Ok(p) => Ok(p),
+            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => Err(Pending::Waiting),
+            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => Err(Pending::Ended),
+        }
+    }
+}
+
+#[cfg(test)]
+impl SeriesStream {
+    /// A stream fed by hand.
+    pub(crate) fn for_test(
+        address: &str,
+    ) -> (tokio::sync::mpsc::UnboundedSender<StreamPart>, SeriesStream) {
+        let (tx, parts) = tokio::sync::mpsc::unbounded_channel();
+        let address = address.to_string();
+        (tx, SeriesStream { address, parts })
+    }
+}
+
+/// Why [`SeriesStream::try_next`] has no part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pending {
+    /// Not yet.
+    Waiting,
+    /// The reader is gone (after its last part).
+    Ended,
+}
+
+/// Starts a streamed `Series` fan-out on `runtime`: one reader task per endpoint, each bounded
+/// by the query's deadline and `--store.response-timeout` as [`series`] is. `strip`: replica
+/// labels to leave out of every series (when de-duplicating); a store that does not say it
+/// honours `without_replica_labels` has its whole answer sorted again once it is in, as Thanos'
+/// querier does (its "eager" retrieval); one that says so is trusted to stream in label order,
+/// and fails with an error saying so if it does not.
+pub fn series_streams(
+    set: &EndpointSet,
+    query: &SeriesQuery,
+    opts: &FanoutOptions,
+    strip: &[String],
+    runtime: &tokio::runtime::Handle,
+) -> Vec<SeriesStream> {
+    let confined;
+    let query = match &opts.tenant {
+        Some(t) => {
+            confined = SeriesQuery {
+                matchers: t.confine(&query.matchers),
+                ..query.clone()
+            };
+            &confined
+        }
+        None => query,
+    };
+    let request = query.request(opts.partial_response);
+    let targets = set.targets(query.min_time, query.max_time, &query.matchers);
+    let strip: Arc<[String]> = strip.into();
+    targets
+        .into_iter()
+        .map(|t| {
+            let (tx, parts) = tokio::sync::mpsc::unbounded_channel();
+            let address = t.endpoint.address.clone();
+            let request = with_tenant(request.clone(), opts.tenant.as_ref());
+            let started = Instant::now();
+            let deadline = match (opts.deadline, opts.response_timeout) {
+                (Some(d), Some(r)) => Some(d.min(started + r)),
+                (Some(d), None) => Some(d),
+                (None, Some(r)) => Some(started + r),
+                (None, None) => None,
+            };
+            let strip = strip.clone();
+            runtime.spawn(async move {
+                let address = t.endpoint.address.clone();
+                if let Some(down) = t.down {
+                    let _ = tx.send(StreamPart::Failed(down));
+                    return;
+                }
+                let sorted = t.supports_without_replica_labels || strip.is_empty();
+                let read = read_series(&t.endpoint, request, &strip, sorted, &tx);
+                let result = match deadline {
+                    None => read.await,
+                    Some(d) => match tokio::time::timeout_at(d.into(), read).await {
+                        Ok(r) => r,
+                        Err(_) => Err(CallError::NoAnswer {
+                            seconds: started.elapsed().as_secs_f64(),
+                        }),
+                    },
+                };
+                let last = match result {
+                    Ok(warnings) => StreamPart::Done(
+                        warnings
+                            .into_iter()
+                            .map(|w| format!("endpoint {address}: {w}"))
+                            .collect(),
+                    ),
+                    Err(e) => {
+                        tracing::debug!(endpoint = %address, error = %e, "fan-out call failed");
+                        StreamPart::Failed(format!("endpoint {address}: Series: {e}"))
+                    }
+                };
+                let _ = tx.send(last);
+            });
+            SeriesStream { address, parts }
+        })
+        .collect()
+}
+
+/// Reads one endpoint's `Series` stream into `tx` (see [`series_streams`]); returns the store's
+/// warnings. Stops early, dropping the call, when nobody reads `tx` any more.
+async fn read_series(
+    endpoint: &Endpoint,
+    request: tonic::Request<SeriesRequest>,
+    strip: &[String],
+    sorted: bool,
+    tx: &tokio::sync::mpsc::UnboundedSender<StreamPart>,
+) -> Result<Vec<String>, CallError> {
+    let names: Vec<&str> = strip.iter().map(String::as_str).collect();
+    let mut stream = client(endpoint)?.series(request).await?.into_inner();
+    let mut warnings = Vec::new();
+    // The last series read: its next frame may continue it.
+    let mut open: Option<RawSeries> = None;
+    // Without trusted order: everything, sorted at the end.
+    let mut held: Vec<RawSeries> = Vec::new();
+    let mut last: Option<tsdb::Labels> = None;
+    let mut pass = |mut series: Vec<RawSeries>| -> Result<bool, CallError> {
+        if !names.is_empty() {
+            for s in &mut series {
+                if s.labels.iter().any(|l| names.contains(&&*l.name)) {
+                    s.labels = s.labels.without(&names);
+                }
+            }
+        }
+        if !sorted {
+            held.append(&mut series);
+            return Ok(true);
+        }
+        for s in &series {
+            if let Some(prev) = &last {
+                if s.labels < *prev {
+                    return Err(CallError::Unsorted(format!(
+                        "series {} came after {prev}",
+                        s.labels
+                    )));
+                }
+            }
+            last = Some(s.labels.clone());
+        }
+        Ok(series.is_empty() || tx.send(StreamPart::Series(series)).is_ok())
+    };
+    while let Some(msg) = stream.message().await? {
+        let mut out: Vec<RawSeries> = open.take().into_iter().collect();
+        match msg.result {
+            Some(series_response::Result::Series(s)) => push_frame(&mut out, s),
+            Some(series_response::Result::Batch(b)) => {
+                for s in b.series {
+                    push_frame(&mut out, s);
+                }
+            }
+            Some(series_response::Result::Warning(w)) => warnings.push(w),
+            Some(series_response::Result::Hints(_)) | None => {}
+        }
+        open = out.pop();
+        if !pass(out)? {
+            return Ok(warnings);
+        }
+    }
+    pass(open.into_iter().collect())?;
+    if !sorted {
+        // Stable: copies a store merged keep its order.
+        held.sort_by(|a, b| a.labels.cmp(&b.labels));
+        if !held.is_empty() {
+            let _ = tx.send(StreamPart::Series(held));
+        }
+    }
+    Ok(warnings)
 }
 
 /// Label names of the matching series in `[start, end]` from every endpoint, merged and sorted.

@@ -2,27 +2,29 @@
 //! Series requests to the endpoints.
 //!
 //! The engine is synchronous and the fan-out is async: the engine runs on a blocking thread
-//! (the HTTP handler puts it there) and each select waits for its fan-out with
-//! [`tokio::runtime::Handle::block_on`]. A select then groups the answers into series
-//! (replica labels dropped when de-duplicating), decodes and merges the copies of each series
-//! ([`crate::series_set`]) within the select's span, and hands the series to the engine in label
-//! order. Warnings (failed endpoints under partial response, skipped chunks) are collected for
-//! the response.
+//! (the HTTP handler puts it there), and each select starts its fan-out on the runtime
+//! ([`fanout::series_streams`]: one reader task per endpoint) and merges the endpoints'
+//! label-sorted answers as they stream in ([`GroupStream`]): a series is decoded, its copies
+//! merged ([`crate::series_set`]) and handed to the engine as soon as every endpoint has
+//! streamed past it, so evaluation overlaps the fetch. Range functions over a selector take the
+//! series on several threads ([`Queryable::select_par`]). Warnings (failed endpoints under
+//! partial response, skipped chunks) are collected for the response.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use promql::{
-    CancelToken, Matcher, Queryable, Sample, SelectHints, Series, SeriesSink, StorageError,
-    StorageErrorKind,
+    CancelToken, Matcher, ParSeriesSink, Queryable, Sample, SelectHints, Series, SeriesSink,
+    StorageError, StorageErrorKind,
 };
 use tokio::runtime::Handle;
 
 use crate::dedup::is_counter_func;
 use crate::downsample::{max_resolution_for, Aggregates};
 use crate::endpoints::EndpointSet;
-use crate::fanout::{self, FanoutError, FanoutOptions, Gathered, SeriesQuery};
-use crate::series_set::{group, MergeMode, Merger, RawSeries, Skipped};
+use crate::fanout::{self, FanoutError, FanoutOptions, SeriesQuery, SeriesStream};
+use crate::series_set::{GroupStream, MergeMode, Merger, SeriesGroup, Skipped};
 
 /// How a query reads: the request's Thanos parameters.
 #[derive(Clone, Debug)]
@@ -96,10 +98,39 @@ pub struct FanoutQueryable {
     opts: ReadOptions,
     cancel: Option<CancelToken>,
     warnings: Mutex<Vec<String>>,
-    /// Answers fetched ahead, by the Debug form of their [`SeriesQuery`].
-    prefetched: Mutex<HashMap<String, Gathered<Vec<RawSeries>>>>,
+    /// Fan-outs started ahead, by the Debug form of their [`SeriesQuery`].
+    prefetched: Mutex<HashMap<String, Vec<SeriesStream>>>,
     /// Selects answered from `prefetched`.
     prefetch_hits: std::sync::atomic::AtomicUsize,
+}
+
+/// Series a worker of [`Queryable::select_par`] takes at a time.
+const GROUPS_PER_RUN: usize = 16;
+
+/// How a select's series are decoded and their copies merged.
+struct Decode {
+    start: i64,
+    end: i64,
+    read: Aggregates,
+    mode: MergeMode,
+}
+
+impl Decode {
+    /// The samples of `g` into `buf`.
+    fn merge(
+        &self,
+        merger: &mut Merger,
+        g: &SeriesGroup,
+        buf: &mut Vec<Sample>,
+    ) -> Result<(), promql::Error> {
+        merger
+            .merge(g, self.start, self.end, self.read, self.mode, buf)
+            .map_err(|e| {
+                StorageError::with_source(StorageErrorKind::Corrupt, e)
+                    .context(format_args!("series {}", g.labels))
+                    .into()
+            })
+    }
 }
 
 pub(crate) fn fanout_error(e: FanoutError) -> promql::Error {
@@ -131,8 +162,7 @@ impl FanoutQueryable {
 
     /// How many selects were answered from what was fetched ahead.
     pub fn prefetch_hits(&self) -> usize {
-        self.prefetch_hits
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.prefetch_hits.load(Ordering::Relaxed)
     }
 
     /// The StoreAPI request of a select.
@@ -162,7 +192,75 @@ impl FanoutQueryable {
         }
     }
 
-    /// The warnings gathered so far, each once, in order.
+    /// Replica labels the stores leave out and the fan-out drops: all of them when
+    /// de-duplicating, none otherwise.
+    fn strip(&self) -> &[String] {
+        if self.opts.dedup_active() {
+            &self.opts.replica_labels
+        } else {
+            &[]
+        }
+    }
+
+    /// Starts (or takes from what was prefetched) the fan-out of a select, with how to decode
+    /// and merge each series group it yields.
+    fn open(
+        &self,
+        hints: &SelectHints,
+        matchers: &[Matcher],
+    ) -> Result<(GroupStream, Decode), promql::Error> {
+        if self.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+            return Err(promql::Error::Canceled("fetching series"));
+        }
+        let query = self.series_query(hints, matchers);
+        let ahead = self
+            .prefetched
+            .lock()
+            .unwrap()
+            .remove(&format!("{query:?}"));
+        let streams = match ahead {
+            Some(s) => {
+                self.prefetch_hits.fetch_add(1, Ordering::Relaxed);
+                s
+            }
+            None => fanout::series_streams(
+                &self.endpoints,
+                &query,
+                &self.opts.fanout,
+                self.strip(),
+                &self.runtime,
+            ),
+        };
+        let dedup = self.opts.dedup_active();
+        let groups = GroupStream::new(
+            streams,
+            dedup,
+            self.opts.fanout.partial_response,
+            self.opts.fanout.deadline,
+        );
+        let mode = match (dedup, self.opts.dedup_func) {
+            (true, DedupFunc::Penalty) => MergeMode::Penalty {
+                counter: is_counter_func(hints.func.as_deref()),
+            },
+            (true, DedupFunc::Chain) | (false, _) => MergeMode::Union,
+        };
+        let decode = Decode {
+            start: hints.start,
+            end: hints.end,
+            read: Aggregates::for_func(hints.func.as_deref()),
+            mode,
+        };
+        Ok((groups, decode))
+    }
+
+    /// Ends a select: its fan-out's warnings and what decoding skipped go to the response.
+    fn close(&self, groups: GroupStream, skipped: Skipped) {
+        for w in groups.warnings {
+            self.warn(w);
+        }
+        self.skipped_warnings(skipped);
+    }
+
     pub fn take_warnings(&self) -> Vec<String> {
         std::mem::take(&mut *self.warnings.lock().unwrap())
     }
@@ -210,16 +308,16 @@ impl Queryable for FanoutQueryable {
                 queries.push(q);
             }
         }
-        let fetches = queries
-            .iter()
-            .map(|q| fanout::series(&self.endpoints, q, &self.opts.fanout));
-        let answers = self.runtime.block_on(futures::future::join_all(fetches));
         let mut ahead = self.prefetched.lock().unwrap();
-        for (q, answer) in queries.iter().zip(answers) {
-            // A failed fetch is left to the select, which fetches again and reports it.
-            if let Ok(g) = answer {
-                ahead.insert(format!("{q:?}"), g);
-            }
+        for q in queries {
+            let streams = fanout::series_streams(
+                &self.endpoints,
+                &q,
+                &self.opts.fanout,
+                self.strip(),
+                &self.runtime,
+            );
+            ahead.insert(format!("{q:?}"), streams);
         }
     }
 
@@ -245,56 +343,107 @@ impl Queryable for FanoutQueryable {
         matchers: &[Matcher],
         f: &mut SeriesSink<'_>,
     ) -> Result<(), promql::Error> {
-        if self.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
-            return Err(promql::Error::Canceled("fetching series"));
-        }
-        let read = Aggregates::for_func(hints.func.as_deref());
-        let query = self.series_query(hints, matchers);
-        let ahead = self
-            .prefetched
-            .lock()
-            .unwrap()
-            .remove(&format!("{query:?}"));
-        let gathered = match ahead {
-            Some(g) => {
-                self.prefetch_hits
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                g
-            }
-            None => self
-                .runtime
-                .block_on(fanout::series(&self.endpoints, &query, &self.opts.fanout))
-                .map_err(fanout_error)?,
-        };
-        for w in gathered.warnings {
-            self.warn(w);
-        }
-        let dedup = self.opts.dedup_active();
-        let groups = group(gathered.answers, &self.opts.replica_labels, dedup);
-        let mode = match (dedup, self.opts.dedup_func) {
-            (true, DedupFunc::Penalty) => MergeMode::Penalty {
-                counter: is_counter_func(hints.func.as_deref()),
-            },
-            (true, DedupFunc::Chain) | (false, _) => MergeMode::Union,
-        };
+        let (mut groups, decode) = self.open(hints, matchers)?;
         let mut merger = Merger::default();
         let mut buf: Vec<Sample> = Vec::new();
-        let mut result = Ok(());
-        for g in groups {
-            merger
-                .merge(&g, hints.start, hints.end, read, mode, &mut buf)
-                .map_err(|e| {
-                    StorageError::with_source(StorageErrorKind::Corrupt, e)
-                        .context(format_args!("series {}", g.labels))
-                })?;
-            if !buf.is_empty() {
-                result = f(g.labels, &buf);
-                if result.is_err() {
-                    break;
+        let mut each = || -> Result<(), promql::Error> {
+            while let Some(g) = groups.next(true).map_err(fanout_error)? {
+                decode.merge(&mut merger, &g, &mut buf)?;
+                if !buf.is_empty() {
+                    f(g.labels, &buf)?;
                 }
             }
+            Ok(())
+        };
+        let result = each();
+        self.close(groups, merger.skipped);
+        result
+    }
+
+    fn select_par(
+        &self,
+        hints: &SelectHints,
+        matchers: &[Matcher],
+        workers: usize,
+        f: &ParSeriesSink<'_>,
+    ) -> Result<(), promql::Error> {
+        let (groups, decode) = self.open(hints, matchers)?;
+        // The groups and the position of the next one. A worker takes the next group (waiting
+        // for the endpoints if need be) and the ones after it that are already there, up to a
+        // run; so the work spreads however uneven the series are, and starts as the first
+        // series stream in.
+        let source = Mutex::new((groups, 0usize));
+        let failed = AtomicBool::new(false);
+        let take = || -> Result<Vec<(usize, SeriesGroup)>, promql::Error> {
+            let mut source = source.lock().unwrap_or_else(|e| e.into_inner());
+            let (groups, next) = &mut *source;
+            let mut run = Vec::new();
+            let mut wait = true;
+            while run.len() < GROUPS_PER_RUN {
+                match groups.next(wait).map_err(fanout_error)? {
+                    Some(g) => run.push((*next, g)),
+                    None => break,
+                }
+                *next += 1;
+                wait = false;
+            }
+            Ok(run)
+        };
+        let work = |w: usize| -> (Result<(), promql::Error>, Skipped) {
+            let mut merger = Merger::default();
+            let mut buf: Vec<Sample> = Vec::new();
+            let mut go = || -> Result<(), promql::Error> {
+                while !failed.load(Ordering::Relaxed) {
+                    let run = take()?;
+                    if run.is_empty() {
+                        break;
+                    }
+                    for (i, g) in run {
+                        decode.merge(&mut merger, &g, &mut buf)?;
+                        if !buf.is_empty() {
+                            f(w, i, g.labels, &buf)?;
+                        }
+                    }
+                }
+                Ok(())
+            };
+            let result = go();
+            if result.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+            (result, merger.skipped)
+        };
+        let outcomes: Vec<(Result<(), promql::Error>, Skipped)> = std::thread::scope(|scope| {
+            let helpers: Vec<_> = (1..workers)
+                .map(|w| {
+                    let work = &work;
+                    std::thread::Builder::new()
+                        .name("cairn-query-eval".into())
+                        .spawn_scoped(scope, move || work(w))
+                })
+                .collect();
+            let mut outcomes = vec![work(0)];
+            for h in helpers {
+                match h {
+                    Ok(h) => {
+                        outcomes.push(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    }
+                    // No thread to be had: the others took its share.
+                    Err(e) => tracing::debug!(error = %e, "no evaluation thread"),
+                }
+            }
+            outcomes
+        });
+        let mut skipped = Skipped::default();
+        let mut result = Ok(());
+        for (r, s) in outcomes {
+            skipped.histogram_chunks += s.histogram_chunks;
+            if result.is_ok() {
+                result = r;
+            }
         }
-        self.skipped_warnings(merger.skipped);
+        let (groups, _) = source.into_inner().unwrap_or_else(|e| e.into_inner());
+        self.close(groups, skipped);
         result
     }
 }

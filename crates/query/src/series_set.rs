@@ -24,6 +24,7 @@ use tsdb::Labels;
 use crate::dedup::{chain_merge, penalty_merge};
 use crate::downsample::{Aggregates, CounterResets};
 use crate::error::{Classify, StatusClass};
+use crate::fanout::{Pending, SeriesStream, StreamPart};
 
 /// One series as one endpoint sent it.
 #[derive(Clone, Debug)]
@@ -84,26 +85,165 @@ pub fn group(
     all.sort_by(|a, b| a.labels.cmp(&b.labels));
     let mut groups: Vec<SeriesGroup> = Vec::new();
     for s in all {
-        let copies = if dedup {
-            split_overlaps(s.chunks)
-        } else {
-            vec![s.chunks]
-        };
-        for chunks in copies {
-            match groups.last_mut() {
-                Some(g) if g.labels == s.labels => {
-                    if !g.replicas.iter().any(|r| same_chunks(r, &chunks)) {
-                        g.replicas.push(chunks);
-                    }
-                }
-                _ => groups.push(SeriesGroup {
-                    labels: s.labels.clone(),
-                    replicas: vec![chunks],
-                }),
+        let g = match groups.last_mut() {
+            Some(g) if g.labels == s.labels => g,
+            _ => {
+                groups.push(SeriesGroup {
+                    labels: s.labels,
+                    replicas: Vec::new(),
+                });
+                groups.last_mut().expect("just pushed")
             }
-        }
+        };
+        add_copies(g, s.chunks, dedup);
     }
     groups
+}
+
+/// Adds one series' chunks to `g` as copies: cut into chains that do not overlap when
+/// de-duplicating, each dropped when it is byte-for-byte a copy `g` has.
+fn add_copies(g: &mut SeriesGroup, chunks: Vec<AggrChunk>, dedup: bool) {
+    let copies = if dedup {
+        split_overlaps(chunks)
+    } else {
+        vec![chunks]
+    };
+    for chunks in copies {
+        if !g.replicas.iter().any(|r| same_chunks(r, &chunks)) {
+            g.replicas.push(chunks);
+        }
+    }
+}
+
+/// The series groups of a streamed fan-out ([`crate::fanout::series_streams`]), in label order,
+/// as soon as every endpoint has streamed past them: a k-way merge of the endpoints' sorted
+/// answers (copies in the order of the endpoints), so that decoding and evaluation overlap the
+/// fetch.
+pub struct GroupStream {
+    sources: Vec<Source>,
+    dedup: bool,
+    partial_response: bool,
+    deadline: Option<std::time::Instant>,
+    /// Failures and store warnings so far (each names its endpoint).
+    pub warnings: Vec<String>,
+}
+
+struct Source {
+    stream: SeriesStream,
+    buf: std::collections::VecDeque<RawSeries>,
+    done: bool,
+}
+
+/// Why a [`GroupStream`] stopped.
+pub type StreamError = crate::fanout::FanoutError;
+
+impl GroupStream {
+    /// Merges `streams`; `dedup` as for [`group`] (the replica labels are already gone).
+    pub fn new(
+        streams: Vec<SeriesStream>,
+        dedup: bool,
+        partial_response: bool,
+        deadline: Option<std::time::Instant>,
+    ) -> Self {
+        GroupStream {
+            sources: streams
+                .into_iter()
+                .map(|stream| Source {
+                    stream,
+                    buf: Default::default(),
+                    done: false,
+                })
+                .collect(),
+            dedup,
+            partial_response,
+            deadline,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Takes in one part of source `i`.
+    fn take(&mut self, i: usize, part: Option<StreamPart>) -> Result<(), StreamError> {
+        let src = &mut self.sources[i];
+        match part {
+            Some(StreamPart::Series(s)) => src.buf.extend(s),
+            Some(StreamPart::Done(warnings)) => {
+                src.done = true;
+                if let (false, Some(w)) = (self.partial_response, warnings.first()) {
+                    return Err(StreamError::Endpoint(w.clone()));
+                }
+                self.warnings.extend(warnings);
+            }
+            Some(StreamPart::Failed(msg)) => {
+                src.done = true;
+                if self
+                    .deadline
+                    .is_some_and(|d| std::time::Instant::now() >= d)
+                {
+                    return Err(StreamError::Timeout("Series"));
+                }
+                if !self.partial_response {
+                    return Err(StreamError::Endpoint(msg));
+                }
+                self.warnings.push(msg);
+            }
+            None => {
+                // The reader ended without a last part (the runtime is shutting down).
+                src.done = true;
+                let msg = format!("endpoint {}: Series: stream ended", src.stream.address);
+                if !self.partial_response {
+                    return Err(StreamError::Endpoint(msg));
+                }
+                self.warnings.push(msg);
+            }
+        }
+        Ok(())
+    }
+
+    /// The next group, waiting for the endpoints as long as `wait` says: `Ok(None)` at the end,
+    /// or, without waiting, when some endpoint has not streamed far enough yet
+    /// ([`GroupStream::is_done`] tells the two apart).
+    pub fn next(&mut self, wait: bool) -> Result<Option<SeriesGroup>, StreamError> {
+        for i in 0..self.sources.len() {
+            while self.sources[i].buf.is_empty() && !self.sources[i].done {
+                let part = if wait {
+                    self.sources[i].stream.blocking_next()
+                } else {
+                    match self.sources[i].stream.try_next() {
+                        Ok(p) => Some(p),
+                        Err(Pending::Waiting) => return Ok(None),
+                        Err(Pending::Ended) => None,
+                    }
+                };
+                self.take(i, part)?;
+            }
+        }
+        let Some(first) = self
+            .sources
+            .iter()
+            .filter_map(|s| s.buf.front())
+            .map(|s| &s.labels)
+            .min()
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        let mut g = SeriesGroup {
+            labels: first,
+            replicas: Vec::new(),
+        };
+        for src in &mut self.sources {
+            while src.buf.front().is_some_and(|s| s.labels == g.labels) {
+                let s = src.buf.pop_front().expect("a front");
+                add_copies(&mut g, s.chunks, self.dedup);
+            }
+        }
+        Ok(Some(g))
+    }
+
+    /// Whether every endpoint has streamed to its end and every group was taken.
+    pub fn is_done(&self) -> bool {
+        self.sources.iter().all(|s| s.done && s.buf.is_empty())
+    }
 }
 
 /// Thanos' overlap split: a store asked to leave the replica labels out merges the replicas it
@@ -784,5 +924,134 @@ pub(crate) mod tests {
             .unwrap();
         let ts: Vec<i64> = out.iter().map(|s| s.t).collect();
         assert_eq!(ts, [0, 1, 15_000, 15_001, 30_000, 75_001]);
+    }
+
+    /// Every group a stream yields, waiting for each.
+    fn drain(gs: &mut GroupStream) -> Result<Vec<SeriesGroup>, StreamError> {
+        let mut out = Vec::new();
+        while let Some(g) = gs.next(true)? {
+            out.push(g);
+        }
+        assert!(gs.is_done());
+        Ok(out)
+    }
+
+    /// A stream that sends `batches`, then `last`.
+    fn fed(address: &str, batches: Vec<Vec<RawSeries>>, last: StreamPart) -> SeriesStream {
+        let (tx, stream) = SeriesStream::for_test(address);
+        for b in batches {
+            tx.send(StreamPart::Series(b)).unwrap();
+        }
+        tx.send(last).unwrap();
+        stream
+    }
+
+    proptest::proptest! {
+        /// Merging the endpoints' sorted answers as they stream in, in batches of any size,
+        /// gives the groups that grouping the whole answers gives.
+        #[test]
+        fn streamed_groups_are_the_gathered_groups(
+            endpoints in proptest::collection::vec(
+                proptest::collection::btree_map(0u8..40, (0u8..3, 1usize..4), 0..25),
+                1..4,
+            ),
+            cut in 1usize..9,
+        ) {
+            // Series `k` of an endpoint holds chunk variant `v` (the same variant on two
+            // endpoints is a byte-identical copy).
+            let per_endpoint: Vec<Vec<RawSeries>> = endpoints
+                .iter()
+                .map(|m| {
+                    m.iter()
+                        .map(|(&k, &(v, n))| {
+                            let chunks = (0..n)
+                                .map(|c| {
+                                    let t = c as i64 * 1000;
+                                    xor_chunk(&[(t, f64::from(v)), (t + 500, f64::from(k))])
+                                })
+                                .collect();
+                            raw(&[("__name__", "m"), ("k", &format!("{k:03}"))], chunks)
+                        })
+                        .collect()
+                })
+                .collect();
+            let want = group(per_endpoint.clone(), &[], true);
+            let streams = per_endpoint
+                .into_iter()
+                .enumerate()
+                .map(|(i, series)| {
+                    let batches = series.chunks(cut).map(<[RawSeries]>::to_vec).collect();
+                    fed(&format!("e{i}"), batches, StreamPart::Done(Vec::new()))
+                })
+                .collect();
+            let mut gs = GroupStream::new(streams, true, true, None);
+            let got = drain(&mut gs).unwrap();
+            proptest::prop_assert_eq!(format!("{got:?}"), format!("{want:?}"));
+        }
+    }
+
+    #[test]
+    fn an_endpoint_that_fails_keeps_what_it_streamed_under_partial_response() {
+        let a = |k: &str| raw(&[("k", k)], vec![xor_chunk(&[(1, 1.0)])]);
+        let b = |k: &str| raw(&[("k", k)], vec![xor_chunk(&[(2, 2.0)])]);
+        let streams = || {
+            vec![
+                fed(
+                    "e0",
+                    vec![vec![a("1"), a("2"), a("3")]],
+                    StreamPart::Done(Vec::new()),
+                ),
+                fed(
+                    "e1",
+                    vec![vec![b("1")]],
+                    StreamPart::Failed("endpoint e1: Series: Unavailable: gone".into()),
+                ),
+            ]
+        };
+        let mut gs = GroupStream::new(streams(), true, true, None);
+        let got = drain(&mut gs).unwrap();
+        let copies: Vec<usize> = got.iter().map(|g| g.replicas.len()).collect();
+        assert_eq!(copies, [2, 1, 1], "e1's first series stays, as in Thanos");
+        assert_eq!(gs.warnings, ["endpoint e1: Series: Unavailable: gone"]);
+        // Without partial responses the failure fails the select.
+        let mut gs = GroupStream::new(streams(), true, false, None);
+        let err = drain(&mut gs).unwrap_err();
+        assert_eq!(
+            err,
+            StreamError::Endpoint("endpoint e1: Series: Unavailable: gone".into())
+        );
+        // So does a store's warning.
+        let warned = fed(
+            "e0",
+            vec![vec![a("1")]],
+            StreamPart::Done(vec!["endpoint e0: some blocks were skipped".into()]),
+        );
+        let mut gs = GroupStream::new(vec![warned], true, false, None);
+        assert!(matches!(drain(&mut gs), Err(StreamError::Endpoint(w)) if w.contains("skipped")));
+    }
+
+    #[test]
+    fn without_waiting_a_group_comes_once_every_endpoint_streamed_past_it() {
+        let s = |k: &str| raw(&[("k", k)], vec![xor_chunk(&[(1, 1.0)])]);
+        let (tx0, e0) = SeriesStream::for_test("e0");
+        let (tx1, e1) = SeriesStream::for_test("e1");
+        let mut gs = GroupStream::new(vec![e0, e1], true, true, None);
+        tx0.send(StreamPart::Series(vec![s("a"), s("c")])).unwrap();
+        assert!(
+            gs.next(false).unwrap().is_none(),
+            "e1 may still send a smaller series"
+        );
+        assert!(!gs.is_done());
+        tx1.send(StreamPart::Series(vec![s("b")])).unwrap();
+        let keys = |gs: &mut GroupStream| -> Vec<String> {
+            std::iter::from_fn(|| gs.next(false).unwrap())
+                .map(|g| g.labels.get("k").unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(keys(&mut gs), ["a", "b"]);
+        tx1.send(StreamPart::Done(Vec::new())).unwrap();
+        tx0.send(StreamPart::Done(Vec::new())).unwrap();
+        assert_eq!(keys(&mut gs), ["c"]);
+        assert!(gs.is_done());
     }
 }

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use promql::{Engine, QueryValue};
+use promql::{Engine, EngineOpts, QueryValue};
 use query::endpoints::{EndpointConfig, EndpointSet};
 use query::fanout::FanoutOptions;
 use query::{FanoutQueryable, ReadOptions};
@@ -53,7 +53,12 @@ fn run_range(
     q: &str,
 ) -> (Result<Matrix, promql::Error>, Vec<String>) {
     let storage = FanoutQueryable::new(set.clone(), handle, opts, None);
-    let result = Engine::default()
+    // Range functions on two threads (`Queryable::select_par`), as `cairn query` runs them.
+    let engine = Engine::new(EngineOpts {
+        parallelism: 2,
+        ..Default::default()
+    });
+    let result = engine
         .range_query(
             &storage,
             q,
@@ -197,7 +202,11 @@ async fn a_querys_selectors_are_fetched_together_and_answer_the_same() {
         let (set, handle) = (set.clone(), handle.clone());
         tokio::task::spawn_blocking(move || {
             let storage = FanoutQueryable::new(set, handle, ReadOptions::default(), None);
-            let r = Engine::default()
+            let engine = Engine::new(EngineOpts {
+                parallelism: 2,
+                ..Default::default()
+            });
+            let r = engine
                 .range_query(
                     &storage,
                     q,
@@ -247,4 +256,186 @@ async fn a_querys_selectors_are_fetched_together_and_answer_the_same() {
         format!("{:?}", together.value),
         format!("{:?}", alone.value)
     );
+}
+
+/// A StoreAPI server that answers every `Series` call with `series`, in that order, and says
+/// in `Info` whether it honours `without_replica_labels`.
+#[derive(Clone)]
+struct FixedStore {
+    series: Vec<proto::thanos::Series>,
+    supports_without_replica_labels: bool,
+}
+
+#[tonic::async_trait]
+impl proto::thanos::store_server::Store for FixedStore {
+    type SeriesStream = futures::stream::Iter<
+        std::vec::IntoIter<Result<proto::thanos::SeriesResponse, tonic::Status>>,
+    >;
+
+    async fn series(
+        &self,
+        _: tonic::Request<proto::thanos::SeriesRequest>,
+    ) -> Result<tonic::Response<Self::SeriesStream>, tonic::Status> {
+        let out: Vec<_> = self
+            .series
+            .iter()
+            .map(|s| {
+                Ok(proto::thanos::SeriesResponse {
+                    result: Some(proto::thanos::series_response::Result::Series(s.clone())),
+                })
+            })
+            .collect();
+        Ok(tonic::Response::new(futures::stream::iter(out)))
+    }
+
+    async fn label_names(
+        &self,
+        _: tonic::Request<proto::thanos::LabelNamesRequest>,
+    ) -> Result<tonic::Response<proto::thanos::LabelNamesResponse>, tonic::Status> {
+        Ok(tonic::Response::new(Default::default()))
+    }
+
+    async fn label_values(
+        &self,
+        _: tonic::Request<proto::thanos::LabelValuesRequest>,
+    ) -> Result<tonic::Response<proto::thanos::LabelValuesResponse>, tonic::Status> {
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl proto::thanos::info::info_server::Info for FixedStore {
+    async fn info(
+        &self,
+        _: tonic::Request<proto::thanos::info::InfoRequest>,
+    ) -> Result<tonic::Response<proto::thanos::info::InfoResponse>, tonic::Status> {
+        Ok(tonic::Response::new(proto::thanos::info::InfoResponse {
+            component_type: "store".into(),
+            store: Some(proto::thanos::info::StoreInfo {
+                min_time: i64::MIN,
+                max_time: i64::MAX,
+                supports_without_replica_labels: self.supports_without_replica_labels,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+}
+
+async fn start_fixed(store: FixedStore) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let incoming = tokio_stream_from(listener);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(proto::thanos::store_server::StoreServer::new(store.clone()))
+            .add_service(proto::thanos::info::info_server::InfoServer::new(store))
+            .serve_with_incoming(incoming),
+    );
+    addr
+}
+
+fn tokio_stream_from(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::stream::unfold(listener, |l| async move {
+        let conn = l.accept().await.map(|(s, _)| s);
+        Some((conn, l))
+    })
+}
+
+/// One series of `value` at every step, with `labels`.
+fn fixed_series(labels: &[(&str, &str)], value: f64) -> proto::thanos::Series {
+    let mut c = tsdb::chunkenc::XorChunk::new();
+    for p in 0..POINTS {
+        c.append(START + p * STEP, value);
+    }
+    proto::thanos::Series {
+        labels: labels
+            .iter()
+            .map(|&(name, value)| proto::thanos::Label {
+                name: name.into(),
+                value: value.into(),
+            })
+            .collect(),
+        chunks: vec![proto::thanos::AggrChunk {
+            min_time: START,
+            max_time: START + (POINTS - 1) * STEP,
+            raw: Some(proto::thanos::Chunk {
+                r#type: proto::thanos::chunk::Encoding::Xor as i32,
+                data: c.into_bytes().into(),
+                hash: 0,
+            }),
+            ..Default::default()
+        }],
+    }
+}
+
+/// Series arrive merged in label order whatever order a store that does not sort without the
+/// replica labels sends them in; a store that says it sorts but does not is a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_answer_order_is_checked_or_restored() {
+    // Sorted with the replica label, not without it: `a` comes back after `b` once `replica`
+    // is gone.
+    let old = vec![
+        fixed_series(&[("__name__", "up"), ("job", "b"), ("replica", "1")], 2.0),
+        fixed_series(&[("__name__", "up"), ("job", "a"), ("replica", "2")], 1.0),
+    ];
+    let unsorting = start_fixed(FixedStore {
+        series: old.clone(),
+        supports_without_replica_labels: false,
+    })
+    .await;
+    let lying = start_fixed(FixedStore {
+        series: old,
+        supports_without_replica_labels: true,
+    })
+    .await;
+    let handle = tokio::runtime::Handle::current();
+    let dedup = ReadOptions {
+        replica_labels: vec!["replica".into()],
+        ..Default::default()
+    };
+    let run = |addr: String, opts: ReadOptions| {
+        let handle = handle.clone();
+        async move {
+            let set = EndpointSet::new(EndpointConfig {
+                static_endpoints: vec![addr],
+                ..Default::default()
+            });
+            set.update().await;
+            tokio::task::spawn_blocking(move || {
+                run_range(&set, handle, opts, "sum_over_time(up[1m])")
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let (got, warnings) = run(unsorting, dedup.clone()).await;
+    let got = got.unwrap();
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        ["{job=\"a\"}", "{job=\"b\"}"],
+        "{warnings:?}"
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
+
+    let (got, warnings) = run(lying.clone(), dedup.clone()).await;
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains(&lying) && w.contains("not in label order")),
+        "{got:?} {warnings:?}"
+    );
+    let strict = ReadOptions {
+        fanout: FanoutOptions {
+            partial_response: false,
+            ..Default::default()
+        },
+        ..dedup
+    };
+    match run(lying, strict).await.0 {
+        Err(promql::Error::Storage(msg)) => assert!(msg.contains("not in label order"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
 }
