@@ -22,6 +22,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Chunk bytes are shared, not copied: the server hands out the TSDB's chunk buffers and
         // a client's decoded chunks slice the received message.
         .bytes(".thanos.Chunk.data")
+        // Prost's codec with exactly sized encode buffers (src/codec.rs).
+        .codec_path("crate::codec::SizedCodec")
         .compile_fds(fds)?;
     Ok(())
 }

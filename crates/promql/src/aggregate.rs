@@ -509,7 +509,8 @@ impl Cell {
 /// one point of every series per step (which misses the cache on every point once there are a
 /// few hundred series). Each (group, step) still sees its series in the same order as the
 /// step-by-step loop, so the results are bit for bit the same. Returns false (and leaves `out`
-/// alone) when it does not apply.
+/// alone) when it does not apply: other aggregations, too many cells, or a histogram among the
+/// inputs.
 fn series_major(
     input: &[Series],
     series_group: &[usize],
@@ -522,19 +523,32 @@ fn series_major(
         kind,
         Op::Sum | Op::Avg | Op::Count | Op::Min | Op::Max | Op::Group
     ) || out.len().saturating_mul(n) > SERIES_MAJOR_MAX_CELLS
-        || input.iter().any(|s| s.points.iter().any(|p| p.h.is_some()))
     {
         return false;
     }
     let mut cells = vec![Cell::default(); out.len() * n];
     for (s, &gi) in input.iter().zip(series_group) {
         let row = &mut cells[gi * n..(gi + 1) * n];
+        // The step of the next point: usually the one after the last (the inputs are the
+        // steps' own points), checked with a multiplication instead of found by two divisions.
+        let mut next = 0usize;
         for p in &s.points {
-            let off = p.t - steps.start;
-            if off < 0 || off % steps.step != 0 {
-                continue;
+            if p.h.is_some() {
+                // Histograms take the step-by-step loop (found here rather than in a pass of
+                // its own over every point: the points are read once).
+                return false;
             }
-            let Some(c) = row.get_mut((off / steps.step) as usize) else {
+            let i = if next < n && steps.ts(next) == p.t {
+                next
+            } else {
+                let off = p.t - steps.start;
+                if off < 0 || off % steps.step != 0 {
+                    continue;
+                }
+                (off / steps.step) as usize
+            };
+            next = i + 1;
+            let Some(c) = row.get_mut(i) else {
                 continue;
             };
             let f = p.f;

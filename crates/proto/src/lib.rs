@@ -30,6 +30,7 @@
 //!
 //! It does not own HTTP, snappy or validation: the receiver does those.
 
+pub mod codec;
 pub mod exposition;
 pub mod remote_write;
 mod wire;

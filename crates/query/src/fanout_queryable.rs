@@ -437,7 +437,7 @@ impl Queryable for FanoutQueryable {
         let mut skipped = Skipped::default();
         let mut result = Ok(());
         for (r, s) in outcomes {
-            skipped.histogram_chunks += s.histogram_chunks;
+            skipped += s;
             if result.is_ok() {
                 result = r;
             }

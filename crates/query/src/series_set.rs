@@ -277,6 +277,17 @@ pub struct Skipped {
     pub aggregate_chunks: usize,
 }
 
+impl std::ops::AddAssign for Skipped {
+    fn add_assign(&mut self, other: Skipped) {
+        let Skipped {
+            histogram_chunks,
+            aggregate_chunks,
+        } = other;
+        self.histogram_chunks += histogram_chunks;
+        self.aggregate_chunks += aggregate_chunks;
+    }
+}
+
 /// Why a series' chunks cannot be decoded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
