@@ -282,6 +282,25 @@ pub struct Target {
     pub supports_without_replica_labels: bool,
 }
 
+impl Target {
+    /// `endpoint` as a target, as its last `status` leaves it.
+    fn new(endpoint: Arc<Endpoint>, status: &Status) -> Self {
+        let down = match (&status.last_check, &status.last_error) {
+            (Some(_), Some(err)) => Some(format!("endpoint {} is down: {err}", endpoint.address)),
+            _ => None,
+        };
+        let supports_without_replica_labels = status
+            .info
+            .as_ref()
+            .is_some_and(|i| i.supports_without_replica_labels);
+        Target {
+            endpoint,
+            down,
+            supports_without_replica_labels,
+        }
+    }
+}
+
 /// Every endpoint, kept up to date by [`EndpointSet::run`].
 pub struct EndpointSet {
     config: EndpointConfig,
@@ -428,19 +447,7 @@ impl EndpointSet {
                     continue;
                 }
             }
-            let down = match (&s.last_check, &s.last_error) {
-                (Some(_), Some(err)) => Some(format!("endpoint {} is down: {err}", e.address)),
-                _ => None,
-            };
-            let supports_without_replica_labels = s
-                .info
-                .as_ref()
-                .is_some_and(|i| i.supports_without_replica_labels);
-            out.push(Target {
-                endpoint: e,
-                down,
-                supports_without_replica_labels,
-            });
+            out.push(Target::new(e, &s));
         }
         out
     }
@@ -458,19 +465,7 @@ impl EndpointSet {
             if mint > hi || maxt < lo {
                 continue;
             }
-            let down = match (&s.last_check, &s.last_error) {
-                (Some(_), Some(err)) => Some(format!("endpoint {} is down: {err}", e.address)),
-                _ => None,
-            };
-            let supports_without_replica_labels = s
-                .info
-                .as_ref()
-                .is_some_and(|i| i.supports_without_replica_labels);
-            out.push(Target {
-                endpoint: e,
-                down,
-                supports_without_replica_labels,
-            });
+            out.push(Target::new(e, &s));
         }
         out
     }

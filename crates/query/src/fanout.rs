@@ -19,6 +19,7 @@ use proto::thanos::store_client::StoreClient;
 use proto::thanos::{
     exemplars_response, label_matcher, series_response, ExemplarData, ExemplarsRequest,
     LabelMatcher, LabelNamesRequest, LabelValuesRequest, PartialResponseStrategy, SeriesRequest,
+    SeriesResponse,
 };
 
 use crate::endpoints::{Endpoint, EndpointError, EndpointSet, MAX_MESSAGE_BYTES};
@@ -206,12 +207,7 @@ where
     let asked: Vec<String> = targets.iter().map(|t| t.endpoint.address.clone()).collect();
     let calls = targets.into_iter().map(|t| {
         let started = Instant::now();
-        let deadline = match (opts.deadline, opts.response_timeout) {
-            (Some(d), Some(r)) => Some(d.min(started + r)),
-            (Some(d), None) => Some(d),
-            (None, Some(r)) => Some(started + r),
-            (None, None) => None,
-        };
+        let deadline = call_deadline(opts, started);
         let fut = call(t.endpoint.clone());
         async move {
             let address = t.endpoint.address.clone();
@@ -329,23 +325,50 @@ impl SeriesQuery {
     }
 }
 
+/// Adds a `Series` response's frames to `out` (joining a series split over frames) and its
+/// warning to `warnings`.
+fn take_response(msg: SeriesResponse, out: &mut Vec<RawSeries>, warnings: &mut Vec<String>) {
+    match msg.result {
+        Some(series_response::Result::Series(s)) => push_frame(out, s),
+        Some(series_response::Result::Batch(b)) => {
+            for s in b.series {
+                push_frame(out, s);
+            }
+        }
+        Some(series_response::Result::Warning(w)) => warnings.push(w),
+        Some(series_response::Result::Hints(_)) | None => {}
+    }
+}
+
+/// `query` confined to the request's tenant, if it has one.
+fn confined<'q>(query: &'q SeriesQuery, opts: &FanoutOptions) -> std::borrow::Cow<'q, SeriesQuery> {
+    match &opts.tenant {
+        Some(t) => std::borrow::Cow::Owned(SeriesQuery {
+            matchers: t.confine(&query.matchers),
+            ..query.clone()
+        }),
+        None => std::borrow::Cow::Borrowed(query),
+    }
+}
+
+/// When a call to one endpoint, started at `started`, must be done: the query's deadline or
+/// `--store.response-timeout` after the start, whichever comes first.
+fn call_deadline(opts: &FanoutOptions, started: Instant) -> Option<Instant> {
+    match (opts.deadline, opts.response_timeout) {
+        (Some(d), Some(r)) => Some(d.min(started + r)),
+        (Some(d), None) => Some(d),
+        (None, Some(r)) => Some(started + r),
+        (None, None) => None,
+    }
+}
+
 /// Streams the matching series from every endpoint that can have them.
 pub async fn series(
     set: &EndpointSet,
     query: &SeriesQuery,
     opts: &FanoutOptions,
 ) -> Result<Gathered<Vec<RawSeries>>, FanoutError> {
-    let confined;
-    let query = match &opts.tenant {
-        Some(t) => {
-            confined = SeriesQuery {
-                matchers: t.confine(&query.matchers),
-                ..query.clone()
-            };
-            &confined
-        }
-        None => query,
-    };
+    let query = &confined(query, opts);
     let request = query.request(opts.partial_response);
     let tenant = opts.tenant.clone();
     gather(
@@ -363,16 +386,7 @@ pub async fn series(
                 let mut out: Vec<RawSeries> = Vec::new();
                 let mut warnings = Vec::new();
                 while let Some(msg) = stream.message().await? {
-                    match msg.result {
-                        Some(series_response::Result::Series(s)) => push_frame(&mut out, s),
-                        Some(series_response::Result::Batch(b)) => {
-                            for s in b.series {
-                                push_frame(&mut out, s);
-                            }
-                        }
-                        Some(series_response::Result::Warning(w)) => warnings.push(w),
-                        Some(series_response::Result::Hints(_)) | None => {}
-                    }
+                    take_response(msg, &mut out, &mut warnings);
                 }
                 Ok((out, warnings))
             }
@@ -453,17 +467,7 @@ pub fn series_streams(
     strip: &[String],
     runtime: &tokio::runtime::Handle,
 ) -> Vec<SeriesStream> {
-    let confined;
-    let query = match &opts.tenant {
-        Some(t) => {
-            confined = SeriesQuery {
-                matchers: t.confine(&query.matchers),
-                ..query.clone()
-            };
-            &confined
-        }
-        None => query,
-    };
+    let query = &confined(query, opts);
     let request = query.request(opts.partial_response);
     let targets = set.targets(query.min_time, query.max_time, &query.matchers);
     let strip: Arc<[String]> = strip.into();
@@ -474,12 +478,7 @@ pub fn series_streams(
             let address = t.endpoint.address.clone();
             let request = with_tenant(request.clone(), opts.tenant.as_ref());
             let started = Instant::now();
-            let deadline = match (opts.deadline, opts.response_timeout) {
-                (Some(d), Some(r)) => Some(d.min(started + r)),
-                (Some(d), None) => Some(d),
-                (None, Some(r)) => Some(started + r),
-                (None, None) => None,
-            };
+            let deadline = call_deadline(opts, started);
             let strip = strip.clone();
             runtime.spawn(async move {
                 let address = t.endpoint.address.clone();
@@ -561,16 +560,7 @@ async fn read_series(
     };
     while let Some(msg) = stream.message().await? {
         let mut out: Vec<RawSeries> = open.take().into_iter().collect();
-        match msg.result {
-            Some(series_response::Result::Series(s)) => push_frame(&mut out, s),
-            Some(series_response::Result::Batch(b)) => {
-                for s in b.series {
-                    push_frame(&mut out, s);
-                }
-            }
-            Some(series_response::Result::Warning(w)) => warnings.push(w),
-            Some(series_response::Result::Hints(_)) | None => {}
-        }
+        take_response(msg, &mut out, &mut warnings);
         open = out.pop();
         if !pass(out)? {
             return Ok(warnings);
