@@ -613,7 +613,8 @@ impl<'a> Evaluator<'a> {
         let groups = selector_matchers(vs)?;
         if groups.len() != 1 || workers <= 1 {
             let mut i = 0;
-            return self.range_selector_each(vs, range, steps, hint, &mut |_, labels, pts, hh| {
+            return self.range_selector_each(vs, range, steps, hint, &mut |ev, labels, pts, hh| {
+                ev.check()?;
                 i += 1;
                 f(0, i - 1, labels, pts, hh)
             });

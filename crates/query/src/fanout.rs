@@ -325,14 +325,19 @@ impl SeriesQuery {
     }
 }
 
-/// Adds a `Series` response's frames to `out` (joining a series split over frames) and its
-/// warning to `warnings`.
-fn take_response(msg: SeriesResponse, out: &mut Vec<RawSeries>, warnings: &mut Vec<String>) {
+/// Adds a `Series` response's frames to `out` (joining a series split over frames, the labels
+/// in `strip` left out) and its warning to `warnings`.
+fn take_response(
+    msg: SeriesResponse,
+    strip: &[&str],
+    out: &mut Vec<RawSeries>,
+    warnings: &mut Vec<String>,
+) {
     match msg.result {
-        Some(series_response::Result::Series(s)) => push_frame(out, s),
+        Some(series_response::Result::Series(s)) => push_frame(out, s, strip),
         Some(series_response::Result::Batch(b)) => {
             for s in b.series {
-                push_frame(out, s);
+                push_frame(out, s, strip);
             }
         }
         Some(series_response::Result::Warning(w)) => warnings.push(w),
@@ -386,7 +391,7 @@ pub async fn series(
                 let mut out: Vec<RawSeries> = Vec::new();
                 let mut warnings = Vec::new();
                 while let Some(msg) = stream.message().await? {
-                    take_response(msg, &mut out, &mut warnings);
+                    take_response(msg, &[], &mut out, &mut warnings);
                 }
                 Ok((out, warnings))
             }
@@ -486,17 +491,40 @@ pub fn series_streams(
                     let _ = tx.send(StreamPart::Failed(down));
                     return;
                 }
-                let sorted = t.supports_without_replica_labels || strip.is_empty();
-                let read = read_series(&t.endpoint, request, &strip, sorted, &tx);
-                let result = match deadline {
-                    None => read.await,
-                    Some(d) => match tokio::time::timeout_at(d.into(), read).await {
-                        Ok(r) => r,
-                        Err(_) => Err(CallError::NoAnswer {
-                            seconds: started.elapsed().as_secs_f64(),
-                        }),
-                    },
+                let names: Vec<&str> = strip.iter().map(String::as_str).collect();
+                let mut reader = StreamReader {
+                    names,
+                    sorted: t.supports_without_replica_labels,
+                    tx: &tx,
+                    open: None,
+                    held: Vec::new(),
+                    last: None,
+                    warnings: Vec::new(),
                 };
+                let read = read_series(&t.endpoint, request, &mut reader);
+                let timed = async {
+                    match deadline {
+                        None => read.await,
+                        Some(d) => match tokio::time::timeout_at(d.into(), read).await {
+                            Ok(r) => r,
+                            Err(_) => Err(CallError::NoAnswer {
+                                seconds: started.elapsed().as_secs_f64(),
+                            }),
+                        },
+                    }
+                };
+                // Nobody reads the parts any more (the query ended early, failed or was
+                // cancelled): stop, dropping the call.
+                let result = tokio::select! {
+                    r = timed => r,
+                    () = tx.closed() => return,
+                };
+                // What was read goes on however the read ended (as Thanos keeps what it
+                // buffered from a store that failed).
+                let finished = reader.finish();
+                let result = result
+                    .and(finished)
+                    .map(|()| std::mem::take(&mut reader.warnings));
                 let last = match result {
                     Ok(warnings) => StreamPart::Done(
                         warnings
@@ -516,37 +544,41 @@ pub fn series_streams(
         .collect()
 }
 
-/// Reads one endpoint's `Series` stream into `tx` (see [`series_streams`]); returns the store's
-/// warnings. Stops early, dropping the call, when nobody reads `tx` any more.
-async fn read_series(
-    endpoint: &Endpoint,
-    request: tonic::Request<SeriesRequest>,
-    strip: &[String],
+/// One endpoint's reader in a streamed fan-out (see [`series_streams`]): what it read and has
+/// not handed over yet.
+struct StreamReader<'a> {
+    /// Replica labels to leave out.
+    names: Vec<&'a str>,
+    /// The store is trusted to stream in label order (without the replica labels); otherwise
+    /// its whole answer is held and sorted at the end.
     sorted: bool,
-    tx: &tokio::sync::mpsc::UnboundedSender<StreamPart>,
-) -> Result<Vec<String>, CallError> {
-    let names: Vec<&str> = strip.iter().map(String::as_str).collect();
-    let mut stream = client(endpoint)?.series(request).await?.into_inner();
-    let mut warnings = Vec::new();
-    // The last series read: its next frame may continue it.
-    let mut open: Option<RawSeries> = None;
-    // Without trusted order: everything, sorted at the end.
-    let mut held: Vec<RawSeries> = Vec::new();
-    let mut last: Option<tsdb::Labels> = None;
-    let mut pass = |mut series: Vec<RawSeries>| -> Result<bool, CallError> {
-        if !names.is_empty() {
-            for s in &mut series {
-                if s.labels.iter().any(|l| names.contains(&&*l.name)) {
-                    s.labels = s.labels.without(&names);
-                }
-            }
-        }
-        if !sorted {
-            held.append(&mut series);
+    tx: &'a tokio::sync::mpsc::UnboundedSender<StreamPart>,
+    /// The last series read: its next frame may continue it.
+    open: Option<RawSeries>,
+    held: Vec<RawSeries>,
+    /// The labels of the last series handed over (the order check).
+    last: Option<tsdb::Labels>,
+    /// The store's warnings.
+    warnings: Vec<String>,
+}
+
+impl StreamReader<'_> {
+    /// Takes one response in; false when nobody reads the parts any more.
+    fn take(&mut self, msg: SeriesResponse) -> Result<bool, CallError> {
+        let mut out: Vec<RawSeries> = self.open.take().into_iter().collect();
+        take_response(msg, &self.names, &mut out, &mut self.warnings);
+        self.open = out.pop();
+        self.pass(out)
+    }
+
+    /// Hands `series` over (checking their order), or holds them; false when nobody reads.
+    fn pass(&mut self, mut series: Vec<RawSeries>) -> Result<bool, CallError> {
+        if !self.sorted {
+            self.held.append(&mut series);
             return Ok(true);
         }
         for s in &series {
-            if let Some(prev) = &last {
+            if let Some(prev) = &self.last {
                 if s.labels < *prev {
                     return Err(CallError::Unsorted(format!(
                         "series {} came after {prev}",
@@ -554,27 +586,39 @@ async fn read_series(
                     )));
                 }
             }
-            last = Some(s.labels.clone());
+            self.last = Some(s.labels.clone());
         }
-        Ok(series.is_empty() || tx.send(StreamPart::Series(series)).is_ok())
-    };
-    while let Some(msg) = stream.message().await? {
-        let mut out: Vec<RawSeries> = open.take().into_iter().collect();
-        take_response(msg, &mut out, &mut warnings);
-        open = out.pop();
-        if !pass(out)? {
-            return Ok(warnings);
-        }
+        Ok(series.is_empty() || self.tx.send(StreamPart::Series(series)).is_ok())
     }
-    pass(open.into_iter().collect())?;
-    if !sorted {
-        // Stable: copies a store merged keep its order.
+
+    /// Hands over what is left: the open series, and a held answer, sorted (stable: copies a
+    /// store merged keep its order).
+    fn finish(&mut self) -> Result<(), CallError> {
+        let open = self.open.take().into_iter().collect();
+        let checked = self.pass(open);
+        let mut held = std::mem::take(&mut self.held);
         held.sort_by(|a, b| a.labels.cmp(&b.labels));
         if !held.is_empty() {
-            let _ = tx.send(StreamPart::Series(held));
+            let _ = self.tx.send(StreamPart::Series(held));
+        }
+        checked.map(|_| ())
+    }
+}
+
+/// Reads one endpoint's `Series` stream into `reader`; stops early, dropping the call, when
+/// nobody reads the parts any more.
+async fn read_series(
+    endpoint: &Endpoint,
+    request: tonic::Request<SeriesRequest>,
+    reader: &mut StreamReader<'_>,
+) -> Result<(), CallError> {
+    let mut stream = client(endpoint)?.series(request).await?.into_inner();
+    while let Some(msg) = stream.message().await? {
+        if !reader.take(msg)? {
+            break;
         }
     }
-    Ok(warnings)
+    Ok(())
 }
 
 /// Label names of the matching series in `[start, end]` from every endpoint, merged and sorted.

@@ -39,9 +39,13 @@ pub fn labels_from_proto(labels: &[thanos::Label]) -> Labels {
 }
 
 /// Appends a received frame to an endpoint's series, joining it to the previous series when the
-/// labels are the same (a series split over frames).
-pub fn push_frame(out: &mut Vec<RawSeries>, frame: thanos::Series) {
-    let labels = labels_from_proto(&frame.labels);
+/// labels are the same (a series split over frames), after leaving out the labels named in
+/// `strip` (so that copies a store sends under their replica labels join too).
+pub fn push_frame(out: &mut Vec<RawSeries>, frame: thanos::Series, strip: &[&str]) {
+    let mut labels = labels_from_proto(&frame.labels);
+    if !strip.is_empty() && labels.iter().any(|l| strip.contains(&&*l.name)) {
+        labels = labels.without(strip);
+    }
     match out.last_mut() {
         Some(last) if last.labels == labels => last.chunks.extend(frame.chunks),
         _ => out.push(RawSeries {
@@ -639,9 +643,9 @@ pub(crate) mod tests {
             chunks: vec![xor_chunk(&[(t, 1.0)])],
         };
         let mut out = Vec::new();
-        push_frame(&mut out, frame("1", 0));
-        push_frame(&mut out, frame("1", 10));
-        push_frame(&mut out, frame("2", 0));
+        push_frame(&mut out, frame("1", 0), &[]);
+        push_frame(&mut out, frame("1", 10), &[]);
+        push_frame(&mut out, frame("2", 0), &[]);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].chunks.len(), 2);
         assert_eq!(out[1].labels, labels(&[("a", "2")]));

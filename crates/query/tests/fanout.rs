@@ -264,6 +264,8 @@ async fn a_querys_selectors_are_fetched_together_and_answer_the_same() {
 struct FixedStore {
     series: Vec<proto::thanos::Series>,
     supports_without_replica_labels: bool,
+    /// Fail the stream (Unavailable) after sending `series`.
+    fail: bool,
 }
 
 #[tonic::async_trait]
@@ -276,7 +278,7 @@ impl proto::thanos::store_server::Store for FixedStore {
         &self,
         _: tonic::Request<proto::thanos::SeriesRequest>,
     ) -> Result<tonic::Response<Self::SeriesStream>, tonic::Status> {
-        let out: Vec<_> = self
+        let mut out: Vec<_> = self
             .series
             .iter()
             .map(|s| {
@@ -285,6 +287,9 @@ impl proto::thanos::store_server::Store for FixedStore {
                 })
             })
             .collect();
+        if self.fail {
+            out.push(Err(tonic::Status::unavailable("disk on fire")));
+        }
         Ok(tonic::Response::new(futures::stream::iter(out)))
     }
 
@@ -384,11 +389,31 @@ async fn stores_answer_order_is_checked_or_restored() {
     let unsorting = start_fixed(FixedStore {
         series: old.clone(),
         supports_without_replica_labels: false,
+        fail: false,
+    })
+    .await;
+    let failing = start_fixed(FixedStore {
+        series: old.clone(),
+        supports_without_replica_labels: false,
+        fail: true,
     })
     .await;
     let lying = start_fixed(FixedStore {
         series: old,
         supports_without_replica_labels: true,
+        fail: false,
+    })
+    .await;
+    // Sorted without the replica label, but sent with it: two copies of one series, one after
+    // the other, are joined as copies.
+    let copies = start_fixed(FixedStore {
+        series: vec![
+            fixed_series(&[("__name__", "up"), ("job", "a"), ("replica", "1")], 1.0),
+            fixed_series(&[("__name__", "up"), ("job", "a"), ("replica", "2")], 1.0),
+            fixed_series(&[("__name__", "up"), ("job", "b"), ("replica", "1")], 2.0),
+        ],
+        supports_without_replica_labels: true,
+        fail: false,
     })
     .await;
     let handle = tokio::runtime::Handle::current();
@@ -418,6 +443,26 @@ async fn stores_answer_order_is_checked_or_restored() {
         ["{job=\"a\"}", "{job=\"b\"}"],
         "{warnings:?}"
     );
+    assert!(warnings.is_empty(), "{warnings:?}");
+
+    // A store that fails after sending its series: what it sent is used (held and sorted
+    // first), and the failure is a warning.
+    let (got, warnings) = run(failing.clone(), dedup.clone()).await;
+    assert_eq!(
+        got.unwrap().keys().collect::<Vec<_>>(),
+        ["{job=\"a\"}", "{job=\"b\"}"]
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains(&failing) && w.contains("disk on fire")),
+        "{warnings:?}"
+    );
+
+    let (got, warnings) = run(copies, dedup.clone()).await;
+    let got = got.unwrap();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got["{job=\"a\"}"].first().map(|p| p.1), Some(4.0));
     assert!(warnings.is_empty(), "{warnings:?}");
 
     let (got, warnings) = run(lying.clone(), dedup.clone()).await;
