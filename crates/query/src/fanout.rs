@@ -577,18 +577,22 @@ impl StreamReader<'_> {
             self.held.append(&mut series);
             return Ok(true);
         }
+        let Some(tail) = series.last() else {
+            return Ok(true);
+        };
+        // Each series against the one before it; only a batch's last is kept for the next.
+        let mut prev = self.last.as_ref();
         for s in &series {
-            if let Some(prev) = &self.last {
-                if s.labels < *prev {
-                    return Err(CallError::Unsorted(format!(
-                        "series {} came after {prev}",
-                        s.labels
-                    )));
-                }
+            if let Some(p) = prev.filter(|p| s.labels < **p) {
+                return Err(CallError::Unsorted(format!(
+                    "series {} came after {p}",
+                    s.labels
+                )));
             }
-            self.last = Some(s.labels.clone());
+            prev = Some(&s.labels);
         }
-        Ok(series.is_empty() || self.tx.send(StreamPart::Series(series)).is_ok())
+        self.last = Some(tail.labels.clone());
+        Ok(self.tx.send(StreamPart::Series(series)).is_ok())
     }
 
     /// Hands over what is left: the open series, and a held answer, sorted (stable: copies a

@@ -221,21 +221,26 @@ impl GroupStream {
                 self.take(i, part)?;
             }
         }
+        // The first endpoint whose next series has the smallest labels: no earlier endpoint
+        // has a copy, so its series opens the group (its labels taken, not cloned) and copies
+        // stay in the order of the endpoints.
         let Some(first) = self
             .sources
             .iter()
-            .filter_map(|s| s.buf.front())
-            .map(|s| &s.labels)
-            .min()
-            .cloned()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i, &s.buf.front()?.labels)))
+            .min_by(|a, b| a.1.cmp(b.1))
+            .map(|(i, _)| i)
         else {
             return Ok(None);
         };
+        let opening = self.sources[first].buf.pop_front().expect("a front");
         let mut g = SeriesGroup {
-            labels: first,
+            labels: opening.labels,
             replicas: Vec::new(),
         };
-        for src in &mut self.sources {
+        add_copies(&mut g, opening.chunks, self.dedup);
+        for src in &mut self.sources[first..] {
             while src.buf.front().is_some_and(|s| s.labels == g.labels) {
                 let s = src.buf.pop_front().expect("a front");
                 add_copies(&mut g, s.chunks, self.dedup);
