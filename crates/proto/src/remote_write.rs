@@ -342,7 +342,7 @@ pub fn decode_v1_limited(
         match r.tag()? {
             (1, wire::LEN) => {
                 let (b, base) = r.bytes()?;
-                req.timeseries.push(decode_series_v1(b, base, &mut budget)?);
+                push_series_v1(&mut req.timeseries, b, base, &mut budget)?;
             }
             (3, wire::LEN) => {
                 let (b, base) = r.bytes()?;
@@ -377,8 +377,7 @@ pub fn decode_thanos_write(buf: &[u8]) -> Result<ThanosWrite<'_>, DecodeError> {
         match r.tag()? {
             (1, wire::LEN) => {
                 let (b, base) = r.bytes()?;
-                main.timeseries
-                    .push(decode_series_v1(b, base, &mut budget)?);
+                push_series_v1(&mut main.timeseries, b, base, &mut budget)?;
             }
             (2, wire::LEN) => tenant = r.str()?,
             (3, wire::VARINT) => out.replica = r.varint()? as i64,
@@ -391,8 +390,7 @@ pub fn decode_thanos_write(buf: &[u8]) -> Result<ThanosWrite<'_>, DecodeError> {
                     match tr.tag()? {
                         (1, wire::LEN) => {
                             let (sb, sbase) = tr.bytes()?;
-                            req.timeseries
-                                .push(decode_series_v1(sb, sbase, &mut budget)?);
+                            push_series_v1(&mut req.timeseries, sb, sbase, &mut budget)?;
                         }
                         (2, wire::LEN) => t = tr.str()?,
                         (_, wt) => tr.skip(wt)?,
@@ -562,12 +560,29 @@ impl Budget {
     }
 }
 
+/// Decodes a `prometheus.TimeSeries` onto `out`. Its labels are allocated once, as many as
+/// the series before had (the series of a request mostly have the same number).
+fn push_series_v1<'a>(
+    out: &mut Vec<TimeSeries<'a>>,
+    buf: &'a [u8],
+    base: usize,
+    budget: &mut Budget,
+) -> Result<(), DecodeError> {
+    let hint = out.last().map_or(0, |ts| ts.labels.len());
+    out.push(decode_series_v1(buf, base, budget, hint)?);
+    Ok(())
+}
+
 fn decode_series_v1<'a>(
     buf: &'a [u8],
     base: usize,
     budget: &mut Budget,
+    label_hint: usize,
 ) -> Result<TimeSeries<'a>, DecodeError> {
-    let mut ts = TimeSeries::default();
+    let mut ts = TimeSeries {
+        labels: Vec::with_capacity(label_hint),
+        ..TimeSeries::default()
+    };
     let mut r = Reader::new(buf, base);
     while !r.done() {
         match r.tag()? {

@@ -31,7 +31,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::error::RouteError;
-use crate::grpc_snappy::SnappyChannel;
+use crate::grpc_snappy::{compressed_frame, Precompressed, SnappyChannel};
 use crate::handoff::{Handoff, HintQueue};
 use crate::hashring::SharedHashrings;
 use crate::writer::{Severity, WriteOutcome};
@@ -201,15 +201,34 @@ impl Peer {
         }
     }
 
-    /// Sends an encoded `thanos.WriteRequest` (`hinted`: a hinted handoff delivery).
-    pub async fn send(&self, payload: Bytes, timeout: Duration, hinted: bool) -> ReplicaResult {
+    /// Sends an encoded `thanos.WriteRequest` (`hinted`: a hinted handoff delivery). `wire`
+    /// holds (or gets) the payload compressed, for other peers the same payload goes to.
+    pub async fn send(
+        &self,
+        payload: Bytes,
+        wire: Option<&tokio::sync::OnceCell<Bytes>>,
+        timeout: Duration,
+        hinted: bool,
+    ) -> ReplicaResult {
         let channel = self.channel.lock().unwrap().clone();
         let mut grpc = tonic::client::Grpc::new(SnappyChannel::new(channel));
         let call = async {
             grpc.ready()
                 .await
                 .map_err(|e| Status::unavailable(format!("connecting: {e}")))?;
-            let mut req = tonic::Request::new(payload);
+            let mut req = match wire {
+                Some(wire) => {
+                    let frame = wire
+                        .get_or_try_init(|| async { compressed_frame(&payload) })
+                        .await
+                        .map_err(|e| Status::internal(format!("compressing: {e}")))?;
+                    // The message tonic encodes is left empty: the channel sends the frame.
+                    let mut req = tonic::Request::new(Bytes::new());
+                    req.extensions_mut().insert(Precompressed(frame.clone()));
+                    req
+                }
+                None => tonic::Request::new(payload),
+            };
             req.set_timeout(timeout);
             if hinted {
                 req.metadata_mut().insert(
@@ -413,8 +432,13 @@ pub struct Batch {
     pub endpoint: String,
     /// Indices into the request's series.
     pub series: Vec<u32>,
+    /// The replica number the batch is sent with (1-based).
+    pub replica: u64,
     /// Encoded `thanos.WriteRequest` (empty for the local batch).
     pub payload: Bytes,
+    /// The payload as a compressed gRPC frame, made by the first forward that needs it and
+    /// shared by the batches with the same payload.
+    pub wire: Arc<tokio::sync::OnceCell<Bytes>>,
 }
 
 /// Where a request's series go.
@@ -583,22 +607,34 @@ impl Replicator {
             .hashring_for(tenant)
             .ok_or_else(|| RouteError::NoHashring(tenant.to_string()))?;
         let endpoints = ring.ring.endpoints();
-        let mut per_endpoint: Vec<Vec<u32>> = vec![Vec::new(); endpoints.len()];
-        let mut first_replica: Vec<u64> = vec![0; endpoints.len()];
-        let mut owners_per_series = rings.replication_factor();
-        for (i, ts) in req.timeseries.iter().enumerate() {
-            let hash =
-                crate::hashring::series_hash(tenant, ts.labels.iter().map(|l| (l.name, l.value)));
-            let mut n = 0;
-            for (replica, e) in ring.ring.owner_indices(hash).enumerate() {
-                if per_endpoint[e].is_empty() {
-                    first_replica[e] = replica as u64 + 1;
+        let (per_endpoint, first_replica, owners_per_series) = if ring.ring.owns_all() {
+            // Every endpoint owns every series (RF = the ring's size, the usual small pool):
+            // no series hash, and every peer gets the same message (replica 1: any number
+            // from 1 to RF only tells the peer the write is replicated).
+            let all: Vec<u32> = (0..req.timeseries.len() as u32).collect();
+            let n = endpoints.len();
+            (vec![all; n], vec![1; n], n)
+        } else {
+            let mut per_endpoint: Vec<Vec<u32>> = vec![Vec::new(); endpoints.len()];
+            let mut first_replica: Vec<u64> = vec![0; endpoints.len()];
+            let mut owners_per_series = rings.replication_factor();
+            for (i, ts) in req.timeseries.iter().enumerate() {
+                let hash = crate::hashring::series_hash(
+                    tenant,
+                    ts.labels.iter().map(|l| (l.name, l.value)),
+                );
+                let mut n = 0;
+                for (replica, e) in ring.ring.owner_indices(hash).enumerate() {
+                    if per_endpoint[e].is_empty() {
+                        first_replica[e] = replica as u64 + 1;
+                    }
+                    per_endpoint[e].push(i as u32);
+                    n += 1;
                 }
-                per_endpoint[e].push(i as u32);
-                n += 1;
+                owners_per_series = n;
             }
-            owners_per_series = n;
-        }
+            (per_endpoint, first_replica, owners_per_series)
+        };
         let mut plan = Plan {
             tenant: tenant.to_string(),
             owners_per_series,
@@ -615,7 +651,25 @@ impl Replicator {
                 plan.local = Some(Batch {
                     endpoint,
                     series,
+                    replica: first_replica[e],
                     payload: Bytes::new(),
+                    wire: Arc::default(),
+                });
+                continue;
+            }
+            // Peers that get the same series under the same replica number share one message.
+            if let Some(same) = plan
+                .remote
+                .iter()
+                .find(|b| b.series == series && b.replica == first_replica[e])
+            {
+                let (payload, wire) = (same.payload.clone(), same.wire.clone());
+                plan.remote.push(Batch {
+                    endpoint,
+                    series,
+                    replica: first_replica[e],
+                    payload,
+                    wire,
                 });
                 continue;
             }
@@ -634,7 +688,9 @@ impl Replicator {
             plan.remote.push(Batch {
                 endpoint,
                 series,
+                replica: first_replica[e],
                 payload: Bytes::from(payload),
+                wire: Arc::default(),
             });
         }
         Ok(plan)
@@ -669,8 +725,9 @@ impl Replicator {
             let tenant = tenant.clone();
             let endpoint = batch.endpoint.clone();
             let payload = batch.payload.clone();
+            let wire = batch.wire.clone();
             tokio::spawn(async move {
-                let r = this.forward(&tenant, &endpoint, payload).await;
+                let r = this.forward(&tenant, &endpoint, payload, &wire).await;
                 let _ = tx.send((i, r));
             });
             batches.push(batch);
@@ -788,6 +845,7 @@ impl Replicator {
         tenant: &str,
         endpoint: &str,
         payload: Bytes,
+        wire: &tokio::sync::OnceCell<Bytes>,
     ) -> ReplicaResult {
         let peer = match self.peer(endpoint) {
             Ok(p) => p,
@@ -799,7 +857,12 @@ impl Replicator {
         } else {
             let started = Instant::now();
             let r = peer
-                .send(payload.clone(), self.config.forward_timeout, false)
+                .send(
+                    payload.clone(),
+                    Some(wire),
+                    self.config.forward_timeout,
+                    false,
+                )
                 .await;
             self.metrics
                 .forward_duration
@@ -900,7 +963,12 @@ impl Replicator {
                         tokio::time::sleep(wait).await;
                     }
                     match peer
-                        .send(Bytes::from(batch.payload.clone()), deliver_timeout, true)
+                        .send(
+                            Bytes::from(batch.payload.clone()),
+                            None,
+                            deliver_timeout,
+                            true,
+                        )
                         .await
                     {
                         ReplicaResult::Ok => {
@@ -998,6 +1066,113 @@ mod tests {
         let mut t = Tracker::new(1, 1);
         t.apply("a", &[0], &ReplicaResult::Unavailable("x".into()));
         assert_eq!(t.no_quorum, 1);
+    }
+
+    fn replicator(endpoints: &[&str], rf: usize) -> Arc<Replicator> {
+        let list: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
+        let file = format!(r#"[{{"endpoints": [{}]}}]"#, list.join(", "));
+        let config = crate::hashring::HashringsConfig::parse(&file).unwrap();
+        let rings =
+            crate::hashring::Hashrings::new(&config, crate::hashring::Algorithm::Ketama, rf)
+                .unwrap();
+        let config = ReplicationConfig {
+            local_endpoint: Some(endpoints[0].to_string()),
+            replication_factor: rf,
+            ..ReplicationConfig::default()
+        };
+        let metrics = ReplicationMetrics::register(&mut Registry::default());
+        Replicator::new(SharedHashrings::new(rings), config, None, metrics, None)
+    }
+
+    /// A Remote Write 1.0 request of `n` series named `series_<i>`.
+    fn request(n: usize) -> Vec<u8> {
+        let names: Vec<String> = (0..n).map(|i| format!("series_{i}")).collect();
+        let series: Vec<TimeSeries<'_>> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| TimeSeries {
+                labels: vec![proto::remote_write::Label {
+                    name: "__name__",
+                    value: name,
+                }],
+                samples: vec![proto::remote_write::Sample {
+                    value: i as f64,
+                    timestamp: 1000,
+                }],
+                ..TimeSeries::default()
+            })
+            .collect();
+        proto::remote_write::encode_v1(&WriteRequest {
+            timeseries: series,
+            ..WriteRequest::default()
+        })
+    }
+
+    /// The series names and replica number a forwarded payload carries.
+    fn forwarded(payload: &[u8]) -> (Vec<String>, i64) {
+        let w = proto::remote_write::decode_thanos_write(payload).unwrap();
+        let (tenant, req) = &w.tenants[0];
+        assert_eq!(*tenant, "t");
+        let names = req
+            .timeseries
+            .iter()
+            .map(|ts| ts.labels[0].value.to_string())
+            .collect();
+        (names, w.replica)
+    }
+
+    #[test]
+    fn a_ring_where_every_endpoint_owns_every_series_sends_one_shared_message() {
+        let body = request(50);
+        let req = proto::remote_write::decode_v1(&body).unwrap();
+        let raw = proto::remote_write::series_bytes_v1(&body).unwrap();
+        let all: Vec<u32> = (0..50).collect();
+        let names: Vec<String> = (0..50).map(|i| format!("series_{i}")).collect();
+        for raw in [Some(&raw[..]), None] {
+            let r = replicator(&["a:1", "b:1", "c:1"], 3);
+            let plan = r.plan("t", &req, raw).unwrap();
+            assert_eq!(plan.owners_per_series, 3);
+            assert_eq!(plan.local.as_ref().unwrap().series, all);
+            assert_eq!(plan.remote.len(), 2);
+            let (b, c) = (&plan.remote[0], &plan.remote[1]);
+            assert_eq!((b.series == all, c.series == all), (true, true));
+            // One message, compressed once, for both peers.
+            assert_eq!(b.payload.as_ptr(), c.payload.as_ptr());
+            assert!(Arc::ptr_eq(&b.wire, &c.wire));
+            assert_eq!(forwarded(&b.payload), (names.clone(), 1));
+        }
+    }
+
+    #[test]
+    fn a_larger_ring_splits_series_by_hash() {
+        let body = request(200);
+        let req = proto::remote_write::decode_v1(&body).unwrap();
+        let raw = proto::remote_write::series_bytes_v1(&body).unwrap();
+        let r = replicator(&["a:1", "b:1", "c:1", "d:1", "e:1"], 3);
+        let plan = r.plan("t", &req, Some(&raw)).unwrap();
+        assert_eq!(plan.owners_per_series, 3);
+        let rings = r.rings.get();
+        let ring = &rings.hashring_for("t").unwrap().ring;
+        let mut copies = vec![0; 200];
+        let batches = plan.local.iter().chain(&plan.remote);
+        for b in batches {
+            for &i in &b.series {
+                copies[i as usize] += 1;
+                let ts = &req.timeseries[i as usize];
+                let hash =
+                    crate::hashring::series_hash("t", ts.labels.iter().map(|l| (l.name, l.value)));
+                assert!(ring.owners(hash).any(|e| e.address == b.endpoint));
+            }
+            if !b.payload.is_empty() {
+                let names: Vec<String> = b.series.iter().map(|&i| format!("series_{i}")).collect();
+                let (got, replica) = forwarded(&b.payload);
+                assert_eq!(got, names);
+                assert!((1..=3).contains(&replica));
+            }
+        }
+        assert!(copies.iter().all(|&n| n == 3));
+        // Each endpoint owns some of the series, not all.
+        assert!(plan.remote.iter().all(|b| b.series.len() < 200));
     }
 
     #[test]

@@ -92,6 +92,12 @@ impl Hashring {
         }
     }
 
+    /// Whether every endpoint owns every series: the replication factor is the ring's size
+    /// (placement then needs no series hash).
+    pub fn owns_all(&self) -> bool {
+        self.replication_factor() >= self.endpoints().len()
+    }
+
     /// Indexes into [`Hashring::endpoints`] of the owners of a series hash, replica 0 first;
     /// as many as the replication factor, all distinct (except, as in Thanos, for a hashmod
     /// hash within the replication factor of 2⁶⁴, where the wrapping addition can repeat one).
