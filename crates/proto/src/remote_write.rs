@@ -568,7 +568,12 @@ fn push_series_v1<'a>(
     base: usize,
     budget: &mut Budget,
 ) -> Result<(), DecodeError> {
-    let hint = out.last().map_or(0, |ts| ts.labels.len());
+    // A label takes at least two bytes (its tag and length): the hint never reserves more
+    // than the series' own bytes can fill.
+    let hint = out
+        .last()
+        .map_or(0, |ts| ts.labels.len())
+        .min(buf.len() / 2);
     out.push(decode_series_v1(buf, base, budget, hint)?);
     Ok(())
 }

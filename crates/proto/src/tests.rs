@@ -743,3 +743,33 @@ proptest::proptest! {
         v2_histograms_agree(&hs);
     }
 }
+
+#[test]
+fn a_series_reserves_labels_its_own_bytes_can_fill() {
+    use crate::remote_write::{decode_v1, encode_v1, WriteRequest};
+    fn series(labels: &[(String, String)]) -> TimeSeries<'_> {
+        TimeSeries {
+            labels: labels.iter().map(|(n, v)| label(n, v)).collect(),
+            ..TimeSeries::default()
+        }
+    }
+    let many: Vec<(String, String)> = (0..100)
+        .map(|i| (format!("l{i:03}"), "v".to_string()))
+        .collect();
+    let req = WriteRequest {
+        timeseries: vec![
+            series(&many),
+            series(&many),
+            series(&[]),
+            series(&many[..3]),
+        ],
+        ..WriteRequest::default()
+    };
+    let body = encode_v1(&req);
+    let got = decode_v1(&body).unwrap();
+    assert_eq!(got, req);
+    // The second series is sized from the first; the empty one after it, whose two bytes
+    // cannot hold a label, reserves none.
+    assert_eq!(got.timeseries[1].labels.capacity(), 100);
+    assert_eq!(got.timeseries[2].labels.capacity(), 0);
+}
