@@ -261,6 +261,21 @@ pub enum DecodeError {
 
 #[inline(always)]
 fn decode_sample(buf: &[u8], base: usize) -> Result<Sample, WireError> {
+    // The layout every encoder writes for a non-zero value and timestamp: the value's tag and
+    // 8 bytes, then the timestamp's tag and a varint that ends the message.
+    if buf.len() > 10 && buf[0] == 0x09 && buf[9] == 0x10 {
+        let value = f64::from_bits(u64::from_le_bytes(buf[1..9].try_into().expect("8 bytes")));
+        let mut r = Reader::new(&buf[10..], base + 10);
+        let timestamp = r.varint()? as i64;
+        if r.done() {
+            return Ok(Sample { value, timestamp });
+        }
+    }
+    decode_sample_fields(buf, base)
+}
+
+/// [`decode_sample`] for any layout.
+fn decode_sample_fields(buf: &[u8], base: usize) -> Result<Sample, WireError> {
     let mut r = Reader::new(buf, base);
     let mut s = Sample {
         value: 0.0,
@@ -278,6 +293,28 @@ fn decode_sample(buf: &[u8], base: usize) -> Result<Sample, WireError> {
 
 #[inline(always)]
 fn decode_label<'a>(buf: &'a [u8], base: usize) -> Result<Label<'a>, WireError> {
+    // The layout every encoder writes for a non-empty name and value of under 128 bytes each:
+    // name's tag and length, the name, value's tag and length, the value. Tags and one-byte
+    // lengths are ASCII, so one check over the whole label proves both strings UTF-8.
+    if let [0x0a, n, rest @ ..] = buf {
+        let n = usize::from(*n);
+        if let Some([0x12, m, value @ ..]) = rest.get(n..) {
+            if usize::from(*m) == value.len() && n < 0x80 && value.len() < 0x80 && buf.is_ascii()
+            {
+                // SAFETY: ASCII bytes are valid UTF-8.
+                let text = |b| unsafe { std::str::from_utf8_unchecked(b) };
+                return Ok(Label {
+                    name: text(&rest[..n]),
+                    value: text(value),
+                });
+            }
+        }
+    }
+    decode_label_fields(buf, base)
+}
+
+/// [`decode_label`] for any layout.
+fn decode_label_fields<'a>(buf: &'a [u8], base: usize) -> Result<Label<'a>, WireError> {
     let mut r = Reader::new(buf, base);
     let mut l = Label {
         name: "",
@@ -1679,6 +1716,49 @@ pub(crate) mod tests {
                 }
                 prop_assert_eq!(bits(&decoded), bits(&req));
             }
+        }
+
+        /// The fast paths for the usual layouts of a label and a sample decode what the field
+        /// by field decoder does, errors included, on bytes near those layouts.
+        #[test]
+        fn label_and_sample_fast_paths_agree(
+            pieces in proptest::collection::vec(prop_oneof![
+                Just(vec![0x0a]), Just(vec![0x12]), Just(vec![0x09]), Just(vec![0x10]),
+                (0u8..=255).prop_map(|b| vec![b]),
+                "\\PC{0,6}".prop_map(|s| s.into_bytes()),
+                proptest::collection::vec(any::<u8>(), 0..9),
+            ], 0..8),
+        ) {
+            let bytes: Vec<u8> = pieces.concat();
+            prop_assert_eq!(decode_label(&bytes, 7), decode_label_fields(&bytes, 7));
+            let same = match (decode_sample(&bytes, 7), decode_sample_fields(&bytes, 7)) {
+                (Ok(a), Ok(b)) => a.timestamp == b.timestamp && a.value.to_bits() == b.value.to_bits(),
+                (a, b) => a.err() == b.err(),
+            };
+            prop_assert!(same);
+        }
+
+        #[test]
+        fn fast_paths_take_the_usual_layouts(
+            name in "\\PC{1,20}", value in "\\PC{1,20}", v in any::<u64>(), t in 1i64..,
+        ) {
+            let mut label = vec![0x0a, name.len() as u8];
+            label.extend_from_slice(name.as_bytes());
+            label.extend_from_slice(&[0x12, value.len() as u8]);
+            label.extend_from_slice(value.as_bytes());
+            let l = decode_label(&label, 0).unwrap();
+            prop_assert_eq!((l.name, l.value), (name.as_str(), value.as_str()));
+            let mut sample = vec![0x09];
+            sample.extend_from_slice(&v.to_le_bytes());
+            sample.push(0x10);
+            let mut x = t as u64;
+            while x >= 0x80 {
+                sample.push(x as u8 | 0x80);
+                x >>= 7;
+            }
+            sample.push(x as u8);
+            let s = decode_sample(&sample, 0).unwrap();
+            prop_assert_eq!((s.value.to_bits(), s.timestamp), (v, t));
         }
 
         #[test]
