@@ -168,9 +168,28 @@ impl WriteOutcome {
 
 /// Label names as Prometheus (before UTF-8 names) defines them: `[a-zA-Z_][a-zA-Z0-9_]*`.
 pub fn is_valid_label_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    /// Per byte: 1 may start a name, 2 may follow in one (`[a-zA-Z_][a-zA-Z0-9_]*`).
+    const CLASS: [u8; 256] = {
+        let mut t = [0u8; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            if c.is_ascii_alphabetic() || c == b'_' {
+                t[b] = 3;
+            } else if c.is_ascii_digit() {
+                t[b] = 2;
+            }
+            b += 1;
+        }
+        t
+    };
+    match name.as_bytes() {
+        [first, rest @ ..] => {
+            CLASS[usize::from(*first)] & 1 != 0
+                && rest.iter().all(|&b| CLASS[usize::from(b)] & 2 != 0)
+        }
+        [] => false,
+    }
 }
 
 /// Renders a series' labels as sent, for error messages.
@@ -215,14 +234,17 @@ pub fn validate_labels(series: &TimeSeries<'_>) -> Result<(), InvalidLabels> {
             return Err(InvalidLabels::EmptyValue(l.name.to_string()));
         }
         if let Some(p) = prev {
-            if l.name == p {
-                return Err(InvalidLabels::Duplicate(l.name.to_string()));
-            }
-            if l.name < p {
-                return Err(InvalidLabels::NotSorted {
-                    name: l.name.to_string(),
-                    previous: p.to_string(),
-                });
+            match l.name.cmp(p) {
+                std::cmp::Ordering::Greater => {}
+                std::cmp::Ordering::Equal => {
+                    return Err(InvalidLabels::Duplicate(l.name.to_string()));
+                }
+                std::cmp::Ordering::Less => {
+                    return Err(InvalidLabels::NotSorted {
+                        name: l.name.to_string(),
+                        previous: p.to_string(),
+                    });
+                }
             }
         }
         has_name |= l.name == tsdb::labels::METRIC_NAME;
@@ -567,6 +589,18 @@ mod tests {
                 .map(|&(timestamp, value)| Sample { value, timestamp })
                 .collect(),
             ..Default::default()
+        }
+    }
+
+    proptest::proptest! {
+        /// The byte table decides label names as the Prometheus pattern
+        /// `[a-zA-Z_][a-zA-Z0-9_]*` does.
+        #[test]
+        fn label_names_follow_the_pattern(name in "[a-zA-Z0-9_:. é-]{0,6}|\\PC{0,4}") {
+            let mut chars = name.chars();
+            let expected = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+            proptest::prop_assert_eq!(is_valid_label_name(&name), expected, "{:?}", name);
         }
     }
 
