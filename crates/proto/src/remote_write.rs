@@ -299,8 +299,7 @@ fn decode_label<'a>(buf: &'a [u8], base: usize) -> Result<Label<'a>, WireError> 
     if let [0x0a, n, rest @ ..] = buf {
         let n = usize::from(*n);
         if let Some([0x12, m, value @ ..]) = rest.get(n..) {
-            if usize::from(*m) == value.len() && n < 0x80 && value.len() < 0x80 && buf.is_ascii()
-            {
+            if usize::from(*m) == value.len() && n < 0x80 && value.len() < 0x80 && buf.is_ascii() {
                 // SAFETY: ASCII bytes are valid UTF-8.
                 let text = |b| unsafe { std::str::from_utf8_unchecked(b) };
                 return Ok(Label {
