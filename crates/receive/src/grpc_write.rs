@@ -216,6 +216,31 @@ mod tests {
         WriteService::new(receiver)
     }
 
+    /// A receiver that is `endpoints[0]` of a hashring of `endpoints`, with replication
+    /// factor `rf` and no hinted handoff.
+    fn pool_member(dir: &std::path::Path, endpoints: &[&str], rf: usize) -> WriteService {
+        let ring = dir.join("hashrings.json");
+        let list: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
+        std::fs::write(
+            &ring,
+            format!(r#"[{{"endpoints": [{}]}}]"#, list.join(", ")),
+        )
+        .unwrap();
+        let mut config = crate::ReceiveConfig {
+            tsdb_path: dir.join("data"),
+            hashrings_file: Some(ring),
+            ..Default::default()
+        };
+        config.replication.local_endpoint = Some(endpoints[0].to_string());
+        config.replication.replication_factor = rf;
+        config.replication.hints_window = std::time::Duration::ZERO;
+        config.replication.forward_timeout = std::time::Duration::from_secs(2);
+        std::fs::create_dir_all(&config.tsdb_path).unwrap();
+        let receiver = Receiver::new(config).unwrap();
+        receiver.set_ready(true);
+        WriteService::new(receiver)
+    }
+
     fn series(name: &str) -> TimeSeries<'_> {
         TimeSeries {
             labels: vec![Label {
@@ -269,6 +294,32 @@ mod tests {
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
         assert_eq!(head_series(&s, "a"), 1);
         assert_eq!(head_series(&s, "c"), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_not_replicated_yet_is_routed_by_the_hashring() {
+        // Replica 0 (a router that does not replicate sent it): this node replicates it to
+        // its ring. Alone in its ring it owns every series.
+        let dir = tempfile::tempdir().unwrap();
+        let s = pool_member(dir.path(), &["127.0.0.1:1"], 1);
+        s.remote_write(message("a", 0, &["x", "y"], &[]), false)
+            .await
+            .unwrap();
+        assert_eq!(head_series(&s, "a"), 2);
+        // With a second owner that refuses connections, RF=2 cannot reach quorum: the write
+        // was routed, not only written here.
+        let dir = tempfile::tempdir().unwrap();
+        let s = pool_member(dir.path(), &["127.0.0.1:1", "127.0.0.1:2"], 2);
+        let err = s
+            .remote_write(message("a", 0, &["x"], &[]), false)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+        assert!(err.message().contains("quorum"), "{err:?}");
+        // A replicated write (replica 1) is this node's alone to store.
+        s.remote_write(message("a", 1, &["z"], &[]), false)
+            .await
+            .unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
