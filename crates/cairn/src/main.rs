@@ -237,6 +237,9 @@ struct ReceiveArgs {
     /// How long a write forwarded to another receiver may take.
     #[arg(long = "receive-forward-timeout", default_value = "5s", value_parser = parse_duration)]
     forward_timeout: Duration,
+    /// Compression of the writes forwarded to other receivers: `snappy` or `none`.
+    #[arg(long = "receive.grpc-compression", default_value = "snappy", value_parser = ["snappy", "none"])]
+    grpc_compression: String,
     /// How long writes a replica missed are kept for it (hinted handoff); 0 turns it off.
     #[arg(long = "receive.hinted-handoff.window", default_value = "2h", value_parser = parse_duration)]
     hints_window: Duration,
@@ -775,6 +778,7 @@ impl ReceiveArgs {
                 hints_window: self.hints_window,
                 hints_max_bytes: self.hints_max_bytes,
                 client_tls: self.forward_tls.files(),
+                compress: self.grpc_compression == "snappy",
             },
         })
     }

@@ -364,11 +364,19 @@ fn a_router_only_node_forwards_everything_and_stores_nothing() {
     for i in 0..3 {
         pool.start(i);
     }
-    // No --receive.local-endpoint: router mode.
+    // No --receive.local-endpoint: router mode. It forwards uncompressed (the ingestors
+    // compress theirs), which the ingestors take as well.
     let router_dir = dir.path().join("router");
     std::fs::create_dir_all(&router_dir).unwrap();
     let ring = format!("--receive.hashrings-file={}", pool.ring_file.display());
-    let router = Cairn::receive(&router_dir, &[&ring, "--receive.replication-factor=3"]);
+    let router = Cairn::receive(
+        &router_dir,
+        &[
+            &ring,
+            "--receive.replication-factor=3",
+            "--receive.grpc-compression=none",
+        ],
+    );
     for r in 0..5 {
         let resp = write_round(router.remote_write, r, ROUND_MS);
         assert_eq!(resp.status, 204, "{}", resp.body);

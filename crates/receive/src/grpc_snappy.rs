@@ -226,15 +226,17 @@ fn rewrite_frames(
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A client channel that compresses requests with snappy.
+/// A client channel that compresses requests with snappy (`compress`; otherwise it passes
+/// them on as they are).
 #[derive(Clone, Debug)]
 pub struct SnappyChannel<S> {
     inner: S,
+    compress: bool,
 }
 
 impl<S> SnappyChannel<S> {
-    pub fn new(inner: S) -> Self {
-        SnappyChannel { inner }
+    pub fn new(inner: S, compress: bool) -> Self {
+        SnappyChannel { inner, compress }
     }
 }
 
@@ -256,6 +258,9 @@ where
         // The ready service is the one polled; keep it and leave a clone behind.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        if !self.compress {
+            return Box::pin(async move { inner.call(req).await.map_err(Into::into) });
+        }
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
             let bytes = match parts.extensions.remove::<Precompressed>() {
@@ -545,6 +550,73 @@ mod tests {
             .unwrap();
             assert_eq!(compressed_frame(m).unwrap(), channel);
         }
+    }
+
+    /// The request a channel passed on: its `grpc-encoding` and its body.
+    #[derive(Clone, Default)]
+    struct Capture(std::sync::Arc<std::sync::Mutex<Option<(Option<String>, Bytes)>>>);
+
+    impl tower_service::Service<http::Request<Body>> for Capture {
+        type Response = http::Response<Body>;
+        type Error = std::convert::Infallible;
+        type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+            let seen = self.0.clone();
+            Box::pin(async move {
+                let (parts, body) = req.into_parts();
+                let encoding = parts
+                    .headers
+                    .get(GRPC_ENCODING)
+                    .map(|v| v.to_str().unwrap().to_string());
+                let body = body.collect().await.unwrap().to_bytes();
+                *seen.lock().unwrap() = Some((encoding, body));
+                Ok(http::Response::new(Body::empty()))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_channel_compresses_unless_told_not_to() {
+        let msg = b"forwarded forwarded forwarded forwarded".repeat(100);
+        let mut plain = BytesMut::new();
+        plain.put_u8(0);
+        plain.put_u32(msg.len() as u32);
+        plain.put_slice(&msg);
+        let plain = plain.freeze();
+        let send = |compress: bool, extension: Option<Precompressed>| {
+            let plain = plain.clone();
+            async move {
+                let capture = Capture::default();
+                let mut channel = SnappyChannel::new(capture.clone(), compress);
+                let mut req = http::Request::new(Body::new(http_body_util::Full::new(plain)));
+                if let Some(e) = extension {
+                    req.extensions_mut().insert(e);
+                }
+                tower_service::Service::call(&mut channel, req)
+                    .await
+                    .unwrap();
+                let seen = capture.0.lock().unwrap().take();
+                seen.unwrap()
+            }
+        };
+        let frame = compressed_frame(&msg).unwrap();
+        assert_eq!(
+            send(true, None).await,
+            (Some("snappy".to_string()), frame.clone())
+        );
+        // A precompressed frame replaces the body tonic encoded.
+        let other = compressed_frame(b"another message").unwrap();
+        assert_eq!(
+            send(true, Some(Precompressed(other.clone()))).await,
+            (Some("snappy".to_string()), other)
+        );
+        // `--receive.grpc-compression=none`: the request goes as it is.
+        assert_eq!(send(false, None).await, (None, plain.clone()));
     }
 
     #[test]

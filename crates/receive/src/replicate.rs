@@ -129,15 +129,22 @@ pub struct PeerContact {
 /// Another receiver.
 pub struct Peer {
     pub address: String,
+    /// Whether messages are snappy-compressed.
+    compress: bool,
     tls: Option<Arc<tls::ClientTls>>,
     channel: Mutex<Channel>,
     health: Mutex<Health>,
 }
 
 impl Peer {
-    fn new(address: &str, tls: Option<&Arc<tls::ClientTls>>) -> Result<Peer, RouteError> {
+    fn new(
+        address: &str,
+        tls: Option<&Arc<tls::ClientTls>>,
+        compress: bool,
+    ) -> Result<Peer, RouteError> {
         Ok(Peer {
             address: address.to_string(),
+            compress,
             channel: Mutex::new(Self::channel(address, tls)?),
             tls: tls.cloned(),
             health: Mutex::new(Health::default()),
@@ -211,12 +218,12 @@ impl Peer {
         hinted: bool,
     ) -> ReplicaResult {
         let channel = self.channel.lock().unwrap().clone();
-        let mut grpc = tonic::client::Grpc::new(SnappyChannel::new(channel));
+        let mut grpc = tonic::client::Grpc::new(SnappyChannel::new(channel, self.compress));
         let call = async {
             grpc.ready()
                 .await
                 .map_err(|e| Status::unavailable(format!("connecting: {e}")))?;
-            let mut req = match wire {
+            let mut req = match wire.filter(|_| self.compress) {
                 Some(wire) => {
                     let frame = wire
                         .get_or_try_init(|| async { compressed_frame(&payload) })
@@ -273,6 +280,9 @@ pub struct ReplicationConfig {
     pub hints_max_bytes: u64,
     /// TLS to the other receivers (`--remote-write.client-tls-*`); None: plaintext.
     pub client_tls: Option<tls::ClientFiles>,
+    /// Forwards are snappy-compressed (`--receive.grpc-compression=snappy`, Thanos' default);
+    /// false sends them plain (`none`).
+    pub compress: bool,
 }
 
 impl Default for ReplicationConfig {
@@ -284,6 +294,7 @@ impl Default for ReplicationConfig {
             hints_window: Duration::from_secs(2 * 3600),
             hints_max_bytes: 1 << 30,
             client_tls: None,
+            compress: true,
         }
     }
 }
@@ -585,7 +596,11 @@ impl Replicator {
         if let Some(p) = peers.get(address) {
             return Ok(p.clone());
         }
-        let p = Arc::new(Peer::new(address, self.client_tls.as_ref())?);
+        let p = Arc::new(Peer::new(
+            address,
+            self.client_tls.as_ref(),
+            self.config.compress,
+        )?);
         peers.insert(address.to_string(), p.clone());
         Ok(p)
     }
