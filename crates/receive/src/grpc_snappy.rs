@@ -552,9 +552,12 @@ mod tests {
         }
     }
 
-    /// The request a channel passed on: its `grpc-encoding` and its body.
+    /// A request as a channel passed it on: its `grpc-encoding` and its body.
+    type Sent = (Option<String>, Bytes);
+
+    /// The last request a channel passed on.
     #[derive(Clone, Default)]
-    struct Capture(std::sync::Arc<std::sync::Mutex<Option<(Option<String>, Bytes)>>>);
+    struct Capture(std::sync::Arc<std::sync::Mutex<Option<Sent>>>);
 
     impl tower_service::Service<http::Request<Body>> for Capture {
         type Response = http::Response<Body>;
