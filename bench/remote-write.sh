@@ -121,24 +121,7 @@ FS_TYPE=$(stat -f -c %T "$WORK")
 [[ $FS_TYPE == tmpfs ]] &&
   echo "warning: $WORK is on tmpfs: fsync is free there; set BENCH_TMPDIR to a real disk" >&2
 
-# Sets PORT to a loopback port nobody listens on and this run has not handed out yet.
-USED_PORTS=" "
-PORT=
-free_port() {
-  local p i
-  for ((i = 0; i < 200; i++)); do
-    # Below the kernel's ephemeral range (32768+ by default): a port some connection of the
-    # run uses as its source port answers no connect, yet cannot be bound.
-    p=$((20000 + RANDOM % 12000))
-    [[ $USED_PORTS == *" $p "* ]] && continue
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      USED_PORTS+="$p "
-      PORT=$p
-      return 0
-    fi
-  done
-  die "no free port found"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
 wait_ready() { # name url
   local deadline=$((SECONDS + READY_TIMEOUT))

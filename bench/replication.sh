@@ -55,23 +55,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-USED_PORTS=" "
-PORT=
-free_port() {
-  local p i
-  for ((i = 0; i < 200; i++)); do
-    # Below the kernel's ephemeral range (32768+ by default): a port some connection of the
-    # run uses as its source port answers no connect, yet cannot be bound.
-    p=$((20000 + RANDOM % 12000))
-    [[ $USED_PORTS == *" $p "* ]] && continue
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      USED_PORTS+="$p "
-      PORT=$p
-      return 0
-    fi
-  done
-  die "no free port found"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
 # start_node NAME RW HTTP GRPC [extra args...]
 start_node() {
