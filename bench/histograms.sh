@@ -79,22 +79,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-USED=" "
-port() {
-  local p i
-  for ((i = 0; i < 200; i++)); do
-    # Below the kernel's ephemeral range (32768+ by default): a port some connection of the
-    # run uses as its source port answers no connect, yet cannot be bound.
-    p=$((20000 + RANDOM % 12000))
-    [[ $USED == *" $p "* ]] && continue
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      USED+="$p "
-      echo "$p"
-      return 0
-    fi
-  done
-  die "no free port found"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 wait_ready() { # url what
   for ((i = 0; i < 600; i++)); do
     curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
@@ -125,11 +110,11 @@ meta_samples() { # block dirs... -> stats.numSamples summed
 }
 
 # ---- phase 1 -------------------------------------------------------------------------------
-TARGET=127.0.0.1:$(port)
-RW=127.0.0.1:$(port)
-CHTTP=127.0.0.1:$(port)
-CGRPC=127.0.0.1:$(port)
-PHTTP=127.0.0.1:$(port)
+free_port; TARGET=127.0.0.1:$PORT
+free_port; RW=127.0.0.1:$PORT
+free_port; CHTTP=127.0.0.1:$PORT
+free_port; CGRPC=127.0.0.1:$PORT
+free_port; PHTTP=127.0.0.1:$PORT
 
 "$CAIRN_BIN" bench histogram-target --listen "$TARGET" --series "$SERIES" --buckets "$BUCKETS" \
   2>"$WORK/target.log" &
@@ -202,9 +187,9 @@ p_samples=$(meta_samples "${p_blocks[@]}")
 c_samples=$(meta_samples "${c_blocks[@]}")
 
 # ---- phase 2 -------------------------------------------------------------------------------
-RW2=127.0.0.1:$(port)
-CHTTP2=127.0.0.1:$(port)
-CGRPC2=127.0.0.1:$(port)
+free_port; RW2=127.0.0.1:$PORT
+free_port; CHTTP2=127.0.0.1:$PORT
+free_port; CGRPC2=127.0.0.1:$PORT
 "$CAIRN_BIN" receive --remote-write.address "$RW2" --http-address "$CHTTP2" --grpc-address "$CGRPC2" \
   --tsdb.path "$WORK/cairn-load" --label 'replica="bench"' >"$WORK/cairn-load.log" 2>&1 &
 LOAD_PID=$!
