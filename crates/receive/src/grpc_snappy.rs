@@ -446,15 +446,7 @@ mod tests {
                 assert!(decompress(&bad, n).is_err());
             }
         }
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let random: Vec<u8> = (0..5000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 32) as u8
-            })
-            .collect();
+        let random = noise(5000);
         let packed = compress(&random).unwrap();
         assert_eq!(
             packed[STREAM_IDENTIFIER.len()],
@@ -492,6 +484,28 @@ mod tests {
     use super::*;
     use bytes::{BufMut, BytesMut};
 
+    /// Pseudo-random (incompressible) bytes.
+    fn noise(n: usize) -> Vec<u8> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect()
+    }
+
+    /// One uncompressed gRPC frame of `msg`.
+    fn plain_frame(msg: &[u8]) -> Bytes {
+        let mut frame = BytesMut::new();
+        frame.put_u8(0);
+        frame.put_u32(msg.len() as u32);
+        frame.put_slice(msg);
+        frame.freeze()
+    }
+
     #[test]
     fn frames_round_trip_through_snappy() {
         let big = vec![7u8; 100_000];
@@ -527,23 +541,11 @@ mod tests {
     #[test]
     fn a_precompressed_frame_is_what_the_channel_would_send() {
         // Incompressible bytes too: the frame is sized for them up front.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let noise: Vec<u8> = (0..200_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let noise = noise(200_000);
         let text = b"sample sample sample ".repeat(10_000);
         let msgs: [&[u8]; 4] = [b"", b"abc", &text, &noise];
         for m in msgs {
-            let mut plain = BytesMut::new();
-            plain.put_u8(0);
-            plain.put_u32(m.len() as u32);
-            plain.put_slice(m);
-            let channel = rewrite_frames(plain.freeze(), |_, m, out| {
+            let channel = rewrite_frames(plain_frame(m), |_, m, out| {
                 compress_into(m, out)?;
                 Ok(1)
             })
@@ -586,11 +588,7 @@ mod tests {
     #[tokio::test]
     async fn the_channel_compresses_unless_told_not_to() {
         let msg = b"forwarded forwarded forwarded forwarded".repeat(100);
-        let mut plain = BytesMut::new();
-        plain.put_u8(0);
-        plain.put_u32(msg.len() as u32);
-        plain.put_slice(&msg);
-        let plain = plain.freeze();
+        let plain = plain_frame(&msg);
         let send = |compress: bool, extension: Option<Precompressed>| {
             let plain = plain.clone();
             async move {
